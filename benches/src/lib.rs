@@ -1,0 +1,1 @@
+//! Shared helpers for Shardline benchmarks live in the bench targets under `benches/`.

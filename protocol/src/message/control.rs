@@ -1,0 +1,105 @@
+//! Coordinator → storage node: shard configuration, roles, heartbeats and elections.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorCode, Message, NodeStatus};
+use crate::frame::Route;
+use crate::model::{LogPosition, Schema, ServerAddr, ShardId, ShardSpec};
+
+/// What the coordinator tells a storage node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Create (or keep) a replica of `shard` with `schema`; it starts idle.
+    ConfigureShard {
+        /// The shard and its range.
+        shard: ShardSpec,
+        /// The table's schema.
+        schema: Schema,
+    },
+    /// Delete the replica of `shard` and its files.
+    DropShard {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// Lead `shard` at `term`, replicating to `followers`.
+    BecomePrimary {
+        /// The shard.
+        shard: ShardId,
+        /// The term to lead in.
+        term: u64,
+        /// The other replicas.
+        followers: Vec<ServerAddr>,
+        /// How long the lease lasts from receipt, in milliseconds.
+        lease_ms: u64,
+    },
+    /// Follow `primary` for `shard` at `term`.
+    BecomeFollower {
+        /// The shard.
+        shard: ShardId,
+        /// The term.
+        term: u64,
+        /// The primary.
+        primary: ServerAddr,
+    },
+    /// Liveness probe; renews the lease of every shard this node leads at its current term.
+    Heartbeat {
+        /// Lease length from receipt, in milliseconds.
+        lease_ms: u64,
+    },
+    /// Election query: adopt `term` (refusing older appends from now on) and report the log.
+    ElectionQuery {
+        /// The shard.
+        shard: ShardId,
+        /// The new term.
+        term: u64,
+    },
+}
+
+/// A replica's answer to an election query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// The shard.
+    pub shard: ShardId,
+    /// The term it has now adopted.
+    pub term: u64,
+    /// Its last log entry.
+    pub last: LogPosition,
+    /// False if its log is damaged and unrepaired: it must not be chosen.
+    pub electable: bool,
+}
+
+/// What a storage node answers the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// The request failed.
+    Error(ErrorCode),
+    /// Done.
+    Ok,
+    /// Heartbeat answer: the node's state.
+    Status(NodeStatus),
+    /// Election query answer.
+    Vote(Vote),
+}
+
+impl Message for ControlRequest {
+    const BASE: u8 = 0x70;
+    const SPAN: u8 = 0x20;
+    const NAME: &'static str = "ControlRequest";
+
+    fn route(&self) -> Route {
+        match self {
+            ControlRequest::ConfigureShard { shard, .. } => Route::Shard(shard.id.0),
+            ControlRequest::DropShard { shard }
+            | ControlRequest::BecomePrimary { shard, .. }
+            | ControlRequest::BecomeFollower { shard, .. }
+            | ControlRequest::ElectionQuery { shard, .. } => Route::Shard(shard.0),
+            ControlRequest::Heartbeat { .. } => Route::None,
+        }
+    }
+}
+
+impl Message for ControlResponse {
+    const BASE: u8 = 0x90;
+    const SPAN: u8 = 0x10;
+    const NAME: &'static str = "ControlResponse";
+}

@@ -1,0 +1,140 @@
+//! The typed errors a request can come back with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ServerAddr, ShardId};
+
+/// Why a request failed; carried in every response enum's `Error` variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// This replica is not the shard's primary; `primary` is who it believes is.
+    #[error("not the primary of {shard} (term {term}); primary is {}", primary.as_ref().map_or("unknown", |p| p.name.as_str()))]
+    NotPrimary {
+        /// The shard asked about.
+        shard: ShardId,
+        /// The term this replica knows.
+        term: u64,
+        /// Its best guess at the primary.
+        primary: Option<ServerAddr>,
+    },
+    /// The message carried a term older than the receiver's.
+    #[error("stale term {got}: current term is {current}")]
+    StaleTerm {
+        /// The receiver's term.
+        current: u64,
+        /// The term the message carried.
+        got: u64,
+    },
+    /// The sender's topology is older than the receiver's.
+    #[error("stale topology: current version is {current}")]
+    StaleTopology {
+        /// The receiver's topology version.
+        current: u64,
+    },
+    /// Too few replicas hold the entry (or answered) to make a majority.
+    #[error("no quorum for {shard}: {acked} of {needed} replicas needed")]
+    NoQuorum {
+        /// The shard.
+        shard: ShardId,
+        /// Replicas that answered or hold the entry.
+        acked: u32,
+        /// Replicas needed for a majority.
+        needed: u32,
+    },
+    /// No shard owns this key.
+    #[error("key {key} is outside every shard")]
+    KeyOutOfRange {
+        /// The key.
+        key: i64,
+    },
+    /// A row does not fit the schema.
+    #[error("schema violation: {0}")]
+    SchemaViolation(String),
+    /// An insert's key exists already.
+    #[error("duplicate key {key}")]
+    DuplicateKey {
+        /// The key.
+        key: i64,
+    },
+    /// An update or delete named a key that does not exist.
+    #[error("key {key} not found")]
+    NotFound {
+        /// The key.
+        key: i64,
+    },
+    /// A server name nobody knows.
+    #[error("unknown server `{name}`")]
+    UnknownServer {
+        /// The name.
+        name: String,
+    },
+    /// A shard this process does not know.
+    #[error("unknown shard {shard}")]
+    UnknownShard {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// A limit was reached (connections, requests in flight, queue depth).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The replica cannot serve this shard now (catching up, repairing a corrupt log).
+    #[error("{shard} unavailable here: {reason}")]
+    Unavailable {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        reason: String,
+    },
+    /// The primary's lease lapsed; it takes no writes or primary reads until renewed.
+    #[error("lease of {shard} expired")]
+    LeaseExpired {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The request is malformed or makes no sense.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The request did not finish in time; it may or may not have been applied.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A failure inside the server (I/O, storage); the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ErrorCode {
+    /// A short stable name, used by the text mode (`ERR NotPrimary: …`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorCode::NotPrimary { .. } => "NotPrimary",
+            ErrorCode::StaleTerm { .. } => "StaleTerm",
+            ErrorCode::StaleTopology { .. } => "StaleTopology",
+            ErrorCode::NoQuorum { .. } => "NoQuorum",
+            ErrorCode::KeyOutOfRange { .. } => "KeyOutOfRange",
+            ErrorCode::SchemaViolation(_) => "SchemaViolation",
+            ErrorCode::DuplicateKey { .. } => "DuplicateKey",
+            ErrorCode::NotFound { .. } => "NotFound",
+            ErrorCode::UnknownServer { .. } => "UnknownServer",
+            ErrorCode::UnknownShard { .. } => "UnknownShard",
+            ErrorCode::Overloaded(_) => "Overloaded",
+            ErrorCode::Unavailable { .. } => "Unavailable",
+            ErrorCode::LeaseExpired { .. } => "LeaseExpired",
+            ErrorCode::BadRequest(_) => "BadRequest",
+            ErrorCode::Timeout(_) => "Timeout",
+            ErrorCode::Internal(_) => "Internal",
+        }
+    }
+
+    /// Whether a router should refresh its topology and try again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotPrimary { .. }
+                | ErrorCode::StaleTopology { .. }
+                | ErrorCode::LeaseExpired { .. }
+                | ErrorCode::Unavailable { .. }
+                | ErrorCode::NoQuorum { .. }
+        )
+    }
+}

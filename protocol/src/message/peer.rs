@@ -1,0 +1,101 @@
+//! Primary → secondary: log replication, snapshots for new replicas, and entry repair.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorCode, Message};
+use crate::frame::Route;
+use crate::model::{LogPosition, Row, ShardId};
+
+/// What one replica asks another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Append entries after `prev` (Raft's AppendEntries); an empty list is a probe.
+    Append {
+        /// The shard.
+        shard: ShardId,
+        /// The sender's term.
+        term: u64,
+        /// The sender's server name.
+        primary: String,
+        /// The entry just before `entries`; the follower must hold it to accept.
+        prev: LogPosition,
+        /// Encoded [`LogEntry`](crate::log_entry::LogEntry)s, each with its own CRC.
+        entries: Vec<Bytes>,
+        /// The primary's commit index.
+        commit: u64,
+    },
+    /// One chunk of a shard snapshot for a replica too far behind for the log.
+    Snapshot {
+        /// The shard.
+        shard: ShardId,
+        /// The sender's term.
+        term: u64,
+        /// The sender's server name.
+        primary: String,
+        /// Position of the last entry the snapshot includes.
+        last_included: LogPosition,
+        /// Chunk number, from 0; chunk 0 clears the receiver's table.
+        chunk: u32,
+        /// Rows in key order.
+        rows: Vec<Row>,
+        /// True on the last chunk.
+        done: bool,
+    },
+    /// Entries `from..=to` of a shard's log, to repair a damaged copy.
+    FetchEntries {
+        /// The shard.
+        shard: ShardId,
+        /// First index wanted.
+        from: u64,
+        /// Last index wanted.
+        to: u64,
+    },
+}
+
+/// What a replica answers a [`PeerRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The request failed.
+    Error(ErrorCode),
+    /// Answer to `Append`.
+    Appended {
+        /// The receiver's term (higher than the sender's means: step down).
+        term: u64,
+        /// Whether the entries were accepted.
+        success: bool,
+        /// The receiver's last durable entry after handling the request.
+        last: LogPosition,
+        /// On refusal, the first index the sender should retry from.
+        retry_from: u64,
+    },
+    /// Answer to `Snapshot`: the chunk is stored.
+    SnapshotStored {
+        /// The receiver's term.
+        term: u64,
+        /// The chunk stored.
+        chunk: u32,
+    },
+    /// Answer to `FetchEntries`.
+    Entries(Vec<Bytes>),
+}
+
+impl Message for PeerRequest {
+    const BASE: u8 = 0xA0;
+    const SPAN: u8 = 0x10;
+    const NAME: &'static str = "PeerRequest";
+
+    fn route(&self) -> Route {
+        match self {
+            PeerRequest::Append { shard, .. }
+            | PeerRequest::Snapshot { shard, .. }
+            | PeerRequest::FetchEntries { shard, .. } => Route::Shard(shard.0),
+        }
+    }
+}
+
+impl Message for PeerResponse {
+    const BASE: u8 = 0xB0;
+    const SPAN: u8 = 0x10;
+    const NAME: &'static str = "PeerResponse";
+}

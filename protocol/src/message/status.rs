@@ -1,0 +1,106 @@
+//! What processes report about the cluster and about themselves.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{LogPosition, Schema, ShardId, ShardSpec};
+
+/// The cluster as the coordinator knows it, versioned so routers can tell stale from fresh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Bumped on every change; a router keeps the highest it has seen.
+    pub version: u64,
+    /// The table's schema; `None` before Init.
+    pub schema: Option<Schema>,
+    /// Every shard with its replicas and primary.
+    pub shards: Vec<ShardTopology>,
+    /// Every server with its address and health.
+    pub servers: Vec<ServerInfo>,
+}
+
+impl Topology {
+    /// The shard that owns `key`.
+    pub fn shard_for_key(&self, key: i64) -> Option<&ShardTopology> {
+        self.shards.iter().find(|s| s.spec.contains(key))
+    }
+
+    /// A server's entry by name.
+    pub fn server(&self, name: &str) -> Option<&ServerInfo> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// One shard in the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardTopology {
+    /// Identity and key range.
+    pub spec: ShardSpec,
+    /// The term of the current primary.
+    pub term: u64,
+    /// The primary's server name; `None` while no majority could elect one.
+    pub primary: Option<String>,
+    /// Every replica's server name, the primary included.
+    pub replicas: Vec<String>,
+    /// Replicas that have caught up and may serve reads.
+    pub readable: Vec<String>,
+}
+
+/// One server in the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server's name.
+    pub name: String,
+    /// Where it listens.
+    pub addr: String,
+    /// Whether its heartbeats arrive.
+    pub healthy: bool,
+    /// Milliseconds since its last heartbeat answer, if any.
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+/// A replica's role in its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRole {
+    /// Takes writes and replicates them.
+    Primary,
+    /// Receives the primary's log.
+    Follower,
+    /// Configured, but told no role at the current term yet.
+    Idle,
+}
+
+/// One shard replica's state, as a node reports it in heartbeats and STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// The shard and its range.
+    pub spec: ShardSpec,
+    /// Role at `term`.
+    pub role: ReplicaRole,
+    /// The highest term this replica has adopted.
+    pub term: u64,
+    /// Its last log entry.
+    pub last: LogPosition,
+    /// The highest index it knows committed.
+    pub commit_index: u64,
+    /// The highest index applied to its table.
+    pub applied_index: u64,
+    /// Whether the replica can serve reads (caught up and not repairing).
+    pub serving: bool,
+    /// A problem it needs help with (a corrupt log entry, a failed snapshot), if any.
+    pub fault: Option<String>,
+}
+
+/// A storage node's report: who it is and the state of every shard replica it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's server name.
+    pub node: String,
+    /// Each shard replica on the node.
+    pub shards: Vec<ShardState>,
+}
+
+impl NodeStatus {
+    /// The replica of `shard` on this node.
+    pub fn shard(&self, shard: ShardId) -> Option<&ShardState> {
+        self.shards.iter().find(|s| s.spec.id == shard)
+    }
+}

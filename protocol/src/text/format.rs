@@ -1,0 +1,218 @@
+//! Responses → readable lines.
+
+use std::fmt::Write as _;
+
+use crate::message::{NodeStatus, Response, ShardCommit, Topology};
+use crate::model::{Row, Value};
+
+/// What `HELP` prints: every command with an example, then `OK`.
+pub const HELP: &str = "\
+Shardline text mode: one command a line; every answer ends with a line starting OK or ERR.
+  PING                          liveness check                 PING
+  HELP                          this list                      HELP
+  STATUS                        cluster or node status         STATUS
+  STATS                         counters and latencies         STATS
+  READ <low> <high> [PRIMARY]   rows with low <= key <= high   READ 100 200
+  READSERVER <server>           every row a server holds       READSERVER Server0
+  WRITE <key> <values...>       insert one row                 WRITE 101 alice 77
+  UPDATE <key> <values...>      replace one row                UPDATE 101 alice 80
+  DEL <key>                     delete one row                 DEL 101
+  LOG <shard> [count]           last log entries (nodes only)  LOG sh1 10
+  ADD <server>:<shards> ...     add servers holding shards     ADD Server6:sh1,sh2
+  RM <n> [server...]            remove n servers               RM 1 Server3
+  QUIT                          close the connection           QUIT
+Strings with spaces go in double quotes: WRITE 7 \"ann lee\" 91
+OK
+";
+
+/// Renders a response as lines, the last one starting `OK` or `ERR`.
+pub fn format_response(response: &Response) -> String {
+    let mut out = String::new();
+    match response {
+        Response::Error(e) => {
+            let _ = writeln!(out, "ERR {}: {}", e.name(), one_line(&e.to_string()));
+        }
+        Response::Pong => out.push_str("OK PONG\n"),
+        Response::Topology(t) => format_topology(&mut out, t),
+        Response::Node(n) => format_node(&mut out, n),
+        Response::Stats(pairs) => {
+            for (name, value) in pairs {
+                let _ = writeln!(out, "{name}: {value}");
+            }
+            out.push_str("OK\n");
+        }
+        Response::Rows(rows) => {
+            format_rows(&mut out, rows);
+            let _ = writeln!(out, "OK {} row{}", rows.len(), plural(rows.len()));
+        }
+        Response::ServerRows(shards) => {
+            let mut total = 0;
+            for s in shards {
+                let _ = writeln!(out, "{} ({} rows)", s.shard, s.rows.len());
+                format_rows(&mut out, &s.rows);
+                total += s.rows.len();
+            }
+            let _ = writeln!(out, "OK {total} row{} in {} shards", plural(total), shards.len());
+        }
+        Response::Committed(commits) => {
+            let parts: Vec<String> = commits.iter().map(commit).collect();
+            let _ = writeln!(out, "OK committed {}", parts.join("; "));
+        }
+        Response::Log(lines) => {
+            for l in lines {
+                let _ = writeln!(
+                    out,
+                    "{:>8} t{:<4} crc {:08x} {} {} {}",
+                    l.index,
+                    l.term,
+                    l.crc,
+                    if l.crc_ok { "ok " } else { "BAD" },
+                    if l.committed { "committed" } else { "pending  " },
+                    one_line(&l.summary)
+                );
+            }
+            let _ = writeln!(out, "OK {} entr{}", lines.len(), if lines.len() == 1 { "y" } else { "ies" });
+        }
+        Response::TopologyUnchanged { version } => {
+            let _ = writeln!(out, "OK topology unchanged at version {version}");
+        }
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn commit(c: &ShardCommit) -> String {
+    format!(
+        "{}: {} row{} at term {} index {} on {}",
+        c.shard,
+        c.rows,
+        plural(c.rows as usize),
+        c.term,
+        c.index,
+        c.replicas.join(",")
+    )
+}
+
+fn format_rows(out: &mut String, rows: &[Row]) {
+    for row in rows {
+        let _ = write!(out, "{}", row.key);
+        for v in &row.values {
+            out.push(' ');
+            match v {
+                Value::Str(s) if s.is_empty() || s.contains(char::is_whitespace) || s.contains('"') => {
+                    let _ = write!(out, "{s:?}");
+                }
+                v => {
+                    let _ = write!(out, "{v}");
+                }
+            }
+        }
+        out.push('\n');
+    }
+}
+
+fn format_topology(out: &mut String, t: &Topology) {
+    let _ = writeln!(out, "topology version {}", t.version);
+    match &t.schema {
+        Some(s) => {
+            let cols: Vec<String> = s.columns.iter().map(|c| format!("{}:{}", c.name, c.ty)).collect();
+            let _ = writeln!(out, "schema {}", cols.join(" "));
+        }
+        None => out.push_str("schema (not initialized)\n"),
+    }
+    for s in &t.shards {
+        let high = s.spec.high().map_or("empty".to_owned(), |h| h.to_string());
+        let _ = writeln!(
+            out,
+            "shard {} keys {}..={} term {} primary {} replicas {}",
+            s.spec.id,
+            s.spec.low,
+            high,
+            s.term,
+            s.primary.as_deref().unwrap_or("NONE"),
+            s.replicas.join(",")
+        );
+    }
+    for s in &t.servers {
+        let age = s.last_heartbeat_ms.map_or("never".to_owned(), |ms| format!("{ms}ms ago"));
+        let health = if s.healthy { "up" } else { "DOWN" };
+        let _ = writeln!(out, "server {} {} {} heartbeat {}", s.name, s.addr, health, age);
+    }
+    let _ = writeln!(out, "OK {} shards, {} servers", t.shards.len(), t.servers.len());
+}
+
+fn format_node(out: &mut String, n: &NodeStatus) {
+    let _ = writeln!(out, "node {}", n.node);
+    for s in &n.shards {
+        let _ = writeln!(
+            out,
+            "shard {} {:?} term {} last {}@{} commit {} applied {}{}{}",
+            s.spec.id,
+            s.role,
+            s.term,
+            s.last.index,
+            s.last.term,
+            s.commit_index,
+            s.applied_index,
+            if s.serving { "" } else { " NOT-SERVING" },
+            s.fault.as_ref().map_or(String::new(), |f| format!(" fault: {}", one_line(f)))
+        );
+    }
+    let _ = writeln!(out, "OK {} shards", n.shards.len());
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ErrorCode;
+    use crate::model::ShardId;
+
+    #[test]
+    fn every_answer_ends_with_ok_or_err() {
+        let answers = [
+            Response::Pong,
+            Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]),
+            Response::Error(ErrorCode::DuplicateKey { key: 4 }),
+            Response::Committed(vec![ShardCommit {
+                shard: ShardId(1),
+                term: 2,
+                index: 3,
+                replicas: vec!["Server0".into()],
+                rows: 1,
+            }]),
+            Response::Topology(Topology::default()),
+            Response::Stats(vec![("ops".into(), "3".into())]),
+        ];
+        for a in answers {
+            let text = format_response(&a);
+            let last = text.lines().last().unwrap();
+            assert!(last.starts_with("OK") || last.starts_with("ERR"), "{text}");
+        }
+    }
+
+    #[test]
+    fn rows_and_errors_read_well() {
+        let rows = Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]);
+        assert_eq!(format_response(&rows), "1 \"ann lee\" 3\nOK 1 row\n");
+        let e = Response::Error(ErrorCode::KeyOutOfRange { key: 99999 });
+        assert_eq!(format_response(&e), "ERR KeyOutOfRange: key 99999 is outside every shard\n");
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        for cmd in ["PING", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP"] {
+            assert!(HELP.contains(&format!("\n  {cmd} ")), "HELP lacks {cmd}");
+        }
+    }
+}
