@@ -78,7 +78,12 @@ impl WriteBatch {
             index.put_i64(row.key);
             index.put_u32(u32::try_from(bodies.len()).map_err(|_| BatchError::TooLarge)?);
         }
-        Ok(WriteBatch { client_id, seq, index: index.freeze(), bodies: Bytes::from(bodies) })
+        Ok(WriteBatch {
+            client_id,
+            seq,
+            index: index.freeze(),
+            bodies: Bytes::from(bodies),
+        })
     }
 
     /// Parses a payload without copying it; checks the index, not the bodies.
@@ -106,7 +111,12 @@ impl WriteBatch {
         if prev != bodies.len() {
             return Err(BatchError::BadIndex(n));
         }
-        Ok(WriteBatch { client_id, seq, index, bodies })
+        Ok(WriteBatch {
+            client_id,
+            seq,
+            index,
+            bodies,
+        })
     }
 
     /// Bytes of the encoded batch.
@@ -164,15 +174,25 @@ impl WriteBatch {
 
     /// The encoded body of row `i`, without copying.
     pub fn body(&self, i: usize) -> Bytes {
-        let start = if i == 0 { 0 } else { end_at(&self.index, i - 1) };
+        let start = if i == 0 {
+            0
+        } else {
+            end_at(&self.index, i - 1)
+        };
         self.bodies.slice(start..end_at(&self.index, i))
     }
 
     /// Decodes row `i`.
     pub fn row(&self, i: usize) -> Result<Row, BatchError> {
-        let values: Vec<Value> = postcard::from_bytes(&self.body(i))
-            .map_err(|e| BatchError::BadRow { row: i, reason: e.to_string() })?;
-        Ok(Row { key: self.key(i), values })
+        let values: Vec<Value> =
+            postcard::from_bytes(&self.body(i)).map_err(|e| BatchError::BadRow {
+                row: i,
+                reason: e.to_string(),
+            })?;
+        Ok(Row {
+            key: self.key(i),
+            values,
+        })
     }
 
     /// Decodes every row.
@@ -224,11 +244,20 @@ impl WriteBatch {
                 index.put_u32(end as u32);
             }
         }
-        WriteBatch { client_id: self.client_id, seq: self.seq, index: index.freeze(), bodies }
+        WriteBatch {
+            client_id: self.client_id,
+            seq: self.seq,
+            index: index.freeze(),
+            bodies,
+        }
     }
 
     fn body_len(&self, i: usize) -> usize {
-        let start = if i == 0 { 0 } else { end_at(&self.index, i - 1) };
+        let start = if i == 0 {
+            0
+        } else {
+            end_at(&self.index, i - 1)
+        };
         end_at(&self.index, i) - start
     }
 
@@ -236,7 +265,11 @@ impl WriteBatch {
         if rows.is_empty() {
             return Bytes::new();
         }
-        let start = if rows.start == 0 { 0 } else { end_at(&self.index, rows.start - 1) };
+        let start = if rows.start == 0 {
+            0
+        } else {
+            end_at(&self.index, rows.start - 1)
+        };
         self.bodies.slice(start..end_at(&self.index, rows.end - 1))
     }
 }
@@ -300,14 +333,23 @@ mod tests {
 
     #[test]
     fn malformed_batches_are_refused() {
-        assert_eq!(WriteBatch::parse(Bytes::from_static(&[0; 5])), Err(BatchError::Truncated("prefix")));
+        assert_eq!(
+            WriteBatch::parse(Bytes::from_static(&[0; 5])),
+            Err(BatchError::Truncated("prefix"))
+        );
         let mut huge_count = BytesMut::new();
         huge_count.put_u64(1);
         huge_count.put_u64(1);
         huge_count.put_u32(u32::MAX);
-        assert_eq!(WriteBatch::parse(huge_count.freeze()), Err(BatchError::Truncated("index")));
+        assert_eq!(
+            WriteBatch::parse(huge_count.freeze()),
+            Err(BatchError::Truncated("index"))
+        );
         let good = WriteBatch::encode(1, 1, &rows(&[1, 2])).unwrap().to_bytes();
         let mut short = BytesMut::from(&good[..good.len() - 1]);
-        assert!(matches!(WriteBatch::parse(short.split().freeze()), Err(BatchError::BadIndex(_))));
+        assert!(matches!(
+            WriteBatch::parse(short.split().freeze()),
+            Err(BatchError::BadIndex(_))
+        ));
     }
 }

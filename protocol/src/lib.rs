@@ -41,4 +41,7 @@ pub use message::{
     MessageError, NodeStatus, PeerRequest, PeerResponse, ReplicaRole, Request, Response,
     ServerInfo, ShardCommit, ShardRows, ShardState, ShardTopology, Topology, Vote,
 };
-pub use model::{Column, ColumnType, LogPosition, Row, Schema, SchemaError, ServerAddr, ShardId, ShardSpec, Value};
+pub use model::{
+    Column, ColumnType, LogPosition, Row, Schema, SchemaError, ServerAddr, ShardId, ShardSpec,
+    Value,
+};

@@ -73,7 +73,9 @@ impl Operation {
             Operation::Noop => None,
             Operation::Write { client_id, seq, .. }
             | Operation::Update { client_id, seq, .. }
-            | Operation::Delete { client_id, seq, .. } => (client_id != 0).then_some((client_id, seq)),
+            | Operation::Delete { client_id, seq, .. } => {
+                (client_id != 0).then_some((client_id, seq))
+            }
         }
     }
 
@@ -83,7 +85,12 @@ impl Operation {
             Operation::Noop => "noop".into(),
             Operation::Write { rows, .. } => match rows.as_slice() {
                 [one] => format!("write key {}", one.key),
-                [first, .., last] => format!("write {} rows, keys {}..={}", rows.len(), first.key, last.key),
+                [first, .., last] => format!(
+                    "write {} rows, keys {}..={}",
+                    rows.len(),
+                    first.key,
+                    last.key
+                ),
                 [] => "write 0 rows".into(),
             },
             Operation::Update { row, .. } => format!("update key {}", row.key),
@@ -137,7 +144,10 @@ pub enum EntryError {
 impl LogEntry {
     /// The entry's (term, index).
     pub fn position(&self) -> LogPosition {
-        LogPosition { term: self.term, index: self.index }
+        LogPosition {
+            term: self.term,
+            index: self.index,
+        }
     }
 
     /// Encodes the entry as one record.
@@ -235,7 +245,10 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut bad = bytes.to_vec();
                 bad[at] ^= flip;
-                assert!(LogEntry::decode(&bad).is_err(), "flip {flip:#x} at {at} went unnoticed");
+                assert!(
+                    LogEntry::decode(&bad).is_err(),
+                    "flip {flip:#x} at {at} went unnoticed"
+                );
             }
         }
     }
@@ -248,6 +261,9 @@ mod tests {
         }
         let mut longer = bytes.to_vec();
         longer.push(0);
-        assert!(matches!(LogEntry::decode(&longer), Err(EntryError::Length { .. })));
+        assert!(matches!(
+            LogEntry::decode(&longer),
+            Err(EntryError::Length { .. })
+        ));
     }
 }

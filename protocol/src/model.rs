@@ -105,7 +105,10 @@ impl Schema {
         Schema {
             columns: columns
                 .iter()
-                .map(|(name, ty)| Column { name: (*name).to_owned(), ty: *ty })
+                .map(|(name, ty)| Column {
+                    name: (*name).to_owned(),
+                    ty: *ty,
+                })
                 .collect(),
         }
     }
@@ -274,9 +277,15 @@ mod tests {
         let mut good = Row::new(1, vec![Value::Str("alice".into()), Value::Int(77)]);
         schema.check_row(&mut good).unwrap();
         let mut short = Row::new(1, vec![Value::Str("alice".into())]);
-        assert_eq!(schema.check_row(&mut short), Err(SchemaError::Arity { got: 2, want: 3 }));
+        assert_eq!(
+            schema.check_row(&mut short),
+            Err(SchemaError::Arity { got: 2, want: 3 })
+        );
         let mut wrong = Row::new(1, vec![Value::Int(3), Value::Int(77)]);
-        assert!(matches!(schema.check_row(&mut wrong), Err(SchemaError::Type { .. })));
+        assert!(matches!(
+            schema.check_row(&mut wrong),
+            Err(SchemaError::Type { .. })
+        ));
     }
 
     #[test]
@@ -289,7 +298,10 @@ mod tests {
 
     #[test]
     fn bad_schemas_are_refused() {
-        assert_eq!(Schema { columns: vec![] }.validate(), Err(SchemaError::Empty));
+        assert_eq!(
+            Schema { columns: vec![] }.validate(),
+            Err(SchemaError::Empty)
+        );
         let s = Schema::new(&[("k", ColumnType::Str)]);
         assert!(matches!(s.validate(), Err(SchemaError::KeyNotInt(_))));
         let s = Schema::new(&[("k", ColumnType::Int), ("k", ColumnType::Int)]);
@@ -298,10 +310,18 @@ mod tests {
 
     #[test]
     fn shard_ranges_are_half_open() {
-        let s = ShardSpec { id: ShardId(1), low: 4096, size: 4096 };
+        let s = ShardSpec {
+            id: ShardId(1),
+            low: 4096,
+            size: 4096,
+        };
         assert!(s.contains(4096) && s.contains(8191) && !s.contains(8192) && !s.contains(4095));
         assert!(s.overlaps(0, 4096) && s.overlaps(8191, 9000) && !s.overlaps(8192, 9000));
-        let top = ShardSpec { id: ShardId(2), low: i64::MAX, size: 10 };
+        let top = ShardSpec {
+            id: ShardId(2),
+            low: i64::MAX,
+            size: 10,
+        };
         assert!(top.contains(i64::MAX));
         assert_eq!(top.high(), Some(i64::MAX));
     }

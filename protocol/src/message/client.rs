@@ -199,12 +199,18 @@ pub enum Response {
 impl Request {
     /// Whether the request changes data (and so must go to a primary).
     pub fn is_write(&self) -> bool {
-        matches!(self, Request::Write(_) | Request::Update { .. } | Request::Delete { .. })
+        matches!(
+            self,
+            Request::Write(_) | Request::Update { .. } | Request::Delete { .. }
+        )
     }
 
     /// Whether it is an admin operation, for the coordinator.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. })
+        matches!(
+            self,
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. }
+        )
     }
 }
 
@@ -235,8 +241,8 @@ impl Message for Request {
         match self {
             Request::Write(batch) => Ok((kind::WRITE - kind::REQUEST_BASE, batch.to_bytes())),
             other => {
-                let payload =
-                    postcard::to_allocvec(other).map_err(|e| MessageError::Encode(e.to_string()))?;
+                let payload = postcard::to_allocvec(other)
+                    .map_err(|e| MessageError::Encode(e.to_string()))?;
                 Ok((payload[0], Bytes::from(payload)))
             }
         }
@@ -244,14 +250,23 @@ impl Message for Request {
 
     fn decode_payload(k: u8, payload: &Bytes) -> Result<Self, MessageError> {
         if k == kind::WRITE {
-            return WriteBatch::parse(payload.clone()).map(Request::Write).map_err(|e| {
-                MessageError::Payload { expected: Self::NAME, reason: e.to_string() }
-            });
+            return WriteBatch::parse(payload.clone())
+                .map(Request::Write)
+                .map_err(|e| MessageError::Payload {
+                    expected: Self::NAME,
+                    reason: e.to_string(),
+                });
         }
-        let request: Request = postcard::from_bytes(payload)
-            .map_err(|e| MessageError::Payload { expected: Self::NAME, reason: e.to_string() })?;
+        let request: Request =
+            postcard::from_bytes(payload).map_err(|e| MessageError::Payload {
+                expected: Self::NAME,
+                reason: e.to_string(),
+            })?;
         if k - Self::BASE != payload[0] || matches!(request, Request::Write(_)) {
-            return Err(MessageError::KindMismatch { kind: k, payload: payload[0] });
+            return Err(MessageError::KindMismatch {
+                kind: k,
+                payload: payload[0],
+            });
         }
         Ok(request)
     }

@@ -83,17 +83,23 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
 
     /// Encodes the payload and names the variant index it carries.
     fn encode_payload(&self) -> Result<(u8, Bytes), MessageError> {
-        let payload = postcard::to_allocvec(self).map_err(|e| MessageError::Encode(e.to_string()))?;
+        let payload =
+            postcard::to_allocvec(self).map_err(|e| MessageError::Encode(e.to_string()))?;
         Ok((payload[0], Bytes::from(payload)))
     }
 
     /// Decodes a payload whose header named `kind`, already checked to be in range.
     fn decode_payload(kind: u8, payload: &Bytes) -> Result<Self, MessageError> {
-        let message: Self = postcard::from_bytes(payload)
-            .map_err(|e| MessageError::Payload { expected: Self::NAME, reason: e.to_string() })?;
+        let message: Self = postcard::from_bytes(payload).map_err(|e| MessageError::Payload {
+            expected: Self::NAME,
+            reason: e.to_string(),
+        })?;
         let variant = payload[0];
         if kind - Self::BASE != variant {
-            return Err(MessageError::KindMismatch { kind, payload: variant });
+            return Err(MessageError::KindMismatch {
+                kind,
+                payload: variant,
+            });
         }
         Ok(message)
     }
@@ -107,16 +113,24 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
     fn to_frame(&self, request_id: u64) -> Result<Frame, MessageError> {
         let (variant, payload) = self.encode_payload()?;
         let kind = Self::BASE + variant;
-        Ok(Frame::new(kind, request_id, payload).with_route(self.route()).with_flags(self.flags()))
+        Ok(Frame::new(kind, request_id, payload)
+            .with_route(self.route())
+            .with_flags(self.flags()))
     }
 
     /// Reads this message out of a frame.
     fn from_frame(frame: &Frame) -> Result<Self, MessageError> {
         if !Self::owns_kind(frame.kind) {
-            return Err(MessageError::WrongKind { kind: frame.kind, expected: Self::NAME });
+            return Err(MessageError::WrongKind {
+                kind: frame.kind,
+                expected: Self::NAME,
+            });
         }
         if frame.payload.is_empty() {
-            return Err(MessageError::Payload { expected: Self::NAME, reason: "empty payload".into() });
+            return Err(MessageError::Payload {
+                expected: Self::NAME,
+                reason: "empty payload".into(),
+            });
         }
         Self::decode_payload(frame.kind, &frame.payload)
     }

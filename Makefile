@@ -1,0 +1,23 @@
+# Shardline: the commands a newcomer needs. `make help` lists them.
+CARGO ?= cargo
+
+.PHONY: help test fuzz-smoke bench fmt lint clean-target
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
+
+test: ## build everything and run every test (unit, property, integration)
+	$(CARGO) test --workspace --locked
+
+fuzz-smoke: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly
+	bash fuzz/smoke.sh
+
+bench: ## criterion micro-benchmarks of the codec
+	$(CARGO) bench -p shardline-benches --bench codec
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+lint: ## formatting and clippy, as CI would want them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
