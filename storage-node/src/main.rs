@@ -1,0 +1,82 @@
+//! `shardline-node`: a Shardline storage node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shardline_storage_node::config::NodeConfig;
+use shardline_storage_node::failpoint::Failpoints;
+use shardline_storage_node::node::Node;
+use shardline_storage_node::server;
+
+/// A Shardline storage node: holds shard replicas (rows in redb, a checksummed replicated
+/// log) and serves clients, peers and the coordinator on one port. The same port answers
+/// a line-based text mode: try `nc HOST PORT` and type HELP.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// This node's server name, as the coordinator knows it (e.g. Server0).
+    #[arg(long)]
+    id: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7200")]
+    listen: SocketAddr,
+    /// Directory for shard replicas (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Milliseconds a write may wait for a majority before it is answered Timeout.
+    #[arg(long, default_value_t = 2000)]
+    write_timeout_ms: u64,
+    /// Milliseconds between a primary's appends to an idle follower.
+    #[arg(long, default_value_t = 50)]
+    sync_heartbeat_ms: u64,
+    /// Milliseconds a primary waits for a follower before calling it unreachable.
+    #[arg(long, default_value_t = 500)]
+    peer_timeout_ms: u64,
+    /// A follower further behind than this many entries is sent a snapshot.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_lag: u64,
+    /// Log entries kept behind the point every replica has applied.
+    #[arg(long, default_value_t = 1000)]
+    log_retain: u64,
+    /// Largest frame payload accepted, in bytes.
+    #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_PAYLOAD)]
+    max_payload: usize,
+    /// Requests one connection may have in flight.
+    #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut cfg = NodeConfig::new(args.id, args.listen, args.data_dir);
+    cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);
+    cfg.sync_heartbeat = Duration::from_millis(args.sync_heartbeat_ms);
+    cfg.peer_timeout = Duration::from_millis(args.peer_timeout_ms);
+    cfg.snapshot_lag = args.snapshot_lag;
+    cfg.log_retain = args.log_retain;
+    cfg.max_payload = args.max_payload;
+    cfg.max_in_flight = args.max_in_flight;
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let failpoints = Failpoints::from_env().map_err(anyhow::Error::msg)?;
+    let listen = cfg.listen;
+    let node = Node::open(cfg, failpoints).context("opening the data directory")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, "listening");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    server::run(listener, node, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The node: the shard replicas it holds, and one `match` that sends every message to
+//! the right one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use futures::future::join_all;
+use shardline_protocol::frame::FLAG_LINEARIZABLE;
+use shardline_protocol::{
+    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, PeerRequest,
+    PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
+};
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::failpoint::Failpoints;
+use crate::shard::{self, AppendRequest, Command, ShardHandle, SnapshotChunk, WriteOp};
+use crate::table::StoreError;
+
+/// A storage node: its configuration and shard replicas.
+#[derive(Debug)]
+pub struct Node {
+    cfg: Arc<NodeConfig>,
+    failpoints: Arc<Failpoints>,
+    shards: RwLock<BTreeMap<ShardId, ShardHandle>>,
+    started: Instant,
+}
+
+impl Node {
+    /// Opens every shard replica found under the data directory.
+    pub fn open(cfg: NodeConfig, failpoints: Failpoints) -> Result<Arc<Node>, StoreError> {
+        let cfg = Arc::new(cfg);
+        let failpoints = Arc::new(failpoints);
+        let mut shards = BTreeMap::new();
+        let root = cfg.data_dir.join("shards");
+        std::fs::create_dir_all(&root)?;
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let handle = shard::open_shard(
+                &cfg.data_dir,
+                cfg.clone(),
+                failpoints.clone(),
+                ShardId(id),
+                None,
+            )?;
+            shards.insert(ShardId(id), handle);
+        }
+        info!(node = %cfg.id, shards = shards.len(), "node opened");
+        Ok(Arc::new(Node {
+            cfg,
+            failpoints,
+            shards: RwLock::new(shards),
+            started: Instant::now(),
+        }))
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    fn shard(&self, id: ShardId) -> Result<ShardHandle, ErrorCode> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .get(&id)
+            .cloned()
+            .ok_or(ErrorCode::UnknownShard { shard: id })
+    }
+
+    fn shard_for_key(&self, key: i64) -> Result<ShardHandle, ErrorCode> {
+        let shards = self.shards.read().expect("shards lock");
+        shards
+            .values()
+            .find(|s| s.spec().contains(key))
+            .cloned()
+            .ok_or(ErrorCode::KeyOutOfRange { key })
+    }
+
+    fn all_shards(&self) -> Vec<ShardHandle> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The node's state, as heartbeats and STATUS report it.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.cfg.id.clone(),
+            shards: self.all_shards().iter().map(|s| s.state()).collect(),
+        }
+    }
+
+    /// Answers one frame with one frame.
+    pub async fn handle_frame(&self, frame: Frame) -> Frame {
+        let id = frame.request_id;
+        let encoded = if Request::owns_kind(frame.kind) {
+            let response = match Request::from_frame(&frame) {
+                Ok(request) => {
+                    self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE))
+                        .await
+                }
+                Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+            };
+            response.to_frame(id)
+        } else if ControlRequest::owns_kind(frame.kind) {
+            let response = match ControlRequest::from_frame(&frame) {
+                Ok(request) => self.control(request).await,
+                Err(e) => ControlResponse::Error(ErrorCode::BadRequest(e.to_string())),
+            };
+            response.to_frame(id)
+        } else if PeerRequest::owns_kind(frame.kind) {
+            let response = match PeerRequest::from_frame(&frame) {
+                Ok(request) => self.peer(request).await,
+                Err(e) => PeerResponse::Error(ErrorCode::BadRequest(e.to_string())),
+            };
+            response.to_frame(id)
+        } else {
+            Response::Error(ErrorCode::BadRequest(format!(
+                "frame kind {:#04x} is not a request",
+                frame.kind
+            )))
+            .to_frame(id)
+        };
+        encoded.unwrap_or_else(|e| {
+            let error = Response::Error(ErrorCode::Internal(format!(
+                "answer too large to encode: {e}"
+            )));
+            error.to_frame(id).expect("a short error encodes")
+        })
+    }
+
+    /// Serves a client request (from the balancer, a test, or the text mode).
+    pub async fn request(&self, request: Request, route: Route, linearizable: bool) -> Response {
+        let result = match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::Status => Ok(Response::Node(self.status())),
+            Request::Stats => Ok(Response::Stats(self.stats())),
+            Request::Read { low, high, primary } => self.read(low, high, primary || linearizable, route),
+            Request::ReadServer { server } if server == self.cfg.id => self.read_all(),
+            Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }),
+            Request::Write(batch) => match batch.rows() {
+                Ok(rows) => self.insert(batch.client_id(), batch.seq(), rows).await,
+                Err(e) => Err(ErrorCode::BadRequest(e.to_string())),
+            },
+            Request::Update { client_id, seq, row } => {
+                self.write_one(row.key, WriteOp::Update { client_id, seq, row }).await
+            }
+            Request::Delete { client_id, seq, key } => self.write_one(key, WriteOp::Delete { client_id, seq, key }).await,
+            Request::Log { shard, count } => match self.shard(shard) {
+                Ok(s) => s.ask(|reply| Command::Log { count, reply }).await.map(Response::Log).ok_or_else(stopped),
+                Err(e) => Err(e),
+            },
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } => Err(ErrorCode::BadRequest(
+                "admin operations go to the coordinator (or the balancer), not to a storage node".into(),
+            )),
+            Request::GetTopology { .. } | Request::SubscribeTopology => {
+                Err(ErrorCode::BadRequest("storage nodes hold no topology; ask the coordinator".into()))
+            }
+        };
+        result.unwrap_or_else(Response::Error)
+    }
+
+    fn read(
+        &self,
+        low: i64,
+        high: i64,
+        primary: bool,
+        route: Route,
+    ) -> Result<Response, ErrorCode> {
+        if low > high {
+            return Err(ErrorCode::BadRequest(format!(
+                "read range low {low} is above high {high}"
+            )));
+        }
+        let shards = match route {
+            Route::Shard(id) => vec![self.shard(ShardId(id))?],
+            _ => self
+                .all_shards()
+                .into_iter()
+                .filter(|s| s.spec().overlaps(low, high))
+                .collect(),
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for s in shards {
+            rows.extend(s.read(low, high, primary)?);
+        }
+        rows.sort_by_key(|r| r.key);
+        Ok(Response::Rows(rows))
+    }
+
+    fn read_all(&self) -> Result<Response, ErrorCode> {
+        let mut out = Vec::new();
+        for s in self.all_shards() {
+            let spec = s.spec();
+            let rows = s.read(spec.low, spec.high().unwrap_or(i64::MIN), false)?;
+            out.push(ShardRows {
+                shard: spec.id,
+                rows,
+            });
+        }
+        Ok(Response::ServerRows(out))
+    }
+
+    /// Inserts rows, each shard's part as one atomic entry.
+    async fn insert(
+        &self,
+        client_id: u64,
+        seq: u64,
+        rows: Vec<Row>,
+    ) -> Result<Response, ErrorCode> {
+        if rows.is_empty() {
+            return Err(ErrorCode::BadRequest(
+                "a write needs at least one row".into(),
+            ));
+        }
+        let mut parts: BTreeMap<ShardId, (ShardHandle, Vec<Row>)> = BTreeMap::new();
+        for row in rows {
+            let shard = self.shard_for_key(row.key)?;
+            parts
+                .entry(shard.spec().id)
+                .or_insert_with(|| (shard, Vec::new()))
+                .1
+                .push(row);
+        }
+        let writes = parts.into_values().map(|(shard, rows)| async move {
+            shard
+                .write(WriteOp::Insert {
+                    client_id,
+                    seq,
+                    rows,
+                })
+                .await
+        });
+        let results: Vec<Result<ShardCommit, ErrorCode>> = join_all(writes).await;
+        let mut commits = Vec::with_capacity(results.len());
+        for r in results {
+            commits.push(r?);
+        }
+        Ok(Response::Committed(commits))
+    }
+
+    async fn write_one(&self, key: i64, op: WriteOp) -> Result<Response, ErrorCode> {
+        let shard = self.shard_for_key(key)?;
+        Ok(Response::Committed(vec![shard.write(op).await?]))
+    }
+
+    fn stats(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("node".to_owned(), self.cfg.id.clone()),
+            (
+                "uptime_s".to_owned(),
+                self.started.elapsed().as_secs().to_string(),
+            ),
+        ];
+        for s in self.all_shards() {
+            out.extend(s.stats());
+        }
+        out
+    }
+
+    /// Serves the coordinator.
+    pub async fn control(&self, request: ControlRequest) -> ControlResponse {
+        match request {
+            ControlRequest::ConfigureShard { shard, schema } => {
+                if let Err(e) = schema.validate() {
+                    return ControlResponse::Error(ErrorCode::SchemaViolation(e.to_string()));
+                }
+                if let Ok(existing) = self.shard(shard.id) {
+                    return if existing.spec() == shard {
+                        ControlResponse::Ok
+                    } else {
+                        ControlResponse::Error(ErrorCode::BadRequest(format!(
+                            "{} is already configured with another range",
+                            shard.id
+                        )))
+                    };
+                }
+                let opened = shard::open_shard(
+                    &self.cfg.data_dir,
+                    self.cfg.clone(),
+                    self.failpoints.clone(),
+                    shard.id,
+                    Some((shard, schema)),
+                );
+                match opened {
+                    Ok(handle) => {
+                        info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
+                        self.shards
+                            .write()
+                            .expect("shards lock")
+                            .insert(shard.id, handle);
+                        ControlResponse::Ok
+                    }
+                    Err(e) => ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+                }
+            }
+            ControlRequest::DropShard { shard } => {
+                let Some(handle) = self.shards.write().expect("shards lock").remove(&shard) else {
+                    return ControlResponse::Ok;
+                };
+                handle.ask(|reply| Command::Stop { reply }).await;
+                let dir = shard::shard_dir(&self.cfg.data_dir, shard);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => ControlResponse::Ok,
+                    Err(e) => {
+                        warn!(%e, dir = %dir.display(), "could not remove a dropped shard's files");
+                        ControlResponse::Error(ErrorCode::Internal(e.to_string()))
+                    }
+                }
+            }
+            ControlRequest::BecomePrimary {
+                shard,
+                term,
+                followers,
+                lease_ms,
+            } => match self.shard(shard) {
+                Ok(s) => s
+                    .ask(|reply| Command::BecomePrimary {
+                        term,
+                        followers,
+                        lease_ms,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
+                Err(e) => ControlResponse::Error(e),
+            },
+            ControlRequest::BecomeFollower {
+                shard,
+                term,
+                primary,
+            } => match self.shard(shard) {
+                Ok(s) => s
+                    .ask(|reply| Command::BecomeFollower {
+                        term,
+                        primary,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
+                Err(e) => ControlResponse::Error(e),
+            },
+            ControlRequest::ElectionQuery { shard, term } => match self.shard(shard) {
+                Ok(s) => s
+                    .ask(|reply| Command::ElectionQuery { term, reply })
+                    .await
+                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
+                Err(e) => ControlResponse::Error(e),
+            },
+            ControlRequest::Heartbeat { lease_ms } => {
+                for s in self.all_shards() {
+                    s.tell(Command::RenewLease { lease_ms }).await;
+                }
+                ControlResponse::Status(self.status())
+            }
+        }
+    }
+
+    /// Serves another replica (this node as a follower).
+    pub async fn peer(&self, request: PeerRequest) -> PeerResponse {
+        let answer = match request {
+            PeerRequest::Append {
+                shard,
+                term,
+                primary,
+                prev,
+                entries,
+                commit,
+            } => match self.shard(shard) {
+                Ok(s) => {
+                    let request = AppendRequest {
+                        term,
+                        primary,
+                        prev,
+                        entries,
+                        commit,
+                    };
+                    s.ask(|reply| Command::Append(request, reply)).await
+                }
+                Err(e) => return PeerResponse::Error(e),
+            },
+            PeerRequest::Snapshot {
+                shard,
+                term,
+                primary,
+                last_included,
+                chunk,
+                rows,
+                done,
+            } => match self.shard(shard) {
+                Ok(s) => {
+                    let chunk = SnapshotChunk {
+                        term,
+                        primary,
+                        last_included,
+                        chunk,
+                        rows,
+                        done,
+                    };
+                    s.ask(|reply| Command::Snapshot(chunk, reply)).await
+                }
+                Err(e) => return PeerResponse::Error(e),
+            },
+            PeerRequest::FetchEntries { .. } => return PeerResponse::Error(ErrorCode::BadRequest(
+                "FetchEntries is not served: damaged entries are repaired by the primary's appends"
+                    .into(),
+            )),
+        };
+        answer.unwrap_or_else(|| PeerResponse::Error(stopped()))
+    }
+}
+
+fn stopped() -> ErrorCode {
+    ErrorCode::Internal("shard task stopped".into())
+}

@@ -1,0 +1,221 @@
+//! A follower's side of replication: appends (Raft's AppendEntries) and snapshot chunks.
+//!
+//! Every message carries the sender's term: an older term is refused, a newer one is
+//! adopted durably before anything else. Entries are checked against their CRC on
+//! arrival, a divergent suffix is cut by term (never by commit mark), and the reply
+//! reports the last index known to match the primary and to be on disk.
+
+use bytes::Bytes;
+use shardline_protocol::{log_entry, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr};
+use tokio::task::block_in_place;
+use tracing::{info, warn};
+
+use super::rules::{plan_append, AppendPlan};
+use super::task::{Role, ShardTask};
+
+/// An append, as the shard task receives it.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub term: u64,
+    pub primary: String,
+    pub prev: LogPosition,
+    pub entries: Vec<Bytes>,
+    pub commit: u64,
+}
+
+/// A snapshot chunk, as the shard task receives it.
+#[derive(Debug)]
+pub(crate) struct SnapshotChunk {
+    pub term: u64,
+    pub primary: String,
+    pub last_included: LogPosition,
+    pub chunk: u32,
+    pub rows: Vec<Row>,
+    pub done: bool,
+}
+
+impl ShardTask {
+    /// Checks the sender's term; adopts a newer one and follows the sender.
+    fn accept_primary(&mut self, term: u64, primary: &str) -> Result<(), ErrorCode> {
+        if term < self.term {
+            return Err(ErrorCode::StaleTerm {
+                current: self.term,
+                got: term,
+            });
+        }
+        if term > self.term {
+            self.adopt_term(term)
+                .map_err(|e| ErrorCode::Internal(e.to_string()))?;
+            self.step_down(Role::Idle);
+        }
+        match &self.role {
+            Role::Primary(_) => Err(ErrorCode::BadRequest(format!(
+                "{primary} claims term {term}, which this replica leads"
+            ))),
+            Role::Follower { primary: p } if p.name == primary => Ok(()),
+            _ => {
+                info!(term, primary, "following the primary that contacted us");
+                let addr = ServerAddr {
+                    name: primary.to_owned(),
+                    addr: String::new(),
+                };
+                self.role = Role::Follower { primary: addr };
+                self.publish();
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
+        if let Err(e) = self.accept_primary(req.term, &req.primary) {
+            return match e {
+                ErrorCode::StaleTerm { current, .. } => PeerResponse::Appended {
+                    term: current,
+                    success: false,
+                    last: self.wal.last(),
+                    retry_from: 0,
+                },
+                other => PeerResponse::Error(other),
+            };
+        }
+        let refuse = |task: &ShardTask, retry_from: u64| PeerResponse::Appended {
+            term: task.term,
+            success: false,
+            last: task.wal.last(),
+            retry_from,
+        };
+        if self.installing {
+            return refuse(self, 1);
+        }
+        let mut incoming = Vec::with_capacity(req.entries.len());
+        for (i, record) in req.entries.iter().enumerate() {
+            match log_entry::verify(record) {
+                Ok((term, index)) if index == req.prev.index + 1 + i as u64 => {
+                    incoming.push(LogPosition { term, index })
+                }
+                Ok((_, index)) => {
+                    return PeerResponse::Error(ErrorCode::BadRequest(format!(
+                        "entry {index} out of sequence after {}",
+                        req.prev.index
+                    )))
+                }
+                Err(e) => {
+                    warn!(%e, "entry damaged in transit");
+                    return PeerResponse::Error(ErrorCode::BadRequest(format!(
+                        "entry damaged in transit: {e}"
+                    )));
+                }
+            }
+        }
+        let plan = {
+            let mem = self.log.read().expect("log lock");
+            plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| {
+                mem.term_at(i)
+            })
+        };
+        let skip = match plan {
+            AppendPlan::Reject { retry_from } => return refuse(self, retry_from),
+            AppendPlan::Accept {
+                truncate_from,
+                skip,
+            } => {
+                if let Some(from) = truncate_from {
+                    if from <= self.commit {
+                        let why = format!(
+                            "primary asked to cut committed entry {from} (commit {})",
+                            self.commit
+                        );
+                        warn!("{why}");
+                        return PeerResponse::Error(ErrorCode::Internal(why));
+                    }
+                    info!(from, "cutting a divergent log suffix");
+                    if let Err(e) = block_in_place(|| self.wal.truncate_from(from)) {
+                        self.storage_failed("log truncate", &e);
+                        return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+                    }
+                }
+                skip
+            }
+        };
+        let records: Vec<(u64, Bytes)> = incoming
+            .iter()
+            .zip(req.entries)
+            .skip(skip)
+            .map(|(pos, r)| (pos.term, r))
+            .collect();
+        let n = records.len() as u64;
+        if n > 0 {
+            let result = self
+                .wal
+                .stage(records)
+                .and_then(|_| block_in_place(|| self.wal.sync()));
+            if let Err(e) = result {
+                self.storage_failed("log append", &e);
+                return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+            }
+            let mut c = self.shared.counters.lock().expect("counters lock");
+            c.fsyncs += 1;
+            c.entries_synced += n;
+        }
+        let matched = incoming.last().copied().unwrap_or(req.prev);
+        let new_commit = req.commit.min(matched.index);
+        if new_commit > self.commit {
+            if let Err(e) = self.apply_to(new_commit) {
+                self.storage_failed("apply", &e);
+                return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+            }
+            self.commit = new_commit;
+        }
+        if self.fault.is_some() && self.applied.index >= req.commit {
+            info!(
+                applied = self.applied.index,
+                "log repaired from the primary: serving again"
+            );
+            self.fault = None;
+        }
+        self.publish();
+        PeerResponse::Appended {
+            term: self.term,
+            success: true,
+            last: matched,
+            retry_from: 0,
+        }
+    }
+
+    pub(super) fn on_snapshot(&mut self, chunk: SnapshotChunk) -> PeerResponse {
+        if let Err(e) = self.accept_primary(chunk.term, &chunk.primary) {
+            return PeerResponse::Error(e);
+        }
+        let result = block_in_place(|| -> Result<(), crate::table::StoreError> {
+            if chunk.chunk == 0 {
+                info!(upto = chunk.last_included.index, "installing a snapshot");
+                self.table.begin_install()?;
+                self.installing = true;
+                self.wal.reset(chunk.last_included)?;
+                self.applied = LogPosition::default();
+                self.commit = 0;
+                self.overlay.clear();
+            } else if !self.installing {
+                return Err(std::io::Error::other("snapshot chunk arrived without chunk 0").into());
+            }
+            self.table.install_rows(&chunk.rows)?;
+            if chunk.done {
+                self.table.finish_install(chunk.last_included)?;
+                self.applied = chunk.last_included;
+                self.commit = self.commit.max(chunk.last_included.index);
+                self.installing = false;
+                self.fault = None;
+                info!(upto = chunk.last_included.index, "snapshot installed");
+            }
+            Ok(())
+        });
+        self.publish();
+        match result {
+            Ok(()) => PeerResponse::SnapshotStored {
+                term: self.term,
+                chunk: chunk.chunk,
+            },
+            Err(e) => PeerResponse::Error(ErrorCode::Internal(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! One shard replica: its log, its table, its role, and the task that owns them.
+//!
+//! - [`rules`]: commit and append decisions as pure functions.
+//! - [`validate`]: checking writes against the schema, the range and pending entries.
+//! - `task`: the shard's task: the only code that writes its log and table.
+//! - `primary`: the primary's write path (group commit, majority commit, acks).
+//! - `follower`: appends and snapshots arriving from a primary.
+//! - `peer`: one task per follower, replicating the primary's log to it.
+//!
+//! Reads do not queue behind writes: [`ShardHandle::read`] checks the replica's published
+//! state and reads the table directly (redb readers see the last committed transaction).
+
+mod follower;
+mod peer;
+mod primary;
+pub mod rules;
+mod task;
+pub mod validate;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use shardline_protocol::{
+    ControlResponse, ErrorCode, LogLine, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec,
+    ShardState,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use follower::{AppendRequest, SnapshotChunk};
+pub use task::open_shard;
+
+use crate::table::Table;
+
+/// A write as the shard task receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Insert rows (new keys only).
+    Insert {
+        /// Client id (0: none).
+        client_id: u64,
+        /// Client sequence number.
+        seq: u64,
+        /// Rows, all in this shard.
+        rows: Vec<Row>,
+    },
+    /// Replace an existing row.
+    Update {
+        /// Client id (0: none).
+        client_id: u64,
+        /// Client sequence number.
+        seq: u64,
+        /// The new row.
+        row: Row,
+    },
+    /// Delete an existing row.
+    Delete {
+        /// Client id (0: none).
+        client_id: u64,
+        /// Client sequence number.
+        seq: u64,
+        /// The key.
+        key: i64,
+    },
+}
+
+/// What the shard task is asked to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Write {
+        op: WriteOp,
+        started: Instant,
+        reply: oneshot::Sender<Result<ShardCommit, ErrorCode>>,
+    },
+    BecomePrimary {
+        term: u64,
+        followers: Vec<shardline_protocol::ServerAddr>,
+        lease_ms: u64,
+        reply: oneshot::Sender<ControlResponse>,
+    },
+    BecomeFollower {
+        term: u64,
+        primary: shardline_protocol::ServerAddr,
+        reply: oneshot::Sender<ControlResponse>,
+    },
+    ElectionQuery {
+        term: u64,
+        reply: oneshot::Sender<ControlResponse>,
+    },
+    RenewLease {
+        lease_ms: u64,
+    },
+    Append(follower::AppendRequest, oneshot::Sender<PeerResponse>),
+    Snapshot(follower::SnapshotChunk, oneshot::Sender<PeerResponse>),
+    Log {
+        count: u32,
+        reply: oneshot::Sender<Vec<LogLine>>,
+    },
+    /// From a peer task: the follower in `slot` holds entries up to `durable` on disk.
+    Progress {
+        epoch: u64,
+        slot: usize,
+        durable: u64,
+    },
+    /// From a peer task: a follower answered with a newer term.
+    HigherTerm {
+        term: u64,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the task publishes for readers, heartbeats and STATS.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub state: ShardState,
+    /// The primary's name, for `NotPrimary` hints.
+    pub primary: Option<shardline_protocol::ServerAddr>,
+    /// Until when the primary may serve writes and primary reads.
+    pub lease_until: Option<Instant>,
+    /// The primary has committed an entry of its own term (its no-op).
+    pub ready: bool,
+}
+
+/// Counters and latencies for STATS.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub writes_acked: u64,
+    pub writes_failed: u64,
+    pub reads: u64,
+    pub fsyncs: u64,
+    pub entries_synced: u64,
+    pub write_latency_us: Histogram<u64>,
+}
+
+/// State shared between the shard task and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub spec: ShardSpec,
+    pub table: Table,
+    pub published: Mutex<Published>,
+    pub counters: Mutex<Counters>,
+}
+
+/// The rest of the node's handle on one shard replica.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+fn gone() -> ErrorCode {
+    ErrorCode::Internal("shard task stopped".into())
+}
+
+impl ShardHandle {
+    /// The shard's identity and range.
+    pub fn spec(&self) -> ShardSpec {
+        self.shared.spec
+    }
+
+    /// The replica's current state.
+    pub fn state(&self) -> ShardState {
+        self.shared
+            .published
+            .lock()
+            .expect("published lock")
+            .state
+            .clone()
+    }
+
+    /// Submits a write; answers once it is committed by a majority (or refused).
+    pub async fn write(&self, op: WriteOp) -> Result<ShardCommit, ErrorCode> {
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        self.tx
+            .send(Command::Write { op, started, reply })
+            .await
+            .map_err(|_| gone())?;
+        let result = rx.await.map_err(|_| gone())?;
+        let mut c = self.shared.counters.lock().expect("counters lock");
+        match &result {
+            Ok(_) => {
+                c.writes_acked += 1;
+                let us = started.elapsed().as_micros() as u64;
+                let _ = c.write_latency_us.record(us.max(1));
+            }
+            Err(_) => c.writes_failed += 1,
+        }
+        result
+    }
+
+    /// Rows in `[low, high]`; `primary` asks for a linearizable read under the lease.
+    pub fn read(&self, low: i64, high: i64, primary: bool) -> Result<Vec<Row>, ErrorCode> {
+        {
+            let p = self.shared.published.lock().expect("published lock");
+            let shard = self.shared.spec.id;
+            if !p.state.serving {
+                let reason = p
+                    .state
+                    .fault
+                    .clone()
+                    .unwrap_or_else(|| "catching up".into());
+                return Err(ErrorCode::Unavailable { shard, reason });
+            }
+            if primary {
+                if p.state.role != ReplicaRole::Primary {
+                    return Err(ErrorCode::NotPrimary {
+                        shard,
+                        term: p.state.term,
+                        primary: p.primary.clone(),
+                    });
+                }
+                if p.lease_until.is_none_or(|t| Instant::now() >= t) {
+                    return Err(ErrorCode::LeaseExpired { shard });
+                }
+                if !p.ready {
+                    return Err(ErrorCode::Unavailable {
+                        shard,
+                        reason: "new primary not ready".into(),
+                    });
+                }
+            }
+        }
+        self.shared.counters.lock().expect("counters lock").reads += 1;
+        let spec = self.shared.spec;
+        let high = high.min(spec.high().unwrap_or(i64::MIN));
+        self.shared
+            .table
+            .read_range(low.max(spec.low), high)
+            .map_err(|e| ErrorCode::Internal(e.to_string()))
+    }
+
+    /// Sends a command and waits for its answer.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Sends a command that has no answer.
+    pub(crate) async fn tell(&self, command: Command) {
+        let _ = self.tx.send(command).await;
+    }
+
+    /// STATS lines for this shard.
+    pub fn stats(&self) -> Vec<(String, String)> {
+        let state = self.state();
+        let c = self.shared.counters.lock().expect("counters lock");
+        let id = state.spec.id;
+        let h = &c.write_latency_us;
+        let per_sync = if c.fsyncs == 0 {
+            0.0
+        } else {
+            c.entries_synced as f64 / c.fsyncs as f64
+        };
+        vec![
+            (format!("{id}.role"), format!("{:?}", state.role)),
+            (format!("{id}.term"), state.term.to_string()),
+            (
+                format!("{id}.last"),
+                format!("{}@{}", state.last.index, state.last.term),
+            ),
+            (format!("{id}.commit"), state.commit_index.to_string()),
+            (format!("{id}.applied"), state.applied_index.to_string()),
+            (format!("{id}.serving"), state.serving.to_string()),
+            (
+                format!("{id}.fault"),
+                state.fault.clone().unwrap_or_else(|| "none".into()),
+            ),
+            (format!("{id}.writes_acked"), c.writes_acked.to_string()),
+            (format!("{id}.writes_failed"), c.writes_failed.to_string()),
+            (format!("{id}.reads"), c.reads.to_string()),
+            (format!("{id}.fsyncs"), c.fsyncs.to_string()),
+            (format!("{id}.entries_per_fsync"), format!("{per_sync:.2}")),
+            (
+                format!("{id}.write_p50_us"),
+                h.value_at_quantile(0.50).to_string(),
+            ),
+            (
+                format!("{id}.write_p99_us"),
+                h.value_at_quantile(0.99).to_string(),
+            ),
+        ]
+    }
+}
+
+/// Where a shard replica's files live under the node's data directory.
+pub fn shard_dir(data_dir: &Path, shard: shardline_protocol::ShardId) -> std::path::PathBuf {
+    data_dir.join("shards").join(shard.0.to_string())
+}

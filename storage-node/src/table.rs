@@ -1,0 +1,416 @@
+//! A shard replica's table in redb: the rows, the replica's metadata, and client marks.
+//!
+//! One redb file per shard replica (`<shard dir>/table.redb`), three tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `rows` | shard key (i64) | postcard `Vec<Value>`: the other columns |
+//! | `meta` | name | postcard: `spec`, `schema`, `term`, `applied` (term, index), `installing` |
+//! | `clients` | client id (u64) | postcard `ClientMark`: the last (seq, term, index) applied |
+//!
+//! Applying committed entries updates rows, marks and `applied` in one transaction, so a
+//! table is always exactly "the log applied up to `applied`". Those commits skip the fsync
+//! (`Durability::None`): the log is the durable copy, and after a crash redb rolls back
+//! to its last durable commit and the shard replays the log from there. Terms, shard
+//! configuration and snapshot installs commit with `Durability::Immediate`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use shardline_protocol::{LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
+
+use crate::failpoint::{Action, Failpoints};
+
+const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CLIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("clients");
+
+/// Why a table operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb failed.
+    #[error("table: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value does not decode.
+    #[error("table value `{0}` does not decode: {1}")]
+    Decode(&'static str, String),
+    /// The log failed.
+    #[error("log: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// The replica's persisted metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableMeta {
+    /// The shard and its key range.
+    pub spec: ShardSpec,
+    /// The table's schema.
+    pub schema: Schema,
+    /// The highest term this replica has adopted.
+    pub term: u64,
+    /// The last log entry applied to the rows.
+    pub applied: LogPosition,
+    /// A snapshot install began and did not finish: the rows are not to be trusted.
+    pub installing: bool,
+}
+
+/// The last write a client had applied: what a retry of it is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMark {
+    /// The client's sequence number.
+    pub seq: u64,
+    /// Term of the entry that carried it.
+    pub term: u64,
+    /// Index of that entry.
+    pub index: u64,
+}
+
+/// One shard replica's redb database.
+#[derive(Debug, Clone)]
+pub struct Table {
+    db: Arc<Database>,
+    failpoints: Arc<Failpoints>,
+}
+
+impl Table {
+    /// Opens or creates the table file; `configure` must have run before `meta` is `Some`.
+    pub fn open(path: &Path, failpoints: Arc<Failpoints>) -> Result<Table, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(ROWS)?;
+        tx.open_table(META)?;
+        tx.open_table(CLIENTS)?;
+        tx.commit()?;
+        Ok(Table {
+            db: Arc::new(db),
+            failpoints,
+        })
+    }
+
+    /// The stored metadata, or `None` for a table never configured.
+    pub fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let Some(spec) = get::<ShardSpec>(&meta, "spec")? else {
+            return Ok(None);
+        };
+        Ok(Some(TableMeta {
+            spec,
+            schema: get(&meta, "schema")?.unwrap_or(Schema { columns: vec![] }),
+            term: get(&meta, "term")?.unwrap_or(0),
+            applied: get(&meta, "applied")?.unwrap_or_default(),
+            installing: get(&meta, "installing")?.unwrap_or(false),
+        }))
+    }
+
+    /// Stores the shard's range and schema.
+    pub fn configure(&self, spec: &ShardSpec, schema: &Schema) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, None, |tx| {
+            let mut meta = tx.open_table(META)?;
+            put(&mut meta, "spec", spec)?;
+            put(&mut meta, "schema", schema)?;
+            Ok(())
+        })
+    }
+
+    /// Durably adopts `term`.
+    pub fn set_term(&self, term: u64) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, Some("term-commit"), |tx| {
+            put(&mut tx.open_table(META)?, "term", &term)
+        })
+    }
+
+    /// Applies committed entries in order; `durable` forces an fsync.
+    pub fn apply(&self, entries: &[LogEntry], durable: bool) -> Result<(), StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write(durability, Some("table-commit"), |tx| {
+            let mut rows = tx.open_table(ROWS)?;
+            let mut clients = tx.open_table(CLIENTS)?;
+            for entry in entries {
+                match &entry.op {
+                    Operation::Noop => {}
+                    Operation::Write { rows: new, .. } => {
+                        for row in new {
+                            rows.insert(row.key, encode(&row.values)?.as_slice())?;
+                        }
+                    }
+                    Operation::Update { row, .. } => {
+                        rows.insert(row.key, encode(&row.values)?.as_slice())?;
+                    }
+                    Operation::Delete { key, .. } => {
+                        rows.remove(*key)?;
+                    }
+                }
+                if let Some((client, seq)) = entry.op.client_seq() {
+                    let mark = ClientMark {
+                        seq,
+                        term: entry.term,
+                        index: entry.index,
+                    };
+                    clients.insert(client, encode(&mark)?.as_slice())?;
+                }
+            }
+            put(&mut tx.open_table(META)?, "applied", &last.position())
+        })
+    }
+
+    /// Makes every earlier non-durable commit durable (before the log drops its prefix).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, None, |_| Ok(()))
+    }
+
+    /// Whether a row with `key` exists.
+    pub fn contains(&self, key: i64) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ROWS)?.get(key)?.is_some())
+    }
+
+    /// Rows with `low <= key <= high`, in key order.
+    pub fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError> {
+        if low > high {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read()?;
+        let rows = tx.open_table(ROWS)?;
+        let mut out = Vec::new();
+        for item in rows.range(low..=high)? {
+            let (key, value) = item?;
+            out.push(Row {
+                key: key.value(),
+                values: decode("rows", value.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last applied write of `client`.
+    pub fn client_mark(&self, client: u64) -> Result<Option<ClientMark>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let clients = tx.open_table(CLIENTS)?;
+        let mark = clients
+            .get(client)?
+            .map(|v| decode("clients", v.value()))
+            .transpose()?;
+        Ok(mark)
+    }
+
+    /// Every row and the applied position they reflect, read in one consistent view.
+    pub fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
+        let tx = self.db.begin_read()?;
+        let applied = get(&tx.open_table(META)?, "applied")?.unwrap_or_default();
+        let rows = tx.open_table(ROWS)?;
+        let mut out = Vec::new();
+        for item in rows.iter()? {
+            let (key, value) = item?;
+            out.push(Row {
+                key: key.value(),
+                values: decode("rows", value.value())?,
+            });
+        }
+        Ok((applied, out))
+    }
+
+    /// Starts a snapshot install: clears rows and marks, durably flags the install.
+    pub fn begin_install(&self) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, None, |tx| {
+            tx.delete_table(ROWS)?;
+            tx.delete_table(CLIENTS)?;
+            tx.open_table(ROWS)?;
+            tx.open_table(CLIENTS)?;
+            let mut meta = tx.open_table(META)?;
+            put(&mut meta, "installing", &true)?;
+            put(&mut meta, "applied", &LogPosition::default())
+        })
+    }
+
+    /// Adds one chunk of snapshot rows.
+    pub fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError> {
+        self.write(Durability::None, None, |tx| {
+            let mut rows = tx.open_table(ROWS)?;
+            for row in chunk {
+                rows.insert(row.key, encode(&row.values)?.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Finishes a snapshot install: the rows now reflect the log up to `last_included`.
+    pub fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, None, |tx| {
+            let mut meta = tx.open_table(META)?;
+            put(&mut meta, "installing", &false)?;
+            put(&mut meta, "applied", &last_included)
+        })
+    }
+
+    fn write(
+        &self,
+        durability: Durability,
+        point: Option<&'static str>,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(durability)?;
+        body(&tx)?;
+        let action = point.and_then(|p| self.failpoints.hit(p));
+        if let (Some(p), Some(Action::CrashBefore | Action::Tear)) = (point, action) {
+            Failpoints::crash(p, action.expect("armed"));
+        }
+        tx.commit()?;
+        if let (Some(p), Some(Action::CrashAfter)) = (point, action) {
+            Failpoints::crash(p, Action::CrashAfter);
+        }
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Decode("encode", e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Decode(what, e.to_string()))
+}
+
+fn get<T: DeserializeOwned>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+) -> Result<Option<T>, StoreError> {
+    meta.get(name)?.map(|v| decode(name, v.value())).transpose()
+}
+
+fn put<T: Serialize>(
+    meta: &mut redb::Table<&str, &[u8]>,
+    name: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    meta.insert(name, encode(value)?.as_slice())?;
+    Ok(())
+}
+
+/// Decodes a stored row body, for callers holding raw values.
+pub fn decode_values(bytes: &[u8]) -> Result<Vec<Value>, StoreError> {
+    decode("rows", bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::ShardId;
+
+    fn table() -> (tempfile::TempDir, Table) {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Table::open(&dir.path().join("t.redb"), Arc::new(Failpoints::none())).unwrap();
+        t.configure(
+            &ShardSpec {
+                id: ShardId(1),
+                low: 0,
+                size: 100,
+            },
+            &Schema::seed(),
+        )
+        .unwrap();
+        (dir, t)
+    }
+
+    fn write(index: u64, keys: &[i64]) -> LogEntry {
+        let rows = keys
+            .iter()
+            .map(|&k| Row::new(k, vec![Value::Str("n".into()), Value::Int(k)]))
+            .collect();
+        LogEntry {
+            term: 1,
+            index,
+            op: Operation::Write {
+                client_id: 7,
+                seq: index,
+                rows,
+            },
+        }
+    }
+
+    #[test]
+    fn apply_read_and_marks() {
+        let (_dir, t) = table();
+        t.apply(&[write(1, &[3, 1, 2]), write(2, &[9])], false)
+            .unwrap();
+        let del = LogEntry {
+            term: 1,
+            index: 3,
+            op: Operation::Delete {
+                client_id: 0,
+                seq: 0,
+                key: 2,
+            },
+        };
+        t.apply(&[del], true).unwrap();
+        let keys: Vec<i64> = t
+            .read_range(0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, vec![1, 3, 9]);
+        assert_eq!(t.read_range(2, 3).unwrap().len(), 1);
+        assert_eq!(
+            t.meta().unwrap().unwrap().applied,
+            LogPosition { term: 1, index: 3 }
+        );
+        assert_eq!(
+            t.client_mark(7).unwrap(),
+            Some(ClientMark {
+                seq: 2,
+                term: 1,
+                index: 2
+            })
+        );
+        assert!(t.contains(9).unwrap() && !t.contains(2).unwrap());
+    }
+
+    #[test]
+    fn snapshot_install_replaces_everything() {
+        let (_dir, t) = table();
+        t.apply(&[write(1, &[1, 2])], true).unwrap();
+        t.set_term(4).unwrap();
+        t.begin_install().unwrap();
+        assert!(t.meta().unwrap().unwrap().installing);
+        t.install_rows(&[Row::new(50, vec![Value::Str("x".into()), Value::Int(1)])])
+            .unwrap();
+        t.finish_install(LogPosition { term: 3, index: 40 })
+            .unwrap();
+        let meta = t.meta().unwrap().unwrap();
+        assert_eq!(
+            (meta.installing, meta.applied.index, meta.term),
+            (false, 40, 4)
+        );
+        assert_eq!(t.snapshot().unwrap().1.len(), 1);
+    }
+}

@@ -1,0 +1,592 @@
+//! A shard replica's write-ahead log: segment files of checksummed entries.
+//!
+//! ```text
+//! <shard dir>/log/BASE                       position just before the first kept entry:
+//!                                            term u64 | index u64 | crc32 of the 16 bytes
+//! <shard dir>/log/00000000000000000001.seg   records back to back (protocol::log_entry),
+//! <shard dir>/log/00000000000000052001.seg   each file named by its first entry's index
+//! ```
+//!
+//! Appends go to the last segment and are made durable with one `fdatasync` per batch
+//! (group commit). On open every record is read and its CRC checked. Damage is sorted
+//! into two kinds: a torn tail (an incomplete record, or only zero bytes, at the end of
+//! the last segment: a write the crash interrupted, never acknowledged) is cut off
+//! quietly; anything else (a complete record whose CRC fails, an index out of sequence)
+//! is corruption: the log is cut at that entry and the replica reports a fault until a
+//! primary has sent the entries again.
+//!
+//! The entries themselves are also kept in memory ([`LogView`]) so the primary's
+//! replication tasks can read them while the shard appends.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use shardline_protocol::log_entry::{self, ENTRY_HEADER_LEN, ENTRY_OFF_INDEX, ENTRY_OFF_LEN};
+use shardline_protocol::LogPosition;
+
+use crate::failpoint::{Action, Failpoints};
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
+
+/// The in-memory log: the base position and every kept entry's term and record.
+#[derive(Debug, Default)]
+pub struct MemLog {
+    base: LogPosition,
+    entries: VecDeque<(u64, Bytes)>,
+}
+
+impl MemLog {
+    /// The position just before the first kept entry.
+    pub fn base(&self) -> LogPosition {
+        self.base
+    }
+
+    /// The last entry's position (the base if the log is empty).
+    pub fn last(&self) -> LogPosition {
+        match self.entries.back() {
+            Some((term, _)) => LogPosition {
+                term: *term,
+                index: self.base.index + self.entries.len() as u64,
+            },
+            None => self.base,
+        }
+    }
+
+    /// The term of entry `index`, if it is the base or a kept entry.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.base.index {
+            return Some(self.base.term);
+        }
+        self.slot(index).map(|i| self.entries[i].0)
+    }
+
+    /// The encoded record of entry `index`.
+    pub fn record(&self, index: u64) -> Option<Bytes> {
+        self.slot(index).map(|i| self.entries[i].1.clone())
+    }
+
+    /// Records from `from`, at most `max_entries` of them and about `max_bytes` in all.
+    pub fn records_from(&self, from: u64, max_entries: usize, max_bytes: usize) -> Vec<Bytes> {
+        let Some(start) = self.slot(from) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, record) in self.entries.iter().skip(start).take(max_entries) {
+            if !out.is_empty() && bytes + record.len() > max_bytes {
+                break;
+            }
+            bytes += record.len();
+            out.push(record.clone());
+        }
+        out
+    }
+
+    fn slot(&self, index: u64) -> Option<usize> {
+        let i = index.checked_sub(self.base.index + 1)? as usize;
+        (i < self.entries.len()).then_some(i)
+    }
+}
+
+/// A shared, read-only handle on the in-memory log.
+pub type LogView = Arc<RwLock<MemLog>>;
+
+/// What opening the log found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Entries read and verified.
+    pub entries: u64,
+    /// Bytes of an interrupted write cut off the end.
+    pub torn_bytes: u64,
+    /// Corruption found: the index of the first damaged entry and why.
+    pub damage: Option<(u64, String)>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The log's files, owned by the shard's task; readers use [`Wal::view`].
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// Per kept entry: (segment position in `segments`, byte offset in it).
+    offsets: VecDeque<(usize, u64)>,
+    active: Option<File>,
+    /// Staged bytes not yet written.
+    pending: Vec<u8>,
+    mem: LogView,
+    failpoints: Arc<Failpoints>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, verifying every record.
+    pub fn open(dir: &Path, failpoints: Arc<Failpoints>) -> io::Result<(Wal, ReplayReport)> {
+        fs::create_dir_all(dir)?;
+        let base = read_base(&dir.join("BASE"))?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let first = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(first) = first {
+                names.push((first, path));
+            }
+        }
+        names.sort();
+        let mut wal = Wal {
+            dir: dir.to_owned(),
+            segments: Vec::new(),
+            offsets: VecDeque::new(),
+            active: None,
+            pending: Vec::new(),
+            mem: Arc::new(RwLock::new(MemLog {
+                base,
+                entries: VecDeque::new(),
+            })),
+            failpoints,
+        };
+        let mut report = ReplayReport::default();
+        let count = names.len();
+        for (n, (first, path)) in names.into_iter().enumerate() {
+            if report.damage.is_some() {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            let mut data = Vec::new();
+            File::open(&path)?.read_to_end(&mut data)?;
+            let seg = wal.segments.len();
+            let (good_len, problem) = wal.load_segment(seg, first, &data, &mut report);
+            let is_last = n + 1 == count;
+            if let Some(problem) = problem {
+                let rest = &data[good_len as usize..];
+                let torn =
+                    is_last && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0));
+                if torn {
+                    report.torn_bytes = rest.len() as u64;
+                } else {
+                    let index = wal.mem.read().expect("log lock").last().index + 1;
+                    report.damage = Some((index, problem.describe(&path, good_len)));
+                }
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(good_len)?;
+                f.sync_all()?;
+            }
+            wal.segments.push(Segment {
+                first,
+                path,
+                len: good_len,
+            });
+        }
+        let next = wal.view().read().expect("log lock").last().index + 1;
+        match wal.segments.last() {
+            Some(_) => {
+                let last = wal.segments.last().expect("a segment");
+                wal.active = Some(OpenOptions::new().append(true).open(&last.path)?);
+            }
+            None => wal.start_segment(next)?,
+        }
+        sync_dir(&wal.dir)?;
+        Ok((wal, report))
+    }
+
+    /// Parses one segment into memory; returns the length of its good prefix and what
+    /// stopped the parse, if anything did.
+    fn load_segment(
+        &mut self,
+        seg: usize,
+        first: u64,
+        data: &[u8],
+        report: &mut ReplayReport,
+    ) -> (u64, Option<Problem>) {
+        let mut at = 0usize;
+        let mut mem = self.mem.write().expect("log lock");
+        let mut expected = first;
+        while at < data.len() {
+            let rest = &data[at..];
+            if rest.len() < ENTRY_HEADER_LEN {
+                return (at as u64, Some(Problem::Incomplete));
+            }
+            let op_len = u32::from_be_bytes(
+                rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4]
+                    .try_into()
+                    .expect("4"),
+            ) as usize;
+            let len = ENTRY_HEADER_LEN + op_len;
+            if rest.len() < len {
+                return (at as u64, Some(Problem::Incomplete));
+            }
+            let record = &rest[..len];
+            let (term, index) = match log_entry::verify(record) {
+                Ok(pos) => pos,
+                Err(e) => return (at as u64, Some(Problem::Corrupt(e.to_string()))),
+            };
+            let claimed = u64::from_be_bytes(
+                record[ENTRY_OFF_INDEX..ENTRY_OFF_INDEX + 8]
+                    .try_into()
+                    .expect("8"),
+            );
+            if index != expected || claimed != expected {
+                return (
+                    at as u64,
+                    Some(Problem::Corrupt(format!(
+                        "index {index} where {expected} was expected"
+                    ))),
+                );
+            }
+            let next_kept = mem.last().index + 1;
+            if index == next_kept {
+                mem.entries
+                    .push_back((term, Bytes::copy_from_slice(record)));
+                self.offsets.push_back((seg, at as u64));
+                report.entries += 1;
+            } else if index > next_kept {
+                return (
+                    at as u64,
+                    Some(Problem::Corrupt(format!(
+                        "gap: entry {index} follows {}",
+                        next_kept - 1
+                    ))),
+                );
+            }
+            expected += 1;
+            at += len;
+        }
+        (at as u64, None)
+    }
+
+    /// A shared handle on the in-memory entries, for replication and reads.
+    pub fn view(&self) -> LogView {
+        self.mem.clone()
+    }
+
+    /// The last entry's position.
+    pub fn last(&self) -> LogPosition {
+        self.mem.read().expect("log lock").last()
+    }
+
+    /// Appends encoded, verified records (which must continue the log) and fsyncs once.
+    pub fn append(&mut self, records: Vec<(u64, Bytes)>) -> io::Result<()> {
+        self.stage(records)?;
+        self.sync().map(|_| ())
+    }
+
+    /// Adds records to the log in memory (visible to replication at once) and to the
+    /// write buffer; [`Wal::sync`] makes them durable.
+    pub fn stage(&mut self, records: Vec<(u64, Bytes)>) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.pending.is_empty() && self.segments.last().is_some_and(|s| s.len >= SEGMENT_MAX) {
+            let next = self.last().index + 1;
+            self.start_segment(next)?;
+        }
+        let seg = self.segments.len() - 1;
+        for (_, record) in &records {
+            self.offsets.push_back((seg, self.segments[seg].len));
+            self.segments[seg].len += record.len() as u64;
+            self.pending.extend_from_slice(record);
+        }
+        self.mem.write().expect("log lock").entries.extend(records);
+        Ok(())
+    }
+
+    /// Writes the staged bytes and fsyncs them: one `fdatasync` however many entries.
+    /// Returns how many bytes were made durable.
+    pub fn sync(&mut self) -> io::Result<usize> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let buf = std::mem::take(&mut self.pending);
+        let file = self.active.as_mut().expect("an active segment");
+        match self.failpoints.hit("log-sync") {
+            Some(Action::Tear) => {
+                file.write_all(&buf[..buf.len() / 2])?;
+                file.sync_data()?;
+                Failpoints::crash("log-sync", Action::Tear);
+            }
+            Some(Action::CrashBefore) => {
+                file.write_all(&buf)?;
+                Failpoints::crash("log-sync", Action::CrashBefore);
+            }
+            after => {
+                file.write_all(&buf)?;
+                file.sync_data()?;
+                if after == Some(Action::CrashAfter) {
+                    Failpoints::crash("log-sync", Action::CrashAfter);
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    /// Removes entries `index..` (a divergent suffix), durably.
+    pub fn truncate_from(&mut self, index: u64) -> io::Result<()> {
+        self.sync()?;
+        let mut mem = self.mem.write().expect("log lock");
+        let Some(slot) = mem.slot(index) else {
+            return Ok(());
+        };
+        let (seg, offset) = self.offsets[slot];
+        mem.entries.truncate(slot);
+        self.offsets.truncate(slot);
+        drop(mem);
+        for s in self.segments.drain(seg + 1..) {
+            fs::remove_file(&s.path)?;
+        }
+        let segment = &mut self.segments[seg];
+        let file = OpenOptions::new().append(true).open(&segment.path)?;
+        file.set_len(offset)?;
+        file.sync_all()?;
+        segment.len = offset;
+        self.active = Some(file);
+        sync_dir(&self.dir)
+    }
+
+    /// Forgets entries up to and including `index` (all replicas have applied them).
+    /// Whole segments below the new base are deleted.
+    pub fn truncate_prefix(&mut self, index: u64) -> io::Result<()> {
+        self.sync()?;
+        let mut mem = self.mem.write().expect("log lock");
+        let Some(slot) = mem.slot(index) else {
+            return Ok(());
+        };
+        let base = LogPosition {
+            term: mem.entries[slot].0,
+            index,
+        };
+        write_base(&self.dir, base)?;
+        mem.base = base;
+        mem.entries.drain(..=slot);
+        self.offsets.drain(..=slot);
+        drop(mem);
+        let keep_from = self
+            .segments
+            .iter()
+            .rposition(|s| s.first <= index + 1)
+            .unwrap_or(0);
+        if keep_from > 0 {
+            for s in self.segments.drain(..keep_from) {
+                fs::remove_file(&s.path)?;
+            }
+            for (seg, _) in self.offsets.iter_mut() {
+                *seg -= keep_from;
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Empties the log and sets its base (a snapshot now covers everything up to `base`).
+    pub fn reset(&mut self, base: LogPosition) -> io::Result<()> {
+        self.pending.clear();
+        write_base(&self.dir, base)?;
+        for s in self.segments.drain(..) {
+            fs::remove_file(&s.path)?;
+        }
+        self.offsets.clear();
+        {
+            let mut mem = self.mem.write().expect("log lock");
+            mem.base = base;
+            mem.entries.clear();
+        }
+        self.start_segment(base.index + 1)?;
+        sync_dir(&self.dir)
+    }
+
+    fn start_segment(&mut self, first: u64) -> io::Result<()> {
+        let path = self.dir.join(format!("{first:020}.seg"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.segments.push(Segment {
+            first,
+            path,
+            len: file.metadata()?.len(),
+        });
+        self.active = Some(file);
+        sync_dir(&self.dir)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Problem {
+    Incomplete,
+    Corrupt(String),
+}
+
+impl Problem {
+    fn describe(&self, path: &Path, offset: u64) -> String {
+        let what = match self {
+            Problem::Incomplete => "incomplete record".to_owned(),
+            Problem::Corrupt(why) => why.clone(),
+        };
+        format!("{} at byte {offset}: {what}", path.display())
+    }
+}
+
+fn read_base(path: &Path) -> io::Result<LogPosition> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LogPosition::default()),
+        Err(e) => return Err(e),
+    };
+    if data.len() != 20
+        || crc32fast::hash(&data[..16]) != u32::from_be_bytes(data[16..20].try_into().expect("4"))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is damaged", path.display()),
+        ));
+    }
+    Ok(LogPosition {
+        term: u64::from_be_bytes(data[..8].try_into().expect("8")),
+        index: u64::from_be_bytes(data[8..16].try_into().expect("8")),
+    })
+}
+
+fn write_base(dir: &Path, base: LogPosition) -> io::Result<()> {
+    let mut data = Vec::with_capacity(20);
+    data.extend_from_slice(&base.term.to_be_bytes());
+    data.extend_from_slice(&base.index.to_be_bytes());
+    data.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
+    let tmp = dir.join("BASE.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join("BASE"))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::{LogEntry, Operation};
+
+    fn record(term: u64, index: u64) -> (u64, Bytes) {
+        let e = LogEntry {
+            term,
+            index,
+            op: Operation::Delete {
+                client_id: 0,
+                seq: 0,
+                key: index as i64,
+            },
+        };
+        (term, e.encode().unwrap())
+    }
+
+    fn open(dir: &Path) -> (Wal, ReplayReport) {
+        Wal::open(dir, Arc::new(Failpoints::none())).unwrap()
+    }
+
+    #[test]
+    fn appends_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
+        wal.append(vec![record(2, 6)]).unwrap();
+        drop(wal);
+        let (wal, report) = open(dir.path());
+        assert_eq!(
+            report,
+            ReplayReport {
+                entries: 6,
+                ..Default::default()
+            }
+        );
+        assert_eq!(wal.last(), LogPosition { term: 2, index: 6 });
+        assert_eq!(wal.view().read().unwrap().term_at(3), Some(1));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=3).map(|i| record(1, i)).collect()).unwrap();
+        let seg = wal.segments[0].path.clone();
+        drop(wal);
+        let (_, partial) = record(1, 4);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&partial[..10]).unwrap();
+        drop(f);
+        let (mut wal, report) = open(dir.path());
+        assert_eq!(
+            (report.entries, report.torn_bytes, report.damage),
+            (3, 10, None)
+        );
+        wal.append(vec![record(1, 4)]).unwrap();
+        drop(wal);
+        assert_eq!(open(dir.path()).1.entries, 4);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_corruption_and_cuts_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
+        let (seg, offset) = wal.offsets[2];
+        let path = wal.segments[seg].path.clone();
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        data[offset as usize + ENTRY_HEADER_LEN] ^= 0x40;
+        fs::write(&path, data).unwrap();
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3));
+        assert_eq!(wal.last().index, 2);
+    }
+
+    #[test]
+    fn truncation_both_ends_and_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=10).map(|i| record(1, i)).collect())
+            .unwrap();
+        wal.truncate_from(8).unwrap();
+        assert_eq!(wal.last().index, 7);
+        wal.append(vec![record(2, 8)]).unwrap();
+        wal.truncate_prefix(4).unwrap();
+        drop(wal);
+        let (mut wal, report) = open(dir.path());
+        assert_eq!(report.damage, None);
+        let view = wal.view();
+        assert_eq!(
+            view.read().unwrap().base(),
+            LogPosition { term: 1, index: 4 }
+        );
+        assert_eq!(wal.last(), LogPosition { term: 2, index: 8 });
+        assert_eq!(
+            view.read().unwrap().records_from(5, 100, usize::MAX).len(),
+            4
+        );
+        wal.reset(LogPosition {
+            term: 3,
+            index: 100,
+        })
+        .unwrap();
+        wal.append(vec![record(3, 101)]).unwrap();
+        drop(wal);
+        let (wal, _) = open(dir.path());
+        assert_eq!(
+            wal.last(),
+            LogPosition {
+                term: 3,
+                index: 101
+            }
+        );
+    }
+}
