@@ -184,11 +184,13 @@ impl WriteBatch {
 
     /// Decodes row `i`.
     pub fn row(&self, i: usize) -> Result<Row, BatchError> {
-        let values: Vec<Value> =
-            postcard::from_bytes(&self.body(i)).map_err(|e| BatchError::BadRow {
-                row: i,
-                reason: e.to_string(),
-            })?;
+        let body = self.body(i);
+        let bad = |reason: String| BatchError::BadRow { row: i, reason };
+        let (values, rest): (Vec<Value>, _) =
+            postcard::take_from_bytes(&body).map_err(|e| bad(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(bad(format!("{} bytes after the row", rest.len())));
+        }
         Ok(Row {
             key: self.key(i),
             values,

@@ -19,6 +19,10 @@
 //!     34        payload
 //! ```
 //!
+//! The route is a routing hint for routers that read headers only; the payload is the
+//! authority. A node checks every key it is asked to touch against the shards it holds,
+//! so a frame whose route disagrees with its payload is refused there, not misapplied.
+//!
 //! All integers are big-endian. The header has its own CRC so that a damaged length is
 //! caught as soon as the header arrives, before the decoder waits for (or reserves room
 //! for) a payload that will never come.

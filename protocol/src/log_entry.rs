@@ -168,8 +168,14 @@ impl LogEntry {
     /// Decodes exactly one record, verifying its CRC before anything else is trusted.
     pub fn decode(record: &[u8]) -> Result<LogEntry, EntryError> {
         let (term, index) = verify(record)?;
-        let op = postcard::from_bytes(&record[ENTRY_HEADER_LEN..])
+        let (op, rest) = postcard::take_from_bytes(&record[ENTRY_HEADER_LEN..])
             .map_err(|e| EntryError::Operation(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(EntryError::Operation(format!(
+                "{} bytes after the operation",
+                rest.len()
+            )));
+        }
         Ok(LogEntry { term, index, op })
     }
 }

@@ -143,3 +143,21 @@ fn truncated_frames_wait_and_text_is_refused() {
         Err(DecodeError::BadMagic(b'G', b'E'))
     ));
 }
+
+#[test]
+fn trailing_bytes_after_a_message_or_an_operation_are_refused() {
+    let mut ping = Request::Ping.to_frame(1).unwrap();
+    let mut padded = ping.payload.to_vec();
+    padded.extend_from_slice(&[0xFF, 0xFF]);
+    ping.payload = bytes::Bytes::from(padded);
+    assert!(matches!(
+        Request::from_frame(&ping),
+        Err(MessageError::Payload { .. })
+    ));
+
+    // A Noop entry with one extra byte and a CRC that covers it (found by the fuzzer).
+    let record: [u8; 26] = [
+        0x31, 0xd3, 0xed, 0x6b, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff,
+    ];
+    assert!(LogEntry::decode(&record).is_err());
+}

@@ -257,11 +257,7 @@ impl Message for Request {
                     reason: e.to_string(),
                 });
         }
-        let request: Request =
-            postcard::from_bytes(payload).map_err(|e| MessageError::Payload {
-                expected: Self::NAME,
-                reason: e.to_string(),
-            })?;
+        let request: Request = super::decode_exact(Self::NAME, payload)?;
         if k - Self::BASE != payload[0] || matches!(request, Request::Write(_)) {
             return Err(MessageError::KindMismatch {
                 kind: k,

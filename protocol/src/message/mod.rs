@@ -62,6 +62,20 @@ pub enum MessageError {
     Encode(String),
 }
 
+/// Decodes a postcard value that must fill `bytes` exactly: trailing bytes are refused, so
+/// a damaged length cannot hide behind a message that still decodes.
+pub(crate) fn decode_exact<T: DeserializeOwned>(
+    expected: &'static str,
+    bytes: &[u8],
+) -> Result<T, MessageError> {
+    let payload_err = |reason: String| MessageError::Payload { expected, reason };
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| payload_err(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(payload_err(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}
+
 /// A message enum that travels in frames: a kind range and a postcard body.
 pub trait Message: Serialize + DeserializeOwned + Sized {
     /// The kind byte of variant 0.
@@ -90,10 +104,7 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
 
     /// Decodes a payload whose header named `kind`, already checked to be in range.
     fn decode_payload(kind: u8, payload: &Bytes) -> Result<Self, MessageError> {
-        let message: Self = postcard::from_bytes(payload).map_err(|e| MessageError::Payload {
-            expected: Self::NAME,
-            reason: e.to_string(),
-        })?;
+        let message: Self = decode_exact(Self::NAME, payload)?;
         let variant = payload[0];
         if kind - Self::BASE != variant {
             return Err(MessageError::KindMismatch {

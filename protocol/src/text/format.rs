@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::message::{NodeStatus, Response, ShardCommit, Topology};
 use crate::model::{Row, Value};
+use crate::text::TextError;
 
 /// What `HELP` prints: every command with an example, then `OK`.
 pub const HELP: &str = "\
@@ -37,7 +38,7 @@ pub fn format_response(response: &Response) -> String {
         Response::Node(n) => format_node(&mut out, n),
         Response::Stats(pairs) => {
             for (name, value) in pairs {
-                let _ = writeln!(out, "{name}: {value}");
+                let _ = writeln!(out, "{}: {}", one_line(name), one_line(value));
             }
             out.push_str("OK\n");
         }
@@ -110,7 +111,7 @@ fn commit(c: &ShardCommit) -> String {
         plural(c.rows as usize),
         c.term,
         c.index,
-        c.replicas.join(",")
+        one_line(&c.replicas.join(","))
     )
 }
 
@@ -121,7 +122,10 @@ fn format_rows(out: &mut String, rows: &[Row]) {
             out.push(' ');
             match v {
                 Value::Str(s)
-                    if s.is_empty() || s.contains(char::is_whitespace) || s.contains('"') =>
+                    if s.is_empty()
+                        || s.contains(|c: char| {
+                            c.is_whitespace() || c.is_control() || c == '"'
+                        }) =>
                 {
                     let _ = write!(out, "{s:?}");
                 }
@@ -143,7 +147,7 @@ fn format_topology(out: &mut String, t: &Topology) {
                 .iter()
                 .map(|c| format!("{}:{}", c.name, c.ty))
                 .collect();
-            let _ = writeln!(out, "schema {}", cols.join(" "));
+            let _ = writeln!(out, "schema {}", one_line(&cols.join(" ")));
         }
         None => out.push_str("schema (not initialized)\n"),
     }
@@ -156,8 +160,8 @@ fn format_topology(out: &mut String, t: &Topology) {
             s.spec.low,
             high,
             s.term,
-            s.primary.as_deref().unwrap_or("NONE"),
-            s.replicas.join(",")
+            one_line(s.primary.as_deref().unwrap_or("NONE")),
+            one_line(&s.replicas.join(","))
         );
     }
     for s in &t.servers {
@@ -168,7 +172,10 @@ fn format_topology(out: &mut String, t: &Topology) {
         let _ = writeln!(
             out,
             "server {} {} {} heartbeat {}",
-            s.name, s.addr, health, age
+            one_line(&s.name),
+            one_line(&s.addr),
+            health,
+            age
         );
     }
     let _ = writeln!(
@@ -180,7 +187,7 @@ fn format_topology(out: &mut String, t: &Topology) {
 }
 
 fn format_node(out: &mut String, n: &NodeStatus) {
-    let _ = writeln!(out, "node {}", n.node);
+    let _ = writeln!(out, "node {}", one_line(&n.node));
     for s in &n.shards {
         let _ = writeln!(
             out,
@@ -201,8 +208,18 @@ fn format_node(out: &mut String, n: &NodeStatus) {
     let _ = writeln!(out, "OK {} shards", n.shards.len());
 }
 
+/// Makes user-supplied text safe for one answer line: control characters are escaped.
 fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+    if s.chars().any(char::is_control) {
+        s.chars().flat_map(char::escape_default).collect()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The answer line for a line that did not parse.
+pub fn format_text_error(e: &TextError) -> String {
+    format!("ERR BadRequest: {}\n", one_line(&e.0))
 }
 
 #[cfg(test)]
@@ -249,6 +266,21 @@ mod tests {
             format_response(&e),
             "ERR KeyOutOfRange: key 99999 is outside every shard\n"
         );
+    }
+
+    #[test]
+    fn names_cannot_forge_an_answer_line() {
+        let commit = Response::Committed(vec![ShardCommit {
+            shard: ShardId(1),
+            term: 1,
+            index: 1,
+            replicas: vec!["x\nOK fake".into(), "\n\n".into()],
+            rows: 1,
+        }]);
+        let text = format_response(&commit);
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let e = format_text_error(&TextError("unknown command `\n`".into()));
+        assert_eq!(e.lines().count(), 1);
     }
 
     #[test]

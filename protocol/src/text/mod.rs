@@ -9,5 +9,5 @@
 mod format;
 mod parse;
 
-pub use format::{format_response, HELP};
+pub use format::{format_response, format_text_error, HELP};
 pub use parse::{parse_line, TextCommand, TextError, MAX_LINE};
