@@ -1,7 +1,7 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help test fuzz-smoke bench fmt lint clean-target
+.PHONY: help test fuzz-smoke bench bench-write fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -21,3 +21,6 @@ fmt: ## format the code
 lint: ## formatting and clippy, as CI would want them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench-write: ## one shard's write path on loopback: writes/s, p50/p99, fsyncs per ack
+	$(CARGO) run --release -p shardline-benches --bin write-path -- $(BENCH_ARGS)

@@ -139,7 +139,7 @@ async fn serve_text(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
                 Ok(TextCommand::Request(request)) => {
                     text::format_response(&node.request(request, Route::None, false).await)
                 }
-                Err(e) => format!("ERR BadRequest: {e}\n"),
+                Err(e) => text::format_text_error(&e),
             },
             Err(e) => {
                 let answer = format!("ERR BadRequest: {e}\n");
