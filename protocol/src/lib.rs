@@ -11,6 +11,7 @@
 //! - [`log_entry`]: the replicated log entry and its CRC.
 //! - [`model`]: schema, values, rows, shards.
 //! - [`text`]: the nc text mode's parser and formatter.
+//! - `net` (feature `net`): the thin tokio layer: serving a listener, calling a peer.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -30,6 +31,8 @@ pub mod frame;
 pub mod log_entry;
 pub mod message;
 pub mod model;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod text;
 
 pub use batch::{BatchError, WriteBatch};

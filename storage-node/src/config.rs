@@ -55,6 +55,15 @@ impl NodeConfig {
         }
     }
 
+    /// The limits the node's listener enforces.
+    pub fn limits(&self) -> shardline_protocol::net::Limits {
+        shardline_protocol::net::Limits {
+            max_payload: self.max_payload,
+            max_in_flight: self.max_in_flight,
+            max_connections: self.max_connections,
+        }
+    }
+
     /// Checks that the values make sense together.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.contains(char::is_whitespace) {

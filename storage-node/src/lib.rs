@@ -7,7 +7,6 @@
 //!   replication tasks, and the pure rules behind them.
 //! - [`wal`]: the log's segment files and in-memory view.
 //! - [`table`]: the redb table of rows, metadata and client marks.
-//! - [`server`]: TCP: binary frames (pipelined) and the nc text mode on one port.
 //! - [`failpoint`]: crash points for fault tests.
 //!
 //! A node starts with no roles: the coordinator (or a test playing it) configures shard
@@ -15,19 +14,19 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use shardline_storage_node::{config::NodeConfig, failpoint::Failpoints, node::Node, server};
+//! use shardline_protocol::net;
+//! use shardline_storage_node::{config::NodeConfig, failpoint::Failpoints, node::Node};
 //! let cfg = NodeConfig::new("Server0", "127.0.0.1:7200".parse()?, "/tmp/shardline/Server0");
+//! let limits = cfg.limits();
 //! let node = Node::open(cfg, Failpoints::none())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7200").await?;
-//! server::run(listener, node, std::future::pending()).await;
+//! net::serve(listener, node, limits, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 
 pub mod config;
-pub mod conn;
 pub mod failpoint;
 pub mod node;
-pub mod server;
 pub mod shard;
 pub mod table;
 pub mod wal;

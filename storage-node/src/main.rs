@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use shardline_protocol::net;
 use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::failpoint::Failpoints;
 use shardline_storage_node::node::Node;
-use shardline_storage_node::server;
 
 /// A Shardline storage node: holds shard replicas (rows in redb, a checksummed replicated
 /// log) and serves clients, peers and the coordinator on one port. The same port answers
@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let failpoints = Failpoints::from_env().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen;
+    let limits = cfg.limits();
     let node = Node::open(cfg, failpoints).context("opening the data directory")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -77,6 +78,6 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    server::run(listener, node, shutdown).await;
+    net::serve(listener, node, limits, shutdown).await;
     Ok(())
 }

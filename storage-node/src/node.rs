@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
+use shardline_protocol::net;
 use shardline_protocol::{
     ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, PeerRequest,
     PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
@@ -259,6 +260,7 @@ impl Node {
     fn stats(&self) -> Vec<(String, String)> {
         let mut out = vec![
             ("node".to_owned(), self.cfg.id.clone()),
+            ("pid".to_owned(), std::process::id().to_string()),
             (
                 "uptime_s".to_owned(),
                 self.started.elapsed().as_secs().to_string(),
@@ -424,4 +426,14 @@ impl Node {
 
 fn stopped() -> ErrorCode {
     ErrorCode::Internal("shard task stopped".into())
+}
+
+impl net::Service for Node {
+    async fn frame(&self, frame: Frame) -> Frame {
+        self.handle_frame(frame).await
+    }
+
+    async fn text(&self, request: Request) -> Response {
+        self.request(request, Route::None, false).await
+    }
 }

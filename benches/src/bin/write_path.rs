@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use shardline_protocol::net;
 use shardline_protocol::{
     ControlRequest, ControlResponse, FrameCodec, Message, Request, Response, Row, Schema,
     ServerAddr, ShardId, ShardSpec, Value, WriteBatch,
@@ -21,7 +22,6 @@ use shardline_protocol::{
 use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::failpoint::Failpoints;
 use shardline_storage_node::node::Node;
-use shardline_storage_node::server;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -106,8 +106,9 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let cfg = NodeConfig::new(format!("Server{i}"), addr, dir.path().join(format!("n{i}")));
+        let limits = cfg.limits();
         let node = Node::open(cfg, Failpoints::none())?;
-        tokio::spawn(server::run(listener, node, std::future::pending()));
+        tokio::spawn(net::serve(listener, node, limits, std::future::pending()));
         addrs.push(addr);
     }
     let spec = ShardSpec {

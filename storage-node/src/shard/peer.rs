@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use super::Command;
 use crate::config::NodeConfig;
-use crate::conn::{CallError, Conn};
 use crate::table::Table;
 use crate::wal::LogView;
+use shardline_protocol::net::{CallError, Conn};
 
 /// Entries sent in one append at most.
 const MAX_BATCH_ENTRIES: usize = 512;

@@ -129,10 +129,38 @@ impl ShardTask {
             });
         }
         let lease_until = Instant::now() + Duration::from_millis(lease_ms);
-        if let Role::Primary(p) = &self.role {
-            let same: Vec<&ServerAddr> = p.followers.iter().map(|f| &f.addr).collect();
-            if term == self.term && same == followers.iter().collect::<Vec<_>>() {
+        if term == self.term {
+            if let Role::Primary(p) = &self.role {
+                let same = p.followers.iter().map(|f| &f.addr).eq(followers.iter());
+                if !same {
+                    // A new follower set at the same term (servers added or removed): swap
+                    // the replication tasks, keep the log, the waiters and what is known.
+                    let known: HashMap<String, u64> = p
+                        .followers
+                        .iter()
+                        .map(|f| (f.addr.name.clone(), f.durable))
+                        .collect();
+                    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+                    let watch_rx = p.progress.subscribe();
+                    let slots: Vec<FollowerSlot> = followers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(slot, addr)| {
+                            let durable = known.get(&addr.name).copied().unwrap_or(0);
+                            self.spawn_follower(epoch, slot, addr, watch_rx.clone(), durable)
+                        })
+                        .collect();
+                    info!(term, followers = slots.len(), "follower set changed");
+                    let Role::Primary(p) = &mut self.role else {
+                        unreachable!("checked above")
+                    };
+                    for f in std::mem::replace(&mut p.followers, slots) {
+                        f.task.abort();
+                    }
+                    p.epoch = epoch;
+                }
                 self.lease_until = Some(lease_until);
+                self.advance_commit();
                 self.publish();
                 return ControlResponse::Ok;
             }
@@ -162,32 +190,11 @@ impl ShardTask {
         let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
         let last = self.wal.last().index;
         let (progress, watch_rx) = watch::channel((last, self.commit));
-        let mut slots = Vec::with_capacity(followers.len());
-        for (slot, addr) in followers.into_iter().enumerate() {
-            let reachable = Arc::new(AtomicBool::new(true));
-            let peer = PeerTask {
-                shard: self.spec.id,
-                term,
-                me: self.node.clone(),
-                epoch,
-                slot,
-                addr: addr.clone(),
-                log: self.log.clone(),
-                table: self.table.clone(),
-                progress: watch_rx.clone(),
-                events: self.tx.clone(),
-                reachable: reachable.clone(),
-                cfg: self.cfg.clone(),
-            };
-            let span = tracing::info_span!("replicate", to = %addr.name);
-            let task = tokio::spawn(peer.run().instrument(span));
-            slots.push(FollowerSlot {
-                addr,
-                durable: 0,
-                reachable,
-                task,
-            });
-        }
+        let slots: Vec<FollowerSlot> = followers
+            .into_iter()
+            .enumerate()
+            .map(|(slot, addr)| self.spawn_follower(epoch, slot, addr, watch_rx.clone(), 0))
+            .collect();
         info!(term, followers = slots.len(), last, "leading");
         self.role = Role::Primary(Box::new(PrimaryState {
             epoch,
@@ -212,6 +219,40 @@ impl ShardTask {
         self.advance_commit();
         self.publish();
         ControlResponse::Ok
+    }
+
+    /// Starts replicating to one follower.
+    fn spawn_follower(
+        &self,
+        epoch: u64,
+        slot: usize,
+        addr: ServerAddr,
+        progress: watch::Receiver<(u64, u64)>,
+        durable: u64,
+    ) -> FollowerSlot {
+        let reachable = Arc::new(AtomicBool::new(true));
+        let peer = PeerTask {
+            shard: self.spec.id,
+            term: self.term,
+            me: self.node.clone(),
+            epoch,
+            slot,
+            addr: addr.clone(),
+            log: self.log.clone(),
+            table: self.table.clone(),
+            progress,
+            events: self.tx.clone(),
+            reachable: reachable.clone(),
+            cfg: self.cfg.clone(),
+        };
+        let span = tracing::info_span!("replicate", to = %addr.name);
+        let task = tokio::spawn(peer.run().instrument(span));
+        FollowerSlot {
+            addr,
+            durable,
+            reachable,
+            task,
+        }
     }
 
     /// Validates, logs and syncs a group of writes; acks come when they commit.

@@ -1,17 +1,19 @@
 //! An outgoing framed connection that sends one request and waits for its answer.
 //!
-//! Replication tasks use one each: a follower's appends are ordered anyway, so there is
-//! nothing to gain from pipelining on this hop, and a plain call keeps timeouts simple.
+//! For control-plane hops (replication, heartbeats, elections) where calls are ordered
+//! anyway: a plain call keeps timeouts simple. Clients that pipeline use their own.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use shardline_protocol::{FrameCodec, Message};
+
+use crate::{FrameCodec, Message};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// Why a call failed; the connection should be dropped after any of these.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// Could not connect.
     #[error("connect to {addr}: {reason}")]

@@ -1,4 +1,4 @@
-//! The TCP layer: accept, tell binary peers from people at `nc`, and serve each.
+//! Serving a listener: accept, tell binary peers from people at `nc`, and serve each.
 //!
 //! Binary connections are pipelined: every frame is handled in its own task and answered
 //! when ready, so answers may come back out of order (request ids pair them up). A
@@ -11,20 +11,56 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use shardline_protocol::frame::is_binary_start;
-use shardline_protocol::text::{self, TextCommand};
-use shardline_protocol::{ErrorCode, Frame, FrameCodec, Message, Response, Route};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 use tracing::{debug, info, warn};
 
-use crate::node::Node;
+use crate::frame::is_binary_start;
+use crate::text::{self, TextCommand};
+use crate::{
+    ErrorCode, Frame, FrameCodec, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PAYLOAD,
+};
+
+/// A server's logic: one frame in, one frame out; one text request in, one answer out.
+pub trait Service: Send + Sync + 'static {
+    /// Answers a binary frame (any message kind the service takes).
+    fn frame(&self, frame: Frame) -> impl Future<Output = Frame> + Send;
+    /// Answers a request typed in the text mode.
+    fn text(&self, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+/// The limits a server enforces on its peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame payload accepted or sent.
+    pub max_payload: usize,
+    /// Requests one connection may have in flight before it gets `Overloaded`.
+    pub max_in_flight: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: 1024,
+        }
+    }
+}
 
 /// Serves `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<Output = ()>) {
-    let connections = Arc::new(Semaphore::new(node.config().max_connections));
+pub async fn serve<S: Service>(
+    listener: TcpListener,
+    service: Arc<S>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -35,9 +71,9 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<O
                         tokio::spawn(refuse(stream));
                         continue;
                     };
-                    let node = node.clone();
+                    let service = service.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve(stream, node).await {
+                        if let Err(e) = serve_connection(stream, service, limits).await {
                             debug!(%peer, %e, "connection ended");
                         }
                         drop(permit);
@@ -57,27 +93,35 @@ async fn refuse(mut stream: TcpStream) {
     let frame = Response::Error(ErrorCode::Overloaded("too many connections".into())).to_frame(0);
     if let Ok(frame) = frame {
         let mut buf = bytes::BytesMut::new();
-        shardline_protocol::frame::encode(&frame, &mut buf);
+        crate::frame::encode(&frame, &mut buf);
         let _ = stream.write_all(&buf).await;
     }
 }
 
-async fn serve(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
+async fn serve_connection<S: Service>(
+    stream: TcpStream,
+    service: Arc<S>,
+    limits: Limits,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 0 {
         return Ok(());
     }
     if is_binary_start(first[0]) {
-        serve_frames(stream, node).await
+        serve_frames(stream, service, limits).await
     } else {
-        serve_text(stream, node).await
+        serve_text(stream, service).await
     }
 }
 
-async fn serve_frames(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
+async fn serve_frames<S: Service>(
+    stream: TcpStream,
+    service: Arc<S>,
+    limits: Limits,
+) -> std::io::Result<()> {
     let (read, write) = stream.into_split();
-    let codec = FrameCodec::new(node.config().max_payload);
+    let codec = FrameCodec::new(limits.max_payload);
     let mut frames = FramedRead::new(read, codec);
     let mut sink = FramedWrite::new(write, codec);
     let (tx, mut rx) = mpsc::channel::<Frame>(256);
@@ -88,7 +132,7 @@ async fn serve_frames(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()>
             }
         }
     });
-    let in_flight = Arc::new(Semaphore::new(node.config().max_in_flight));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     while let Some(frame) = frames.next().await {
         let frame = match frame {
             Ok(f) => f,
@@ -102,7 +146,7 @@ async fn serve_frames(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()>
             }
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            let limit = node.config().max_in_flight;
+            let limit = limits.max_in_flight;
             let busy = Response::Error(ErrorCode::Overloaded(format!(
                 "over {limit} requests in flight"
             )));
@@ -111,10 +155,10 @@ async fn serve_frames(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()>
             }
             continue;
         };
-        let node = node.clone();
+        let service = service.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let answer = node.handle_frame(frame).await;
+            let answer = service.frame(frame).await;
             let _ = tx.send(answer).await;
             drop(permit);
         });
@@ -124,7 +168,7 @@ async fn serve_frames(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()>
     Ok(())
 }
 
-async fn serve_text(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
+async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(
         BufReader::new(read),
@@ -137,7 +181,7 @@ async fn serve_text(stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
                 Ok(TextCommand::Quit) => break,
                 Ok(TextCommand::Help) => text::HELP.to_owned(),
                 Ok(TextCommand::Request(request)) => {
-                    text::format_response(&node.request(request, Route::None, false).await)
+                    text::format_response(&service.text(request).await)
                 }
                 Err(e) => text::format_text_error(&e),
             },
