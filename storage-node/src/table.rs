@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | `rows` | shard key (i64) | postcard `Vec<Value>`: the other columns |
 //! | `meta` | name | postcard: `spec`, `schema`, `term`, `applied` (term, index), `installing` |
-//! | `clients` | client id (u64) | postcard `ClientMark`: the last (seq, term, index) applied |
+//! | `clients` | (client id, seq) | postcard `ClientMark`: the entry that applied it |
+//! | `clients_by_index` | log index | (client id, seq), to forget marks past [`DEDUP_WINDOW`] |
 //!
 //! Applying committed entries updates rows, marks and `applied` in one transaction, so a
 //! table is always exactly "the log applied up to `applied`". Those commits skip the fsync
@@ -25,7 +26,12 @@ use crate::failpoint::{Action, Failpoints};
 
 const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const CLIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("clients");
+const CLIENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("clients");
+const CLIENTS_BY_INDEX: TableDefinition<u64, (u64, u64)> = TableDefinition::new("clients_by_index");
+
+/// Client marks older than this many log entries are forgotten: a retry must arrive
+/// within this many writes to the shard to be recognised.
+pub const DEDUP_WINDOW: u64 = 100_000;
 
 /// Why a table operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +81,7 @@ pub struct TableMeta {
     pub installing: bool,
 }
 
-/// The last write a client had applied: what a retry of it is answered with.
+/// Where a client's write was applied: what a retry of it is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientMark {
     /// The client's sequence number.
@@ -101,6 +107,7 @@ impl Table {
         tx.open_table(ROWS)?;
         tx.open_table(META)?;
         tx.open_table(CLIENTS)?;
+        tx.open_table(CLIENTS_BY_INDEX)?;
         tx.commit()?;
         Ok(Table {
             db: Arc::new(db),
@@ -154,6 +161,7 @@ impl Table {
         self.write(durability, Some("table-commit"), |tx| {
             let mut rows = tx.open_table(ROWS)?;
             let mut clients = tx.open_table(CLIENTS)?;
+            let mut by_index = tx.open_table(CLIENTS_BY_INDEX)?;
             for entry in entries {
                 match &entry.op {
                     Operation::Noop => {}
@@ -175,8 +183,18 @@ impl Table {
                         term: entry.term,
                         index: entry.index,
                     };
-                    clients.insert(client, encode(&mark)?.as_slice())?;
+                    clients.insert((client, seq), encode(&mark)?.as_slice())?;
+                    by_index.insert(entry.index, (client, seq))?;
                 }
+            }
+            let cutoff = last.index.saturating_sub(DEDUP_WINDOW);
+            let old: Vec<(u64, (u64, u64))> = by_index
+                .range(..cutoff)?
+                .map(|item| item.map(|(k, v)| (k.value(), v.value())))
+                .collect::<Result<_, _>>()?;
+            for (index, mark) in old {
+                clients.remove(mark)?;
+                by_index.remove(index)?;
             }
             put(&mut tx.open_table(META)?, "applied", &last.position())
         })
@@ -211,12 +229,12 @@ impl Table {
         Ok(out)
     }
 
-    /// The last applied write of `client`.
-    pub fn client_mark(&self, client: u64) -> Result<Option<ClientMark>, StoreError> {
+    /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
+    pub fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
         let tx = self.db.begin_read()?;
         let clients = tx.open_table(CLIENTS)?;
         let mark = clients
-            .get(client)?
+            .get((client, seq))?
             .map(|v| decode("clients", v.value()))
             .transpose()?;
         Ok(mark)
@@ -243,8 +261,10 @@ impl Table {
         self.write(Durability::Immediate, None, |tx| {
             tx.delete_table(ROWS)?;
             tx.delete_table(CLIENTS)?;
+            tx.delete_table(CLIENTS_BY_INDEX)?;
             tx.open_table(ROWS)?;
             tx.open_table(CLIENTS)?;
+            tx.open_table(CLIENTS_BY_INDEX)?;
             let mut meta = tx.open_table(META)?;
             put(&mut meta, "installing", &true)?;
             put(&mut meta, "applied", &LogPosition::default())
@@ -385,7 +405,7 @@ mod tests {
             LogPosition { term: 1, index: 3 }
         );
         assert_eq!(
-            t.client_mark(7).unwrap(),
+            t.client_mark(7, 2).unwrap(),
             Some(ClientMark {
                 seq: 2,
                 term: 1,

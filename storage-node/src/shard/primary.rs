@@ -319,8 +319,8 @@ impl ShardTask {
                     });
                     continue;
                 }
-                match self.table.client_mark(client_id) {
-                    Ok(Some(mark)) if mark.seq == seq => {
+                match self.table.client_mark(client_id, seq) {
+                    Ok(Some(mark)) => {
                         let replicas = std::iter::once(self.node.clone())
                             .chain(p.followers.iter().map(|f| f.addr.name.clone()))
                             .collect();
@@ -334,14 +334,7 @@ impl ShardTask {
                         let _ = reply.send(Ok(commit));
                         continue;
                     }
-                    Ok(Some(mark)) if mark.seq > seq => {
-                        let _ = reply.send(Err(ErrorCode::BadRequest(format!(
-                            "client {client_id} sequence {seq} is older than its last applied write ({})",
-                            mark.seq
-                        ))));
-                        continue;
-                    }
-                    Ok(_) => {}
+                    Ok(None) => {}
                     Err(e) => {
                         let _ = reply.send(Err(ErrorCode::Internal(e.to_string())));
                         continue;
