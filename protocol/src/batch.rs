@@ -141,6 +141,12 @@ impl WriteBatch {
         buf.freeze()
     }
 
+    /// The same rows under another (client id, sequence), e.g. stamped by a balancer for a
+    /// client that sent none; the row bytes are shared, not copied.
+    pub fn with_client(&self, client_id: u64, seq: u64) -> WriteBatch {
+        WriteBatch { client_id, seq, ..self.clone() }
+    }
+
     /// The sending client's id.
     pub fn client_id(&self) -> u64 {
         self.client_id
