@@ -30,6 +30,13 @@ pub trait Service: Send + Sync + 'static {
     fn frame(&self, frame: Frame) -> impl Future<Output = Frame> + Send;
     /// Answers a request typed in the text mode.
     fn text(&self, request: Request) -> impl Future<Output = Response> + Send;
+
+    /// For a request answered by a stream of frames (e.g. topology pushes), the stream;
+    /// `None` (the default) for requests answered once by [`Service::frame`].
+    fn stream(&self, frame: &Frame) -> Option<mpsc::Receiver<Frame>> {
+        let _ = frame;
+        None
+    }
 }
 
 /// The limits a server enforces on its peers.
@@ -145,6 +152,17 @@ async fn serve_frames<S: Service>(
                 break;
             }
         };
+        if let Some(mut stream) = service.stream(&frame) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = stream.recv().await {
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            continue;
+        }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             let limit = limits.max_in_flight;
             let busy = Response::Error(ErrorCode::Overloaded(format!(
