@@ -166,12 +166,20 @@ impl ShardTask {
             }
             self.commit = new_commit;
         }
-        if self.fault.is_some() && self.applied.index >= req.commit {
-            info!(
-                applied = self.applied.index,
-                "log repaired from the primary: serving again"
-            );
+        if self.applied.index >= req.commit && (self.fault.is_some() || !self.synced) {
+            if self.fault.is_some() {
+                info!(
+                    applied = self.applied.index,
+                    "log repaired from the primary: serving again"
+                );
+            } else {
+                info!(
+                    applied = self.applied.index,
+                    "caught up with the primary's commit index: serving"
+                );
+            }
             self.fault = None;
+            self.synced = true;
         }
         self.publish();
         PeerResponse::Appended {
@@ -205,6 +213,7 @@ impl ShardTask {
                 self.commit = self.commit.max(chunk.last_included.index);
                 self.installing = false;
                 self.fault = None;
+                self.synced = true;
                 info!(upto = chunk.last_included.index, "snapshot installed");
             }
             Ok(())

@@ -30,13 +30,16 @@ use super::task::{Role, ShardTask};
 use super::validate::validate;
 use super::WriteOp;
 
+/// A write's reply channel.
+pub(super) type Reply = oneshot::Sender<Result<ShardCommit, ErrorCode>>;
+
 /// Tells replication tasks apart across primary terms.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// A write waiting for its entry to commit.
 #[derive(Debug)]
 pub(super) struct Waiter {
-    reply: oneshot::Sender<Result<ShardCommit, ErrorCode>>,
+    reply: Reply,
     started: Instant,
     rows: u64,
 }
@@ -256,14 +259,7 @@ impl ShardTask {
     }
 
     /// Validates, logs and syncs a group of writes; acks come when they commit.
-    pub(super) fn write_group(
-        &mut self,
-        writes: Vec<(
-            WriteOp,
-            Instant,
-            oneshot::Sender<Result<ShardCommit, ErrorCode>>,
-        )>,
-    ) {
+    pub(super) fn write_group(&mut self, writes: Vec<(WriteOp, Instant, Reply)>) {
         let shard = self.spec.id;
         let refusal = match &self.role {
             Role::Primary(p) => {
@@ -385,6 +381,7 @@ impl ShardTask {
         if !records.is_empty() {
             self.log_and_sync(records);
             self.advance_commit();
+            self.publish();
         }
     }
 
@@ -470,6 +467,7 @@ impl ShardTask {
         }
         if !p.ready && new >= p.noop_index {
             p.ready = true;
+            self.synced = true;
             info!(
                 term = self.term,
                 commit = new,

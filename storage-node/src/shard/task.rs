@@ -60,6 +60,10 @@ pub(super) struct ShardTask {
     pub applied: LogPosition,
     pub fault: Option<(u64, String)>,
     pub installing: bool,
+    /// Whether the table is known to be as current as the cluster's commit index: false
+    /// after a restart (non-durable applies may have been rolled back) until a primary's
+    /// commit index has been applied, or this replica's own no-op committed as primary.
+    pub synced: bool,
     pub lease_until: Option<Instant>,
     pub overlay: Overlay,
 }
@@ -128,7 +132,7 @@ pub fn open_shard(
         last: wal.last(),
         commit_index: meta.applied.index,
         applied_index: meta.applied.index,
-        serving: fault.is_none(),
+        serving: false,
         fault: fault.as_ref().map(|f| f.1.clone()),
     };
     let shared = Arc::new(Shared {
@@ -164,6 +168,7 @@ pub fn open_shard(
         applied: meta.applied,
         fault,
         installing: false,
+        synced: false,
         lease_until: None,
         overlay: Overlay::default(),
         cfg,
@@ -423,7 +428,7 @@ impl ShardTask {
             last: self.wal.last(),
             commit_index: self.commit,
             applied_index: self.applied.index,
-            serving: self.fault.is_none() && !self.installing,
+            serving: self.fault.is_none() && !self.installing && self.synced,
             fault: self.fault.as_ref().map(|f| f.1.clone()),
         };
         published.primary = primary;

@@ -1,0 +1,291 @@
+//! One `shardline-node` child process: a free 127.0.0.1 port, its own temporary data dir,
+//! stderr captured to a file, and signals sent by pid.
+//!
+//! The process is SIGKILLed and reaped when the [`NodeProc`] is dropped, so no node
+//! outlives its test, panicking or not.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use shardline_protocol::{Request, Response};
+use tempfile::TempDir;
+
+use super::client::call_once;
+use super::Budget;
+
+/// The node binary cargo built for this test.
+pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_shardline-node");
+
+/// How long a node may take to answer its first `Ping`.
+pub const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// The node's command-line settings.
+#[derive(Debug, Clone)]
+pub struct NodeOpts {
+    /// `--write-timeout-ms`: how long a logged write waits for a majority.
+    pub write_timeout_ms: u64,
+    /// `--sync-heartbeat-ms`: how often a primary probes its followers.
+    pub sync_heartbeat_ms: u64,
+    /// `--snapshot-lag`, or the node's default.
+    pub snapshot_lag: Option<u64>,
+}
+
+impl Default for NodeOpts {
+    fn default() -> NodeOpts {
+        NodeOpts {
+            write_timeout_ms: 2000,
+            sync_heartbeat_ms: 50,
+            snapshot_lag: None,
+        }
+    }
+}
+
+/// A node process and everything it owns on disk.
+pub struct NodeProc {
+    name: String,
+    port: u16,
+    opts: NodeOpts,
+    dir: TempDir,
+    child: Option<Child>,
+    last_exit: Option<ExitStatus>,
+    starts: u32,
+}
+
+/// Asks the kernel for a free port: bind `127.0.0.1:0`, read the port, let it go.
+pub fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl NodeProc {
+    /// Spawns node `name` on a fresh port and data dir, with extra environment `env`.
+    /// Does not wait for it to be ready (see [`NodeProc::wait_ready`]).
+    pub fn spawn(name: &str, opts: NodeOpts, env: &[(&str, &str)]) -> io::Result<NodeProc> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shardline-{name}-"))
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        let mut node = NodeProc {
+            name: name.to_owned(),
+            port: free_port()?,
+            opts,
+            dir,
+            child: None,
+            last_exit: None,
+            starts: 0,
+        };
+        node.start(env)?;
+        Ok(node)
+    }
+
+    /// The node's server name (`--id`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Where the node's stderr (and stdout) go, across restarts.
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("node.stderr")
+    }
+
+    /// The running process's pid, if there is one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn start(&mut self, env: &[(&str, &str)]) -> io::Result<()> {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())?;
+        writeln!(
+            log,
+            "==== harness: start #{} of {} on {} env {:?} ====",
+            self.starts,
+            self.name,
+            self.addr(),
+            env
+        )?;
+        let mut cmd = Command::new(NODE_BIN);
+        cmd.arg("--id")
+            .arg(&self.name)
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--write-timeout-ms")
+            .arg(self.opts.write_timeout_ms.to_string())
+            .arg("--sync-heartbeat-ms")
+            .arg(self.opts.sync_heartbeat_ms.to_string());
+        if let Some(lag) = self.opts.snapshot_lag {
+            cmd.arg("--snapshot-lag").arg(lag.to_string());
+        }
+        cmd.env_remove("SHARDLINE_FAILPOINT");
+        cmd.env("NO_COLOR", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.envs(env.iter().copied());
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(cmd.spawn()?);
+        self.last_exit = None;
+        Ok(())
+    }
+
+    /// Whether the process is running (a stopped process counts); reaps it if it exited.
+    pub fn alive(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.last_exit = Some(status);
+                self.child = None;
+                false
+            }
+            Err(e) => panic!("waiting on {}: {e}", self.name),
+        }
+    }
+
+    /// How the last process exited, if it did.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.last_exit
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; `true` if it did.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let mut budget = Budget::every(
+            format!("{} exit", self.name),
+            limit,
+            Duration::from_millis(20),
+        );
+        loop {
+            if !self.alive() {
+                return true;
+            }
+            if !budget.retry().await {
+                return false;
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        if !self.alive() {
+            return;
+        }
+        let pid = self.pid().expect("alive") as libc::pid_t;
+        // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child, so it
+        // cannot have been reused by another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    /// SIGKILL and reap. A no-op if the process is not running.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            self.last_exit = child.wait().ok();
+        }
+    }
+
+    /// SIGSTOP: the process keeps its sockets (connects still complete) but answers nothing.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NodeProc::stop`].
+    pub fn cont(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Kills the process if it runs, then starts it again on the same port and data dir
+    /// with environment `env` (and without any failpoint not in `env`).
+    pub fn restart(&mut self, env: &[(&str, &str)]) -> io::Result<()> {
+        self.kill();
+        self.start(env)
+    }
+
+    /// Polls `Ping` until it answers `Pong`; fails early if the process exits.
+    pub async fn wait_ready(&mut self) -> Result<(), String> {
+        let mut budget = Budget::every(
+            format!("{} ready", self.name),
+            READY_WITHIN,
+            Duration::from_millis(25),
+        );
+        let addr = self.addr();
+        loop {
+            if !self.alive() {
+                return Err(format!(
+                    "{} exited before it was ready ({:?})\n{}",
+                    self.name,
+                    self.last_exit,
+                    self.stderr_tail(30)
+                ));
+            }
+            let why = match call_once::<_, Response>(
+                &addr,
+                &Request::Ping,
+                None,
+                Duration::from_millis(500),
+            )
+            .await
+            {
+                Ok(Response::Pong) => return Ok(()),
+                Ok(other) => format!("Ping answered {other:?}"),
+                Err(e) => e.to_string(),
+            };
+            if !budget.retry().await {
+                return Err(format!(
+                    "{} ({why})\n{}",
+                    budget.spent(),
+                    self.stderr_tail(30)
+                ));
+            }
+        }
+    }
+
+    /// The last `lines` lines of the node's stderr, headed by its name.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "---- {} ({}) stderr, last {} lines of {} ----\n{}",
+            self.name,
+            self.addr(),
+            all.len() - from,
+            all.len(),
+            all[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
