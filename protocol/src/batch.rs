@@ -144,7 +144,11 @@ impl WriteBatch {
     /// The same rows under another (client id, sequence), e.g. stamped by a balancer for a
     /// client that sent none; the row bytes are shared, not copied.
     pub fn with_client(&self, client_id: u64, seq: u64) -> WriteBatch {
-        WriteBatch { client_id, seq, ..self.clone() }
+        WriteBatch {
+            client_id,
+            seq,
+            ..self.clone()
+        }
     }
 
     /// The sending client's id.

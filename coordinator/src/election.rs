@@ -1,0 +1,114 @@
+//! Choosing a shard's new primary from election votes: a pure function.
+//!
+//! The coordinator has already persisted the new term and asked every replica for its
+//! last (term, index) in a message carrying that term; each replica that answered has
+//! adopted the term and will refuse appends from older ones. With answers from a
+//! majority, the electable replica with the highest (term, index) holds every committed
+//! entry (a committed entry is on a majority, which meets the voters), so it leads.
+
+use shardline_protocol::{LogPosition, Vote};
+
+/// What the votes decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// `primary` leads; the other replicas follow.
+    Elect {
+        /// The new primary.
+        primary: String,
+        /// Its log position.
+        last: LogPosition,
+    },
+    /// Too few answers (or no electable voter): the shard stays without a primary.
+    NoQuorum {
+        /// Usable answers.
+        votes: usize,
+        /// Answers needed.
+        needed: usize,
+    },
+}
+
+/// Decides from the votes of `replicas`; `needed` is the majority to reach.
+pub fn decide(votes: &[(String, Vote)], needed: usize) -> Decision {
+    let winner = votes
+        .iter()
+        .filter(|(_, v)| v.electable)
+        .max_by(|(a_name, a), (b_name, b)| a.last.cmp(&b.last).then_with(|| b_name.cmp(a_name)));
+    match winner {
+        Some((name, vote)) if votes.len() >= needed => Decision::Elect {
+            primary: name.clone(),
+            last: vote.last,
+        },
+        _ => Decision::NoQuorum {
+            votes: votes.len(),
+            needed,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::ShardId;
+
+    fn vote(name: &str, term: u64, index: u64, electable: bool) -> (String, Vote) {
+        let last = LogPosition { term, index };
+        (
+            name.to_owned(),
+            Vote {
+                shard: ShardId(1),
+                term: 9,
+                last,
+                electable,
+            },
+        )
+    }
+
+    #[test]
+    fn highest_term_then_index_wins() {
+        let votes = [
+            vote("a", 2, 10, true),
+            vote("b", 3, 4, true),
+            vote("c", 3, 2, true),
+        ];
+        assert_eq!(
+            decide(&votes, 2),
+            Decision::Elect {
+                primary: "b".into(),
+                last: LogPosition { term: 3, index: 4 }
+            }
+        );
+    }
+
+    #[test]
+    fn a_minority_elects_nobody() {
+        assert_eq!(
+            decide(&[vote("a", 1, 1, true)], 2),
+            Decision::NoQuorum {
+                votes: 1,
+                needed: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_damaged_replica_counts_for_quorum_but_cannot_win() {
+        let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true)];
+        assert_eq!(
+            decide(&votes, 2),
+            Decision::Elect {
+                primary: "b".into(),
+                last: LogPosition { term: 5, index: 40 }
+            }
+        );
+        assert!(matches!(
+            decide(&[vote("a", 5, 50, false), vote("b", 1, 1, false)], 2),
+            Decision::NoQuorum { .. }
+        ));
+    }
+
+    #[test]
+    fn ties_are_broken_by_name_for_repeatability() {
+        let votes = [vote("b", 1, 1, true), vote("a", 1, 1, true)];
+        assert!(matches!(decide(&votes, 2), Decision::Elect { primary, .. } if primary == "a"));
+    }
+}

@@ -1,0 +1,38 @@
+//! Shardline's coordinator: cluster membership, failure detection, elections, respawn.
+//!
+//! The decisions are pure and tested with simulated time; the driver does the I/O:
+//!
+//! - [`detector`]: a node is dead after `dead_after` without a heartbeat answer.
+//! - [`reconcile`]: from the configuration and heartbeats, the actions the cluster needs
+//!   (elect, re-send a role, respawn) and which replicas may serve reads.
+//! - [`election`]: choosing the new primary from the votes.
+//! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
+//! - [`meta`]: the persisted configuration; terms are saved before they are used.
+//! - [`spawner`]: starting nodes: child processes, or nodes run by someone else.
+//! - `cluster`, `failover`, `admin`: the driver: heartbeat tasks, the reconcile loop,
+//!   elections and admin operations. [`service`]: the network face.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use shardline_coordinator::{config::CoordinatorConfig, spawner::ProcessSpawner, Coordinator};
+//! let cfg = CoordinatorConfig::new("127.0.0.1:7100".parse()?, "/tmp/shardline");
+//! let spawner = ProcessSpawner::new("target/release/shardline-node".into(), "127.0.0.1".into(), 7200, vec![]);
+//! let coordinator = Coordinator::open(cfg, Box::new(spawner))?;
+//! tokio::spawn(coordinator.clone().reconcile_loop());
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod cluster;
+pub mod config;
+pub mod detector;
+pub mod election;
+mod failover;
+pub mod meta;
+pub mod plan;
+pub mod reconcile;
+pub mod service;
+pub mod spawner;
+
+pub use cluster::Coordinator;

@@ -1,0 +1,132 @@
+//! `shardline-coordinator`: Shardline's cluster manager.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use shardline_coordinator::config::CoordinatorConfig;
+use shardline_coordinator::service::CoordinatorService;
+use shardline_coordinator::spawner::{ExternalSpawner, ProcessSpawner, Spawner};
+use shardline_coordinator::Coordinator;
+use shardline_protocol::net;
+
+/// Shardline's coordinator: keeps the cluster configuration (schema, shards, servers,
+/// terms) in redb, heartbeats the storage nodes, elects a new primary when one dies,
+/// restarts dead nodes, and pushes the topology to balancers. Answers the text mode on
+/// its port too: `nc 127.0.0.1 7100`, then STATUS.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// Directory for the cluster metadata (and, with the process spawner, node data).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// How storage nodes are run: as child processes, or by someone else.
+    #[arg(long, value_enum, default_value_t = SpawnerKind::Process)]
+    spawner: SpawnerKind,
+    /// The shardline-node binary (process spawner). Default: next to this binary.
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Host the process spawner binds nodes to.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_host: String,
+    /// First port the process spawner gives a node.
+    #[arg(long, default_value_t = 7200)]
+    node_base_port: u16,
+    /// Extra argument passed to every spawned node (repeatable), e.g. --node-arg=--write-timeout-ms=5000.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+    /// NAME=HOST:PORT of a node run by someone else (external spawner; repeatable).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// Milliseconds between heartbeats to each node.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// A node is dead after this many milliseconds without a heartbeat answer.
+    #[arg(long, default_value_t = 400)]
+    dead_after_ms: u64,
+    /// A primary's lease, in milliseconds from each heartbeat (shorter than dead-after).
+    #[arg(long, default_value_t = 300)]
+    lease_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SpawnerKind {
+    /// Child processes of the coordinator, each with a data directory under --data-dir.
+    Process,
+    /// Nodes run by someone else; give their addresses with --node.
+    External,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut cfg = CoordinatorConfig::new(args.listen, &args.data_dir);
+    cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
+    cfg.dead_after = Duration::from_millis(args.dead_after_ms);
+    cfg.lease = Duration::from_millis(args.lease_ms);
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let spawner: Box<dyn Spawner> = match args.spawner {
+        SpawnerKind::Process => {
+            let node_bin = match args.node_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("shardline-node"),
+            };
+            if !node_bin.exists() {
+                bail!(
+                    "node binary {} not found: build it (cargo build) or pass --node-bin",
+                    node_bin.display()
+                );
+            }
+            Box::new(ProcessSpawner::new(
+                node_bin,
+                args.node_host,
+                args.node_base_port,
+                args.node_args,
+            ))
+        }
+        SpawnerKind::External => {
+            let mut addresses = BTreeMap::new();
+            for node in &args.nodes {
+                let (name, addr) = node
+                    .split_once('=')
+                    .with_context(|| format!("--node {node}: want NAME=HOST:PORT"))?;
+                addresses.insert(name.to_owned(), addr.to_owned());
+            }
+            Box::new(ExternalSpawner::new(addresses))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let limits = cfg.limits;
+    let coordinator =
+        Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
+    tracing::info!(listen = %args.listen, "coordinator listening");
+    let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    net::serve(
+        listener,
+        Arc::new(CoordinatorService(coordinator.clone())),
+        limits,
+        shutdown,
+    )
+    .await;
+    reconcile.abort();
+    coordinator.shutdown().await;
+    Ok(())
+}

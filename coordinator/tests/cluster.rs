@@ -1,0 +1,320 @@
+//! The coordinator with real node processes on 127.0.0.1: Init with the seed's layout,
+//! failover under write load (and its time), coordinator restart, AddServers and
+//! RemoveServers, and an isolated primary. The invariant throughout: no acknowledged
+//! write goes missing.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use shardline_protocol::{AddServersRequest, Request, Response, ShardId, WriteBatch};
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+async fn init(coord: &Coord) {
+    match request(&coord.addr(), &Request::Init(seed_init())).await {
+        Ok(Response::Topology(_)) => {}
+        other => panic!("init: {other:?}"),
+    }
+    coord
+        .wait_topology(
+            "every shard has a primary and every replica serves",
+            SETTLE,
+            settled,
+        )
+        .await;
+}
+
+fn primary_of(t: &shardline_protocol::Topology, shard: u32) -> String {
+    t.shards
+        .iter()
+        .find(|s| s.spec.id == ShardId(shard))
+        .and_then(|s| s.primary.clone())
+        .expect("a primary")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
+    let coord = Coord::start(21000).await;
+    init(&coord).await;
+    let t = coord.topology().await;
+    assert_eq!((t.servers.len(), t.shards.len()), (6, 4));
+    for s in &t.shards {
+        assert_eq!(s.replicas.len(), 3);
+        assert!(s.replicas.contains(s.primary.as_ref().unwrap()) && s.term >= 1);
+    }
+    assert_eq!(
+        coord.spawned_pids().len(),
+        7,
+        "the coordinator and 6 node processes"
+    );
+
+    let refused = [
+        Request::Init(seed_init()),
+        Request::RemoveServers {
+            n: 3,
+            servers: vec!["Server0".into(), "Server2".into(), "Server4".into()],
+        },
+        Request::RemoveServers {
+            n: 1,
+            servers: vec!["Nobody".into()],
+        },
+        Request::RemoveServers {
+            n: 0,
+            servers: vec![],
+        },
+        Request::AddServers(AddServersRequest {
+            n: 1,
+            new_shards: vec![],
+            servers: BTreeMap::from([("Server9".to_owned(), vec![ShardId(42)])]),
+        }),
+    ];
+    for r in refused {
+        match request(&coord.addr(), &r).await {
+            Ok(Response::Error(e)) => eprintln!("refused as expected: {e}"),
+            other => panic!("{r:?} should be refused, got {other:?}"),
+        }
+    }
+    let after = coord.topology().await;
+    assert_eq!(
+        (after.version, after.servers.len()),
+        (t.version, 6),
+        "refusals changed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
+    let coord = Coord::start(22000).await;
+    init(&coord).await;
+    let mut acked = Vec::new();
+    let mut key = 0i64;
+    let mut failovers = Vec::new();
+    for round in 0..20 {
+        // Steady writes to shard 1, then SIGKILL its primary and time the first ack after.
+        for _ in 0..10 {
+            key += 1;
+            if let Outcome::Acked(_) =
+                write_routed(&coord, key, 7, key as u64, Duration::from_secs(10)).await
+            {
+                acked.push(key);
+            }
+        }
+        let t = coord.topology().await;
+        let victim = primary_of(&t, 1);
+        let pid = node_pid(&addr_of(&t, &victim)).await;
+        let killed = Instant::now();
+        signal(pid, libc::SIGKILL);
+        key += 1;
+        match write_routed(&coord, key, 7, key as u64, Duration::from_secs(10)).await {
+            Outcome::Acked(c) => {
+                acked.push(key);
+                failovers.push(killed.elapsed());
+                assert!(
+                    c.term > t.shards[0].term,
+                    "round {round}: ack at term {} after the kill",
+                    c.term
+                );
+            }
+            Outcome::Failed(e) => {
+                panic!("round {round}: no write acknowledged within 10 s of the kill: {e}")
+            }
+        }
+        // The coordinator restarts the killed node on its data; it catches up.
+        coord
+            .wait_topology("the killed node is back and serving", SETTLE, settled)
+            .await;
+    }
+    let rows = shard_rows(&coord, ShardId(1)).await;
+    let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
+    for k in &acked {
+        assert!(keys.contains(k), "acknowledged key {k} is missing");
+    }
+    failovers.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "failover (SIGKILL of a primary to the first acknowledged write), {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        failovers.len(),
+        ms(failovers[failovers.len() / 2]),
+        ms(failovers[(failovers.len() * 99 / 100).min(failovers.len() - 1)]),
+        ms(*failovers.last().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
+    let mut coord = Coord::start(23000).await;
+    init(&coord).await;
+    for key in 0..40 {
+        assert!(matches!(
+            write_routed(
+                &coord,
+                key * 400,
+                3,
+                key as u64 + 1,
+                Duration::from_secs(10)
+            )
+            .await,
+            Outcome::Acked(_)
+        ));
+    }
+    let before = coord.topology().await;
+    coord.kill();
+    coord.spawn().await;
+    let after = coord
+        .wait_topology("same cluster after restart", SETTLE, settled)
+        .await;
+    assert_eq!(
+        after.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        before.servers.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    for (a, b) in after.shards.iter().zip(&before.shards) {
+        assert_eq!((a.spec, &a.replicas), (b.spec, &b.replicas));
+        assert!(a.term >= b.term, "terms only grow");
+    }
+    // The next failover still works, at a term above every earlier one.
+    let victim = primary_of(&after, 2);
+    signal(node_pid(&addr_of(&after, &victim)).await, libc::SIGKILL);
+    let t = coord
+        .wait_topology("shard 2 fails over", SETTLE, |t| {
+            t.shards[1].primary.as_deref().is_some_and(|p| p != victim)
+                && t.shards[1].term > after.shards[1].term
+        })
+        .await;
+    assert!(t.shards[1].term > before.shards[1].term);
+    match write_routed(&coord, 4096 + 1, 3, 1000, Duration::from_secs(10)).await {
+        Outcome::Acked(_) => {}
+        Outcome::Failed(e) => panic!("write after failover: {e}"),
+    }
+    let rows = shard_rows(&coord, ShardId(1)).await;
+    assert_eq!(
+        rows.len(),
+        11,
+        "shard 1 kept its 11 rows (keys 0, 400, ..., 4000)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_replicas_catch_up_before_serving_and_removed_primaries_are_replaced() {
+    let coord = Coord::start(24000).await;
+    init(&coord).await;
+    let mut acked = Vec::new();
+    for key in 0..300 {
+        if let Outcome::Acked(_) =
+            write_routed(&coord, key, 5, key as u64 + 1, Duration::from_secs(10)).await
+        {
+            acked.push(key);
+        }
+    }
+    let add = AddServersRequest {
+        n: 1,
+        new_shards: vec![],
+        servers: BTreeMap::from([("Server[6]".to_owned(), vec![ShardId(1)])]),
+    };
+    match request(&coord.addr(), &Request::AddServers(add)).await {
+        Ok(Response::Topology(t)) => assert!(t.server("Server6").is_some()),
+        other => panic!("add: {other:?}"),
+    }
+    let t = coord
+        .wait_topology("Server6 serves shard 1", SETTLE, |t| {
+            t.shards[0].readable.iter().any(|r| r == "Server6")
+        })
+        .await;
+    let spec = t.shards[0].spec;
+    let on_new = replica_rows(&addr_of(&t, "Server6"), spec)
+        .await
+        .expect("Server6 serves");
+    let on_primary = shard_rows(&coord, ShardId(1)).await;
+    assert_eq!(
+        on_new, on_primary,
+        "the new replica holds every row before it is marked readable"
+    );
+    assert_eq!(coord.spawned_pids().len(), 8);
+
+    let victim = primary_of(&t, 1);
+    match request(
+        &coord.addr(),
+        &Request::RemoveServers {
+            n: 1,
+            servers: vec![victim.clone()],
+        },
+    )
+    .await
+    {
+        Ok(Response::Topology(t)) => assert!(t.server(&victim).is_none()),
+        other => panic!("rm: {other:?}"),
+    }
+    let t = coord
+        .wait_topology("shard 1 has a new primary", SETTLE, |t| {
+            t.shards[0].primary.as_ref().is_some_and(|p| *p != victim)
+                && !t.shards[0].replicas.contains(&victim)
+        })
+        .await;
+    assert_eq!(t.servers.len(), 6);
+    let keys: Vec<i64> = shard_rows(&coord, ShardId(1))
+        .await
+        .iter()
+        .map(|r| r.key)
+        .collect();
+    for k in acked.iter().filter(|k| **k < 4096) {
+        assert!(
+            keys.contains(k),
+            "acknowledged key {k} missing after the primary was removed"
+        );
+    }
+    poll(
+        "the removed node's process is gone",
+        Duration::from_secs(10),
+        || async { (coord.spawned_pids().len() == 7).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_acknowledges_nothing_and_then_follows() {
+    let coord = Coord::start(25000).await;
+    init(&coord).await;
+    for key in 0..20 {
+        assert!(matches!(
+            write_routed(&coord, key, 9, key as u64 + 1, Duration::from_secs(10)).await,
+            Outcome::Acked(_)
+        ));
+    }
+    let t = coord.topology().await;
+    let victim = primary_of(&t, 1);
+    let victim_addr = addr_of(&t, &victim);
+    let pid = node_pid(&victim_addr).await;
+    signal(pid, libc::SIGSTOP);
+    let replaced = coord
+        .wait_topology("shard 1 elects another primary", SETTLE, |t| {
+            t.shards[0].primary.as_ref().is_some_and(|p| *p != victim)
+        })
+        .await;
+    signal(pid, libc::SIGCONT);
+    // Straight to the old primary: its lease has lapsed and its term is fenced.
+    let batch = WriteBatch::encode(9, 5000, &[row(100)]).unwrap();
+    match request(&victim_addr, &Request::Write(batch)).await {
+        Ok(Response::Committed(c)) => panic!("the isolated primary acknowledged a write: {c:?}"),
+        Ok(Response::Error(e)) => eprintln!("old primary refused as it should: {e}"),
+        other => eprintln!("old primary: {other:?}"),
+    }
+    let t = coord
+        .wait_topology("the old primary follows and serves again", SETTLE, |t| {
+            t.shards[0].readable.contains(&victim) && t.shards[0].term >= replaced.shards[0].term
+        })
+        .await;
+    let on_old = replica_rows(&victim_addr, t.shards[0].spec)
+        .await
+        .expect("old primary serves");
+    let on_new = shard_rows(&coord, ShardId(1)).await;
+    assert_eq!(
+        on_old, on_new,
+        "the old primary converged to the new primary's rows"
+    );
+    assert!(
+        !on_new.iter().any(|r| r.key == 100),
+        "the write sent to the isolated primary is nowhere"
+    );
+}

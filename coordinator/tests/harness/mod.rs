@@ -1,0 +1,382 @@
+//! Process-level harness for coordinator tests: a real `shardline-coordinator` spawning real
+//! `shardline-node` processes on 127.0.0.1, all killed by pid when the test ends (also when
+//! it panics).
+//!
+//! Node processes outlive a killed coordinator by design, so the harness finds every
+//! process it caused by its unique data directory in `/proc/<pid>/cmdline` and kills them
+//! all on drop. Every wait polls with a deadline and a bounded number of attempts.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shardline_protocol::net::Conn;
+use shardline_protocol::{
+    ErrorCode, InitRequest, Request, Response, Row, Schema, ShardCommit, ShardId, ShardSpec,
+    Topology, Value, WriteBatch,
+};
+
+/// The coordinator's timings in tests: the defaults (heartbeat 100 ms, dead after 400 ms).
+pub const CALL: Duration = Duration::from_secs(3);
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `shardline-node` binary next to this test's target directory, built if missing.
+pub fn node_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = dir.join("shardline-node");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "shardline-storage-node",
+                "--bin",
+                "shardline-node",
+            ])
+            .status()
+            .expect("running cargo build for shardline-node");
+        assert!(
+            status.success() && bin.exists(),
+            "could not build {}",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// A coordinator process and everything it spawned.
+pub struct Coord {
+    pub port: u16,
+    node_base_port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Coord {
+    /// Starts a coordinator on a free port with a fresh data directory; its nodes get
+    /// ports from `node_base_port` up (each test its own range).
+    pub async fn start(node_base_port: u16) -> Coord {
+        let dir = tempfile::Builder::new()
+            .prefix("shardline-coord-test")
+            .tempdir()
+            .unwrap();
+        let mut c = Coord {
+            port: free_port(),
+            node_base_port,
+            dir,
+            child: None,
+        };
+        c.spawn().await;
+        c
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("coordinator.log")
+    }
+
+    /// (Re)starts the coordinator process on the same port and data directory.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shardline-coordinator"))
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--node-bin")
+            .arg(node_bin())
+            .arg("--node-base-port")
+            .arg(self.node_base_port.to_string())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting shardline-coordinator");
+        self.child = Some(child);
+        let addr = self.addr();
+        poll("coordinator answers", Duration::from_secs(20), || async {
+            matches!(request(&addr, &Request::Ping).await, Ok(Response::Pong)).then_some(())
+        })
+        .await;
+    }
+
+    /// The coordinator's address.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the coordinator only (its nodes keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The topology now.
+    pub async fn topology(&self) -> Topology {
+        match request(&self.addr(), &Request::Status).await {
+            Ok(Response::Topology(t)) => t,
+            other => panic!("status: {other:?}"),
+        }
+    }
+
+    /// Polls until `check` accepts the topology.
+    pub async fn wait_topology(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Topology) -> bool,
+    ) -> Topology {
+        let addr = self.addr();
+        poll(what, limit, || async {
+            match request(&addr, &Request::Status).await {
+                Ok(Response::Topology(t)) if check(&t) => Some(t),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Every process whose command line names this test's data directory.
+    pub fn spawned_pids(&self) -> Vec<i32> {
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// The tail of the coordinator's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- coordinator log tail ---\n{}", self.log_tail());
+        }
+        self.kill();
+        for pid in self.spawned_pids() {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn request(addr: &str, request: &Request) -> Result<Response, String> {
+    let mut conn = Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.call(request, CALL).await.map_err(|e| e.to_string())
+}
+
+/// Polls `probe` every 50 ms until it gives a value; panics after `limit`.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    let max = limit.as_millis() / 50 + 2;
+    for _ in 0..max {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// The seed's default layout: 6 servers, 4 shards of 4096 keys, 3 replicas each.
+pub fn seed_init() -> InitRequest {
+    let shards = (0..4)
+        .map(|i| ShardSpec {
+            id: ShardId(i + 1),
+            low: i as i64 * 4096,
+            size: 4096,
+        })
+        .collect();
+    let layout: [(&str, [u32; 2]); 6] = [
+        ("Server0", [1, 2]),
+        ("Server1", [3, 4]),
+        ("Server2", [1, 3]),
+        ("Server3", [4, 2]),
+        ("Server4", [1, 4]),
+        ("Server5", [3, 2]),
+    ];
+    let servers: BTreeMap<String, Vec<ShardId>> = layout
+        .iter()
+        .map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect()))
+        .collect();
+    InitRequest {
+        n: 6,
+        schema: Schema::seed(),
+        shards,
+        servers,
+    }
+}
+
+/// Whether every shard has a primary and every server is healthy.
+pub fn settled(t: &Topology) -> bool {
+    !t.shards.is_empty()
+        && t.shards
+            .iter()
+            .all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
+        && t.servers.iter().all(|s| s.healthy)
+}
+
+/// The address of a server in the topology.
+pub fn addr_of(t: &Topology, server: &str) -> String {
+    t.server(server)
+        .unwrap_or_else(|| panic!("no server {server}"))
+        .addr
+        .clone()
+}
+
+/// A node's pid, from its STATS.
+pub async fn node_pid(addr: &str) -> i32 {
+    match request(addr, &Request::Stats).await {
+        Ok(Response::Stats(pairs)) => pairs
+            .iter()
+            .find(|(k, _)| k == "pid")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("a pid line"),
+        other => panic!("stats from {addr}: {other:?}"),
+    }
+}
+
+/// The row the tests write for `key`.
+pub fn row(key: i64) -> Row {
+    Row::new(
+        key,
+        vec![Value::Str(format!("student{key}")), Value::Int(key % 100)],
+    )
+}
+
+/// How one write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Acknowledged: committed by a majority.
+    Acked(ShardCommit),
+    /// Refused for good, or timed out (may or may not be applied).
+    Failed(String),
+}
+
+/// Writes `key` to its shard's primary as the topology names it, retrying through
+/// failover (refreshing the topology) for up to `limit`; `(client, seq)` makes retries
+/// idempotent.
+pub async fn write_routed(
+    coord: &Coord,
+    key: i64,
+    client: u64,
+    seq: u64,
+    limit: Duration,
+) -> Outcome {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    for _ in 0..(limit.as_millis() / 20 + 2) {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let t = coord.topology().await;
+        let Some(shard) = t.shard_for_key(key) else {
+            return Outcome::Failed("no shard".into());
+        };
+        if let Some(primary) = &shard.primary {
+            let batch = WriteBatch::encode(client, seq, &[row(key)]).unwrap();
+            match request(&addr_of(&t, primary), &Request::Write(batch)).await {
+                Ok(Response::Committed(mut c)) => return Outcome::Acked(c.remove(0)),
+                Ok(Response::Error(e)) if !retryable(&e) => return Outcome::Failed(e.to_string()),
+                Ok(other) => last = format!("{other:?}"),
+                Err(e) => last = e,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Outcome::Failed(format!("gave up: {last}"))
+}
+
+fn retryable(e: &ErrorCode) -> bool {
+    e.is_retryable() || matches!(e, ErrorCode::Timeout(_))
+}
+
+/// All rows of a shard, read from its primary (linearizable).
+pub async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
+    poll(
+        "reading a shard from its primary",
+        Duration::from_secs(20),
+        || async {
+            let t = coord.topology().await;
+            let s = t.shards.iter().find(|s| s.spec.id == shard)?;
+            let primary = s.primary.as_ref()?;
+            let read = Request::Read {
+                low: s.spec.low,
+                high: s.spec.high()?,
+                primary: true,
+            };
+            match request(&addr_of(&t, primary), &read).await {
+                Ok(Response::Rows(rows)) => Some(rows),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+/// All rows a replica holds of a shard (any replica, follower reads).
+pub async fn replica_rows(addr: &str, shard: ShardSpec) -> Option<Vec<Row>> {
+    let read = Request::Read {
+        low: shard.low,
+        high: shard.high()?,
+        primary: false,
+    };
+    match request(addr, &read).await {
+        Ok(Response::Rows(rows)) => Some(rows),
+        _ => None,
+    }
+}
