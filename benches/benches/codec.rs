@@ -8,16 +8,11 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shardline_protocol::{
-    frame, Message, Request, Response, Row, Value, WriteBatch, DEFAULT_MAX_PAYLOAD,
-};
+use shardline_protocol::{frame, Message, Request, Response, Row, Value, WriteBatch, DEFAULT_MAX_PAYLOAD};
 
 /// A row whose encoded body is about 64 bytes: key, a 48-char name, marks.
 fn row(key: i64) -> Row {
-    Row::new(
-        key,
-        vec![Value::Str(format!("{:048}", key)), Value::Int(key % 100)],
-    )
+    Row::new(key, vec![Value::Str(format!("{:048}", key)), Value::Int(key % 100)])
 }
 
 fn rows(n: i64) -> Vec<Row> {
@@ -41,9 +36,7 @@ fn bench_request(c: &mut Criterion, name: &str, request: Request) {
     group.bench_function(BenchmarkId::new("decode", wire.len()), |b| {
         b.iter(|| {
             let mut buf = BytesMut::from(&wire[..]);
-            let f = frame::decode(&mut buf, DEFAULT_MAX_PAYLOAD)
-                .unwrap()
-                .unwrap();
+            let f = frame::decode(&mut buf, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
             black_box(Request::from_frame(&f).unwrap());
         })
     });
@@ -62,8 +55,7 @@ fn write_batch(c: &mut Criterion) {
 
 /// The balancer's split: index walk and per-shard select, no row decoding.
 fn write_batch_split(c: &mut Criterion) {
-    let batch =
-        WriteBatch::encode(1, 1, &(0..100).map(|k| row(k * 160)).collect::<Vec<_>>()).unwrap();
+    let batch = WriteBatch::encode(1, 1, &(0..100).map(|k| row(k * 160)).collect::<Vec<_>>()).unwrap();
     c.bench_function("write_100_rows/split_4_shards", |b| {
         b.iter(|| {
             let runs = batch.runs(|k| Some(k / 4096)).unwrap();
@@ -92,20 +84,12 @@ fn read_response(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("decode", wire.len()), |b| {
         b.iter(|| {
             let mut buf = BytesMut::from(&wire[..]);
-            let f = frame::decode(&mut buf, DEFAULT_MAX_PAYLOAD)
-                .unwrap()
-                .unwrap();
+            let f = frame::decode(&mut buf, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
             black_box(Response::from_frame(&f).unwrap());
         })
     });
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    write_single,
-    write_batch,
-    write_batch_split,
-    read_response
-);
+criterion_group!(benches, write_single, write_batch, write_batch_split, read_response);
 criterion_main!(benches);

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use shardline_protocol::{
-    AddServersRequest, ControlRequest, ControlResponse, ErrorCode, InitRequest, ServerAddr,
-    ShardId, Topology,
+    AddServersRequest, ControlRequest, ControlResponse, ErrorCode, InitRequest, ServerAddr, ShardId, Topology,
 };
 use tracing::{info, warn};
 
@@ -27,33 +26,20 @@ impl Coordinator {
         let plan = plan::init(&request, &self.meta())?;
         let schema = request.schema.clone();
         self.update(|m| m.schema = Some(schema))?;
-        info!(
-            servers = plan.servers.len(),
-            shards = plan.new_shards.len(),
-            "initializing the cluster"
-        );
+        info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "initializing the cluster");
         self.carry_out(plan).await?;
         Ok(self.topology())
     }
 
     /// Adds servers (and shards); new replicas of existing shards catch up from their
     /// primary and serve reads only once they hold everything it had committed.
-    pub async fn add_servers(
-        self: &Arc<Self>,
-        request: AddServersRequest,
-    ) -> Result<Topology, ErrorCode> {
+    pub async fn add_servers(self: &Arc<Self>, request: AddServersRequest) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         if self.meta().schema.is_none() {
-            return Err(ErrorCode::BadRequest(
-                "the cluster is not initialized yet: init it first".into(),
-            ));
+            return Err(ErrorCode::BadRequest("the cluster is not initialized yet: init it first".into()));
         }
         let plan = plan::add_servers(&request, &self.meta())?;
-        info!(
-            servers = plan.servers.len(),
-            shards = plan.new_shards.len(),
-            "adding servers"
-        );
+        info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "adding servers");
         self.carry_out(plan).await?;
         Ok(self.topology())
     }
@@ -62,12 +48,7 @@ impl Coordinator {
     async fn carry_out(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
         let mut addrs = Vec::new();
         for name in plan.servers.keys() {
-            addrs.push((
-                name.clone(),
-                self.spawner
-                    .address_for(name)
-                    .map_err(|e| ErrorCode::Internal(e.to_string()))?,
-            ));
+            addrs.push((name.clone(), self.spawner.address_for(name).map_err(|e| ErrorCode::Internal(e.to_string()))?));
         }
         let new_shards: Vec<ShardId> = plan.new_shards.iter().map(|s| s.id).collect();
         self.update(|m| {
@@ -82,8 +63,7 @@ impl Coordinator {
                 m.shards.insert(spec.id, shard);
             }
             for (name, addr) in &addrs {
-                m.servers
-                    .insert(name.clone(), ServerMeta { addr: addr.clone() });
+                m.servers.insert(name.clone(), ServerMeta { addr: addr.clone() });
             }
             for (name, shards) in &plan.servers {
                 for id in shards {
@@ -101,9 +81,7 @@ impl Coordinator {
             self.watch_server(name);
         }
         let started = join_all(addrs.iter().map(|(name, _)| self.start_node(name))).await;
-        started
-            .into_iter()
-            .collect::<Result<Vec<()>, ErrorCode>>()?;
+        started.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
 
         let schema = self.meta().schema.clone().expect("initialized");
         let mut configure = Vec::new();
@@ -111,10 +89,7 @@ impl Coordinator {
             let addr = self.meta().addr(name).addr;
             for id in shards {
                 let spec = self.meta().shards[id].spec;
-                let request = ControlRequest::ConfigureShard {
-                    shard: spec,
-                    schema: schema.clone(),
-                };
+                let request = ControlRequest::ConfigureShard { shard: spec, schema: schema.clone() };
                 let addr = addr.clone();
                 configure.push(async move { (addr.clone(), self.control(&addr, &request).await) });
             }
@@ -122,11 +97,7 @@ impl Coordinator {
         for (addr, answer) in join_all(configure).await {
             match answer {
                 Ok(ControlResponse::Ok) => {}
-                Ok(other) => {
-                    return Err(ErrorCode::Internal(format!(
-                        "configuring a shard on {addr}: {other:?}"
-                    )))
-                }
+                Ok(other) => return Err(ErrorCode::Internal(format!("configuring a shard on {addr}: {other:?}"))),
                 Err(e) => return Err(e),
             }
         }
@@ -140,9 +111,7 @@ impl Coordinator {
             .meta()
             .shards
             .values()
-            .filter(|s| {
-                !new_shards.contains(&s.spec.id) && s.catch_up.values().any(|&t| t == u64::MAX)
-            })
+            .filter(|s| !new_shards.contains(&s.spec.id) && s.catch_up.values().any(|&t| t == u64::MAX))
             .map(|s| s.spec.id)
             .collect();
         for id in grown {
@@ -154,10 +123,7 @@ impl Coordinator {
 
     async fn start_node(&self, name: &str) -> Result<(), ErrorCode> {
         let spec = self.node_spec(name);
-        self.spawner
-            .start(&spec)
-            .await
-            .map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        self.spawner.start(&spec).await.map_err(|e| ErrorCode::Internal(e.to_string()))?;
         self.wait_ready(name, &spec.addr).await
     }
 
@@ -168,27 +134,14 @@ impl Coordinator {
             let meta = self.meta();
             let s = &meta.shards[&shard];
             let Some(p) = &s.primary else { return Ok(()) };
-            let followers: Vec<ServerAddr> = s
-                .replicas
-                .iter()
-                .filter(|r| *r != p)
-                .map(|r| meta.addr(r))
-                .collect();
-            let fresh: Vec<String> = s
-                .catch_up
-                .iter()
-                .filter(|(_, t)| **t == u64::MAX)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let followers: Vec<ServerAddr> = s.replicas.iter().filter(|r| *r != p).map(|r| meta.addr(r)).collect();
+            let fresh: Vec<String> =
+                s.catch_up.iter().filter(|(_, t)| **t == u64::MAX).map(|(n, _)| n.clone()).collect();
             (s.term, meta.addr(p), followers, fresh)
         };
         let target = {
             let health = self.health.lock().expect("health lock");
-            health
-                .status
-                .get(&primary.name)
-                .and_then(|st| st.shard(shard))
-                .map_or(0, |st| st.last.index)
+            health.status.get(&primary.name).and_then(|st| st.shard(shard)).map_or(0, |st| st.last.index)
         };
         self.update(|m| {
             if let Some(s) = m.shards.get_mut(&shard) {
@@ -197,22 +150,13 @@ impl Coordinator {
                 }
             }
         })?;
-        let follow = ControlRequest::BecomeFollower {
-            shard,
-            term,
-            primary: primary.clone(),
-        };
+        let follow = ControlRequest::BecomeFollower { shard, term, primary: primary.clone() };
         for f in followers.iter().filter(|f| fresh.contains(&f.name)) {
             self.control(&f.addr, &follow).await?;
             self.role_changed(shard, &f.name);
         }
         let lease_ms = self.cfg.lease.as_millis() as u64;
-        let lead = ControlRequest::BecomePrimary {
-            shard,
-            term,
-            followers,
-            lease_ms,
-        };
+        let lead = ControlRequest::BecomePrimary { shard, term, followers, lease_ms };
         match self.control(&primary.addr, &lead).await? {
             ControlResponse::Ok => {
                 self.role_changed(shard, &primary.name);
@@ -225,11 +169,7 @@ impl Coordinator {
     }
 
     /// Removes `n` servers, the named ones first; re-elects where a primary leaves.
-    pub async fn remove_servers(
-        self: &Arc<Self>,
-        n: usize,
-        named: Vec<String>,
-    ) -> Result<Topology, ErrorCode> {
+    pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use shardline_protocol::net::Conn;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Request, Response, ServerInfo, ShardId,
-    ShardTopology, Topology,
+    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Request, Response, ServerInfo, ShardId, ShardTopology,
+    Topology,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,10 +35,7 @@ pub(crate) struct Health {
 impl Health {
     /// Whether `server`'s status was asked for after its last role change on `shard`.
     pub fn fresh(&self, shard: ShardId, server: &str) -> bool {
-        match (
-            self.roles.get(&(shard, server.to_owned())),
-            self.asked.get(server),
-        ) {
+        match (self.roles.get(&(shard, server.to_owned())), self.asked.get(server)) {
             (Some(changed), Some(asked)) => asked > changed,
             (Some(_), None) => false,
             (None, _) => true,
@@ -74,25 +71,13 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Loads the cluster from the data directory and starts heartbeating its nodes.
-    pub fn open(
-        cfg: CoordinatorConfig,
-        spawner: Box<dyn Spawner>,
-    ) -> Result<Arc<Coordinator>, MetaError> {
+    pub fn open(cfg: CoordinatorConfig, spawner: Box<dyn Spawner>) -> Result<Arc<Coordinator>, MetaError> {
         let store = MetaStore::open(&cfg.data_dir)?;
         let meta = store.load()?;
-        info!(
-            servers = meta.servers.len(),
-            shards = meta.shards.len(),
-            version = meta.version,
-            "cluster loaded"
-        );
+        info!(servers = meta.servers.len(), shards = meta.shards.len(), version = meta.version, "cluster loaded");
         let detector = FailureDetector::new(cfg.dead_after, Instant::now());
         let coordinator = Arc::new(Coordinator {
-            topology: watch::channel(Topology {
-                version: meta.version,
-                ..Default::default()
-            })
-            .0,
+            topology: watch::channel(Topology { version: meta.version, ..Default::default() }).0,
             cfg,
             store,
             meta: Mutex::new(meta),
@@ -122,16 +107,11 @@ impl Coordinator {
     }
 
     /// Changes the configuration and persists it before anyone acts on the change.
-    pub(crate) fn update<T>(
-        &self,
-        change: impl FnOnce(&mut ClusterMeta) -> T,
-    ) -> Result<T, ErrorCode> {
+    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut ClusterMeta) -> T) -> Result<T, ErrorCode> {
         let mut meta = self.meta();
         let mut next = meta.clone();
         let out = change(&mut next);
-        self.store
-            .save(&next)
-            .map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        self.store.save(&next).map_err(|e| ErrorCode::Internal(e.to_string()))?;
         *meta = next;
         Ok(out)
     }
@@ -151,10 +131,7 @@ impl Coordinator {
         let now = Instant::now();
         let mut meta = self.meta();
         let health = self.health.lock().expect("health lock");
-        let observe = |s: &str| Observed {
-            alive: health.detector.alive(s, now),
-            status: health.status.get(s),
-        };
+        let observe = |s: &str| Observed { alive: health.detector.alive(s, now), status: health.status.get(s) };
         let shards = meta
             .shards
             .values()
@@ -177,12 +154,7 @@ impl Coordinator {
             })
             .collect();
         drop(health);
-        let mut next = Topology {
-            version: meta.version,
-            schema: meta.schema.clone(),
-            shards,
-            servers,
-        };
+        let mut next = Topology { version: meta.version, schema: meta.schema.clone(), shards, servers };
         let current = self.topology.borrow().clone();
         if same_shape(&current, &next) {
             // Only heartbeat ages moved: refresh them for STATUS without a new version.
@@ -210,20 +182,12 @@ impl Coordinator {
         let me = self.clone();
         let name = server.to_owned();
         let span = tracing::info_span!("heartbeat", node = %name);
-        tasks.insert(
-            server.to_owned(),
-            tokio::spawn(async move { me.heartbeat_loop(name).await }.instrument(span)),
-        );
+        tasks.insert(server.to_owned(), tokio::spawn(async move { me.heartbeat_loop(name).await }.instrument(span)));
     }
 
     /// Stops heartbeating `server` and forgets its health.
     pub(crate) fn unwatch_server(&self, server: &str) {
-        if let Some(task) = self
-            .heartbeats
-            .lock()
-            .expect("heartbeats lock")
-            .remove(server)
-        {
+        if let Some(task) = self.heartbeats.lock().expect("heartbeats lock").remove(server) {
             task.abort();
         }
         let mut health = self.health.lock().expect("health lock");
@@ -243,16 +207,11 @@ impl Coordinator {
             tick.tick().await;
             let addr = self.meta().addr(&server).addr;
             if conn.is_none() {
-                conn = Conn::connect(&addr, timeout, self.cfg.limits.max_payload)
-                    .await
-                    .ok();
+                conn = Conn::connect(&addr, timeout, self.cfg.limits.max_payload).await.ok();
             }
             let Some(c) = conn.as_mut() else { continue };
             let asked = Instant::now();
-            match c
-                .call::<_, ControlResponse>(&ControlRequest::Heartbeat { lease_ms }, timeout)
-                .await
-            {
+            match c.call::<_, ControlResponse>(&ControlRequest::Heartbeat { lease_ms }, timeout).await {
                 Ok(ControlResponse::Status(status)) => {
                     let mut health = self.health.lock().expect("health lock");
                     health.detector.heard(&server, Instant::now());
@@ -284,10 +243,7 @@ impl Coordinator {
                 let now = Instant::now();
                 let meta = self.meta();
                 let health = self.health.lock().expect("health lock");
-                let observe = |s: &str| Observed {
-                    alive: health.detector.alive(s, now),
-                    status: health.status.get(s),
-                };
+                let observe = |s: &str| Observed { alive: health.detector.alive(s, now), status: health.status.get(s) };
                 reconcile::reconcile(&meta, observe, |shard, s| health.fresh(shard, s))
             };
             let mut elections = Vec::new();
@@ -296,18 +252,15 @@ impl Coordinator {
                     Action::Elect(shard) if self.may_elect(shard) => elections.push(shard),
                     Action::Elect(_) => {}
                     Action::Follow { shard, server } => self.follow(shard, &server).await,
+                    Action::Configure { shard, server } => self.configure(shard, &server).await,
                     Action::Respawn(server) => self.respawn(&server).await,
                 }
             }
-            let results =
-                futures::future::join_all(elections.iter().map(|&s| self.elect(s, None))).await;
+            let results = futures::future::join_all(elections.iter().map(|&s| self.elect(s, None))).await;
             for (shard, result) in elections.into_iter().zip(results) {
                 if let Err(e) = result {
                     warn!(%shard, %e, "election failed; will retry");
-                    self.backoff
-                        .lock()
-                        .expect("backoff lock")
-                        .insert(shard, Instant::now());
+                    self.backoff.lock().expect("backoff lock").insert(shard, Instant::now());
                 }
             }
             self.publish();
@@ -316,9 +269,7 @@ impl Coordinator {
 
     fn may_elect(&self, shard: ShardId) -> bool {
         let backoff = self.backoff.lock().expect("backoff lock");
-        backoff
-            .get(&shard)
-            .is_none_or(|t| t.elapsed() >= self.cfg.heartbeat_interval * 2)
+        backoff.get(&shard).is_none_or(|t| t.elapsed() >= self.cfg.heartbeat_interval * 2)
     }
 
     /// Tells a replica that restarted (or missed its role) to follow the primary again;
@@ -331,18 +282,10 @@ impl Coordinator {
             };
             let Some(p) = s.primary.clone() else { return };
             let health = self.health.lock().expect("health lock");
-            let target = health
-                .status
-                .get(&p)
-                .and_then(|st| st.shard(shard))
-                .map_or(0, |st| st.commit_index);
+            let target = health.status.get(&p).and_then(|st| st.shard(shard)).map_or(0, |st| st.commit_index);
             (s.term, meta.addr(&p), meta.addr(server).addr, target)
         };
-        let request = ControlRequest::BecomeFollower {
-            shard,
-            term,
-            primary,
-        };
+        let request = ControlRequest::BecomeFollower { shard, term, primary };
         match self.control(&addr, &request).await {
             Ok(ControlResponse::Ok) => {
                 info!(%shard, node = server, term, "told to follow");
@@ -357,16 +300,36 @@ impl Coordinator {
         }
     }
 
+    /// Creates the shard's replica on a node that came back without it, then has it follow:
+    /// it catches up from the primary (by snapshot when far behind).
+    async fn configure(&self, shard: ShardId, server: &str) {
+        let (spec, schema, addr) = {
+            let meta = self.meta();
+            let Some(s) = meta.shards.get(&shard) else {
+                return;
+            };
+            let Some(schema) = meta.schema.clone() else {
+                return;
+            };
+            (s.spec, schema, meta.addr(server).addr)
+        };
+        let request = ControlRequest::ConfigureShard { shard: spec, schema };
+        match self.control(&addr, &request).await {
+            Ok(ControlResponse::Ok) => {
+                info!(%shard, node = server, "replica re-created on a fresh data directory");
+                self.follow(shard, server).await;
+            }
+            other => debug!(%shard, node = server, ?other, "configure failed"),
+        }
+    }
+
     async fn respawn(&self, server: &str) {
         if !self.spawner.can_restart() {
             return;
         }
         {
             let mut respawned = self.respawned.lock().expect("respawn lock");
-            if respawned
-                .get(server)
-                .is_some_and(|t| t.elapsed() < self.cfg.respawn_backoff)
-            {
+            if respawned.get(server).is_some_and(|t| t.elapsed() < self.cfg.respawn_backoff) {
                 return;
             }
             respawned.insert(server.to_owned(), Instant::now());
@@ -375,10 +338,7 @@ impl Coordinator {
         match self.spawner.start(&spec).await {
             Ok(()) => {
                 self.counters.lock().expect("counters lock").respawns += 1;
-                info!(
-                    node = server,
-                    "node not answering: (re)started it on its data"
-                );
+                info!(node = server, "node not answering: (re)started it on its data");
             }
             Err(e) => warn!(node = server, %e, "respawn failed"),
         }
@@ -387,36 +347,21 @@ impl Coordinator {
     /// Records that `server` acknowledged a new role on `shard` just now.
     pub(crate) fn role_changed(&self, shard: ShardId, server: &str) {
         let mut health = self.health.lock().expect("health lock");
-        health
-            .roles
-            .insert((shard, server.to_owned()), Instant::now());
+        health.roles.insert((shard, server.to_owned()), Instant::now());
     }
 
     /// What the spawner needs to (re)start `server`.
     pub(crate) fn node_spec(&self, server: &str) -> NodeSpec {
-        NodeSpec {
-            name: server.to_owned(),
-            addr: self.meta().addr(server).addr,
-            data_dir: self.cfg.node_dir(server),
-        }
+        NodeSpec { name: server.to_owned(), addr: self.meta().addr(server).addr, data_dir: self.cfg.node_dir(server) }
     }
 
     /// One control call on a fresh connection.
-    pub(crate) async fn control(
-        &self,
-        addr: &str,
-        request: &ControlRequest,
-    ) -> Result<ControlResponse, ErrorCode> {
+    pub(crate) async fn control(&self, addr: &str, request: &ControlRequest) -> Result<ControlResponse, ErrorCode> {
         let timeout = self.cfg.call_timeout;
         let mut conn = Conn::connect(addr, timeout, self.cfg.limits.max_payload)
             .await
-            .map_err(|e| ErrorCode::Unavailable {
-                shard: ShardId(0),
-                reason: e.to_string(),
-            })?;
-        conn.call(request, timeout)
-            .await
-            .map_err(|e| ErrorCode::Timeout(format!("{addr}: {e}")))
+            .map_err(|e| ErrorCode::Unavailable { shard: ShardId(0), reason: e.to_string() })?;
+        conn.call(request, timeout).await.map_err(|e| ErrorCode::Timeout(format!("{addr}: {e}")))
     }
 
     /// Waits until `addr` answers a ping, up to the ready timeout.
@@ -424,20 +369,14 @@ impl Coordinator {
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let step = Duration::from_millis(20);
         while Instant::now() < deadline {
-            if let Ok(mut conn) = Conn::connect(addr, step * 10, self.cfg.limits.max_payload).await
-            {
-                if let Ok(Response::Pong) =
-                    conn.call::<_, Response>(&Request::Ping, step * 10).await
-                {
+            if let Ok(mut conn) = Conn::connect(addr, step * 10, self.cfg.limits.max_payload).await {
+                if let Ok(Response::Pong) = conn.call::<_, Response>(&Request::Ping, step * 10).await {
                     return Ok(());
                 }
             }
             tokio::time::sleep(step).await;
         }
-        Err(ErrorCode::Timeout(format!(
-            "{name} did not answer at {addr} within {:?}",
-            self.cfg.ready_timeout
-        )))
+        Err(ErrorCode::Timeout(format!("{name} did not answer at {addr} within {:?}", self.cfg.ready_timeout)))
     }
 
     /// Stops background tasks and, with the process spawner, the nodes.
@@ -455,19 +394,9 @@ impl Coordinator {
         vec![
             ("topology_version".into(), t.version.to_string()),
             ("servers".into(), t.servers.len().to_string()),
-            (
-                "servers_healthy".into(),
-                t.servers.iter().filter(|s| s.healthy).count().to_string(),
-            ),
+            ("servers_healthy".into(), t.servers.iter().filter(|s| s.healthy).count().to_string()),
             ("shards".into(), t.shards.len().to_string()),
-            (
-                "shards_without_primary".into(),
-                t.shards
-                    .iter()
-                    .filter(|s| s.primary.is_none())
-                    .count()
-                    .to_string(),
-            ),
+            ("shards_without_primary".into(), t.shards.iter().filter(|s| s.primary.is_none()).count().to_string()),
             ("elections".into(), c.elections.to_string()),
             ("failed_elections".into(), c.failed_elections.to_string()),
             ("last_election_ms".into(), c.last_election_ms.to_string()),
@@ -479,10 +408,7 @@ impl Coordinator {
 /// Whether two topologies differ only in heartbeat ages (and version).
 fn same_shape(a: &Topology, b: &Topology) -> bool {
     let servers = |t: &Topology| -> Vec<(String, String, bool)> {
-        t.servers
-            .iter()
-            .map(|s| (s.name.clone(), s.addr.clone(), s.healthy))
-            .collect()
+        t.servers.iter().map(|s| (s.name.clone(), s.addr.clone(), s.healthy)).collect()
     };
     a.schema == b.schema && a.shards == b.shards && servers(a) == servers(b)
 }

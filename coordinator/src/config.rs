@@ -59,10 +59,7 @@ impl CoordinatorConfig {
             return Err("the lease must be shorter than dead-after, or an isolated primary could still take writes when its replacement is elected".into());
         }
         if self.lease <= self.heartbeat_interval {
-            return Err(
-                "the lease must outlast the heartbeat interval, or leases lapse between heartbeats"
-                    .into(),
-            );
+            return Err("the lease must outlast the heartbeat interval, or leases lapse between heartbeats".into());
         }
         Ok(())
     }

@@ -18,11 +18,7 @@ pub struct FailureDetector {
 impl FailureDetector {
     /// A detector that calls a server dead after `timeout` without an answer.
     pub fn new(timeout: Duration, now: Instant) -> FailureDetector {
-        FailureDetector {
-            timeout,
-            started: now,
-            last_ok: HashMap::new(),
-        }
+        FailureDetector { timeout, started: now, last_ok: HashMap::new() }
     }
 
     /// Records an answer from `server` at `now`.
@@ -48,9 +44,7 @@ impl FailureDetector {
 
     /// How long since `server` last answered, if it ever did.
     pub fn age(&self, server: &str, now: Instant) -> Option<Duration> {
-        self.last_ok
-            .get(server)
-            .map(|t| now.saturating_duration_since(*t))
+        self.last_ok.get(server).map(|t| now.saturating_duration_since(*t))
     }
 }
 

@@ -34,14 +34,8 @@ pub fn decide(votes: &[(String, Vote)], needed: usize) -> Decision {
         .filter(|(_, v)| v.electable)
         .max_by(|(a_name, a), (b_name, b)| a.last.cmp(&b.last).then_with(|| b_name.cmp(a_name)));
     match winner {
-        Some((name, vote)) if votes.len() >= needed => Decision::Elect {
-            primary: name.clone(),
-            last: vote.last,
-        },
-        _ => Decision::NoQuorum {
-            votes: votes.len(),
-            needed,
-        },
+        Some((name, vote)) if votes.len() >= needed => Decision::Elect { primary: name.clone(), last: vote.last },
+        _ => Decision::NoQuorum { votes: votes.len(), needed },
     }
 }
 
@@ -52,42 +46,18 @@ mod tests {
 
     fn vote(name: &str, term: u64, index: u64, electable: bool) -> (String, Vote) {
         let last = LogPosition { term, index };
-        (
-            name.to_owned(),
-            Vote {
-                shard: ShardId(1),
-                term: 9,
-                last,
-                electable,
-            },
-        )
+        (name.to_owned(), Vote { shard: ShardId(1), term: 9, last, electable })
     }
 
     #[test]
     fn highest_term_then_index_wins() {
-        let votes = [
-            vote("a", 2, 10, true),
-            vote("b", 3, 4, true),
-            vote("c", 3, 2, true),
-        ];
-        assert_eq!(
-            decide(&votes, 2),
-            Decision::Elect {
-                primary: "b".into(),
-                last: LogPosition { term: 3, index: 4 }
-            }
-        );
+        let votes = [vote("a", 2, 10, true), vote("b", 3, 4, true), vote("c", 3, 2, true)];
+        assert_eq!(decide(&votes, 2), Decision::Elect { primary: "b".into(), last: LogPosition { term: 3, index: 4 } });
     }
 
     #[test]
     fn a_minority_elects_nobody() {
-        assert_eq!(
-            decide(&[vote("a", 1, 1, true)], 2),
-            Decision::NoQuorum {
-                votes: 1,
-                needed: 2
-            }
-        );
+        assert_eq!(decide(&[vote("a", 1, 1, true)], 2), Decision::NoQuorum { votes: 1, needed: 2 });
     }
 
     #[test]
@@ -95,15 +65,9 @@ mod tests {
         let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true)];
         assert_eq!(
             decide(&votes, 2),
-            Decision::Elect {
-                primary: "b".into(),
-                last: LogPosition { term: 5, index: 40 }
-            }
+            Decision::Elect { primary: "b".into(), last: LogPosition { term: 5, index: 40 } }
         );
-        assert!(matches!(
-            decide(&[vote("a", 5, 50, false), vote("b", 1, 1, false)], 2),
-            Decision::NoQuorum { .. }
-        ));
+        assert!(matches!(decide(&[vote("a", 5, 50, false), vote("b", 1, 1, false)], 2), Decision::NoQuorum { .. }));
     }
 
     #[test]

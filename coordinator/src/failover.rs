@@ -18,11 +18,7 @@ pub fn majority(n: usize) -> usize {
 impl Coordinator {
     /// Elects a primary for `shard` at a new term; `needed` overrides the votes required
     /// (RemoveServers passes what the old replica set needs). Returns the new primary.
-    pub(crate) async fn elect(
-        &self,
-        shard: ShardId,
-        needed: Option<usize>,
-    ) -> Result<String, ErrorCode> {
+    pub(crate) async fn elect(&self, shard: ShardId, needed: Option<usize>) -> Result<String, ErrorCode> {
         let started = Instant::now();
         // The term is persisted before any replica hears of it: never handed out twice.
         let (term, replicas) = self
@@ -68,35 +64,15 @@ impl Coordinator {
                 primary
             }
             Decision::NoQuorum { votes, needed } => {
-                self.counters
-                    .lock()
-                    .expect("counters lock")
-                    .failed_elections += 1;
+                self.counters.lock().expect("counters lock").failed_elections += 1;
                 warn!(%shard, term, votes, needed, "no quorum: the shard stays without a primary");
-                return Err(ErrorCode::NoQuorum {
-                    shard,
-                    acked: votes as u32,
-                    needed: needed as u32,
-                });
+                return Err(ErrorCode::NoQuorum { shard, acked: votes as u32, needed: needed as u32 });
             }
         };
-        let followers: Vec<_> = addrs
-            .iter()
-            .filter(|a| a.name != primary)
-            .cloned()
-            .collect();
-        let leader = addrs
-            .iter()
-            .find(|a| a.name == primary)
-            .expect("the winner is a replica")
-            .clone();
+        let followers: Vec<_> = addrs.iter().filter(|a| a.name != primary).cloned().collect();
+        let leader = addrs.iter().find(|a| a.name == primary).expect("the winner is a replica").clone();
         let lease_ms = self.cfg.lease.as_millis() as u64;
-        let lead = ControlRequest::BecomePrimary {
-            shard,
-            term,
-            followers: followers.clone(),
-            lease_ms,
-        };
+        let lead = ControlRequest::BecomePrimary { shard, term, followers: followers.clone(), lease_ms };
         match self.control(&leader.addr, &lead).await? {
             ControlResponse::Ok => self.role_changed(shard, &primary),
             ControlResponse::Error(e) => return Err(e),
@@ -110,20 +86,13 @@ impl Coordinator {
                 }
             }
         })?;
-        let follow = ControlRequest::BecomeFollower {
-            shard,
-            term,
-            primary: leader,
-        };
+        let follow = ControlRequest::BecomeFollower { shard, term, primary: leader };
         let voted: Vec<&String> = votes.iter().map(|(n, _)| n).collect();
-        let told = followers
-            .iter()
-            .filter(|f| voted.contains(&&f.name))
-            .map(|f| async {
-                if let Ok(ControlResponse::Ok) = self.control(&f.addr, &follow).await {
-                    self.role_changed(shard, &f.name);
-                }
-            });
+        let told = followers.iter().filter(|f| voted.contains(&&f.name)).map(|f| async {
+            if let Ok(ControlResponse::Ok) = self.control(&f.addr, &follow).await {
+                self.role_changed(shard, &f.name);
+            }
+        });
         join_all(told).await;
         let elapsed = started.elapsed().as_millis() as u64;
         {

@@ -67,9 +67,7 @@ enum SpawnerKind {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -85,47 +83,30 @@ async fn main() -> anyhow::Result<()> {
                 None => std::env::current_exe()?.with_file_name("shardline-node"),
             };
             if !node_bin.exists() {
-                bail!(
-                    "node binary {} not found: build it (cargo build) or pass --node-bin",
-                    node_bin.display()
-                );
+                bail!("node binary {} not found: build it (cargo build) or pass --node-bin", node_bin.display());
             }
-            Box::new(ProcessSpawner::new(
-                node_bin,
-                args.node_host,
-                args.node_base_port,
-                args.node_args,
-            ))
+            Box::new(ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args))
         }
         SpawnerKind::External => {
             let mut addresses = BTreeMap::new();
             for node in &args.nodes {
-                let (name, addr) = node
-                    .split_once('=')
-                    .with_context(|| format!("--node {node}: want NAME=HOST:PORT"))?;
+                let (name, addr) =
+                    node.split_once('=').with_context(|| format!("--node {node}: want NAME=HOST:PORT"))?;
                 addresses.insert(name.to_owned(), addr.to_owned());
             }
             Box::new(ExternalSpawner::new(addresses))
         }
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let limits = cfg.limits;
-    let coordinator =
-        Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
+    let coordinator = Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
     tracing::info!(listen = %args.listen, "coordinator listening");
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    net::serve(
-        listener,
-        Arc::new(CoordinatorService(coordinator.clone())),
-        limits,
-        shutdown,
-    )
-    .await;
+    net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;
     reconcile.abort();
     coordinator.shutdown().await;
     Ok(())

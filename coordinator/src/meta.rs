@@ -53,22 +53,13 @@ pub struct ClusterMeta {
 impl ClusterMeta {
     /// A server's name and address, as role messages carry it.
     pub fn addr(&self, server: &str) -> ServerAddr {
-        let addr = self
-            .servers
-            .get(server)
-            .map(|s| s.addr.clone())
-            .unwrap_or_default();
-        ServerAddr {
-            name: server.to_owned(),
-            addr,
-        }
+        let addr = self.servers.get(server).map(|s| s.addr.clone()).unwrap_or_default();
+        ServerAddr { name: server.to_owned(), addr }
     }
 
     /// The shards `server` holds a replica of.
     pub fn shards_of<'a>(&'a self, server: &'a str) -> impl Iterator<Item = &'a ShardMeta> + 'a {
-        self.shards
-            .values()
-            .filter(move |s| s.replicas.iter().any(|r| r == server))
+        self.shards.values().filter(move |s| s.replicas.iter().any(|r| r == server))
     }
 
     /// Every server name in use.
@@ -124,9 +115,7 @@ impl MetaStore {
             Err(e) => return Err(Wrap(e).into()),
         };
         match table.get("cluster").map_err(Wrap)? {
-            Some(v) => {
-                postcard::from_bytes(v.value()).map_err(|e| MetaError::Decode(e.to_string()))
-            }
+            Some(v) => postcard::from_bytes(v.value()).map_err(|e| MetaError::Decode(e.to_string())),
             None => Ok(ClusterMeta::default()),
         }
     }
@@ -135,10 +124,7 @@ impl MetaStore {
     pub fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError> {
         let bytes = postcard::to_allocvec(meta).map_err(|e| MetaError::Decode(e.to_string()))?;
         let tx = self.db.begin_write().map_err(Wrap)?;
-        tx.open_table(META)
-            .map_err(Wrap)?
-            .insert("cluster", bytes.as_slice())
-            .map_err(Wrap)?;
+        tx.open_table(META).map_err(Wrap)?.insert("cluster", bytes.as_slice()).map_err(Wrap)?;
         tx.commit().map_err(Wrap)?;
         Ok(())
     }
@@ -153,17 +139,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = MetaStore::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), ClusterMeta::default());
-        let mut meta = ClusterMeta {
-            schema: Some(Schema::seed()),
-            version: 3,
-            ..Default::default()
-        };
-        meta.servers.insert(
-            "Server0".into(),
-            ServerMeta {
-                addr: "127.0.0.1:7200".into(),
-            },
-        );
+        let mut meta = ClusterMeta { schema: Some(Schema::seed()), version: 3, ..Default::default() };
+        meta.servers.insert("Server0".into(), ServerMeta { addr: "127.0.0.1:7200".into() });
         store.save(&meta).unwrap();
         drop(store);
         assert_eq!(MetaStore::open(dir.path()).unwrap().load().unwrap(), meta);

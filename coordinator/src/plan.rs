@@ -27,22 +27,13 @@ fn bad(msg: impl Into<String>) -> ErrorCode {
 /// Checks an Init request against an uninitialized cluster.
 pub fn init(request: &InitRequest, meta: &ClusterMeta) -> Result<AddPlan, ErrorCode> {
     if meta.schema.is_some() {
-        return Err(bad(
-            "the cluster is already initialized; use add and rm to change it",
-        ));
+        return Err(bad("the cluster is already initialized; use add and rm to change it"));
     }
-    request
-        .schema
-        .validate()
-        .map_err(|e| ErrorCode::SchemaViolation(e.to_string()))?;
+    request.schema.validate().map_err(|e| ErrorCode::SchemaViolation(e.to_string()))?;
     if request.shards.is_empty() {
         return Err(bad("init needs at least one shard"));
     }
-    let add = AddServersRequest {
-        n: request.n,
-        new_shards: request.shards.clone(),
-        servers: request.servers.clone(),
-    };
+    let add = AddServersRequest { n: request.n, new_shards: request.shards.clone(), servers: request.servers.clone() };
     let plan = add_servers(&add, meta)?;
     for shard in &request.shards {
         if !plan.servers.values().any(|held| held.contains(&shard.id)) {
@@ -58,11 +49,7 @@ pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<Ad
         return Err(bad("n must be at least 1"));
     }
     if request.n < request.servers.len() {
-        return Err(bad(format!(
-            "n = {} is less than the {} servers named",
-            request.n,
-            request.servers.len()
-        )));
+        return Err(bad(format!("n = {} is less than the {} servers named", request.n, request.servers.len())));
     }
     let mut all: Vec<ShardSpec> = meta.shards.values().map(|s| s.spec).collect();
     for shard in &request.new_shards {
@@ -77,10 +64,7 @@ pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<Ad
         }
         let high = shard.high().expect("size > 0");
         if let Some(other) = all.iter().find(|o| o.overlaps(shard.low, high)) {
-            return Err(bad(format!(
-                "shard {} overlaps shard {}",
-                shard.id, other.id
-            )));
+            return Err(bad(format!("shard {} overlaps shard {}", shard.id, other.id)));
         }
         all.push(*shard);
     }
@@ -92,12 +76,8 @@ pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<Ad
         let name = if is_placeholder(name) {
             generate(&mut names, &mut next)
         } else {
-            if name.is_empty()
-                || name.contains(|c: char| c.is_whitespace() || c.is_control() || c == ',')
-            {
-                return Err(bad(format!(
-                    "server name {name:?} must be non-empty, without spaces or commas"
-                )));
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control() || c == ',') {
+                return Err(bad(format!("server name {name:?} must be non-empty, without spaces or commas")));
             }
             if !names.insert(name.clone()) {
                 return Err(bad(format!("server `{name}` already exists")));
@@ -118,28 +98,17 @@ pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<Ad
     while servers.len() < request.n {
         servers.insert(generate(&mut names, &mut next), Vec::new());
     }
-    Ok(AddPlan {
-        servers,
-        new_shards: request.new_shards.clone(),
-        next_server: next,
-    })
+    Ok(AddPlan { servers, new_shards: request.new_shards.clone(), next_server: next })
 }
 
 /// Chooses the servers RemoveServers takes away: the named ones, then the most recently
 /// named others, refusing a removal that would leave a shard without a replica.
-pub fn remove_servers(
-    n: usize,
-    named: &[String],
-    meta: &ClusterMeta,
-) -> Result<Vec<String>, ErrorCode> {
+pub fn remove_servers(n: usize, named: &[String], meta: &ClusterMeta) -> Result<Vec<String>, ErrorCode> {
     if n == 0 {
         return Err(bad("n must be at least 1"));
     }
     if n < named.len() {
-        return Err(bad(format!(
-            "n = {n} is less than the {} servers named",
-            named.len()
-        )));
+        return Err(bad(format!("n = {n} is less than the {} servers named", named.len())));
     }
     let mut chosen: Vec<String> = Vec::new();
     for name in named {
@@ -151,11 +120,7 @@ pub fn remove_servers(
         }
         chosen.push(name.clone());
     }
-    let mut others: Vec<&String> = meta
-        .servers
-        .keys()
-        .filter(|s| !chosen.contains(s))
-        .collect();
+    let mut others: Vec<&String> = meta.servers.keys().filter(|s| !chosen.contains(s)).collect();
     others.sort_by(|a, b| natural(b).cmp(&natural(a)));
     for name in others {
         if chosen.len() == n {
@@ -164,10 +129,7 @@ pub fn remove_servers(
         chosen.push(name.clone());
     }
     if chosen.len() < n {
-        return Err(bad(format!(
-            "cannot remove {n} servers: the cluster has {}",
-            meta.servers.len()
-        )));
+        return Err(bad(format!("cannot remove {n} servers: the cluster has {}", meta.servers.len())));
     }
     for shard in meta.shards.values() {
         if shard.replicas.iter().all(|r| chosen.contains(r)) {
@@ -210,11 +172,7 @@ mod tests {
     use shardline_protocol::Schema;
 
     fn spec(id: u32, low: i64) -> ShardSpec {
-        ShardSpec {
-            id: ShardId(id),
-            low,
-            size: 4096,
-        }
+        ShardSpec { id: ShardId(id), low, size: 4096 }
     }
 
     fn init_request() -> InitRequest {
@@ -222,24 +180,12 @@ mod tests {
         servers.insert("Server0".to_owned(), vec![ShardId(1), ShardId(2)]);
         servers.insert("Server1".to_owned(), vec![ShardId(1)]);
         servers.insert("Server2".to_owned(), vec![ShardId(2)]);
-        InitRequest {
-            n: 4,
-            schema: Schema::seed(),
-            shards: vec![spec(1, 0), spec(2, 4096)],
-            servers,
-        }
+        InitRequest { n: 4, schema: Schema::seed(), shards: vec![spec(1, 0), spec(2, 4096)], servers }
     }
 
     fn initialized() -> ClusterMeta {
-        let mut meta = ClusterMeta {
-            schema: Some(Schema::seed()),
-            next_server: 3,
-            ..Default::default()
-        };
-        for (id, low, replicas) in [
-            (1, 0, vec!["Server0", "Server1"]),
-            (2, 4096, vec!["Server0", "Server2"]),
-        ] {
+        let mut meta = ClusterMeta { schema: Some(Schema::seed()), next_server: 3, ..Default::default() };
+        for (id, low, replicas) in [(1, 0, vec!["Server0", "Server1"]), (2, 4096, vec!["Server0", "Server2"])] {
             let replicas: Vec<String> = replicas.into_iter().map(String::from).collect();
             meta.shards.insert(
                 ShardId(id),
@@ -253,12 +199,7 @@ mod tests {
             );
         }
         for s in ["Server0", "Server1", "Server2"] {
-            meta.servers.insert(
-                s.into(),
-                ServerMeta {
-                    addr: String::new(),
-                },
-            );
+            meta.servers.insert(s.into(), ServerMeta { addr: String::new() });
         }
         meta
     }
@@ -274,83 +215,44 @@ mod tests {
     fn init_refuses_bad_requests() {
         let mut r = init_request();
         r.n = 2;
-        assert!(init(&r, &ClusterMeta::default())
-            .unwrap_err()
-            .to_string()
-            .contains("less than"));
+        assert!(init(&r, &ClusterMeta::default()).unwrap_err().to_string().contains("less than"));
         let mut r = init_request();
         r.shards[1].low = 100;
-        assert!(init(&r, &ClusterMeta::default())
-            .unwrap_err()
-            .to_string()
-            .contains("overlaps"));
+        assert!(init(&r, &ClusterMeta::default()).unwrap_err().to_string().contains("overlaps"));
         let mut r = init_request();
         r.servers.insert("Server9".into(), vec![ShardId(7)]);
         r.n = 5;
-        assert_eq!(
-            init(&r, &ClusterMeta::default()),
-            Err(ErrorCode::UnknownShard { shard: ShardId(7) })
-        );
+        assert_eq!(init(&r, &ClusterMeta::default()), Err(ErrorCode::UnknownShard { shard: ShardId(7) }));
         let mut r = init_request();
         r.servers.remove("Server2");
         r.servers.insert("Server0".into(), vec![ShardId(1)]);
-        assert!(init(&r, &ClusterMeta::default())
-            .unwrap_err()
-            .to_string()
-            .contains("no server"));
-        assert!(init(&init_request(), &initialized())
-            .unwrap_err()
-            .to_string()
-            .contains("already"));
+        assert!(init(&r, &ClusterMeta::default()).unwrap_err().to_string().contains("no server"));
+        assert!(init(&init_request(), &initialized()).unwrap_err().to_string().contains("already"));
     }
 
     #[test]
     fn add_generates_names_for_placeholders() {
         let mut servers = BTreeMap::new();
         servers.insert("Server[5]".to_owned(), vec![ShardId(1)]);
-        let add = AddServersRequest {
-            n: 2,
-            new_shards: vec![],
-            servers,
-        };
+        let add = AddServersRequest { n: 2, new_shards: vec![], servers };
         let plan = add_servers(&add, &initialized()).unwrap();
-        assert_eq!(
-            plan.servers.keys().collect::<Vec<_>>(),
-            vec!["Server3", "Server4"]
-        );
+        assert_eq!(plan.servers.keys().collect::<Vec<_>>(), vec!["Server3", "Server4"]);
         let mut servers = BTreeMap::new();
         servers.insert("Server0".to_owned(), vec![]);
-        let add = AddServersRequest {
-            n: 1,
-            new_shards: vec![],
-            servers,
-        };
-        assert!(add_servers(&add, &initialized())
-            .unwrap_err()
-            .to_string()
-            .contains("already exists"));
+        let add = AddServersRequest { n: 1, new_shards: vec![], servers };
+        assert!(add_servers(&add, &initialized()).unwrap_err().to_string().contains("already exists"));
     }
 
     #[test]
     fn remove_takes_named_first_and_keeps_a_replica_everywhere() {
         let meta = initialized();
-        assert_eq!(
-            remove_servers(1, &["Server1".into()], &meta).unwrap(),
-            vec!["Server1"]
-        );
+        assert_eq!(remove_servers(1, &["Server1".into()], &meta).unwrap(), vec!["Server1"]);
         assert_eq!(remove_servers(1, &[], &meta).unwrap(), vec!["Server2"]);
-        assert!(
-            remove_servers(2, &["Server0".into(), "Server1".into()], &meta)
-                .unwrap_err()
-                .to_string()
-                .contains("no replica")
-        );
-        assert_eq!(
-            remove_servers(1, &["Nope".into()], &meta),
-            Err(ErrorCode::UnknownServer {
-                name: "Nope".into()
-            })
-        );
+        assert!(remove_servers(2, &["Server0".into(), "Server1".into()], &meta)
+            .unwrap_err()
+            .to_string()
+            .contains("no replica"));
+        assert_eq!(remove_servers(1, &["Nope".into()], &meta), Err(ErrorCode::UnknownServer { name: "Nope".into() }));
         assert!(remove_servers(0, &[], &meta).is_err());
     }
 }

@@ -36,6 +36,13 @@ pub enum Action {
         /// The replica.
         server: String,
     },
+    /// Create the shard's replica on `server` (it came back without it), then follow.
+    Configure {
+        /// The shard.
+        shard: ShardId,
+        /// The replica.
+        server: String,
+    },
     /// Start the server again on its data (it is not answering).
     Respawn(String),
 }
@@ -66,9 +73,7 @@ pub fn reconcile<'a>(
         if seen.alive && !fresh(id, primary) {
             continue;
         }
-        let leads = seen
-            .shard(id)
-            .is_some_and(|s| s.role == ReplicaRole::Primary && s.term == shard.term);
+        let leads = seen.shard(id).is_some_and(|s| s.role == ReplicaRole::Primary && s.term == shard.term);
         if !seen.alive || (seen.status.is_some() && !leads) {
             actions.insert(Action::Elect(id));
             continue;
@@ -81,11 +86,12 @@ pub fn reconcile<'a>(
                     actions.insert(Action::Elect(id));
                 }
                 Some(s) if s.role == ReplicaRole::Follower && s.term == shard.term => {}
+                None if seen.status.is_some() => {
+                    // Alive without the shard: a replacement on a fresh data directory.
+                    actions.insert(Action::Configure { shard: id, server: replica.clone() });
+                }
                 _ if seen.status.is_some() => {
-                    actions.insert(Action::Follow {
-                        shard: id,
-                        server: replica.clone(),
-                    });
+                    actions.insert(Action::Follow { shard: id, server: replica.clone() });
                 }
                 _ => {}
             }
@@ -109,10 +115,7 @@ pub fn readable<'a>(shard: &ShardMeta, observe: impl Fn(&str) -> Observed<'a>) -
                 ReplicaRole::Follower => true,
                 ReplicaRole::Idle => false,
             };
-            let caught_up = shard
-                .catch_up
-                .get(*r)
-                .is_none_or(|&target| state.applied_index >= target);
+            let caught_up = shard.catch_up.get(*r).is_none_or(|&target| state.applied_index >= target);
             seen.alive && state.serving && state.term == shard.term && role_ok && caught_up
         })
         .cloned()
@@ -128,56 +131,31 @@ mod tests {
 
     fn meta() -> ClusterMeta {
         let mut meta = ClusterMeta::default();
-        let spec = ShardSpec {
-            id: ShardId(1),
-            low: 0,
-            size: 10,
-        };
+        let spec = ShardSpec { id: ShardId(1), low: 0, size: 10 };
         let replicas = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
         meta.shards.insert(
             ShardId(1),
-            ShardMeta {
-                spec,
-                term: 4,
-                primary: Some("a".into()),
-                replicas,
-                catch_up: Default::default(),
-            },
+            ShardMeta { spec, term: 4, primary: Some("a".into()), replicas, catch_up: Default::default() },
         );
         for s in ["a", "b", "c"] {
-            meta.servers.insert(
-                s.into(),
-                ServerMeta {
-                    addr: String::new(),
-                },
-            );
+            meta.servers.insert(s.into(), ServerMeta { addr: String::new() });
         }
         meta
     }
 
     fn status(node: &str, role: ReplicaRole, term: u64, applied: u64) -> NodeStatus {
-        let spec = ShardSpec {
-            id: ShardId(1),
-            low: 0,
-            size: 10,
-        };
+        let spec = ShardSpec { id: ShardId(1), low: 0, size: 10 };
         let state = ShardState {
             spec,
             role,
             term,
-            last: LogPosition {
-                term,
-                index: applied,
-            },
+            last: LogPosition { term, index: applied },
             commit_index: applied,
             applied_index: applied,
             serving: true,
             fault: None,
         };
-        NodeStatus {
-            node: node.into(),
-            shards: vec![state],
-        }
+        NodeStatus { node: node.into(), shards: vec![state] }
     }
 
     fn healthy() -> HashMap<String, NodeStatus> {
@@ -191,15 +169,8 @@ mod tests {
         .collect()
     }
 
-    fn run(
-        meta: &ClusterMeta,
-        statuses: &HashMap<String, NodeStatus>,
-        dead: &[&str],
-    ) -> BTreeSet<Action> {
-        let observe = |s: &str| Observed {
-            alive: !dead.contains(&s),
-            status: statuses.get(s),
-        };
+    fn run(meta: &ClusterMeta, statuses: &HashMap<String, NodeStatus>, dead: &[&str]) -> BTreeSet<Action> {
+        let observe = |s: &str| Observed { alive: !dead.contains(&s), status: statuses.get(s) };
         reconcile(meta, observe, |_, _| true)
     }
 
@@ -219,10 +190,7 @@ mod tests {
     fn a_primary_that_restarted_idle_is_replaced_at_a_new_term() {
         let mut statuses = healthy();
         statuses.insert("a".into(), status("a", ReplicaRole::Idle, 4, 9));
-        assert_eq!(
-            run(&meta(), &statuses, &[]),
-            BTreeSet::from([Action::Elect(ShardId(1))])
-        );
+        assert_eq!(run(&meta(), &statuses, &[]), BTreeSet::from([Action::Elect(ShardId(1))]));
     }
 
     #[test]
@@ -230,23 +198,25 @@ mod tests {
         let mut statuses = healthy();
         // The new primary's last answer still shows it following: the election just ran.
         statuses.insert("a".into(), status("a", ReplicaRole::Follower, 3, 9));
-        let observe = |s: &str| Observed {
-            alive: true,
-            status: statuses.get(s),
-        };
+        let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
         assert!(reconcile(&meta(), observe, |_, server| server != "a").is_empty());
         let want = BTreeSet::from([Action::Elect(ShardId(1))]);
         assert_eq!(reconcile(&meta(), observe, |_, _| true), want);
     }
 
     #[test]
+    fn a_replacement_without_the_shard_is_configured() {
+        let mut statuses = healthy();
+        statuses.insert("c".into(), NodeStatus { node: "c".into(), shards: vec![] });
+        let want = BTreeSet::from([Action::Configure { shard: ShardId(1), server: "c".into() }]);
+        assert_eq!(run(&meta(), &statuses, &[]), want);
+    }
+
+    #[test]
     fn a_follower_that_restarted_is_told_to_follow() {
         let mut statuses = healthy();
         statuses.insert("c".into(), status("c", ReplicaRole::Idle, 4, 2));
-        let want = BTreeSet::from([Action::Follow {
-            shard: ShardId(1),
-            server: "c".into(),
-        }]);
+        let want = BTreeSet::from([Action::Follow { shard: ShardId(1), server: "c".into() }]);
         assert_eq!(run(&meta(), &statuses, &[]), want);
     }
 
@@ -254,19 +224,9 @@ mod tests {
     fn readable_needs_the_term_the_role_and_the_catch_up_target() {
         let mut m = meta();
         let statuses = healthy();
-        let observe = |s: &str| Observed {
-            alive: true,
-            status: statuses.get(s),
-        };
-        assert_eq!(
-            readable(&m.shards[&ShardId(1)], observe),
-            vec!["a", "b", "c"]
-        );
-        m.shards
-            .get_mut(&ShardId(1))
-            .unwrap()
-            .catch_up
-            .insert("c".into(), 10);
+        let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
+        assert_eq!(readable(&m.shards[&ShardId(1)], observe), vec!["a", "b", "c"]);
+        m.shards.get_mut(&ShardId(1)).unwrap().catch_up.insert("c".into(), 10);
         assert_eq!(readable(&m.shards[&ShardId(1)], observe), vec!["a", "b"]);
     }
 }

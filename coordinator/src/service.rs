@@ -30,17 +30,14 @@ impl CoordinatorService {
             }
             Request::Init(init) => c.init(init).await.map(Response::Topology),
             Request::AddServers(add) => c.add_servers(add).await.map(Response::Topology),
-            Request::RemoveServers { n, servers } => {
-                c.remove_servers(n, servers).await.map(Response::Topology)
-            }
+            Request::RemoveServers { n, servers } => c.remove_servers(n, servers).await.map(Response::Topology),
             Request::Read { .. }
             | Request::ReadServer { .. }
             | Request::Write(_)
             | Request::Update { .. }
             | Request::Delete { .. }
             | Request::Log { .. } => Err(ErrorCode::BadRequest(
-                "data operations go to the balancer (or a storage node), not to the coordinator"
-                    .into(),
+                "data operations go to the balancer (or a storage node), not to the coordinator".into(),
             )),
         };
         result.unwrap_or_else(Response::Error)
@@ -54,9 +51,7 @@ impl Service for CoordinatorService {
             Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
         };
         response.to_frame(frame.request_id).unwrap_or_else(|e| {
-            Response::Error(ErrorCode::Internal(e.to_string()))
-                .to_frame(frame.request_id)
-                .expect("short error")
+            Response::Error(ErrorCode::Internal(e.to_string())).to_frame(frame.request_id).expect("short error")
         })
     }
 

@@ -18,21 +18,11 @@ async fn init(coord: &Coord) {
         Ok(Response::Topology(_)) => {}
         other => panic!("init: {other:?}"),
     }
-    coord
-        .wait_topology(
-            "every shard has a primary and every replica serves",
-            SETTLE,
-            settled,
-        )
-        .await;
+    coord.wait_topology("every shard has a primary and every replica serves", SETTLE, settled).await;
 }
 
 fn primary_of(t: &shardline_protocol::Topology, shard: u32) -> String {
-    t.shards
-        .iter()
-        .find(|s| s.spec.id == ShardId(shard))
-        .and_then(|s| s.primary.clone())
-        .expect("a primary")
+    t.shards.iter().find(|s| s.spec.id == ShardId(shard)).and_then(|s| s.primary.clone()).expect("a primary")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,26 +35,13 @@ async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
         assert_eq!(s.replicas.len(), 3);
         assert!(s.replicas.contains(s.primary.as_ref().unwrap()) && s.term >= 1);
     }
-    assert_eq!(
-        coord.spawned_pids().len(),
-        7,
-        "the coordinator and 6 node processes"
-    );
+    assert_eq!(coord.spawned_pids().len(), 7, "the coordinator and 6 node processes");
 
     let refused = [
         Request::Init(seed_init()),
-        Request::RemoveServers {
-            n: 3,
-            servers: vec!["Server0".into(), "Server2".into(), "Server4".into()],
-        },
-        Request::RemoveServers {
-            n: 1,
-            servers: vec!["Nobody".into()],
-        },
-        Request::RemoveServers {
-            n: 0,
-            servers: vec![],
-        },
+        Request::RemoveServers { n: 3, servers: vec!["Server0".into(), "Server2".into(), "Server4".into()] },
+        Request::RemoveServers { n: 1, servers: vec!["Nobody".into()] },
+        Request::RemoveServers { n: 0, servers: vec![] },
         Request::AddServers(AddServersRequest {
             n: 1,
             new_shards: vec![],
@@ -78,11 +55,7 @@ async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
         }
     }
     let after = coord.topology().await;
-    assert_eq!(
-        (after.version, after.servers.len()),
-        (t.version, 6),
-        "refusals changed nothing"
-    );
+    assert_eq!((after.version, after.servers.len()), (t.version, 6), "refusals changed nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,9 +69,7 @@ async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
         // Steady writes to shard 1, then SIGKILL its primary and time the first ack after.
         for _ in 0..10 {
             key += 1;
-            if let Outcome::Acked(_) =
-                write_routed(&coord, key, 7, key as u64, Duration::from_secs(10)).await
-            {
+            if let Outcome::Acked(_) = write_routed(&coord, key, 7, key as u64, Duration::from_secs(10)).await {
                 acked.push(key);
             }
         }
@@ -112,20 +83,14 @@ async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
             Outcome::Acked(c) => {
                 acked.push(key);
                 failovers.push(killed.elapsed());
-                assert!(
-                    c.term > t.shards[0].term,
-                    "round {round}: ack at term {} after the kill",
-                    c.term
-                );
+                assert!(c.term > t.shards[0].term, "round {round}: ack at term {} after the kill", c.term);
             }
             Outcome::Failed(e) => {
                 panic!("round {round}: no write acknowledged within 10 s of the kill: {e}")
             }
         }
         // The coordinator restarts the killed node on its data; it catches up.
-        coord
-            .wait_topology("the killed node is back and serving", SETTLE, settled)
-            .await;
+        coord.wait_topology("the killed node is back and serving", SETTLE, settled).await;
     }
     let rows = shard_rows(&coord, ShardId(1)).await;
     let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
@@ -149,23 +114,14 @@ async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
     init(&coord).await;
     for key in 0..40 {
         assert!(matches!(
-            write_routed(
-                &coord,
-                key * 400,
-                3,
-                key as u64 + 1,
-                Duration::from_secs(10)
-            )
-            .await,
+            write_routed(&coord, key * 400, 3, key as u64 + 1, Duration::from_secs(10)).await,
             Outcome::Acked(_)
         ));
     }
     let before = coord.topology().await;
     coord.kill();
     coord.spawn().await;
-    let after = coord
-        .wait_topology("same cluster after restart", SETTLE, settled)
-        .await;
+    let after = coord.wait_topology("same cluster after restart", SETTLE, settled).await;
     assert_eq!(
         after.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
         before.servers.iter().map(|s| &s.name).collect::<Vec<_>>()
@@ -179,8 +135,7 @@ async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
     signal(node_pid(&addr_of(&after, &victim)).await, libc::SIGKILL);
     let t = coord
         .wait_topology("shard 2 fails over", SETTLE, |t| {
-            t.shards[1].primary.as_deref().is_some_and(|p| p != victim)
-                && t.shards[1].term > after.shards[1].term
+            t.shards[1].primary.as_deref().is_some_and(|p| p != victim) && t.shards[1].term > after.shards[1].term
         })
         .await;
     assert!(t.shards[1].term > before.shards[1].term);
@@ -189,11 +144,7 @@ async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
         Outcome::Failed(e) => panic!("write after failover: {e}"),
     }
     let rows = shard_rows(&coord, ShardId(1)).await;
-    assert_eq!(
-        rows.len(),
-        11,
-        "shard 1 kept its 11 rows (keys 0, 400, ..., 4000)"
-    );
+    assert_eq!(rows.len(), 11, "shard 1 kept its 11 rows (keys 0, 400, ..., 4000)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,9 +153,7 @@ async fn added_replicas_catch_up_before_serving_and_removed_primaries_are_replac
     init(&coord).await;
     let mut acked = Vec::new();
     for key in 0..300 {
-        if let Outcome::Acked(_) =
-            write_routed(&coord, key, 5, key as u64 + 1, Duration::from_secs(10)).await
-        {
+        if let Outcome::Acked(_) = write_routed(&coord, key, 5, key as u64 + 1, Duration::from_secs(10)).await {
             acked.push(key);
         }
     }
@@ -218,57 +167,32 @@ async fn added_replicas_catch_up_before_serving_and_removed_primaries_are_replac
         other => panic!("add: {other:?}"),
     }
     let t = coord
-        .wait_topology("Server6 serves shard 1", SETTLE, |t| {
-            t.shards[0].readable.iter().any(|r| r == "Server6")
-        })
+        .wait_topology("Server6 serves shard 1", SETTLE, |t| t.shards[0].readable.iter().any(|r| r == "Server6"))
         .await;
     let spec = t.shards[0].spec;
-    let on_new = replica_rows(&addr_of(&t, "Server6"), spec)
-        .await
-        .expect("Server6 serves");
+    let on_new = replica_rows(&addr_of(&t, "Server6"), spec).await.expect("Server6 serves");
     let on_primary = shard_rows(&coord, ShardId(1)).await;
-    assert_eq!(
-        on_new, on_primary,
-        "the new replica holds every row before it is marked readable"
-    );
+    assert_eq!(on_new, on_primary, "the new replica holds every row before it is marked readable");
     assert_eq!(coord.spawned_pids().len(), 8);
 
     let victim = primary_of(&t, 1);
-    match request(
-        &coord.addr(),
-        &Request::RemoveServers {
-            n: 1,
-            servers: vec![victim.clone()],
-        },
-    )
-    .await
-    {
+    match request(&coord.addr(), &Request::RemoveServers { n: 1, servers: vec![victim.clone()] }).await {
         Ok(Response::Topology(t)) => assert!(t.server(&victim).is_none()),
         other => panic!("rm: {other:?}"),
     }
     let t = coord
         .wait_topology("shard 1 has a new primary", SETTLE, |t| {
-            t.shards[0].primary.as_ref().is_some_and(|p| *p != victim)
-                && !t.shards[0].replicas.contains(&victim)
+            t.shards[0].primary.as_ref().is_some_and(|p| *p != victim) && !t.shards[0].replicas.contains(&victim)
         })
         .await;
     assert_eq!(t.servers.len(), 6);
-    let keys: Vec<i64> = shard_rows(&coord, ShardId(1))
-        .await
-        .iter()
-        .map(|r| r.key)
-        .collect();
+    let keys: Vec<i64> = shard_rows(&coord, ShardId(1)).await.iter().map(|r| r.key).collect();
     for k in acked.iter().filter(|k| **k < 4096) {
-        assert!(
-            keys.contains(k),
-            "acknowledged key {k} missing after the primary was removed"
-        );
+        assert!(keys.contains(k), "acknowledged key {k} missing after the primary was removed");
     }
-    poll(
-        "the removed node's process is gone",
-        Duration::from_secs(10),
-        || async { (coord.spawned_pids().len() == 7).then_some(()) },
-    )
+    poll("the removed node's process is gone", Duration::from_secs(10), || async {
+        (coord.spawned_pids().len() == 7).then_some(())
+    })
     .await;
 }
 
@@ -305,16 +229,35 @@ async fn an_isolated_primary_acknowledges_nothing_and_then_follows() {
             t.shards[0].readable.contains(&victim) && t.shards[0].term >= replaced.shards[0].term
         })
         .await;
-    let on_old = replica_rows(&victim_addr, t.shards[0].spec)
-        .await
-        .expect("old primary serves");
+    let on_old = replica_rows(&victim_addr, t.shards[0].spec).await.expect("old primary serves");
     let on_new = shard_rows(&coord, ShardId(1)).await;
-    assert_eq!(
-        on_old, on_new,
-        "the old primary converged to the new primary's rows"
-    );
-    assert!(
-        !on_new.iter().any(|r| r.key == 100),
-        "the write sent to the isolated primary is nowhere"
-    );
+    assert_eq!(on_old, on_new, "the old primary converged to the new primary's rows");
+    assert!(!on_new.iter().any(|r| r.key == 100), "the write sent to the isolated primary is nowhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
+    let coord = Coord::start_with(26000, &["--snapshot-lag=20", "--log-retain=10"]).await;
+    init(&coord).await;
+    for key in 0..150 {
+        let outcome = write_routed(&coord, key, 11, key as u64 + 1, Duration::from_secs(10)).await;
+        assert!(matches!(outcome, Outcome::Acked(_)), "key {key}: {outcome:?}");
+    }
+    let t = coord.topology().await;
+    let shard = &t.shards[0];
+    let primary = shard.primary.clone().unwrap();
+    let victim = shard.replicas.iter().find(|r| **r != primary).unwrap().clone();
+    signal(node_pid(&addr_of(&t, &victim)).await, libc::SIGKILL);
+    // The disk is gone: the coordinator restarts the node on an empty directory.
+    std::fs::remove_dir_all(coord.node_dir(&victim)).expect("removing the node's data");
+    let (addr, spec) = (addr_of(&t, &victim), shard.spec);
+    let on_replacement = poll("the replacement serves shard 1's 150 rows", SETTLE, || async {
+        replica_rows(&addr, spec).await.filter(|rows| rows.len() == 150)
+    })
+    .await;
+    coord.wait_topology("the replacement is readable again", SETTLE, |t| settled(t)).await;
+    assert_eq!(on_replacement, shard_rows(&coord, ShardId(1)).await);
+    assert_eq!(on_replacement.len(), 150);
+    let log = std::fs::read_to_string(coord.node_dir(&victim).with_extension("log")).unwrap_or_default();
+    assert!(log.contains("snapshot installed"), "the replacement caught up by snapshot");
 }

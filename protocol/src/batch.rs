@@ -71,19 +71,12 @@ impl WriteBatch {
         let mut index = BytesMut::with_capacity(order.len() * INDEX_ENTRY_LEN);
         let mut bodies = Vec::with_capacity(order.len() * 16);
         for row in order {
-            bodies = postcard::to_extend(&row.values, bodies).map_err(|e| BatchError::BadRow {
-                row: 0,
-                reason: e.to_string(),
-            })?;
+            bodies = postcard::to_extend(&row.values, bodies)
+                .map_err(|e| BatchError::BadRow { row: 0, reason: e.to_string() })?;
             index.put_i64(row.key);
             index.put_u32(u32::try_from(bodies.len()).map_err(|_| BatchError::TooLarge)?);
         }
-        Ok(WriteBatch {
-            client_id,
-            seq,
-            index: index.freeze(),
-            bodies: Bytes::from(bodies),
-        })
+        Ok(WriteBatch { client_id, seq, index: index.freeze(), bodies: Bytes::from(bodies) })
     }
 
     /// Parses a payload without copying it; checks the index, not the bodies.
@@ -94,10 +87,8 @@ impl WriteBatch {
         let client_id = payload.get_u64();
         let seq = payload.get_u64();
         let n = payload.get_u32() as usize;
-        let index_len = n
-            .checked_mul(INDEX_ENTRY_LEN)
-            .filter(|&l| l <= payload.len())
-            .ok_or(BatchError::Truncated("index"))?;
+        let index_len =
+            n.checked_mul(INDEX_ENTRY_LEN).filter(|&l| l <= payload.len()).ok_or(BatchError::Truncated("index"))?;
         let index = payload.split_to(index_len);
         let bodies = payload;
         let mut prev = 0usize;
@@ -111,12 +102,7 @@ impl WriteBatch {
         if prev != bodies.len() {
             return Err(BatchError::BadIndex(n));
         }
-        Ok(WriteBatch {
-            client_id,
-            seq,
-            index,
-            bodies,
-        })
+        Ok(WriteBatch { client_id, seq, index, bodies })
     }
 
     /// Bytes of the encoded batch.
@@ -144,11 +130,7 @@ impl WriteBatch {
     /// The same rows under another (client id, sequence), e.g. stamped by a balancer for a
     /// client that sent none; the row bytes are shared, not copied.
     pub fn with_client(&self, client_id: u64, seq: u64) -> WriteBatch {
-        WriteBatch {
-            client_id,
-            seq,
-            ..self.clone()
-        }
+        WriteBatch { client_id, seq, ..self.clone() }
     }
 
     /// The sending client's id.
@@ -184,11 +166,7 @@ impl WriteBatch {
 
     /// The encoded body of row `i`, without copying.
     pub fn body(&self, i: usize) -> Bytes {
-        let start = if i == 0 {
-            0
-        } else {
-            end_at(&self.index, i - 1)
-        };
+        let start = if i == 0 { 0 } else { end_at(&self.index, i - 1) };
         self.bodies.slice(start..end_at(&self.index, i))
     }
 
@@ -196,15 +174,11 @@ impl WriteBatch {
     pub fn row(&self, i: usize) -> Result<Row, BatchError> {
         let body = self.body(i);
         let bad = |reason: String| BatchError::BadRow { row: i, reason };
-        let (values, rest): (Vec<Value>, _) =
-            postcard::take_from_bytes(&body).map_err(|e| bad(e.to_string()))?;
+        let (values, rest): (Vec<Value>, _) = postcard::take_from_bytes(&body).map_err(|e| bad(e.to_string()))?;
         if !rest.is_empty() {
             return Err(bad(format!("{} bytes after the row", rest.len())));
         }
-        Ok(Row {
-            key: self.key(i),
-            values,
-        })
+        Ok(Row { key: self.key(i), values })
     }
 
     /// Decodes every row.
@@ -235,9 +209,7 @@ impl WriteBatch {
     /// A batch of the rows in `ranges`, same client and sequence. One range shares the
     /// original body bytes; several are gathered into one new buffer.
     pub fn select(&self, ranges: &[Range<usize>]) -> WriteBatch {
-        let mut index = BytesMut::with_capacity(
-            ranges.iter().map(|r| r.len()).sum::<usize>() * INDEX_ENTRY_LEN,
-        );
+        let mut index = BytesMut::with_capacity(ranges.iter().map(|r| r.len()).sum::<usize>() * INDEX_ENTRY_LEN);
         let bodies = match ranges {
             [one] => self.body_span(one.clone()),
             many => {
@@ -256,20 +228,11 @@ impl WriteBatch {
                 index.put_u32(end as u32);
             }
         }
-        WriteBatch {
-            client_id: self.client_id,
-            seq: self.seq,
-            index: index.freeze(),
-            bodies,
-        }
+        WriteBatch { client_id: self.client_id, seq: self.seq, index: index.freeze(), bodies }
     }
 
     fn body_len(&self, i: usize) -> usize {
-        let start = if i == 0 {
-            0
-        } else {
-            end_at(&self.index, i - 1)
-        };
+        let start = if i == 0 { 0 } else { end_at(&self.index, i - 1) };
         end_at(&self.index, i) - start
     }
 
@@ -277,11 +240,7 @@ impl WriteBatch {
         if rows.is_empty() {
             return Bytes::new();
         }
-        let start = if rows.start == 0 {
-            0
-        } else {
-            end_at(&self.index, rows.start - 1)
-        };
+        let start = if rows.start == 0 { 0 } else { end_at(&self.index, rows.start - 1) };
         self.bodies.slice(start..end_at(&self.index, rows.end - 1))
     }
 }
@@ -309,9 +268,7 @@ mod tests {
     use super::*;
 
     fn rows(keys: &[i64]) -> Vec<Row> {
-        keys.iter()
-            .map(|&k| Row::new(k, vec![Value::Str(format!("name{k}")), Value::Int(k * 2)]))
-            .collect()
+        keys.iter().map(|&k| Row::new(k, vec![Value::Str(format!("name{k}")), Value::Int(k * 2)])).collect()
     }
 
     #[test]
@@ -345,23 +302,14 @@ mod tests {
 
     #[test]
     fn malformed_batches_are_refused() {
-        assert_eq!(
-            WriteBatch::parse(Bytes::from_static(&[0; 5])),
-            Err(BatchError::Truncated("prefix"))
-        );
+        assert_eq!(WriteBatch::parse(Bytes::from_static(&[0; 5])), Err(BatchError::Truncated("prefix")));
         let mut huge_count = BytesMut::new();
         huge_count.put_u64(1);
         huge_count.put_u64(1);
         huge_count.put_u32(u32::MAX);
-        assert_eq!(
-            WriteBatch::parse(huge_count.freeze()),
-            Err(BatchError::Truncated("index"))
-        );
+        assert_eq!(WriteBatch::parse(huge_count.freeze()), Err(BatchError::Truncated("index")));
         let good = WriteBatch::encode(1, 1, &rows(&[1, 2])).unwrap().to_bytes();
         let mut short = BytesMut::from(&good[..good.len() - 1]);
-        assert!(matches!(
-            WriteBatch::parse(short.split().freeze()),
-            Err(BatchError::BadIndex(_))
-        ));
+        assert!(matches!(WriteBatch::parse(short.split().freeze()), Err(BatchError::BadIndex(_))));
     }
 }

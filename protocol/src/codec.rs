@@ -71,10 +71,7 @@ impl Encoder<&Frame> for FrameCodec {
 
     fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         if item.payload.len() > self.max_payload {
-            return Err(CodecError::TooLarge {
-                len: item.payload.len(),
-                max: self.max_payload,
-            });
+            return Err(CodecError::TooLarge { len: item.payload.len(), max: self.max_payload });
         }
         frame::encode(item, dst);
         Ok(())
@@ -93,9 +90,8 @@ mod tests {
         let (a, b) = tokio::io::duplex(64);
         let mut tx = FramedWrite::new(a, FrameCodec::default());
         let mut rx = FramedRead::new(b, FrameCodec::default());
-        let frames: Vec<Frame> = (0..20)
-            .map(|i| Frame::new(1, i, Bytes::from(vec![i as u8; i as usize * 10])))
-            .collect();
+        let frames: Vec<Frame> =
+            (0..20).map(|i| Frame::new(1, i, Bytes::from(vec![i as u8; i as usize * 10]))).collect();
         let sent = frames.clone();
         let writer = tokio::spawn(async move {
             for f in sent {
@@ -113,10 +109,7 @@ mod tests {
         let mut codec = FrameCodec::new(4);
         let mut buf = BytesMut::new();
         let big = Frame::new(1, 1, Bytes::from_static(b"12345"));
-        assert!(matches!(
-            codec.encode(&big, &mut buf),
-            Err(CodecError::TooLarge { len: 5, max: 4 })
-        ));
+        assert!(matches!(codec.encode(&big, &mut buf), Err(CodecError::TooLarge { len: 5, max: 4 })));
         assert!(buf.is_empty());
     }
 }

@@ -68,8 +68,7 @@ pub const FLAG_LINEARIZABLE: u16 = 1 << 2;
 /// The payload is the last of a streamed response.
 pub const FLAG_END_OF_STREAM: u16 = 1 << 3;
 /// Every flag bit this version knows.
-pub const KNOWN_FLAGS: u16 =
-    FLAG_ROUTE_KEY | FLAG_ROUTE_SHARD | FLAG_LINEARIZABLE | FLAG_END_OF_STREAM;
+pub const KNOWN_FLAGS: u16 = FLAG_ROUTE_KEY | FLAG_ROUTE_SHARD | FLAG_LINEARIZABLE | FLAG_END_OF_STREAM;
 
 /// What a frame's `route` field means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,13 +99,7 @@ pub struct Frame {
 impl Frame {
     /// A frame with no route and no flags.
     pub fn new(kind: u8, request_id: u64, payload: Bytes) -> Frame {
-        Frame {
-            kind,
-            flags: 0,
-            request_id,
-            route: 0,
-            payload,
-        }
+        Frame { kind, flags: 0, request_id, route: 0, payload }
     }
 
     /// Sets the route (and its flag), replacing any earlier one.
@@ -245,20 +238,10 @@ pub fn decode_header(buf: &[u8], max_payload: usize) -> Result<Option<Header>, D
     let route = h.get_u64();
     let len = h.get_u32() as usize;
     if len > max_payload {
-        return Err(DecodeError::TooLarge {
-            len,
-            max: max_payload,
-        });
+        return Err(DecodeError::TooLarge { len, max: max_payload });
     }
     let payload_crc = h.get_u32();
-    Ok(Some(Header {
-        kind,
-        flags,
-        request_id,
-        route,
-        len,
-        payload_crc,
-    }))
+    Ok(Some(Header { kind, flags, request_id, route, len, payload_crc }))
 }
 
 /// Takes one whole frame off the front of `buf`.
@@ -277,10 +260,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, D
     }
     let computed = crc32fast::hash(&buf[HEADER_LEN..total]);
     if computed != header.payload_crc {
-        return Err(DecodeError::PayloadChecksum {
-            stored: header.payload_crc,
-            computed,
-        });
+        return Err(DecodeError::PayloadChecksum { stored: header.payload_crc, computed });
     }
     buf.advance(HEADER_LEN);
     let payload = buf.split_to(header.len).freeze();
@@ -359,14 +339,8 @@ mod tests {
         assert_eq!(&buf[OFF_MAGIC..OFF_MAGIC + 2], &MAGIC);
         assert_eq!(buf[OFF_VERSION], VERSION);
         assert_eq!(buf[OFF_KIND], 0x17);
-        assert_eq!(
-            u64::from_be_bytes(buf[OFF_REQUEST_ID..OFF_ROUTE].try_into().unwrap()),
-            42
-        );
-        assert_eq!(
-            u32::from_be_bytes(buf[OFF_LEN..OFF_PAYLOAD_CRC].try_into().unwrap()),
-            13
-        );
+        assert_eq!(u64::from_be_bytes(buf[OFF_REQUEST_ID..OFF_ROUTE].try_into().unwrap()), 42);
+        assert_eq!(u32::from_be_bytes(buf[OFF_LEN..OFF_PAYLOAD_CRC].try_into().unwrap()), 13);
         assert_eq!(&buf[HEADER_LEN..], b"hello payload");
     }
 
@@ -375,11 +349,7 @@ mod tests {
         let full = encoded(&sample());
         for cut in 0..full.len() {
             let mut part = BytesMut::from(&full[..cut]);
-            assert_eq!(
-                decode(&mut part, DEFAULT_MAX_PAYLOAD),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode(&mut part, DEFAULT_MAX_PAYLOAD), Ok(None), "cut at {cut}");
             assert_eq!(part.len(), cut, "nothing consumed at {cut}");
         }
     }
@@ -390,29 +360,16 @@ mod tests {
         let full = encoded(&frame);
         let mut header_only = BytesMut::from(&full[..HEADER_LEN]);
         let cap = header_only.capacity();
-        assert_eq!(
-            decode(&mut header_only, 99),
-            Err(DecodeError::TooLarge { len: 100, max: 99 })
-        );
-        assert_eq!(
-            header_only.capacity(),
-            cap,
-            "no memory reserved for a refused frame"
-        );
+        assert_eq!(decode(&mut header_only, 99), Err(DecodeError::TooLarge { len: 100, max: 99 }));
+        assert_eq!(header_only.capacity(), cap, "no memory reserved for a refused frame");
     }
 
     #[test]
     fn text_and_garbage_are_bad_magic() {
         let mut text = BytesMut::from(&b"PING\r\n"[..]);
-        assert!(matches!(
-            decode(&mut text, 1024),
-            Err(DecodeError::BadMagic(b'P', b'I'))
-        ));
+        assert!(matches!(decode(&mut text, 1024), Err(DecodeError::BadMagic(b'P', b'I'))));
         let mut one = BytesMut::from(&b"P"[..]);
-        assert!(matches!(
-            decode(&mut one, 1024),
-            Err(DecodeError::BadMagic(b'P', 0))
-        ));
+        assert!(matches!(decode(&mut one, 1024), Err(DecodeError::BadMagic(b'P', 0))));
         assert!(!is_binary_start(b'P') && is_binary_start(MAGIC[0]));
     }
 
@@ -427,10 +384,7 @@ mod tests {
         buf[OFF_VERSION] = 9;
         let crc = crc32fast::hash(&buf[..OFF_HEADER_CRC]);
         buf[OFF_HEADER_CRC..HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(
-            decode(&mut buf, 1024),
-            Err(DecodeError::UnsupportedVersion(9))
-        );
+        assert_eq!(decode(&mut buf, 1024), Err(DecodeError::UnsupportedVersion(9)));
     }
 
     #[test]

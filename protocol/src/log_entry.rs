@@ -73,9 +73,7 @@ impl Operation {
             Operation::Noop => None,
             Operation::Write { client_id, seq, .. }
             | Operation::Update { client_id, seq, .. }
-            | Operation::Delete { client_id, seq, .. } => {
-                (client_id != 0).then_some((client_id, seq))
-            }
+            | Operation::Delete { client_id, seq, .. } => (client_id != 0).then_some((client_id, seq)),
         }
     }
 
@@ -85,12 +83,7 @@ impl Operation {
             Operation::Noop => "noop".into(),
             Operation::Write { rows, .. } => match rows.as_slice() {
                 [one] => format!("write key {}", one.key),
-                [first, .., last] => format!(
-                    "write {} rows, keys {}..={}",
-                    rows.len(),
-                    first.key,
-                    last.key
-                ),
+                [first, .., last] => format!("write {} rows, keys {}..={}", rows.len(), first.key, last.key),
                 [] => "write 0 rows".into(),
             },
             Operation::Update { row, .. } => format!("update key {}", row.key),
@@ -144,10 +137,7 @@ pub enum EntryError {
 impl LogEntry {
     /// The entry's (term, index).
     pub fn position(&self) -> LogPosition {
-        LogPosition {
-            term: self.term,
-            index: self.index,
-        }
+        LogPosition { term: self.term, index: self.index }
     }
 
     /// Encodes the entry as one record.
@@ -168,13 +158,10 @@ impl LogEntry {
     /// Decodes exactly one record, verifying its CRC before anything else is trusted.
     pub fn decode(record: &[u8]) -> Result<LogEntry, EntryError> {
         let (term, index) = verify(record)?;
-        let (op, rest) = postcard::take_from_bytes(&record[ENTRY_HEADER_LEN..])
-            .map_err(|e| EntryError::Operation(e.to_string()))?;
+        let (op, rest) =
+            postcard::take_from_bytes(&record[ENTRY_HEADER_LEN..]).map_err(|e| EntryError::Operation(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(EntryError::Operation(format!(
-                "{} bytes after the operation",
-                rest.len()
-            )));
+            return Err(EntryError::Operation(format!("{} bytes after the operation", rest.len())));
         }
         Ok(LogEntry { term, index, op })
     }
@@ -251,10 +238,7 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut bad = bytes.to_vec();
                 bad[at] ^= flip;
-                assert!(
-                    LogEntry::decode(&bad).is_err(),
-                    "flip {flip:#x} at {at} went unnoticed"
-                );
+                assert!(LogEntry::decode(&bad).is_err(), "flip {flip:#x} at {at} went unnoticed");
             }
         }
     }
@@ -267,9 +251,6 @@ mod tests {
         }
         let mut longer = bytes.to_vec();
         longer.push(0);
-        assert!(matches!(
-            LogEntry::decode(&longer),
-            Err(EntryError::Length { .. })
-        ));
+        assert!(matches!(LogEntry::decode(&longer), Err(EntryError::Length { .. })));
     }
 }

@@ -93,24 +93,12 @@ pub enum SchemaError {
 impl Schema {
     /// The seed's schema: `Stud_id` int key, `Stud_name` string, `Stud_marks` int.
     pub fn seed() -> Schema {
-        Schema::new(&[
-            ("Stud_id", ColumnType::Int),
-            ("Stud_name", ColumnType::Str),
-            ("Stud_marks", ColumnType::Int),
-        ])
+        Schema::new(&[("Stud_id", ColumnType::Int), ("Stud_name", ColumnType::Str), ("Stud_marks", ColumnType::Int)])
     }
 
     /// Builds a schema from (name, type) pairs without validating it.
     pub fn new(columns: &[(&str, ColumnType)]) -> Schema {
-        Schema {
-            columns: columns
-                .iter()
-                .map(|(name, ty)| Column {
-                    name: (*name).to_owned(),
-                    ty: *ty,
-                })
-                .collect(),
-        }
+        Schema { columns: columns.iter().map(|(name, ty)| Column { name: (*name).to_owned(), ty: *ty }).collect() }
     }
 
     /// Checks the schema itself: non-empty, integer key, unique names.
@@ -138,11 +126,7 @@ impl Schema {
             match (column.ty, &*value) {
                 (ColumnType::Float, Value::Int(i)) => *value = Value::Float(*i as f64),
                 (want, v) if v.ty() != want => {
-                    return Err(SchemaError::Type {
-                        column: column.name.clone(),
-                        want,
-                        got: v.ty(),
-                    })
+                    return Err(SchemaError::Type { column: column.name.clone(), want, got: v.ty() })
                 }
                 _ => {}
             }
@@ -247,9 +231,7 @@ impl ShardSpec {
 }
 
 /// A replica's log position: the (term, index) of its last entry.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LogPosition {
     /// Term of the entry.
     pub term: u64,
@@ -277,15 +259,9 @@ mod tests {
         let mut good = Row::new(1, vec![Value::Str("alice".into()), Value::Int(77)]);
         schema.check_row(&mut good).unwrap();
         let mut short = Row::new(1, vec![Value::Str("alice".into())]);
-        assert_eq!(
-            schema.check_row(&mut short),
-            Err(SchemaError::Arity { got: 2, want: 3 })
-        );
+        assert_eq!(schema.check_row(&mut short), Err(SchemaError::Arity { got: 2, want: 3 }));
         let mut wrong = Row::new(1, vec![Value::Int(3), Value::Int(77)]);
-        assert!(matches!(
-            schema.check_row(&mut wrong),
-            Err(SchemaError::Type { .. })
-        ));
+        assert!(matches!(schema.check_row(&mut wrong), Err(SchemaError::Type { .. })));
     }
 
     #[test]
@@ -298,10 +274,7 @@ mod tests {
 
     #[test]
     fn bad_schemas_are_refused() {
-        assert_eq!(
-            Schema { columns: vec![] }.validate(),
-            Err(SchemaError::Empty)
-        );
+        assert_eq!(Schema { columns: vec![] }.validate(), Err(SchemaError::Empty));
         let s = Schema::new(&[("k", ColumnType::Str)]);
         assert!(matches!(s.validate(), Err(SchemaError::KeyNotInt(_))));
         let s = Schema::new(&[("k", ColumnType::Int), ("k", ColumnType::Int)]);
@@ -310,18 +283,10 @@ mod tests {
 
     #[test]
     fn shard_ranges_are_half_open() {
-        let s = ShardSpec {
-            id: ShardId(1),
-            low: 4096,
-            size: 4096,
-        };
+        let s = ShardSpec { id: ShardId(1), low: 4096, size: 4096 };
         assert!(s.contains(4096) && s.contains(8191) && !s.contains(8192) && !s.contains(4095));
         assert!(s.overlaps(0, 4096) && s.overlaps(8191, 9000) && !s.overlaps(8192, 9000));
-        let top = ShardSpec {
-            id: ShardId(2),
-            low: i64::MAX,
-            size: 10,
-        };
+        let top = ShardSpec { id: ShardId(2), low: i64::MAX, size: 10 };
         assert!(top.contains(i64::MAX));
         assert_eq!(top.high(), Some(i64::MAX));
     }

@@ -108,28 +108,15 @@ fn declared_length_over_the_limit_is_refused_from_the_header_alone() {
     let mut header_only = BytesMut::with_capacity(HEADER_LEN);
     header_only.extend_from_slice(&bytes[..HEADER_LEN]);
     let capacity = header_only.capacity();
-    assert_eq!(
-        frame::decode(&mut header_only, 4096),
-        Err(DecodeError::TooLarge {
-            len: 5000,
-            max: 4096
-        })
-    );
-    assert_eq!(
-        header_only.capacity(),
-        capacity,
-        "nothing reserved for a refused frame"
-    );
+    assert_eq!(frame::decode(&mut header_only, 4096), Err(DecodeError::TooLarge { len: 5000, max: 4096 }));
+    assert_eq!(header_only.capacity(), capacity, "nothing reserved for a refused frame");
 }
 
 #[test]
 fn a_forged_huge_length_is_caught_by_the_header_crc() {
     let mut bytes = wire(&Frame::new(kind::PING, 1, bytes::Bytes::new()));
     bytes[OFF_LEN..OFF_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(
-        decode_all(&bytes),
-        Err(DecodeError::HeaderChecksum { .. })
-    ));
+    assert!(matches!(decode_all(&bytes), Err(DecodeError::HeaderChecksum { .. })));
 }
 
 #[test]
@@ -138,10 +125,7 @@ fn truncated_frames_wait_and_text_is_refused() {
     for cut in 0..bytes.len() {
         assert_eq!(decode_all(&bytes[..cut]), Ok(None), "cut at {cut}");
     }
-    assert!(matches!(
-        decode_all(b"GET / HTTP/1.1\r\n"),
-        Err(DecodeError::BadMagic(b'G', b'E'))
-    ));
+    assert!(matches!(decode_all(b"GET / HTTP/1.1\r\n"), Err(DecodeError::BadMagic(b'G', b'E'))));
 }
 
 #[test]
@@ -150,14 +134,10 @@ fn trailing_bytes_after_a_message_or_an_operation_are_refused() {
     let mut padded = ping.payload.to_vec();
     padded.extend_from_slice(&[0xFF, 0xFF]);
     ping.payload = bytes::Bytes::from(padded);
-    assert!(matches!(
-        Request::from_frame(&ping),
-        Err(MessageError::Payload { .. })
-    ));
+    assert!(matches!(Request::from_frame(&ping), Err(MessageError::Payload { .. })));
 
     // A Noop entry with one extra byte and a CRC that covers it (found by the fuzzer).
-    let record: [u8; 26] = [
-        0x31, 0xd3, 0xed, 0x6b, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff,
-    ];
+    let record: [u8; 26] =
+        [0x31, 0xd3, 0xed, 0x6b, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff];
     assert!(LogEntry::decode(&record).is_err());
 }

@@ -35,11 +35,7 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(message: &M, id: u64) {
         let frames = decode_split(&bytes, at);
         assert_eq!(frames.len(), 1, "split at {at}");
         assert_eq!(frames[0], frame);
-        assert_eq!(
-            &M::from_frame(&frames[0]).unwrap(),
-            message,
-            "split at {at}"
-        );
+        assert_eq!(&M::from_frame(&frames[0]).unwrap(), message, "split at {at}");
     }
 }
 
@@ -117,89 +113,31 @@ fn kind_constants_match_variants() {
         (Request::Ping, kind::PING),
         (Request::Status, kind::STATUS),
         (Request::Stats, kind::STATS),
-        (
-            Request::RemoveServers {
-                n: 1,
-                servers: vec![],
-            },
-            kind::REMOVE_SERVERS,
-        ),
-        (
-            Request::Read {
-                low: 0,
-                high: 1,
-                primary: false,
-            },
-            kind::READ,
-        ),
-        (
-            Request::ReadServer { server: "s".into() },
-            kind::READ_SERVER,
-        ),
-        (
-            Request::Write(WriteBatch::encode(0, 0, &[]).unwrap()),
-            kind::WRITE,
-        ),
-        (
-            Request::Update {
-                client_id: 0,
-                seq: 0,
-                row: Row::new(1, vec![]),
-            },
-            kind::UPDATE,
-        ),
-        (
-            Request::Delete {
-                client_id: 0,
-                seq: 0,
-                key: 1,
-            },
-            kind::DELETE,
-        ),
-        (
-            Request::Log {
-                shard: ShardId(1),
-                count: 1,
-            },
-            kind::LOG,
-        ),
-        (
-            Request::GetTopology { known_version: 0 },
-            kind::GET_TOPOLOGY,
-        ),
+        (Request::RemoveServers { n: 1, servers: vec![] }, kind::REMOVE_SERVERS),
+        (Request::Read { low: 0, high: 1, primary: false }, kind::READ),
+        (Request::ReadServer { server: "s".into() }, kind::READ_SERVER),
+        (Request::Write(WriteBatch::encode(0, 0, &[]).unwrap()), kind::WRITE),
+        (Request::Update { client_id: 0, seq: 0, row: Row::new(1, vec![]) }, kind::UPDATE),
+        (Request::Delete { client_id: 0, seq: 0, key: 1 }, kind::DELETE),
+        (Request::Log { shard: ShardId(1), count: 1 }, kind::LOG),
+        (Request::GetTopology { known_version: 0 }, kind::GET_TOPOLOGY),
         (Request::SubscribeTopology, kind::SUBSCRIBE_TOPOLOGY),
     ];
     for (request, want) in cases {
         assert_eq!(request.to_frame(0).unwrap().kind, want, "{request:?}");
     }
     // The Write constant must also be the variant's serde index, so the enum never drifts.
-    let via_serde =
-        postcard::to_allocvec(&Request::Write(WriteBatch::encode(0, 0, &[]).unwrap())).unwrap();
+    let via_serde = postcard::to_allocvec(&Request::Write(WriteBatch::encode(0, 0, &[]).unwrap())).unwrap();
     assert_eq!(kind::REQUEST_BASE + via_serde[0], kind::WRITE);
-    assert_eq!(
-        Response::Error(ErrorCode::Internal("x".into()))
-            .to_frame(0)
-            .unwrap()
-            .kind,
-        kind::ERROR
-    );
+    assert_eq!(Response::Error(ErrorCode::Internal("x".into())).to_frame(0).unwrap().kind, kind::ERROR);
 }
 
 #[test]
 fn a_frame_of_one_enum_is_refused_by_another() {
     let frame = Request::Ping.to_frame(1).unwrap();
-    assert!(matches!(
-        Response::from_frame(&frame),
-        Err(MessageError::WrongKind { .. })
-    ));
-    assert!(matches!(
-        ControlRequest::from_frame(&frame),
-        Err(MessageError::WrongKind { .. })
-    ));
+    assert!(matches!(Response::from_frame(&frame), Err(MessageError::WrongKind { .. })));
+    assert!(matches!(ControlRequest::from_frame(&frame), Err(MessageError::WrongKind { .. })));
     let mut lying = frame.clone();
     lying.kind = kind::STATUS;
-    assert!(matches!(
-        Request::from_frame(&lying),
-        Err(MessageError::KindMismatch { .. })
-    ));
+    assert!(matches!(Request::from_frame(&lying), Err(MessageError::KindMismatch { .. })));
 }

@@ -35,11 +35,7 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with defaults for everything but identity, address and directory.
-    pub fn new(
-        id: impl Into<String>,
-        listen: SocketAddr,
-        data_dir: impl Into<PathBuf>,
-    ) -> NodeConfig {
+    pub fn new(id: impl Into<String>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             id: id.into(),
             listen,
@@ -67,24 +63,16 @@ impl NodeConfig {
     /// Checks that the values make sense together.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.contains(char::is_whitespace) {
-            return Err(format!(
-                "node id `{}` must be non-empty with no spaces",
-                self.id
-            ));
+            return Err(format!("node id `{}` must be non-empty with no spaces", self.id));
         }
-        if self.sync_heartbeat.is_zero()
-            || self.write_timeout.is_zero()
-            || self.peer_timeout.is_zero()
-        {
+        if self.sync_heartbeat.is_zero() || self.write_timeout.is_zero() || self.peer_timeout.is_zero() {
             return Err("timeouts and the sync heartbeat must be above zero".into());
         }
         if self.peer_timeout <= self.sync_heartbeat {
             return Err("the peer timeout must be longer than the sync heartbeat".into());
         }
         if self.max_in_flight == 0 || self.max_connections == 0 || self.max_payload < 1024 {
-            return Err(
-                "limits must allow at least one connection, one request and 1 KiB frames".into(),
-            );
+            return Err("limits must allow at least one connection, one request and 1 KiB frames".into());
         }
         Ok(())
     }

@@ -56,15 +56,10 @@ impl Failpoints {
             _ => return Err(bad()),
         };
         if !["log-sync", "table-commit", "term-commit"].contains(&point) {
-            return Err(format!(
-                "{ENV}: unknown point `{point}` (log-sync, table-commit, term-commit)"
-            ));
+            return Err(format!("{ENV}: unknown point `{point}` (log-sync, table-commit, term-commit)"));
         }
         let n: u64 = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
-        Ok(Failpoints {
-            armed: Some((point.to_owned(), action, n)),
-            hits: AtomicU64::new(0),
-        })
+        Ok(Failpoints { armed: Some((point.to_owned(), action, n)), hits: AtomicU64::new(0) })
     }
 
     /// Called at each sync of `point`; returns the action if this is the armed hit.
@@ -100,13 +95,7 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        for spec in [
-            "log-sync",
-            "log-sync:boom@1",
-            "disk:tear@1",
-            "log-sync:tear@0",
-            "log-sync:tear@x",
-        ] {
+        for spec in ["log-sync", "log-sync:boom@1", "disk:tear@1", "log-sync:tear@0", "log-sync:tear@x"] {
             assert!(Failpoints::parse(spec).is_err(), "{spec}");
         }
     }

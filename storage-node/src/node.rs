@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
 use shardline_protocol::net;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, PeerRequest,
-    PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
+    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, PeerRequest, PeerResponse, Request,
+    Response, Route, Row, ShardCommit, ShardId, ShardRows,
 };
 use tracing::{info, warn};
 
@@ -38,29 +38,14 @@ impl Node {
         std::fs::create_dir_all(&root)?;
         for entry in std::fs::read_dir(&root)? {
             let entry = entry?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let handle = shard::open_shard(
-                &cfg.data_dir,
-                cfg.clone(),
-                failpoints.clone(),
-                ShardId(id),
-                None,
-            )?;
+            let handle = shard::open_shard(&cfg.data_dir, cfg.clone(), failpoints.clone(), ShardId(id), None)?;
             shards.insert(ShardId(id), handle);
         }
         info!(node = %cfg.id, shards = shards.len(), "node opened");
-        Ok(Arc::new(Node {
-            cfg,
-            failpoints,
-            shards: RwLock::new(shards),
-            started: Instant::now(),
-        }))
+        Ok(Arc::new(Node { cfg, failpoints, shards: RwLock::new(shards), started: Instant::now() }))
     }
 
     /// The node's configuration.
@@ -69,38 +54,21 @@ impl Node {
     }
 
     fn shard(&self, id: ShardId) -> Result<ShardHandle, ErrorCode> {
-        self.shards
-            .read()
-            .expect("shards lock")
-            .get(&id)
-            .cloned()
-            .ok_or(ErrorCode::UnknownShard { shard: id })
+        self.shards.read().expect("shards lock").get(&id).cloned().ok_or(ErrorCode::UnknownShard { shard: id })
     }
 
     fn shard_for_key(&self, key: i64) -> Result<ShardHandle, ErrorCode> {
         let shards = self.shards.read().expect("shards lock");
-        shards
-            .values()
-            .find(|s| s.spec().contains(key))
-            .cloned()
-            .ok_or(ErrorCode::KeyOutOfRange { key })
+        shards.values().find(|s| s.spec().contains(key)).cloned().ok_or(ErrorCode::KeyOutOfRange { key })
     }
 
     fn all_shards(&self) -> Vec<ShardHandle> {
-        self.shards
-            .read()
-            .expect("shards lock")
-            .values()
-            .cloned()
-            .collect()
+        self.shards.read().expect("shards lock").values().cloned().collect()
     }
 
     /// The node's state, as heartbeats and STATUS report it.
     pub fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.cfg.id.clone(),
-            shards: self.all_shards().iter().map(|s| s.state()).collect(),
-        }
+        NodeStatus { node: self.cfg.id.clone(), shards: self.all_shards().iter().map(|s| s.state()).collect() }
     }
 
     /// Answers one frame with one frame.
@@ -108,10 +76,7 @@ impl Node {
         let id = frame.request_id;
         let encoded = if Request::owns_kind(frame.kind) {
             let response = match Request::from_frame(&frame) {
-                Ok(request) => {
-                    self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE))
-                        .await
-                }
+                Ok(request) => self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)).await,
                 Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
             };
             response.to_frame(id)
@@ -128,16 +93,11 @@ impl Node {
             };
             response.to_frame(id)
         } else {
-            Response::Error(ErrorCode::BadRequest(format!(
-                "frame kind {:#04x} is not a request",
-                frame.kind
-            )))
-            .to_frame(id)
+            Response::Error(ErrorCode::BadRequest(format!("frame kind {:#04x} is not a request", frame.kind)))
+                .to_frame(id)
         };
         encoded.unwrap_or_else(|e| {
-            let error = Response::Error(ErrorCode::Internal(format!(
-                "answer too large to encode: {e}"
-            )));
+            let error = Response::Error(ErrorCode::Internal(format!("answer too large to encode: {e}")));
             error.to_frame(id).expect("a short error encodes")
         })
     }
@@ -158,7 +118,9 @@ impl Node {
             Request::Update { client_id, seq, row } => {
                 self.write_one(row.key, WriteOp::Update { client_id, seq, row }).await
             }
-            Request::Delete { client_id, seq, key } => self.write_one(key, WriteOp::Delete { client_id, seq, key }).await,
+            Request::Delete { client_id, seq, key } => {
+                self.write_one(key, WriteOp::Delete { client_id, seq, key }).await
+            }
             Request::Log { shard, count } => match self.shard(shard) {
                 Ok(s) => s.ask(|reply| Command::Log { count, reply }).await.map(Response::Log).ok_or_else(stopped),
                 Err(e) => Err(e),
@@ -173,25 +135,13 @@ impl Node {
         result.unwrap_or_else(Response::Error)
     }
 
-    fn read(
-        &self,
-        low: i64,
-        high: i64,
-        primary: bool,
-        route: Route,
-    ) -> Result<Response, ErrorCode> {
+    fn read(&self, low: i64, high: i64, primary: bool, route: Route) -> Result<Response, ErrorCode> {
         if low > high {
-            return Err(ErrorCode::BadRequest(format!(
-                "read range low {low} is above high {high}"
-            )));
+            return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
         }
         let shards = match route {
             Route::Shard(id) => vec![self.shard(ShardId(id))?],
-            _ => self
-                .all_shards()
-                .into_iter()
-                .filter(|s| s.spec().overlaps(low, high))
-                .collect(),
+            _ => self.all_shards().into_iter().filter(|s| s.spec().overlaps(low, high)).collect(),
         };
         let mut rows: Vec<Row> = Vec::new();
         for s in shards {
@@ -206,44 +156,24 @@ impl Node {
         for s in self.all_shards() {
             let spec = s.spec();
             let rows = s.read(spec.low, spec.high().unwrap_or(i64::MIN), false)?;
-            out.push(ShardRows {
-                shard: spec.id,
-                rows,
-            });
+            out.push(ShardRows { shard: spec.id, rows });
         }
         Ok(Response::ServerRows(out))
     }
 
     /// Inserts rows, each shard's part as one atomic entry.
-    async fn insert(
-        &self,
-        client_id: u64,
-        seq: u64,
-        rows: Vec<Row>,
-    ) -> Result<Response, ErrorCode> {
+    async fn insert(&self, client_id: u64, seq: u64, rows: Vec<Row>) -> Result<Response, ErrorCode> {
         if rows.is_empty() {
-            return Err(ErrorCode::BadRequest(
-                "a write needs at least one row".into(),
-            ));
+            return Err(ErrorCode::BadRequest("a write needs at least one row".into()));
         }
         let mut parts: BTreeMap<ShardId, (ShardHandle, Vec<Row>)> = BTreeMap::new();
         for row in rows {
             let shard = self.shard_for_key(row.key)?;
-            parts
-                .entry(shard.spec().id)
-                .or_insert_with(|| (shard, Vec::new()))
-                .1
-                .push(row);
+            parts.entry(shard.spec().id).or_insert_with(|| (shard, Vec::new())).1.push(row);
         }
-        let writes = parts.into_values().map(|(shard, rows)| async move {
-            shard
-                .write(WriteOp::Insert {
-                    client_id,
-                    seq,
-                    rows,
-                })
-                .await
-        });
+        let writes = parts
+            .into_values()
+            .map(|(shard, rows)| async move { shard.write(WriteOp::Insert { client_id, seq, rows }).await });
         let results: Vec<Result<ShardCommit, ErrorCode>> = join_all(writes).await;
         let mut commits = Vec::with_capacity(results.len());
         for r in results {
@@ -261,10 +191,7 @@ impl Node {
         let mut out = vec![
             ("node".to_owned(), self.cfg.id.clone()),
             ("pid".to_owned(), std::process::id().to_string()),
-            (
-                "uptime_s".to_owned(),
-                self.started.elapsed().as_secs().to_string(),
-            ),
+            ("uptime_s".to_owned(), self.started.elapsed().as_secs().to_string()),
         ];
         for s in self.all_shards() {
             out.extend(s.stats());
@@ -299,10 +226,7 @@ impl Node {
                 match opened {
                     Ok(handle) => {
                         info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
-                        self.shards
-                            .write()
-                            .expect("shards lock")
-                            .insert(shard.id, handle);
+                        self.shards.write().expect("shards lock").insert(shard.id, handle);
                         ControlResponse::Ok
                     }
                     Err(e) => ControlResponse::Error(ErrorCode::Internal(e.to_string())),
@@ -322,34 +246,16 @@ impl Node {
                     }
                 }
             }
-            ControlRequest::BecomePrimary {
-                shard,
-                term,
-                followers,
-                lease_ms,
-            } => match self.shard(shard) {
+            ControlRequest::BecomePrimary { shard, term, followers, lease_ms } => match self.shard(shard) {
                 Ok(s) => s
-                    .ask(|reply| Command::BecomePrimary {
-                        term,
-                        followers,
-                        lease_ms,
-                        reply,
-                    })
+                    .ask(|reply| Command::BecomePrimary { term, followers, lease_ms, reply })
                     .await
                     .unwrap_or_else(|| ControlResponse::Error(stopped())),
                 Err(e) => ControlResponse::Error(e),
             },
-            ControlRequest::BecomeFollower {
-                shard,
-                term,
-                primary,
-            } => match self.shard(shard) {
+            ControlRequest::BecomeFollower { shard, term, primary } => match self.shard(shard) {
                 Ok(s) => s
-                    .ask(|reply| Command::BecomeFollower {
-                        term,
-                        primary,
-                        reply,
-                    })
+                    .ask(|reply| Command::BecomeFollower { term, primary, reply })
                     .await
                     .unwrap_or_else(|| ControlResponse::Error(stopped())),
                 Err(e) => ControlResponse::Error(e),
@@ -373,52 +279,26 @@ impl Node {
     /// Serves another replica (this node as a follower).
     pub async fn peer(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Append {
-                shard,
-                term,
-                primary,
-                prev,
-                entries,
-                commit,
-            } => match self.shard(shard) {
+            PeerRequest::Append { shard, term, primary, prev, entries, commit } => match self.shard(shard) {
                 Ok(s) => {
-                    let request = AppendRequest {
-                        term,
-                        primary,
-                        prev,
-                        entries,
-                        commit,
-                    };
+                    let request = AppendRequest { term, primary, prev, entries, commit };
                     s.ask(|reply| Command::Append(request, reply)).await
                 }
                 Err(e) => return PeerResponse::Error(e),
             },
-            PeerRequest::Snapshot {
-                shard,
-                term,
-                primary,
-                last_included,
-                chunk,
-                rows,
-                done,
-            } => match self.shard(shard) {
+            PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, done } => match self.shard(shard)
+            {
                 Ok(s) => {
-                    let chunk = SnapshotChunk {
-                        term,
-                        primary,
-                        last_included,
-                        chunk,
-                        rows,
-                        done,
-                    };
+                    let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, done };
                     s.ask(|reply| Command::Snapshot(chunk, reply)).await
                 }
                 Err(e) => return PeerResponse::Error(e),
             },
-            PeerRequest::FetchEntries { .. } => return PeerResponse::Error(ErrorCode::BadRequest(
-                "FetchEntries is not served: damaged entries are repaired by the primary's appends"
-                    .into(),
-            )),
+            PeerRequest::FetchEntries { .. } => {
+                return PeerResponse::Error(ErrorCode::BadRequest(
+                    "FetchEntries is not served: damaged entries are repaired by the primary's appends".into(),
+                ))
+            }
         };
         answer.unwrap_or_else(|| PeerResponse::Error(stopped()))
     }

@@ -109,10 +109,7 @@ impl Table {
         tx.open_table(CLIENTS)?;
         tx.open_table(CLIENTS_BY_INDEX)?;
         tx.commit()?;
-        Ok(Table {
-            db: Arc::new(db),
-            failpoints,
-        })
+        Ok(Table { db: Arc::new(db), failpoints })
     }
 
     /// The stored metadata, or `None` for a table never configured.
@@ -143,9 +140,7 @@ impl Table {
 
     /// Durably adopts `term`.
     pub fn set_term(&self, term: u64) -> Result<(), StoreError> {
-        self.write(Durability::Immediate, Some("term-commit"), |tx| {
-            put(&mut tx.open_table(META)?, "term", &term)
-        })
+        self.write(Durability::Immediate, Some("term-commit"), |tx| put(&mut tx.open_table(META)?, "term", &term))
     }
 
     /// Applies committed entries in order; `durable` forces an fsync.
@@ -153,11 +148,7 @@ impl Table {
         let Some(last) = entries.last() else {
             return Ok(());
         };
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
+        let durability = if durable { Durability::Immediate } else { Durability::None };
         self.write(durability, Some("table-commit"), |tx| {
             let mut rows = tx.open_table(ROWS)?;
             let mut clients = tx.open_table(CLIENTS)?;
@@ -178,11 +169,7 @@ impl Table {
                     }
                 }
                 if let Some((client, seq)) = entry.op.client_seq() {
-                    let mark = ClientMark {
-                        seq,
-                        term: entry.term,
-                        index: entry.index,
-                    };
+                    let mark = ClientMark { seq, term: entry.term, index: entry.index };
                     clients.insert((client, seq), encode(&mark)?.as_slice())?;
                     by_index.insert(entry.index, (client, seq))?;
                 }
@@ -221,10 +208,7 @@ impl Table {
         let mut out = Vec::new();
         for item in rows.range(low..=high)? {
             let (key, value) = item?;
-            out.push(Row {
-                key: key.value(),
-                values: decode("rows", value.value())?,
-            });
+            out.push(Row { key: key.value(), values: decode("rows", value.value())? });
         }
         Ok(out)
     }
@@ -233,10 +217,7 @@ impl Table {
     pub fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
         let tx = self.db.begin_read()?;
         let clients = tx.open_table(CLIENTS)?;
-        let mark = clients
-            .get((client, seq))?
-            .map(|v| decode("clients", v.value()))
-            .transpose()?;
+        let mark = clients.get((client, seq))?.map(|v| decode("clients", v.value())).transpose()?;
         Ok(mark)
     }
 
@@ -248,10 +229,7 @@ impl Table {
         let mut out = Vec::new();
         for item in rows.iter()? {
             let (key, value) = item?;
-            out.push(Row {
-                key: key.value(),
-                values: decode("rows", value.value())?,
-            });
+            out.push(Row { key: key.value(), values: decode("rows", value.value())? });
         }
         Ok((applied, out))
     }
@@ -327,11 +305,7 @@ fn get<T: DeserializeOwned>(
     meta.get(name)?.map(|v| decode(name, v.value())).transpose()
 }
 
-fn put<T: Serialize>(
-    meta: &mut redb::Table<&str, &[u8]>,
-    name: &str,
-    value: &T,
-) -> Result<(), StoreError> {
+fn put<T: Serialize>(meta: &mut redb::Table<&str, &[u8]>, name: &str, value: &T) -> Result<(), StoreError> {
     meta.insert(name, encode(value)?.as_slice())?;
     Ok(())
 }
@@ -349,69 +323,26 @@ mod tests {
     fn table() -> (tempfile::TempDir, Table) {
         let dir = tempfile::tempdir().unwrap();
         let t = Table::open(&dir.path().join("t.redb"), Arc::new(Failpoints::none())).unwrap();
-        t.configure(
-            &ShardSpec {
-                id: ShardId(1),
-                low: 0,
-                size: 100,
-            },
-            &Schema::seed(),
-        )
-        .unwrap();
+        t.configure(&ShardSpec { id: ShardId(1), low: 0, size: 100 }, &Schema::seed()).unwrap();
         (dir, t)
     }
 
     fn write(index: u64, keys: &[i64]) -> LogEntry {
-        let rows = keys
-            .iter()
-            .map(|&k| Row::new(k, vec![Value::Str("n".into()), Value::Int(k)]))
-            .collect();
-        LogEntry {
-            term: 1,
-            index,
-            op: Operation::Write {
-                client_id: 7,
-                seq: index,
-                rows,
-            },
-        }
+        let rows = keys.iter().map(|&k| Row::new(k, vec![Value::Str("n".into()), Value::Int(k)])).collect();
+        LogEntry { term: 1, index, op: Operation::Write { client_id: 7, seq: index, rows } }
     }
 
     #[test]
     fn apply_read_and_marks() {
         let (_dir, t) = table();
-        t.apply(&[write(1, &[3, 1, 2]), write(2, &[9])], false)
-            .unwrap();
-        let del = LogEntry {
-            term: 1,
-            index: 3,
-            op: Operation::Delete {
-                client_id: 0,
-                seq: 0,
-                key: 2,
-            },
-        };
+        t.apply(&[write(1, &[3, 1, 2]), write(2, &[9])], false).unwrap();
+        let del = LogEntry { term: 1, index: 3, op: Operation::Delete { client_id: 0, seq: 0, key: 2 } };
         t.apply(&[del], true).unwrap();
-        let keys: Vec<i64> = t
-            .read_range(0, 100)
-            .unwrap()
-            .iter()
-            .map(|r| r.key)
-            .collect();
+        let keys: Vec<i64> = t.read_range(0, 100).unwrap().iter().map(|r| r.key).collect();
         assert_eq!(keys, vec![1, 3, 9]);
         assert_eq!(t.read_range(2, 3).unwrap().len(), 1);
-        assert_eq!(
-            t.meta().unwrap().unwrap().applied,
-            LogPosition { term: 1, index: 3 }
-        );
-        assert_eq!(
-            t.client_mark(7, 2).unwrap(),
-            Some(ClientMark {
-                seq: 2,
-                term: 1,
-                index: 2
-            })
-        );
+        assert_eq!(t.meta().unwrap().unwrap().applied, LogPosition { term: 1, index: 3 });
+        assert_eq!(t.client_mark(7, 2).unwrap(), Some(ClientMark { seq: 2, term: 1, index: 2 }));
         assert!(t.contains(9).unwrap() && !t.contains(2).unwrap());
     }
 
@@ -422,15 +353,10 @@ mod tests {
         t.set_term(4).unwrap();
         t.begin_install().unwrap();
         assert!(t.meta().unwrap().unwrap().installing);
-        t.install_rows(&[Row::new(50, vec![Value::Str("x".into()), Value::Int(1)])])
-            .unwrap();
-        t.finish_install(LogPosition { term: 3, index: 40 })
-            .unwrap();
+        t.install_rows(&[Row::new(50, vec![Value::Str("x".into()), Value::Int(1)])]).unwrap();
+        t.finish_install(LogPosition { term: 3, index: 40 }).unwrap();
         let meta = t.meta().unwrap().unwrap();
-        assert_eq!(
-            (meta.installing, meta.applied.index, meta.term),
-            (false, 40, 4)
-        );
+        assert_eq!((meta.installing, meta.applied.index, meta.term), (false, 40, 4));
         assert_eq!(t.snapshot().unwrap().1.len(), 1);
     }
 }

@@ -49,10 +49,7 @@ impl MemLog {
     /// The last entry's position (the base if the log is empty).
     pub fn last(&self) -> LogPosition {
         match self.entries.back() {
-            Some((term, _)) => LogPosition {
-                term: *term,
-                index: self.base.index + self.entries.len() as u64,
-            },
+            Some((term, _)) => LogPosition { term: *term, index: self.base.index + self.entries.len() as u64 },
             None => self.base,
         }
     }
@@ -152,10 +149,7 @@ impl Wal {
             offsets: VecDeque::new(),
             active: None,
             pending: Vec::new(),
-            mem: Arc::new(RwLock::new(MemLog {
-                base,
-                entries: VecDeque::new(),
-            })),
+            mem: Arc::new(RwLock::new(MemLog { base, entries: VecDeque::new() })),
             failpoints,
         };
         let mut report = ReplayReport::default();
@@ -172,8 +166,7 @@ impl Wal {
             let is_last = n + 1 == count;
             if let Some(problem) = problem {
                 let rest = &data[good_len as usize..];
-                let torn =
-                    is_last && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0));
+                let torn = is_last && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0));
                 if torn {
                     report.torn_bytes = rest.len() as u64;
                 } else {
@@ -184,11 +177,7 @@ impl Wal {
                 f.set_len(good_len)?;
                 f.sync_all()?;
             }
-            wal.segments.push(Segment {
-                first,
-                path,
-                len: good_len,
-            });
+            wal.segments.push(Segment { first, path, len: good_len });
         }
         let next = wal.view().read().expect("log lock").last().index + 1;
         match wal.segments.last() {
@@ -219,11 +208,7 @@ impl Wal {
             if rest.len() < ENTRY_HEADER_LEN {
                 return (at as u64, Some(Problem::Incomplete));
             }
-            let op_len = u32::from_be_bytes(
-                rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4]
-                    .try_into()
-                    .expect("4"),
-            ) as usize;
+            let op_len = u32::from_be_bytes(rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4].try_into().expect("4")) as usize;
             let len = ENTRY_HEADER_LEN + op_len;
             if rest.len() < len {
                 return (at as u64, Some(Problem::Incomplete));
@@ -233,33 +218,17 @@ impl Wal {
                 Ok(pos) => pos,
                 Err(e) => return (at as u64, Some(Problem::Corrupt(e.to_string()))),
             };
-            let claimed = u64::from_be_bytes(
-                record[ENTRY_OFF_INDEX..ENTRY_OFF_INDEX + 8]
-                    .try_into()
-                    .expect("8"),
-            );
+            let claimed = u64::from_be_bytes(record[ENTRY_OFF_INDEX..ENTRY_OFF_INDEX + 8].try_into().expect("8"));
             if index != expected || claimed != expected {
-                return (
-                    at as u64,
-                    Some(Problem::Corrupt(format!(
-                        "index {index} where {expected} was expected"
-                    ))),
-                );
+                return (at as u64, Some(Problem::Corrupt(format!("index {index} where {expected} was expected"))));
             }
             let next_kept = mem.last().index + 1;
             if index == next_kept {
-                mem.entries
-                    .push_back((term, Bytes::copy_from_slice(record)));
+                mem.entries.push_back((term, Bytes::copy_from_slice(record)));
                 self.offsets.push_back((seg, at as u64));
                 report.entries += 1;
             } else if index > next_kept {
-                return (
-                    at as u64,
-                    Some(Problem::Corrupt(format!(
-                        "gap: entry {index} follows {}",
-                        next_kept - 1
-                    ))),
-                );
+                return (at as u64, Some(Problem::Corrupt(format!("gap: entry {index} follows {}", next_kept - 1))));
             }
             expected += 1;
             at += len;
@@ -363,20 +332,13 @@ impl Wal {
         let Some(slot) = mem.slot(index) else {
             return Ok(());
         };
-        let base = LogPosition {
-            term: mem.entries[slot].0,
-            index,
-        };
+        let base = LogPosition { term: mem.entries[slot].0, index };
         write_base(&self.dir, base)?;
         mem.base = base;
         mem.entries.drain(..=slot);
         self.offsets.drain(..=slot);
         drop(mem);
-        let keep_from = self
-            .segments
-            .iter()
-            .rposition(|s| s.first <= index + 1)
-            .unwrap_or(0);
+        let keep_from = self.segments.iter().rposition(|s| s.first <= index + 1).unwrap_or(0);
         if keep_from > 0 {
             for s in self.segments.drain(..keep_from) {
                 fs::remove_file(&s.path)?;
@@ -409,11 +371,7 @@ impl Wal {
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         let path = self.dir.join(format!("{first:020}.seg"));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        self.segments.push(Segment {
-            first,
-            path,
-            len: file.metadata()?.len(),
-        });
+        self.segments.push(Segment { first, path, len: file.metadata()?.len() });
         self.active = Some(file);
         sync_dir(&self.dir)
     }
@@ -441,13 +399,8 @@ fn read_base(path: &Path) -> io::Result<LogPosition> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LogPosition::default()),
         Err(e) => return Err(e),
     };
-    if data.len() != 20
-        || crc32fast::hash(&data[..16]) != u32::from_be_bytes(data[16..20].try_into().expect("4"))
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is damaged", path.display()),
-        ));
+    if data.len() != 20 || crc32fast::hash(&data[..16]) != u32::from_be_bytes(data[16..20].try_into().expect("4")) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display())));
     }
     Ok(LogPosition {
         term: u64::from_be_bytes(data[..8].try_into().expect("8")),
@@ -478,15 +431,7 @@ mod tests {
     use shardline_protocol::{LogEntry, Operation};
 
     fn record(term: u64, index: u64) -> (u64, Bytes) {
-        let e = LogEntry {
-            term,
-            index,
-            op: Operation::Delete {
-                client_id: 0,
-                seq: 0,
-                key: index as i64,
-            },
-        };
+        let e = LogEntry { term, index, op: Operation::Delete { client_id: 0, seq: 0, key: index as i64 } };
         (term, e.encode().unwrap())
     }
 
@@ -502,13 +447,7 @@ mod tests {
         wal.append(vec![record(2, 6)]).unwrap();
         drop(wal);
         let (wal, report) = open(dir.path());
-        assert_eq!(
-            report,
-            ReplayReport {
-                entries: 6,
-                ..Default::default()
-            }
-        );
+        assert_eq!(report, ReplayReport { entries: 6, ..Default::default() });
         assert_eq!(wal.last(), LogPosition { term: 2, index: 6 });
         assert_eq!(wal.view().read().unwrap().term_at(3), Some(1));
     }
@@ -525,10 +464,7 @@ mod tests {
         f.write_all(&partial[..10]).unwrap();
         drop(f);
         let (mut wal, report) = open(dir.path());
-        assert_eq!(
-            (report.entries, report.torn_bytes, report.damage),
-            (3, 10, None)
-        );
+        assert_eq!((report.entries, report.torn_bytes, report.damage), (3, 10, None));
         wal.append(vec![record(1, 4)]).unwrap();
         drop(wal);
         assert_eq!(open(dir.path()).1.entries, 4);
@@ -554,8 +490,7 @@ mod tests {
     fn truncation_both_ends_and_reset() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = open(dir.path());
-        wal.append((1..=10).map(|i| record(1, i)).collect())
-            .unwrap();
+        wal.append((1..=10).map(|i| record(1, i)).collect()).unwrap();
         wal.truncate_from(8).unwrap();
         assert_eq!(wal.last().index, 7);
         wal.append(vec![record(2, 8)]).unwrap();
@@ -564,29 +499,13 @@ mod tests {
         let (mut wal, report) = open(dir.path());
         assert_eq!(report.damage, None);
         let view = wal.view();
-        assert_eq!(
-            view.read().unwrap().base(),
-            LogPosition { term: 1, index: 4 }
-        );
+        assert_eq!(view.read().unwrap().base(), LogPosition { term: 1, index: 4 });
         assert_eq!(wal.last(), LogPosition { term: 2, index: 8 });
-        assert_eq!(
-            view.read().unwrap().records_from(5, 100, usize::MAX).len(),
-            4
-        );
-        wal.reset(LogPosition {
-            term: 3,
-            index: 100,
-        })
-        .unwrap();
+        assert_eq!(view.read().unwrap().records_from(5, 100, usize::MAX).len(), 4);
+        wal.reset(LogPosition { term: 3, index: 100 }).unwrap();
         wal.append(vec![record(3, 101)]).unwrap();
         drop(wal);
         let (wal, _) = open(dir.path());
-        assert_eq!(
-            wal.last(),
-            LogPosition {
-                term: 3,
-                index: 101
-            }
-        );
+        assert_eq!(wal.last(), LogPosition { term: 3, index: 101 });
     }
 }

@@ -35,21 +35,14 @@ async fn scenario(cluster: &mut Cluster) {
         let outcome = ledger.write(cluster, primary, &[key]).await;
         assert!(outcome.is_acked(), "key {key}: {outcome}");
     }
-    let before = cluster
-        .wait_converged(primary, &[1, victim], Duration::from_secs(20))
-        .await;
+    let before = cluster.wait_converged(primary, &[1, victim], Duration::from_secs(20)).await;
     cluster.nodes[victim].kill();
 
     // Damage the operation of an entry in the middle of the log (not the last one, which a
     // node may rightly treat as a torn tail and drop).
     let data_dir = cluster.nodes[victim].data_dir();
-    let on_disk =
-        records(&data_dir, SHARD).unwrap_or_else(|e| panic!("reading the victim's log: {e}"));
-    assert!(
-        on_disk.len() >= 20,
-        "expected at least 20 entries on disk, found {}: {on_disk:?}",
-        on_disk.len()
-    );
+    let on_disk = records(&data_dir, SHARD).unwrap_or_else(|e| panic!("reading the victim's log: {e}"));
+    assert!(on_disk.len() >= 20, "expected at least 20 entries on disk, found {}: {on_disk:?}", on_disk.len());
     let target = on_disk[on_disk.len() / 2].clone();
     flip_byte(&target.path, target.op_middle(), 0x5A).expect("flip a byte");
     eprintln!(
@@ -65,10 +58,7 @@ async fn scenario(cluster: &mut Cluster) {
     // primary re-sends missing entries to any follower it reaches).
     cluster.nodes[primary].stop();
     cluster.restart(victim).await;
-    let state = cluster
-        .state(victim)
-        .await
-        .unwrap_or_else(|e| panic!("victim status after restart: {e}"));
+    let state = cluster.state(victim).await.unwrap_or_else(|e| panic!("victim status after restart: {e}"));
     eprintln!("victim after restart: {state:?}");
     assert!(
         state.fault.is_some() || !state.serving,
@@ -83,69 +73,42 @@ async fn scenario(cluster: &mut Cluster) {
                 target.index
             );
         }
-        Err(e) => assert!(
-            state.fault.is_some(),
-            "LOG failed ({e}) and the status names no fault"
-        ),
+        Err(e) => assert!(state.fault.is_some(), "LOG failed ({e}) and the status names no fault"),
     }
     match cluster.rows(victim).await {
         Err(ReadError::Refused(ErrorCode::Unavailable { .. })) => {}
-        Ok(rows) if state.serving => assert_eq!(
-            rows, before,
-            "a replica with a fault served rows unlike the primary's"
-        ),
-        other => panic!(
-            "read from the corrupt replica (serving: {}): expected Unavailable, got {other:?}",
-            state.serving
-        ),
+        Ok(rows) if state.serving => {
+            assert_eq!(rows, before, "a replica with a fault served rows unlike the primary's")
+        }
+        other => {
+            panic!("read from the corrupt replica (serving: {}): expected Unavailable, got {other:?}", state.serving)
+        }
     }
 
     // Election at the next term among the two live replicas (the frozen primary cannot
     // answer): the corrupt one must vote "not electable", so the other one wins.
     let new_term = term + 1;
-    let election = cluster
-        .elect(new_term, &[1, victim])
-        .await
-        .unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
-    eprintln!(
-        "election at {new_term}: node {} wins; votes {:?}",
-        election.winner, election.votes
-    );
-    let vote = election
-        .vote(victim)
-        .unwrap_or_else(|| panic!("the corrupt replica did not vote: {:?}", election.votes));
-    assert!(
-        !vote.electable,
-        "a replica with a corrupt, unrepaired log voted electable: {vote:?}"
-    );
+    let election =
+        cluster.elect(new_term, &[1, victim]).await.unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
+    eprintln!("election at {new_term}: node {} wins; votes {:?}", election.winner, election.votes);
+    let vote =
+        election.vote(victim).unwrap_or_else(|| panic!("the corrupt replica did not vote: {:?}", election.votes));
+    assert!(!vote.electable, "a replica with a corrupt, unrepaired log voted electable: {vote:?}");
     assert_ne!(election.winner, victim);
     cluster.nodes[primary].cont();
-    expect_ok(
-        "BecomeFollower on the old primary",
-        cluster
-            .become_follower(primary, new_term, election.winner)
-            .await,
-    );
+    expect_ok("BecomeFollower on the old primary", cluster.become_follower(primary, new_term, election.winner).await);
 
     // Told to follow, it repairs and converges.
     let new = election.winner;
     let others: Vec<usize> = (0..3).filter(|&i| i != new).collect();
-    let rows = cluster
-        .wait_converged(new, &others, Duration::from_secs(30))
-        .await;
+    let rows = cluster.wait_converged(new, &others, Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("rows after repair break the ledger:\n{problems}");
     }
-    assert_eq!(
-        rows, before,
-        "rows after repair differ from the rows before the damage"
-    );
+    assert_eq!(rows, before, "rows after repair differ from the rows before the damage");
     if let Err(problems) = cluster.log_matches(victim, new).await {
         panic!("the repaired log disagrees with the primary's:\n{problems}");
     }
     let state = cluster.state(victim).await.expect("victim status");
-    assert!(
-        state.fault.is_none() && state.serving,
-        "after repair: {state:?}"
-    );
+    assert!(state.fault.is_none() && state.serving, "after repair: {state:?}");
 }

@@ -78,26 +78,17 @@ async fn run_point(point: &str, must_fire: bool) {
     for action in ACTIONS {
         for n in HITS {
             let failpoint = format!("{point}:{action}@{n}");
-            let mut cluster = Cluster::start_with_env(
-                1,
-                NodeOpts::default(),
-                &[("SHARDLINE_FAILPOINT", &failpoint)],
-            )
-            .await;
-            let result =
-                match tokio::time::timeout(SCENARIO_TIMEOUT, scenario(&mut cluster, &failpoint))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("did not finish within {SCENARIO_TIMEOUT:?}")),
-                };
+            let mut cluster =
+                Cluster::start_with_env(1, NodeOpts::default(), &[("SHARDLINE_FAILPOINT", &failpoint)]).await;
+            let result = match tokio::time::timeout(SCENARIO_TIMEOUT, scenario(&mut cluster, &failpoint)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("did not finish within {SCENARIO_TIMEOUT:?}")),
+            };
             match result {
                 Ok(report) => {
                     eprintln!("{report}");
                     if must_fire && report.died.is_none() {
-                        failures.push(format!(
-                            "{failpoint}: the failpoint never fired (the node never died)"
-                        ));
+                        failures.push(format!("{failpoint}: the failpoint never fired (the node never died)"));
                     }
                 }
                 Err(e) => {
@@ -107,12 +98,7 @@ async fn run_point(point: &str, must_fire: bool) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} scenario(s) failed:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} scenario(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
 async fn scenario(cluster: &mut Cluster, failpoint: &str) -> Result<Report, String> {
@@ -133,9 +119,7 @@ async fn scenario(cluster: &mut Cluster, failpoint: &str) -> Result<Report, Stri
                 term += 1;
                 if let Err(e) = cluster.elect(term, &[0]).await {
                     if !has_died(cluster).await {
-                        return Err(format!(
-                            "re-election at {term} failed with the node alive: {e}"
-                        ));
+                        return Err(format!("re-election at {term} failed with the node alive: {e}"));
                     }
                     died = Some(format!("re-election at {term} ({e})"));
                     break;
@@ -147,9 +131,7 @@ async fn scenario(cluster: &mut Cluster, failpoint: &str) -> Result<Report, Stri
                 continue;
             }
             if !has_died(cluster).await {
-                return Err(format!(
-                    "batch {b} not acknowledged with the node alive: {outcome}"
-                ));
+                return Err(format!("batch {b} not acknowledged with the node alive: {outcome}"));
             }
             died = Some(format!("batch {b} ({outcome})"));
             break;
@@ -159,39 +141,24 @@ async fn scenario(cluster: &mut Cluster, failpoint: &str) -> Result<Report, Stri
     let tally = ledger.tally();
 
     // Restart without the failpoint and lead at a higher term.
-    cluster.nodes[0]
-        .restart(&[])
-        .map_err(|e| format!("respawn: {e}"))?;
+    cluster.nodes[0].restart(&[]).map_err(|e| format!("respawn: {e}"))?;
     cluster.nodes[0].wait_ready().await?;
     match cluster.configure(0).await {
         Ok(ControlResponse::Ok) => {}
         other => return Err(format!("ConfigureShard after restart: {other:?}")),
     }
     let term = cluster.state(0).await?.term + 1;
-    lead(cluster, term)
-        .await
-        .map_err(|e| format!("after restart: {e}"))?;
+    lead(cluster, term).await.map_err(|e| format!("after restart: {e}"))?;
 
     let rows = serving_rows(cluster).await?;
-    ledger
-        .check(&rows)
-        .map_err(|problems| format!("after restart:\n{problems}"))?;
+    ledger.check(&rows).map_err(|problems| format!("after restart:\n{problems}"))?;
     let state = cluster.state(0).await?;
     if state.fault.is_some() || !state.serving || state.role != ReplicaRole::Primary {
-        return Err(format!(
-            "after restart the shard is not a healthy primary: {state:?}"
-        ));
+        return Err(format!("after restart the shard is not a healthy primary: {state:?}"));
     }
-    let bad: Vec<_> = cluster
-        .log(0, 10_000)
-        .await?
-        .into_iter()
-        .filter(|l| !l.crc_ok)
-        .collect();
+    let bad: Vec<_> = cluster.log(0, 10_000).await?.into_iter().filter(|l| !l.crc_ok).collect();
     if !bad.is_empty() {
-        return Err(format!(
-            "after restart the log holds damaged entries: {bad:?}"
-        ));
+        return Err(format!("after restart the log holds damaged entries: {bad:?}"));
     }
     let outcome = ledger.write(cluster, 0, &[4000]).await;
     if !outcome.is_acked() {
@@ -199,17 +166,9 @@ async fn scenario(cluster: &mut Cluster, failpoint: &str) -> Result<Report, Stri
     }
     let rows_after = rows.len();
     let rows = serving_rows(cluster).await?;
-    ledger
-        .check(&rows)
-        .map_err(|problems| format!("after the last write:\n{problems}"))?;
+    ledger.check(&rows).map_err(|problems| format!("after the last write:\n{problems}"))?;
 
-    Ok(Report {
-        failpoint: failpoint.to_owned(),
-        died,
-        exit,
-        tally,
-        rows_after,
-    })
+    Ok(Report { failpoint: failpoint.to_owned(), died, exit, tally, rows_after })
 }
 
 /// Configures shard 1 and makes the single node its primary at `term`, no followers.

@@ -33,10 +33,7 @@ async fn scenario(cluster: &mut Cluster) {
     cluster.setup_shard(a, 1).await;
     let mut ledger = Ledger::new(81);
     for key in 1..=5 {
-        assert!(
-            ledger.write(cluster, a, &[key]).await.is_acked(),
-            "key {key}"
-        );
+        assert!(ledger.write(cluster, a, &[key]).await.is_acked(), "key {key}");
     }
     cluster.nodes[c].kill();
     for key in 6..=10 {
@@ -50,20 +47,14 @@ async fn scenario(cluster: &mut Cluster) {
     let lone: Vec<_> = (0..LONE_WRITES)
         .map(|i| {
             let (addr, key) = (addr.clone(), 100 + i);
-            (
-                key,
-                tokio::spawn(async move { write_to(&addr, 8100 + i as u64, key).await }),
-            )
+            (key, tokio::spawn(async move { write_to(&addr, 8100 + i as u64, key).await }))
         })
         .collect();
     let mut logged_alone = 0;
     for (key, task) in lone {
         let outcome = task.await.expect("write task");
         eprintln!("write to A with B frozen and C dead: key {key}: {outcome}");
-        assert!(
-            !outcome.is_acked(),
-            "A acknowledged key {key} with no live follower: {outcome}"
-        );
+        assert!(!outcome.is_acked(), "A acknowledged key {key} with no live follower: {outcome}");
         if !outcome.definitely_failed() {
             logged_alone += 1;
         }
@@ -78,14 +69,8 @@ async fn scenario(cluster: &mut Cluster) {
     // Term 2: B and C.
     cluster.restart(b).await;
     cluster.restart(c).await;
-    let second = cluster
-        .elect(2, &[b, c])
-        .await
-        .unwrap_or_else(|e| panic!("election at 2: {e}"));
-    eprintln!(
-        "election at 2: node {} wins; votes {:?}",
-        second.winner, second.votes
-    );
+    let second = cluster.elect(2, &[b, c]).await.unwrap_or_else(|e| panic!("election at 2: {e}"));
+    eprintln!("election at 2: node {} wins; votes {:?}", second.winner, second.votes);
     for key in 20..=21 {
         let outcome = ledger.write(cluster, second.winner, &[key]).await;
         assert!(outcome.is_acked(), "key {key} at term 2: {outcome}");
@@ -96,19 +81,9 @@ async fn scenario(cluster: &mut Cluster) {
     let (p2, other2) = (second.winner, if second.winner == b { c } else { b });
     cluster.nodes[p2].stop();
     cluster.restart(a).await;
-    let third = cluster
-        .elect(3, &[a, other2])
-        .await
-        .unwrap_or_else(|e| panic!("election at 3: {e}"));
-    eprintln!(
-        "election at 3 (node {p2} frozen): node {} wins; votes {:?}",
-        third.winner, third.votes
-    );
-    assert_eq!(
-        third.winner, other2,
-        "A's term-1 log must lose to a term-2 log: {:?}",
-        third.votes
-    );
+    let third = cluster.elect(3, &[a, other2]).await.unwrap_or_else(|e| panic!("election at 3: {e}"));
+    eprintln!("election at 3 (node {p2} frozen): node {} wins; votes {:?}", third.winner, third.votes);
+    assert_eq!(third.winner, other2, "A's term-1 log must lose to a term-2 log: {:?}", third.votes);
     if let (Some(va), Some(vw)) = (third.vote(a), third.vote(other2)) {
         if va.last.index <= vw.last.index {
             eprintln!(
@@ -118,14 +93,9 @@ async fn scenario(cluster: &mut Cluster) {
         }
     }
     cluster.nodes[p2].cont();
-    expect_ok(
-        "BecomeFollower on the term-2 primary",
-        cluster.become_follower(p2, 3, third.winner).await,
-    );
+    expect_ok("BecomeFollower on the term-2 primary", cluster.become_follower(p2, 3, third.winner).await);
     let followers: Vec<usize> = (0..3).filter(|&i| i != third.winner).collect();
-    let rows = cluster
-        .wait_converged(third.winner, &followers, Duration::from_secs(30))
-        .await;
+    let rows = cluster.wait_converged(third.winner, &followers, Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("rows after two failovers break the ledger:\n{problems}");
     }

@@ -29,39 +29,23 @@ async fn scenario(cluster: &mut Cluster) {
     let mut ledger = Ledger::new(21);
     for key in 1..=WRITES {
         let outcome = ledger.write(cluster, old, &[key]).await;
-        let commit = outcome
-            .commit()
-            .unwrap_or_else(|| panic!("key {key}: {outcome}"));
-        assert!(
-            commit.replicas.len() >= 2,
-            "key {key} acked by fewer than 2 replicas: {commit:?}"
-        );
+        let commit = outcome.commit().unwrap_or_else(|| panic!("key {key}: {outcome}"));
+        assert!(commit.replicas.len() >= 2, "key {key} acked by fewer than 2 replicas: {commit:?}");
     }
 
     cluster.nodes[old].kill();
     let new_term = term + 1;
-    let election = cluster
-        .elect(new_term, &[1, 2])
-        .await
-        .unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
+    let election = cluster.elect(new_term, &[1, 2]).await.unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
     let new = election.winner;
     let other = 3 - new;
-    eprintln!(
-        "election at {new_term}: node {new} wins; votes {:?}",
-        election.votes
-    );
+    eprintln!("election at {new_term}: node {new} wins; votes {:?}", election.votes);
     for (i, vote) in &election.votes {
-        let vote = vote
-            .as_ref()
-            .unwrap_or_else(|e| panic!("node {i} did not vote: {e}"));
+        let vote = vote.as_ref().unwrap_or_else(|e| panic!("node {i} did not vote: {e}"));
         assert!(vote.electable, "node {i} is not electable: {vote:?}");
     }
 
     // Every acknowledged write is on the new primary (it may need a moment to apply them).
-    let mut budget = Budget::new(
-        "the new primary applying the acknowledged writes",
-        Duration::from_secs(20),
-    );
+    let mut budget = Budget::new("the new primary applying the acknowledged writes", Duration::from_secs(20));
     loop {
         let why = match cluster.rows(new).await {
             Ok(rows) if rows.len() as i64 >= WRITES => match ledger.check(&rows) {
@@ -79,17 +63,9 @@ async fn scenario(cluster: &mut Cluster) {
     // The new primary takes writes.
     for key in 1001..=1020 {
         let outcome = ledger.write(cluster, new, &[key]).await;
-        let commit = outcome
-            .commit()
-            .unwrap_or_else(|| panic!("key {key} on the new primary: {outcome}"));
-        assert_eq!(
-            commit.term, new_term,
-            "key {key} committed in another term: {commit:?}"
-        );
-        assert!(
-            commit.replicas.len() >= 2,
-            "key {key} acked by fewer than 2 replicas: {commit:?}"
-        );
+        let commit = outcome.commit().unwrap_or_else(|| panic!("key {key} on the new primary: {outcome}"));
+        assert_eq!(commit.term, new_term, "key {key} committed in another term: {commit:?}");
+        assert!(commit.replicas.len() >= 2, "key {key} acked by fewer than 2 replicas: {commit:?}");
     }
 
     // The old primary comes back, told nothing: it must not acknowledge a write by itself.
@@ -99,28 +75,17 @@ async fn scenario(cluster: &mut Cluster) {
         Err(e) => eprintln!("restarted old primary, before any command: {e}"),
     }
     match cluster.rows(old).await {
-        Ok(rows) => eprintln!(
-            "restarted old primary serves {} rows before any command",
-            rows.len()
-        ),
+        Ok(rows) => eprintln!("restarted old primary serves {} rows before any command", rows.len()),
         Err(e) => eprintln!("restarted old primary, read before any command: {e:?}"),
     }
     let outcome = ledger.write(cluster, old, &[3000]).await;
     eprintln!("write straight to the restarted old primary: {outcome}");
-    assert!(
-        !outcome.is_acked(),
-        "the restarted old primary acknowledged a write on its own: {outcome}"
-    );
+    assert!(!outcome.is_acked(), "the restarted old primary acknowledged a write on its own: {outcome}");
     // Only the old primary can have logged it, at its old term: it must never commit.
     ledger.mark_last_must_be_absent();
 
-    expect_ok(
-        "BecomeFollower on the old primary",
-        cluster.become_follower(old, new_term, new).await,
-    );
-    let rows = cluster
-        .wait_converged(new, &[old, other], Duration::from_secs(30))
-        .await;
+    expect_ok("BecomeFollower on the old primary", cluster.become_follower(old, new_term, new).await);
+    let rows = cluster.wait_converged(new, &[old, other], Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("rows after failover break the ledger:\n{problems}");
     }
@@ -130,12 +95,6 @@ async fn scenario(cluster: &mut Cluster) {
         }
     }
     let state = cluster.state(old).await.expect("old primary state");
-    assert_eq!(
-        state.term, new_term,
-        "old primary's term after following: {state:?}"
-    );
-    eprintln!(
-        "converged on {} rows; old primary now {state:?}",
-        rows.len()
-    );
+    assert_eq!(state.term, new_term, "old primary's term after following: {state:?}");
+    eprintln!("converged on {} rows; old primary now {state:?}", rows.len());
 }

@@ -29,25 +29,15 @@ async fn scenario(cluster: &mut Cluster) {
         expect_ok("ConfigureShard", cluster.configure(i).await);
     }
     for i in [1, 2] {
-        expect_ok(
-            "BecomeFollower",
-            cluster.become_follower(i, term, primary).await,
-        );
+        expect_ok("BecomeFollower", cluster.become_follower(i, term, primary).await);
     }
-    expect_ok(
-        "BecomePrimary with a short lease",
-        cluster.become_primary(primary, term, SHORT_LEASE_MS).await,
-    );
+    expect_ok("BecomePrimary with a short lease", cluster.become_primary(primary, term, SHORT_LEASE_MS).await);
     let mut ledger = Ledger::new(71);
     let outcome = ledger.write(cluster, primary, &[1]).await;
     assert!(outcome.is_acked(), "write inside the lease: {outcome}");
 
     // No renewal: within a few lease lengths writes must be refused with LeaseExpired.
-    let mut budget = Budget::every(
-        "lease expiry",
-        Duration::from_secs(5),
-        Duration::from_millis(100),
-    );
+    let mut budget = Budget::every("lease expiry", Duration::from_secs(5), Duration::from_millis(100));
     let mut key = 2;
     loop {
         let outcome = ledger.write(cluster, primary, &[key]).await;
@@ -59,15 +49,8 @@ async fn scenario(cluster: &mut Cluster) {
             panic!("{}: last write {outcome}", budget.spent());
         }
     }
-    let linearizable = Request::Read {
-        low: 0,
-        high: shard_spec().high().expect("non-empty"),
-        primary: true,
-    };
-    match cluster
-        .request(primary, &linearizable, Some(Route::Shard(SHARD.0)))
-        .await
-    {
+    let linearizable = Request::Read { low: 0, high: shard_spec().high().expect("non-empty"), primary: true };
+    match cluster.request(primary, &linearizable, Some(Route::Shard(SHARD.0))).await {
         Ok(Response::Error(ErrorCode::LeaseExpired { .. })) => {}
         other => {
             panic!("linearizable read with an expired lease: expected LeaseExpired, got {other:?}")
@@ -75,22 +58,13 @@ async fn scenario(cluster: &mut Cluster) {
     }
 
     // A heartbeat renews the lease.
-    match cluster
-        .control(primary, ControlRequest::Heartbeat { lease_ms: 60_000 })
-        .await
-    {
+    match cluster.control(primary, ControlRequest::Heartbeat { lease_ms: 60_000 }).await {
         Ok(ControlResponse::Status(status)) => eprintln!("heartbeat answered {status:?}"),
         other => panic!("Heartbeat: expected Status, got {other:?}"),
     }
     let outcome = ledger.write(cluster, primary, &[1000]).await;
-    assert!(
-        outcome.is_acked(),
-        "write after the lease was renewed: {outcome}"
-    );
-    match cluster
-        .request(primary, &linearizable, Some(Route::Shard(SHARD.0)))
-        .await
-    {
+    assert!(outcome.is_acked(), "write after the lease was renewed: {outcome}");
+    match cluster.request(primary, &linearizable, Some(Route::Shard(SHARD.0))).await {
         Ok(Response::Rows(rows)) => {
             assert!(
                 rows.iter().any(|r| r.key == 1000),
@@ -100,9 +74,7 @@ async fn scenario(cluster: &mut Cluster) {
         other => panic!("linearizable read with a renewed lease: {other:?}"),
     }
 
-    let rows = cluster
-        .wait_converged(primary, &[1, 2], Duration::from_secs(20))
-        .await;
+    let rows = cluster.wait_converged(primary, &[1, 2], Duration::from_secs(20)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("rows break the ledger:\n{problems}");
     }

@@ -28,30 +28,17 @@ async fn scenario(cluster: &mut Cluster) {
     // All three up: every write is acknowledged by at least two replicas.
     for key in 1..=10 {
         let outcome = ledger.write(cluster, primary, &[key]).await;
-        let commit = outcome
-            .commit()
-            .unwrap_or_else(|| panic!("key {key} with 3 replicas up: {outcome}"));
-        assert!(
-            commit.replicas.len() >= 2,
-            "key {key} acked by fewer than 2 replicas: {commit:?}"
-        );
-        assert_eq!(
-            commit.term, term,
-            "key {key} committed in an unexpected term: {commit:?}"
-        );
+        let commit = outcome.commit().unwrap_or_else(|| panic!("key {key} with 3 replicas up: {outcome}"));
+        assert!(commit.replicas.len() >= 2, "key {key} acked by fewer than 2 replicas: {commit:?}");
+        assert_eq!(commit.term, term, "key {key} committed in an unexpected term: {commit:?}");
     }
 
     // One follower dead: a majority (primary + the other follower) remains.
     cluster.nodes[2].kill();
     for key in 11..=20 {
         let outcome = ledger.write(cluster, primary, &[key]).await;
-        let commit = outcome
-            .commit()
-            .unwrap_or_else(|| panic!("key {key} with 2 of 3 replicas up: {outcome}"));
-        assert!(
-            commit.replicas.len() >= 2,
-            "key {key} acked by fewer than 2 replicas: {commit:?}"
-        );
+        let commit = outcome.commit().unwrap_or_else(|| panic!("key {key} with 2 of 3 replicas up: {outcome}"));
+        assert!(commit.replicas.len() >= 2, "key {key} acked by fewer than 2 replicas: {commit:?}");
         assert!(
             !commit.replicas.iter().any(|r| r == cluster.nodes[2].name()),
             "key {key} names the dead replica as holding it: {commit:?}"
@@ -67,23 +54,13 @@ async fn scenario(cluster: &mut Cluster) {
     while !saw_no_quorum && key < 150 && started.elapsed() < Duration::from_secs(10) {
         let outcome = ledger.write(cluster, primary, &[key]).await;
         eprintln!("no majority: key {key}: {outcome}");
-        assert!(
-            !outcome.is_acked(),
-            "key {key} acknowledged with both followers dead: {outcome}"
-        );
+        assert!(!outcome.is_acked(), "key {key} acknowledged with both followers dead: {outcome}");
         saw_no_quorum = outcome.refusal() == Some("NoQuorum");
         key += 1;
     }
-    assert!(
-        saw_no_quorum,
-        "no write was refused with NoQuorum in {} attempts over {:?}",
-        key - 100,
-        started.elapsed()
-    );
+    assert!(saw_no_quorum, "no write was refused with NoQuorum in {} attempts over {:?}", key - 100, started.elapsed());
     let (acked, failed, unknown) = ledger.tally();
-    eprintln!(
-        "before the followers return: {acked} acked, {failed} refused, {unknown} indeterminate"
-    );
+    eprintln!("before the followers return: {acked} acked, {failed} refused, {unknown} indeterminate");
 
     // The followers return at the same term and catch up.
     for f in [1, 2] {
@@ -93,14 +70,9 @@ async fn scenario(cluster: &mut Cluster) {
     }
     // The shard takes writes again.
     let outcome = ledger.write(cluster, primary, &[500]).await;
-    assert!(
-        outcome.is_acked(),
-        "write after the followers returned: {outcome}"
-    );
+    assert!(outcome.is_acked(), "write after the followers returned: {outcome}");
 
-    let rows = cluster
-        .wait_converged(primary, &[1, 2], Duration::from_secs(30))
-        .await;
+    let rows = cluster.wait_converged(primary, &[1, 2], Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("primary's rows break the ledger:\n{problems}");
     }
@@ -110,20 +82,9 @@ async fn scenario(cluster: &mut Cluster) {
         }
     }
     for key in ledger.failed_keys() {
-        assert!(
-            !rows.iter().any(|r| r.key == key),
-            "refused key {key} is present"
-        );
+        assert!(!rows.iter().any(|r| r.key == key), "refused key {key} is present");
     }
-    let refused: Vec<&Outcome> = ledger
-        .entries()
-        .iter()
-        .map(|e| &e.outcome)
-        .filter(|o| o.definitely_failed())
-        .collect();
-    eprintln!(
-        "done: {} rows; refusals {:?}",
-        rows.len(),
-        refused.iter().map(|o| o.to_string()).collect::<Vec<_>>()
-    );
+    let refused: Vec<&Outcome> =
+        ledger.entries().iter().map(|e| &e.outcome).filter(|o| o.definitely_failed()).collect();
+    eprintln!("done: {} rows; refusals {:?}", rows.len(), refused.iter().map(|o| o.to_string()).collect::<Vec<_>>());
 }

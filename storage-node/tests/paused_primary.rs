@@ -35,19 +35,13 @@ async fn scenario(cluster: &mut Cluster) {
 
     cluster.nodes[old].stop();
     let new_term = term + 1;
-    let election = cluster
-        .elect(new_term, &[1, 2])
-        .await
-        .unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
+    let election = cluster.elect(new_term, &[1, 2]).await.unwrap_or_else(|e| panic!("election at {new_term}: {e}"));
     let new = election.winner;
     let other = 3 - new;
     eprintln!("election at {new_term} with node {old} paused: node {new} wins");
     for key in 21..=30 {
         let outcome = ledger.write(cluster, new, &[key]).await;
-        assert!(
-            outcome.is_acked(),
-            "key {key} on the new primary: {outcome}"
-        );
+        assert!(outcome.is_acked(), "key {key} on the new primary: {outcome}");
     }
 
     // Writes queued to the frozen old primary: they reach it only after SIGCONT.
@@ -67,36 +61,22 @@ async fn scenario(cluster: &mut Cluster) {
     for key in 200..205 {
         let outcome = ledger.write(cluster, old, &[key]).await;
         eprintln!("write to the old primary after SIGCONT: key {key}: {outcome}");
-        assert!(
-            !outcome.is_acked(),
-            "the fenced old primary acknowledged key {key}: {outcome}"
-        );
+        assert!(!outcome.is_acked(), "the fenced old primary acknowledged key {key}: {outcome}");
         ledger.mark_last_must_be_absent();
     }
     for (key, task) in queued {
         let outcome = task.await.expect("queued write task");
         eprintln!("write queued to the frozen old primary: key {key}: {outcome}");
-        assert!(
-            !outcome.is_acked(),
-            "the fenced old primary acknowledged queued key {key}: {outcome}"
-        );
+        assert!(!outcome.is_acked(), "the fenced old primary acknowledged queued key {key}: {outcome}");
         ledger.record(&[key], old, outcome, true);
     }
 
     // The new primary still takes writes.
     let outcome = ledger.write(cluster, new, &[31]).await;
-    assert!(
-        outcome.is_acked(),
-        "key 31 on the new primary after the old one woke: {outcome}"
-    );
+    assert!(outcome.is_acked(), "key 31 on the new primary after the old one woke: {outcome}");
 
-    expect_ok(
-        "BecomeFollower on the old primary",
-        cluster.become_follower(old, new_term, new).await,
-    );
-    let rows = cluster
-        .wait_converged(new, &[old, other], Duration::from_secs(30))
-        .await;
+    expect_ok("BecomeFollower on the old primary", cluster.become_follower(old, new_term, new).await);
+    let rows = cluster.wait_converged(new, &[old, other], Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
         panic!("rows after the paused primary rejoined break the ledger:\n{problems}");
     }
@@ -106,18 +86,13 @@ async fn scenario(cluster: &mut Cluster) {
         }
     }
     let state = cluster.state(old).await.expect("old primary state");
-    assert_eq!(
-        (state.role, state.term),
-        (ReplicaRole::Follower, new_term),
-        "old primary after rejoining: {state:?}"
-    );
+    assert_eq!((state.role, state.term), (ReplicaRole::Follower, new_term), "old primary after rejoining: {state:?}");
 }
 
 /// One write of `key` to `addr` as its own client, classified.
 async fn write_to(addr: &str, client_id: u64, key: i64) -> Outcome {
     let rows: Vec<Row> = vec![row_for(key)];
     let batch = WriteBatch::encode(client_id, 1, &rows).expect("batch");
-    let answer =
-        harness::call_once(addr, &Request::Write(batch), None, Duration::from_secs(10)).await;
+    let answer = harness::call_once(addr, &Request::Write(batch), None, Duration::from_secs(10)).await;
     classify(answer)
 }

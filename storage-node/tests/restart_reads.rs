@@ -30,9 +30,7 @@ async fn scenario(cluster: &mut Cluster) {
         let outcome = ledger.write(cluster, primary, &[key]).await;
         assert!(outcome.is_acked(), "key {key}: {outcome}");
     }
-    let before = cluster
-        .wait_converged(primary, &[1, 2], Duration::from_secs(20))
-        .await;
+    let before = cluster.wait_converged(primary, &[1, 2], Duration::from_secs(20)).await;
 
     let mut problems = Vec::new();
     for victim in [2, primary] {
@@ -46,9 +44,7 @@ async fn scenario(cluster: &mut Cluster) {
         let state = cluster.state(victim).await;
         let read = cluster.rows(victim).await;
         let verdict = match &read {
-            Err(ReadError::Refused(ErrorCode::Unavailable { .. })) => {
-                "refuses reads: fine".to_owned()
-            }
+            Err(ReadError::Refused(ErrorCode::Unavailable { .. })) => "refuses reads: fine".to_owned(),
             Ok(rows) if *rows == before => "serves every row it held: fine".to_owned(),
             Ok(rows) => {
                 let msg = format!(
@@ -70,14 +66,9 @@ async fn scenario(cluster: &mut Cluster) {
     }
 
     // Roles again at a new term (the old primary restarted, so elect): all converge.
-    let election = cluster
-        .elect(term + 1, &[0, 1, 2])
-        .await
-        .unwrap_or_else(|e| panic!("election: {e}"));
+    let election = cluster.elect(term + 1, &[0, 1, 2]).await.unwrap_or_else(|e| panic!("election: {e}"));
     let others: Vec<usize> = (0..3).filter(|&i| i != election.winner).collect();
-    let rows = cluster
-        .wait_converged(election.winner, &others, Duration::from_secs(30))
-        .await;
+    let rows = cluster.wait_converged(election.winner, &others, Duration::from_secs(30)).await;
     if let Err(e) = ledger.check(&rows) {
         panic!("after re-election:\n{e}");
     }

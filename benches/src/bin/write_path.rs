@@ -16,8 +16,8 @@ use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use shardline_protocol::net;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, FrameCodec, Message, Request, Response, Row, Schema,
-    ServerAddr, ShardId, ShardSpec, Value, WriteBatch,
+    ControlRequest, ControlResponse, FrameCodec, Message, Request, Response, Row, Schema, ServerAddr, ShardId,
+    ShardSpec, Value, WriteBatch,
 };
 use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::failpoint::Failpoints;
@@ -55,20 +55,10 @@ async fn main() -> anyhow::Result<()> {
     if args.writers.contains(&0) || args.replicas.contains(&0) || args.seconds == 0 {
         bail!("writers, replicas and seconds must all be above zero");
     }
-    println!(
-        "one shard, single-row inserts (~64 B), {} s per run, loopback, fsync on\n",
-        args.seconds
-    );
+    println!("one shard, single-row inserts (~64 B), {} s per run, loopback, fsync on\n", args.seconds);
     println!(
         "{:>8} {:>7} {:>12} {:>9} {:>9} {:>9} {:>13} {:>13}",
-        "replicas",
-        "writers",
-        "acked/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "fsyncs/ack P",
-        "fsyncs/ack F"
+        "replicas", "writers", "acked/s", "p50 ms", "p99 ms", "max ms", "fsyncs/ack P", "fsyncs/ack F"
     );
     for &replicas in &args.replicas {
         for &writers in &args.writers {
@@ -85,10 +75,7 @@ async fn main() -> anyhow::Result<()> {
                 o.latency.max() as f64 / 1000.0,
                 o.primary_fsyncs as f64 / o.acked.max(1) as f64,
                 if replicas > 1 {
-                    format!(
-                        "{:.3}",
-                        o.follower_fsyncs as f64 / followers / o.acked.max(1) as f64
-                    )
+                    format!("{:.3}", o.follower_fsyncs as f64 / followers / o.acked.max(1) as f64)
                 } else {
                     "-".into()
                 },
@@ -111,54 +98,19 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         tokio::spawn(net::serve(listener, node, limits, std::future::pending()));
         addrs.push(addr);
     }
-    let spec = ShardSpec {
-        id: SHARD,
-        low: 0,
-        size: 1 << 40,
-    };
+    let spec = ShardSpec { id: SHARD, low: 0, size: 1 << 40 };
     for addr in &addrs {
-        expect_ok(
-            control(
-                *addr,
-                ControlRequest::ConfigureShard {
-                    shard: spec,
-                    schema: Schema::seed(),
-                },
-            )
-            .await?,
-        )?;
+        expect_ok(control(*addr, ControlRequest::ConfigureShard { shard: spec, schema: Schema::seed() }).await?)?;
     }
-    let server = |i: usize| ServerAddr {
-        name: format!("Server{i}"),
-        addr: addrs[i].to_string(),
-    };
+    let server = |i: usize| ServerAddr { name: format!("Server{i}"), addr: addrs[i].to_string() };
     for i in 1..replicas {
         expect_ok(
-            control(
-                addrs[i],
-                ControlRequest::BecomeFollower {
-                    shard: SHARD,
-                    term: 1,
-                    primary: server(0),
-                },
-            )
-            .await?,
+            control(addrs[i], ControlRequest::BecomeFollower { shard: SHARD, term: 1, primary: server(0) }).await?,
         )?;
     }
     let followers = (1..replicas).map(server).collect();
     let lease_ms = 3_600_000;
-    expect_ok(
-        control(
-            addrs[0],
-            ControlRequest::BecomePrimary {
-                shard: SHARD,
-                term: 1,
-                followers,
-                lease_ms,
-            },
-        )
-        .await?,
-    )?;
+    expect_ok(control(addrs[0], ControlRequest::BecomePrimary { shard: SHARD, term: 1, followers, lease_ms }).await?)?;
 
     let warmup = Duration::from_secs(1);
     let measure_from = Instant::now() + warmup;
@@ -166,9 +118,7 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
     let mut tasks = Vec::new();
     for w in 0..writers {
         let addr = addrs[0];
-        tasks.push(tokio::spawn(async move {
-            writer(addr, w as i64, measure_from, stop).await
-        }));
+        tasks.push(tokio::spawn(async move { writer(addr, w as i64, measure_from, stop).await }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
     let before = fsyncs(&addrs).await?;
@@ -230,14 +180,9 @@ async fn writer(
 async fn fsyncs(addrs: &[SocketAddr]) -> anyhow::Result<Vec<u64>> {
     let mut out = Vec::new();
     for addr in addrs {
-        let Response::Stats(pairs) = request(*addr, Request::Stats).await? else {
-            bail!("no stats")
-        };
-        let n = pairs
-            .iter()
-            .find(|(k, _)| k == &format!("{SHARD}.fsyncs"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let Response::Stats(pairs) = request(*addr, Request::Stats).await? else { bail!("no stats") };
+        let n =
+            pairs.iter().find(|(k, _)| k == &format!("{SHARD}.fsyncs")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         out.push(n);
     }
     Ok(out)

@@ -22,10 +22,7 @@ impl ExternalSpawner {
 
 impl Spawner for ExternalSpawner {
     fn address_for(&self, name: &str) -> Result<String, SpawnError> {
-        self.addresses
-            .get(name)
-            .cloned()
-            .ok_or_else(|| SpawnError::NoAddress(name.to_owned()))
+        self.addresses.get(name).cloned().ok_or_else(|| SpawnError::NoAddress(name.to_owned()))
     }
 
     fn start(&self, _node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>> {

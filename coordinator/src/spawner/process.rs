@@ -29,12 +29,7 @@ pub struct ProcessSpawner {
 
 impl ProcessSpawner {
     /// Spawns `node_bin`, allocating ports from `first_port` up on `host`.
-    pub fn new(
-        node_bin: PathBuf,
-        host: String,
-        first_port: u16,
-        extra_args: Vec<String>,
-    ) -> ProcessSpawner {
+    pub fn new(node_bin: PathBuf, host: String, first_port: u16, extra_args: Vec<String>) -> ProcessSpawner {
         ProcessSpawner {
             node_bin,
             host,
@@ -58,18 +53,14 @@ impl Spawner for ProcessSpawner {
         let mut next = self.next_port.lock().expect("port lock");
         for _ in 0..1000 {
             let port = *next;
-            *next = next.checked_add(1).ok_or_else(|| SpawnError::Start {
-                name: name.to_owned(),
-                reason: "ran out of ports".into(),
-            })?;
+            *next = next
+                .checked_add(1)
+                .ok_or_else(|| SpawnError::Start { name: name.to_owned(), reason: "ran out of ports".into() })?;
             if TcpListener::bind((self.host.as_str(), port)).is_ok() {
                 return Ok(format!("{}:{port}", self.host));
             }
         }
-        Err(SpawnError::Start {
-            name: name.to_owned(),
-            reason: "no free port in 1000 tries".into(),
-        })
+        Err(SpawnError::Start { name: name.to_owned(), reason: "no free port in 1000 tries".into() })
     }
 
     fn start(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>> {
@@ -78,10 +69,7 @@ impl Spawner for ProcessSpawner {
             if self.running(&node.name) {
                 return Ok(());
             }
-            let fail = |reason: String| SpawnError::Start {
-                name: node.name.clone(),
-                reason,
-            };
+            let fail = |reason: String| SpawnError::Start { name: node.name.clone(), reason };
             std::fs::create_dir_all(&node.data_dir).map_err(|e| fail(e.to_string()))?;
             let log_path = node.data_dir.with_extension("log");
             let log = std::fs::OpenOptions::new()
@@ -104,10 +92,7 @@ impl Spawner for ProcessSpawner {
                 .spawn()
                 .map_err(|e| fail(format!("{}: {e}", self.node_bin.display())))?;
             info!(node = %node.name, addr = %node.addr, pid = child.id(), "started node process");
-            self.children
-                .lock()
-                .expect("children lock")
-                .insert(node.name.clone(), child);
+            self.children.lock().expect("children lock").insert(node.name.clone(), child);
             Ok(())
         }
         .boxed()
@@ -120,20 +105,14 @@ impl Spawner for ProcessSpawner {
     fn remove(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>> {
         let node = node.clone();
         async move {
-            let child = self
-                .children
-                .lock()
-                .expect("children lock")
-                .remove(&node.name);
+            let child = self.children.lock().expect("children lock").remove(&node.name);
             if let Some(mut child) = child {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
             if node.data_dir.exists() {
-                std::fs::remove_dir_all(&node.data_dir).map_err(|e| SpawnError::Stop {
-                    name: node.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                std::fs::remove_dir_all(&node.data_dir)
+                    .map_err(|e| SpawnError::Stop { name: node.name.clone(), reason: e.to_string() })?;
             }
             let _ = std::fs::remove_file(node.data_dir.with_extension("log"));
             Ok(())
@@ -143,12 +122,7 @@ impl Spawner for ProcessSpawner {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async move {
-            let children: Vec<(String, Child)> = self
-                .children
-                .lock()
-                .expect("children lock")
-                .drain()
-                .collect();
+            let children: Vec<(String, Child)> = self.children.lock().expect("children lock").drain().collect();
             for (name, mut child) in children {
                 if let Err(e) = child.start_kill() {
                     warn!(node = %name, %e, "could not stop node");

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use shardline_protocol::net::Conn;
 use shardline_protocol::{
-    ErrorCode, InitRequest, Request, Response, Row, Schema, ShardCommit, ShardId, ShardSpec,
-    Topology, Value, WriteBatch,
+    ErrorCode, InitRequest, Request, Response, Row, Schema, ShardCommit, ShardId, ShardSpec, Topology, Value,
+    WriteBatch,
 };
 
 /// The coordinator's timings in tests: the defaults (heartbeat 100 ms, dead after 400 ms).
@@ -25,38 +25,21 @@ pub const CALL: Duration = Duration::from_secs(3);
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The `shardline-node` binary next to this test's target directory, built if missing.
 pub fn node_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = dir.join("shardline-node");
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "shardline-storage-node",
-                "--bin",
-                "shardline-node",
-            ])
+            .args(["build", "-p", "shardline-storage-node", "--bin", "shardline-node"])
             .status()
             .expect("running cargo build for shardline-node");
-        assert!(
-            status.success() && bin.exists(),
-            "could not build {}",
-            bin.display()
-        );
+        assert!(status.success() && bin.exists(), "could not build {}", bin.display());
     }
     bin
 }
@@ -65,6 +48,7 @@ pub fn node_bin() -> PathBuf {
 pub struct Coord {
     pub port: u16,
     node_base_port: u16,
+    node_args: Vec<String>,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -73,16 +57,14 @@ impl Coord {
     /// Starts a coordinator on a free port with a fresh data directory; its nodes get
     /// ports from `node_base_port` up (each test its own range).
     pub async fn start(node_base_port: u16) -> Coord {
-        let dir = tempfile::Builder::new()
-            .prefix("shardline-coord-test")
-            .tempdir()
-            .unwrap();
-        let mut c = Coord {
-            port: free_port(),
-            node_base_port,
-            dir,
-            child: None,
-        };
+        Coord::start_with(node_base_port, &[]).await
+    }
+
+    /// Like [`Coord::start`], passing `node_args` to every node it spawns.
+    pub async fn start_with(node_base_port: u16, node_args: &[&str]) -> Coord {
+        let dir = tempfile::Builder::new().prefix("shardline-coord-test").tempdir().unwrap();
+        let node_args = node_args.iter().map(|a| format!("--node-arg={a}")).collect();
+        let mut c = Coord { port: free_port(), node_base_port, node_args, dir, child: None };
         c.spawn().await;
         c
     }
@@ -93,11 +75,7 @@ impl Coord {
 
     /// (Re)starts the coordinator process on the same port and data directory.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardline-coordinator"))
             .arg("--listen")
             .arg(self.addr())
@@ -107,6 +85,7 @@ impl Coord {
             .arg(node_bin())
             .arg("--node-base-port")
             .arg(self.node_base_port.to_string())
+            .args(&self.node_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,12 +122,7 @@ impl Coord {
     }
 
     /// Polls until `check` accepts the topology.
-    pub async fn wait_topology(
-        &self,
-        what: &str,
-        limit: Duration,
-        check: impl Fn(&Topology) -> bool,
-    ) -> Topology {
+    pub async fn wait_topology(&self, what: &str, limit: Duration, check: impl Fn(&Topology) -> bool) -> Topology {
         let addr = self.addr();
         poll(what, limit, || async {
             match request(&addr, &Request::Status).await {
@@ -174,6 +148,11 @@ impl Coord {
             }
         }
         pids
+    }
+
+    /// A spawned node's data directory.
+    pub fn node_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(name)
     }
 
     /// The tail of the coordinator's log, for failure messages.
@@ -206,9 +185,8 @@ pub fn signal(pid: i32, sig: i32) {
 
 /// One request on a fresh connection.
 pub async fn request(addr: &str, request: &Request) -> Result<Response, String> {
-    let mut conn = Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn =
+        Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD).await.map_err(|e| e.to_string())?;
     conn.call(request, CALL).await.map_err(|e| e.to_string())
 }
 
@@ -234,13 +212,7 @@ where
 
 /// The seed's default layout: 6 servers, 4 shards of 4096 keys, 3 replicas each.
 pub fn seed_init() -> InitRequest {
-    let shards = (0..4)
-        .map(|i| ShardSpec {
-            id: ShardId(i + 1),
-            low: i as i64 * 4096,
-            size: 4096,
-        })
-        .collect();
+    let shards = (0..4).map(|i| ShardSpec { id: ShardId(i + 1), low: i as i64 * 4096, size: 4096 }).collect();
     let layout: [(&str, [u32; 2]); 6] = [
         ("Server0", [1, 2]),
         ("Server1", [3, 4]),
@@ -249,53 +221,36 @@ pub fn seed_init() -> InitRequest {
         ("Server4", [1, 4]),
         ("Server5", [3, 2]),
     ];
-    let servers: BTreeMap<String, Vec<ShardId>> = layout
-        .iter()
-        .map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect()))
-        .collect();
-    InitRequest {
-        n: 6,
-        schema: Schema::seed(),
-        shards,
-        servers,
-    }
+    let servers: BTreeMap<String, Vec<ShardId>> =
+        layout.iter().map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect())).collect();
+    InitRequest { n: 6, schema: Schema::seed(), shards, servers }
 }
 
 /// Whether every shard has a primary and every server is healthy.
 pub fn settled(t: &Topology) -> bool {
     !t.shards.is_empty()
-        && t.shards
-            .iter()
-            .all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
+        && t.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
         && t.servers.iter().all(|s| s.healthy)
 }
 
 /// The address of a server in the topology.
 pub fn addr_of(t: &Topology, server: &str) -> String {
-    t.server(server)
-        .unwrap_or_else(|| panic!("no server {server}"))
-        .addr
-        .clone()
+    t.server(server).unwrap_or_else(|| panic!("no server {server}")).addr.clone()
 }
 
 /// A node's pid, from its STATS.
 pub async fn node_pid(addr: &str) -> i32 {
     match request(addr, &Request::Stats).await {
-        Ok(Response::Stats(pairs)) => pairs
-            .iter()
-            .find(|(k, _)| k == "pid")
-            .and_then(|(_, v)| v.parse().ok())
-            .expect("a pid line"),
+        Ok(Response::Stats(pairs)) => {
+            pairs.iter().find(|(k, _)| k == "pid").and_then(|(_, v)| v.parse().ok()).expect("a pid line")
+        }
         other => panic!("stats from {addr}: {other:?}"),
     }
 }
 
 /// The row the tests write for `key`.
 pub fn row(key: i64) -> Row {
-    Row::new(
-        key,
-        vec![Value::Str(format!("student{key}")), Value::Int(key % 100)],
-    )
+    Row::new(key, vec![Value::Str(format!("student{key}")), Value::Int(key % 100)])
 }
 
 /// How one write ended.
@@ -310,13 +265,7 @@ pub enum Outcome {
 /// Writes `key` to its shard's primary as the topology names it, retrying through
 /// failover (refreshing the topology) for up to `limit`; `(client, seq)` makes retries
 /// idempotent.
-pub async fn write_routed(
-    coord: &Coord,
-    key: i64,
-    client: u64,
-    seq: u64,
-    limit: Duration,
-) -> Outcome {
+pub async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64, limit: Duration) -> Outcome {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     for _ in 0..(limit.as_millis() / 20 + 2) {
@@ -347,34 +296,22 @@ fn retryable(e: &ErrorCode) -> bool {
 
 /// All rows of a shard, read from its primary (linearizable).
 pub async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
-    poll(
-        "reading a shard from its primary",
-        Duration::from_secs(20),
-        || async {
-            let t = coord.topology().await;
-            let s = t.shards.iter().find(|s| s.spec.id == shard)?;
-            let primary = s.primary.as_ref()?;
-            let read = Request::Read {
-                low: s.spec.low,
-                high: s.spec.high()?,
-                primary: true,
-            };
-            match request(&addr_of(&t, primary), &read).await {
-                Ok(Response::Rows(rows)) => Some(rows),
-                _ => None,
-            }
-        },
-    )
+    poll("reading a shard from its primary", Duration::from_secs(20), || async {
+        let t = coord.topology().await;
+        let s = t.shards.iter().find(|s| s.spec.id == shard)?;
+        let primary = s.primary.as_ref()?;
+        let read = Request::Read { low: s.spec.low, high: s.spec.high()?, primary: true };
+        match request(&addr_of(&t, primary), &read).await {
+            Ok(Response::Rows(rows)) => Some(rows),
+            _ => None,
+        }
+    })
     .await
 }
 
 /// All rows a replica holds of a shard (any replica, follower reads).
 pub async fn replica_rows(addr: &str, shard: ShardSpec) -> Option<Vec<Row>> {
-    let read = Request::Read {
-        low: shard.low,
-        high: shard.high()?,
-        primary: false,
-    };
+    let read = Request::Read { low: shard.low, high: shard.high()?, primary: false };
     match request(addr, &read).await {
         Ok(Response::Rows(rows)) => Some(rows),
         _ => None,

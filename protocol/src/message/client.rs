@@ -199,18 +199,12 @@ pub enum Response {
 impl Request {
     /// Whether the request changes data (and so must go to a primary).
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Request::Write(_) | Request::Update { .. } | Request::Delete { .. }
-        )
+        matches!(self, Request::Write(_) | Request::Update { .. } | Request::Delete { .. })
     }
 
     /// Whether it is an admin operation, for the coordinator.
     pub fn is_admin(&self) -> bool {
-        matches!(
-            self,
-            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. }
-        )
+        matches!(self, Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. })
     }
 }
 
@@ -241,8 +235,7 @@ impl Message for Request {
         match self {
             Request::Write(batch) => Ok((kind::WRITE - kind::REQUEST_BASE, batch.to_bytes())),
             other => {
-                let payload = postcard::to_allocvec(other)
-                    .map_err(|e| MessageError::Encode(e.to_string()))?;
+                let payload = postcard::to_allocvec(other).map_err(|e| MessageError::Encode(e.to_string()))?;
                 Ok((payload[0], Bytes::from(payload)))
             }
         }
@@ -252,17 +245,11 @@ impl Message for Request {
         if k == kind::WRITE {
             return WriteBatch::parse(payload.clone())
                 .map(Request::Write)
-                .map_err(|e| MessageError::Payload {
-                    expected: Self::NAME,
-                    reason: e.to_string(),
-                });
+                .map_err(|e| MessageError::Payload { expected: Self::NAME, reason: e.to_string() });
         }
         let request: Request = super::decode_exact(Self::NAME, payload)?;
         if k - Self::BASE != payload[0] || matches!(request, Request::Write(_)) {
-            return Err(MessageError::KindMismatch {
-                kind: k,
-                payload: payload[0],
-            });
+            return Err(MessageError::KindMismatch { kind: k, payload: payload[0] });
         }
         Ok(request)
     }

@@ -64,10 +64,7 @@ pub enum MessageError {
 
 /// Decodes a postcard value that must fill `bytes` exactly: trailing bytes are refused, so
 /// a damaged length cannot hide behind a message that still decodes.
-pub(crate) fn decode_exact<T: DeserializeOwned>(
-    expected: &'static str,
-    bytes: &[u8],
-) -> Result<T, MessageError> {
+pub(crate) fn decode_exact<T: DeserializeOwned>(expected: &'static str, bytes: &[u8]) -> Result<T, MessageError> {
     let payload_err = |reason: String| MessageError::Payload { expected, reason };
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| payload_err(e.to_string()))?;
     if !rest.is_empty() {
@@ -97,8 +94,7 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
 
     /// Encodes the payload and names the variant index it carries.
     fn encode_payload(&self) -> Result<(u8, Bytes), MessageError> {
-        let payload =
-            postcard::to_allocvec(self).map_err(|e| MessageError::Encode(e.to_string()))?;
+        let payload = postcard::to_allocvec(self).map_err(|e| MessageError::Encode(e.to_string()))?;
         Ok((payload[0], Bytes::from(payload)))
     }
 
@@ -107,10 +103,7 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
         let message: Self = decode_exact(Self::NAME, payload)?;
         let variant = payload[0];
         if kind - Self::BASE != variant {
-            return Err(MessageError::KindMismatch {
-                kind,
-                payload: variant,
-            });
+            return Err(MessageError::KindMismatch { kind, payload: variant });
         }
         Ok(message)
     }
@@ -124,24 +117,16 @@ pub trait Message: Serialize + DeserializeOwned + Sized {
     fn to_frame(&self, request_id: u64) -> Result<Frame, MessageError> {
         let (variant, payload) = self.encode_payload()?;
         let kind = Self::BASE + variant;
-        Ok(Frame::new(kind, request_id, payload)
-            .with_route(self.route())
-            .with_flags(self.flags()))
+        Ok(Frame::new(kind, request_id, payload).with_route(self.route()).with_flags(self.flags()))
     }
 
     /// Reads this message out of a frame.
     fn from_frame(frame: &Frame) -> Result<Self, MessageError> {
         if !Self::owns_kind(frame.kind) {
-            return Err(MessageError::WrongKind {
-                kind: frame.kind,
-                expected: Self::NAME,
-            });
+            return Err(MessageError::WrongKind { kind: frame.kind, expected: Self::NAME });
         }
         if frame.payload.is_empty() {
-            return Err(MessageError::Payload {
-                expected: Self::NAME,
-                reason: "empty payload".into(),
-            });
+            return Err(MessageError::Payload { expected: Self::NAME, reason: "empty payload".into() });
         }
         Self::decode_payload(frame.kind, &frame.payload)
     }

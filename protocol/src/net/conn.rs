@@ -43,26 +43,14 @@ pub struct Conn {
 
 impl Conn {
     /// Connects within `timeout`, with Nagle off.
-    pub async fn connect(
-        addr: &str,
-        timeout: Duration,
-        max_payload: usize,
-    ) -> Result<Conn, CallError> {
-        let connect_err = |reason: String| CallError::Connect {
-            addr: addr.to_owned(),
-            reason,
-        };
+    pub async fn connect(addr: &str, timeout: Duration, max_payload: usize) -> Result<Conn, CallError> {
+        let connect_err = |reason: String| CallError::Connect { addr: addr.to_owned(), reason };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| connect_err("timed out".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Conn {
-            framed: Framed::new(stream, FrameCodec::new(max_payload)),
-            next_id: 1,
-        })
+        stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
+        Ok(Conn { framed: Framed::new(stream, FrameCodec::new(max_payload)), next_id: 1 })
     }
 
     /// Sends `request` and waits up to `timeout` for the answer with the same id.
@@ -73,25 +61,17 @@ impl Conn {
     ) -> Result<Resp, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = request
-            .to_frame(id)
-            .map_err(|e| CallError::Protocol(e.to_string()))?;
+        let frame = request.to_frame(id).map_err(|e| CallError::Protocol(e.to_string()))?;
         let exchange = async {
-            self.framed
-                .send(&frame)
-                .await
-                .map_err(|e| CallError::Protocol(e.to_string()))?;
+            self.framed.send(&frame).await.map_err(|e| CallError::Protocol(e.to_string()))?;
             loop {
                 let reply = self.framed.next().await.ok_or(CallError::Closed)?;
                 let reply = reply.map_err(|e| CallError::Protocol(e.to_string()))?;
                 if reply.request_id == id {
-                    return Resp::from_frame(&reply)
-                        .map_err(|e| CallError::Protocol(e.to_string()));
+                    return Resp::from_frame(&reply).map_err(|e| CallError::Protocol(e.to_string()));
                 }
             }
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| CallError::Timeout(timeout))?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout(timeout))?
     }
 }

@@ -19,10 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::frame::is_binary_start;
 use crate::text::{self, TextCommand};
-use crate::{
-    ErrorCode, Frame, FrameCodec, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_PAYLOAD,
-};
+use crate::{ErrorCode, Frame, FrameCodec, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 
 /// A server's logic: one frame in, one frame out; one text request in, one answer out.
 pub trait Service: Send + Sync + 'static {
@@ -52,11 +49,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            max_connections: 1024,
-        }
+        Limits { max_payload: DEFAULT_MAX_PAYLOAD, max_in_flight: DEFAULT_MAX_IN_FLIGHT, max_connections: 1024 }
     }
 }
 
@@ -105,11 +98,7 @@ async fn refuse(mut stream: TcpStream) {
     }
 }
 
-async fn serve_connection<S: Service>(
-    stream: TcpStream,
-    service: Arc<S>,
-    limits: Limits,
-) -> std::io::Result<()> {
+async fn serve_connection<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 0 {
@@ -122,11 +111,7 @@ async fn serve_connection<S: Service>(
     }
 }
 
-async fn serve_frames<S: Service>(
-    stream: TcpStream,
-    service: Arc<S>,
-    limits: Limits,
-) -> std::io::Result<()> {
+async fn serve_frames<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> std::io::Result<()> {
     let (read, write) = stream.into_split();
     let codec = FrameCodec::new(limits.max_payload);
     let mut frames = FramedRead::new(read, codec);
@@ -165,9 +150,7 @@ async fn serve_frames<S: Service>(
         }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             let limit = limits.max_in_flight;
-            let busy = Response::Error(ErrorCode::Overloaded(format!(
-                "over {limit} requests in flight"
-            )));
+            let busy = Response::Error(ErrorCode::Overloaded(format!("over {limit} requests in flight")));
             if let Ok(answer) = busy.to_frame(frame.request_id) {
                 let _ = tx.send(answer).await;
             }
@@ -188,19 +171,14 @@ async fn serve_frames<S: Service>(
 
 async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = FramedRead::new(
-        BufReader::new(read),
-        LinesCodec::new_with_max_length(text::MAX_LINE),
-    );
+    let mut lines = FramedRead::new(BufReader::new(read), LinesCodec::new_with_max_length(text::MAX_LINE));
     while let Some(line) = lines.next().await {
         let answer = match line {
             Ok(line) => match text::parse_line(&line) {
                 Ok(TextCommand::Empty) => continue,
                 Ok(TextCommand::Quit) => break,
                 Ok(TextCommand::Help) => text::HELP.to_owned(),
-                Ok(TextCommand::Request(request)) => {
-                    text::format_response(&service.text(request).await)
-                }
+                Ok(TextCommand::Request(request)) => text::format_response(&service.text(request).await),
                 Err(e) => text::format_text_error(&e),
             },
             Err(e) => {

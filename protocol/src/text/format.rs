@@ -53,12 +53,7 @@ pub fn format_response(response: &Response) -> String {
                 format_rows(&mut out, &s.rows);
                 total += s.rows.len();
             }
-            let _ = writeln!(
-                out,
-                "OK {total} row{} in {} shards",
-                plural(total),
-                shards.len()
-            );
+            let _ = writeln!(out, "OK {total} row{} in {} shards", plural(total), shards.len());
         }
         Response::Committed(commits) => {
             let parts: Vec<String> = commits.iter().map(commit).collect();
@@ -73,20 +68,11 @@ pub fn format_response(response: &Response) -> String {
                     l.term,
                     l.crc,
                     if l.crc_ok { "ok " } else { "BAD" },
-                    if l.committed {
-                        "committed"
-                    } else {
-                        "pending  "
-                    },
+                    if l.committed { "committed" } else { "pending  " },
                     one_line(&l.summary)
                 );
             }
-            let _ = writeln!(
-                out,
-                "OK {} entr{}",
-                lines.len(),
-                if lines.len() == 1 { "y" } else { "ies" }
-            );
+            let _ = writeln!(out, "OK {} entr{}", lines.len(), if lines.len() == 1 { "y" } else { "ies" });
         }
         Response::TopologyUnchanged { version } => {
             let _ = writeln!(out, "OK topology unchanged at version {version}");
@@ -122,10 +108,7 @@ fn format_rows(out: &mut String, rows: &[Row]) {
             out.push(' ');
             match v {
                 Value::Str(s)
-                    if s.is_empty()
-                        || s.contains(|c: char| {
-                            c.is_whitespace() || c.is_control() || c == '"'
-                        }) =>
+                    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"') =>
                 {
                     let _ = write!(out, "{s:?}");
                 }
@@ -142,11 +125,7 @@ fn format_topology(out: &mut String, t: &Topology) {
     let _ = writeln!(out, "topology version {}", t.version);
     match &t.schema {
         Some(s) => {
-            let cols: Vec<String> = s
-                .columns
-                .iter()
-                .map(|c| format!("{}:{}", c.name, c.ty))
-                .collect();
+            let cols: Vec<String> = s.columns.iter().map(|c| format!("{}:{}", c.name, c.ty)).collect();
             let _ = writeln!(out, "schema {}", one_line(&cols.join(" ")));
         }
         None => out.push_str("schema (not initialized)\n"),
@@ -165,25 +144,11 @@ fn format_topology(out: &mut String, t: &Topology) {
         );
     }
     for s in &t.servers {
-        let age = s
-            .last_heartbeat_ms
-            .map_or("never".to_owned(), |ms| format!("{ms}ms ago"));
+        let age = s.last_heartbeat_ms.map_or("never".to_owned(), |ms| format!("{ms}ms ago"));
         let health = if s.healthy { "up" } else { "DOWN" };
-        let _ = writeln!(
-            out,
-            "server {} {} {} heartbeat {}",
-            one_line(&s.name),
-            one_line(&s.addr),
-            health,
-            age
-        );
+        let _ = writeln!(out, "server {} {} {} heartbeat {}", one_line(&s.name), one_line(&s.addr), health, age);
     }
-    let _ = writeln!(
-        out,
-        "OK {} shards, {} servers",
-        t.shards.len(),
-        t.servers.len()
-    );
+    let _ = writeln!(out, "OK {} shards, {} servers", t.shards.len(), t.servers.len());
 }
 
 fn format_node(out: &mut String, n: &NodeStatus) {
@@ -200,9 +165,7 @@ fn format_node(out: &mut String, n: &NodeStatus) {
             s.commit_index,
             s.applied_index,
             if s.serving { "" } else { " NOT-SERVING" },
-            s.fault
-                .as_ref()
-                .map_or(String::new(), |f| format!(" fault: {}", one_line(f)))
+            s.fault.as_ref().map_or(String::new(), |f| format!(" fault: {}", one_line(f)))
         );
     }
     let _ = writeln!(out, "OK {} shards", n.shards.len());
@@ -232,10 +195,7 @@ mod tests {
     fn every_answer_ends_with_ok_or_err() {
         let answers = [
             Response::Pong,
-            Response::Rows(vec![Row::new(
-                1,
-                vec![Value::Str("ann lee".into()), Value::Int(3)],
-            )]),
+            Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]),
             Response::Error(ErrorCode::DuplicateKey { key: 4 }),
             Response::Committed(vec![ShardCommit {
                 shard: ShardId(1),
@@ -256,16 +216,10 @@ mod tests {
 
     #[test]
     fn rows_and_errors_read_well() {
-        let rows = Response::Rows(vec![Row::new(
-            1,
-            vec![Value::Str("ann lee".into()), Value::Int(3)],
-        )]);
+        let rows = Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]);
         assert_eq!(format_response(&rows), "1 \"ann lee\" 3\nOK 1 row\n");
         let e = Response::Error(ErrorCode::KeyOutOfRange { key: 99999 });
-        assert_eq!(
-            format_response(&e),
-            "ERR KeyOutOfRange: key 99999 is outside every shard\n"
-        );
+        assert_eq!(format_response(&e), "ERR KeyOutOfRange: key 99999 is outside every shard\n");
     }
 
     #[test]
@@ -285,9 +239,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        for cmd in [
-            "PING", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP",
-        ] {
+        for cmd in ["PING", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP"] {
             assert!(HELP.contains(&format!("\n  {cmd} ")), "HELP lacks {cmd}");
         }
     }

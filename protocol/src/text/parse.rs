@@ -34,10 +34,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, TextError> {
 /// Parses one line (without its line ending).
 pub fn parse_line(line: &str) -> Result<TextCommand, TextError> {
     if line.len() > MAX_LINE {
-        return err(format!(
-            "line of {} bytes is over the {MAX_LINE}-byte limit",
-            line.len()
-        ));
+        return err(format!("line of {} bytes is over the {MAX_LINE}-byte limit", line.len()));
     }
     let tokens = tokenize(line)?;
     let Some((command, args)) = tokens.split_first() else {
@@ -51,9 +48,7 @@ pub fn parse_line(line: &str) -> Result<TextCommand, TextError> {
         "STATS" => no_args("STATS", args, Request::Stats)?,
         "READ" => parse_read(args)?,
         "READSERVER" | "READ-SERVER" => match args {
-            [name] => Request::ReadServer {
-                server: name.text.clone(),
-            },
+            [name] => Request::ReadServer { server: name.text.clone() },
             _ => return err("usage: READSERVER <server name>, e.g. READSERVER Server0"),
         },
         "WRITE" | "INSERT" => {
@@ -61,17 +56,9 @@ pub fn parse_line(line: &str) -> Result<TextCommand, TextError> {
             let batch = WriteBatch::encode(0, 0, &[row]).map_err(|e| TextError(e.to_string()))?;
             Request::Write(batch)
         }
-        "UPDATE" => Request::Update {
-            client_id: 0,
-            seq: 0,
-            row: parse_row("UPDATE", args)?,
-        },
+        "UPDATE" => Request::Update { client_id: 0, seq: 0, row: parse_row("UPDATE", args)? },
         "DEL" | "DELETE" => match args {
-            [key] => Request::Delete {
-                client_id: 0,
-                seq: 0,
-                key: int(key, "DEL", "key")?,
-            },
+            [key] => Request::Delete { client_id: 0, seq: 0, key: int(key, "DEL", "key")? },
             _ => return err("usage: DEL <key>, e.g. DEL 101"),
         },
         "LOG" => parse_log(args)?,
@@ -106,9 +93,7 @@ fn parse_read(args: &[Token]) -> Result<Request, TextError> {
 
 fn parse_row(command: &str, args: &[Token]) -> Result<Row, TextError> {
     let Some((key, values)) = args.split_first() else {
-        return err(format!(
-            "usage: {command} <key> <values…>, e.g. {command} 101 alice 77"
-        ));
+        return err(format!("usage: {command} <key> <values…>, e.g. {command} 101 alice 77"));
     };
     let key = int(key, command, "key")?;
     Ok(Row::new(key, values.iter().map(Token::value).collect()))
@@ -118,10 +103,7 @@ fn parse_log(args: &[Token]) -> Result<Request, TextError> {
     const USAGE: &str = "usage: LOG <shard> [count], e.g. LOG sh1 20";
     let (shard, count) = match args {
         [shard] => (shard, 20),
-        [shard, count] => (
-            shard,
-            count.text.parse().map_err(|_| TextError(USAGE.into()))?,
-        ),
+        [shard, count] => (shard, count.text.parse().map_err(|_| TextError(USAGE.into()))?),
         _ => return err(USAGE),
     };
     let shard = ShardId::parse(&shard.text).ok_or_else(|| TextError(USAGE.into()))?;
@@ -135,10 +117,7 @@ fn parse_add(args: &[Token]) -> Result<Request, TextError> {
     }
     let mut servers = BTreeMap::new();
     for arg in args {
-        let (name, shards) = arg
-            .text
-            .split_once(':')
-            .ok_or_else(|| TextError(USAGE.into()))?;
+        let (name, shards) = arg.text.split_once(':').ok_or_else(|| TextError(USAGE.into()))?;
         let shards = shards
             .split(',')
             .map(|s| ShardId::parse(s).ok_or_else(|| TextError(format!("ADD: bad shard `{s}`"))))
@@ -147,11 +126,7 @@ fn parse_add(args: &[Token]) -> Result<Request, TextError> {
             return err(format!("ADD: bad or repeated server name `{name}`"));
         }
     }
-    Ok(Request::AddServers(AddServersRequest {
-        n: servers.len(),
-        new_shards: vec![],
-        servers,
-    }))
+    Ok(Request::AddServers(AddServersRequest { n: servers.len(), new_shards: vec![], servers }))
 }
 
 fn parse_rm(args: &[Token]) -> Result<Request, TextError> {
@@ -161,29 +136,16 @@ fn parse_rm(args: &[Token]) -> Result<Request, TextError> {
     };
     let n: usize = n.text.parse().map_err(|_| TextError(USAGE.into()))?;
     if n < names.len() {
-        return err(format!(
-            "RM: n = {n} is less than the {} servers named",
-            names.len()
-        ));
+        return err(format!("RM: n = {n} is less than the {} servers named", names.len()));
     }
-    Ok(Request::RemoveServers {
-        n,
-        servers: names.iter().map(|t| t.text.clone()).collect(),
-    })
+    Ok(Request::RemoveServers { n, servers: names.iter().map(|t| t.text.clone()).collect() })
 }
 
 fn int(token: &Token, command: &str, what: &str) -> Result<i64, TextError> {
     if token.quoted {
-        return err(format!(
-            "{command}: {what} must be an integer, got a quoted string"
-        ));
+        return err(format!("{command}: {what} must be an integer, got a quoted string"));
     }
-    token.text.parse().map_err(|_| {
-        TextError(format!(
-            "{command}: {what} must be an integer, got `{}`",
-            token.text
-        ))
-    })
+    token.text.parse().map_err(|_| TextError(format!("{command}: {what} must be an integer, got `{}`", token.text)))
 }
 
 /// One word of a line; quoted words are always strings.
@@ -201,9 +163,7 @@ impl Token {
         if let Ok(i) = self.text.parse::<i64>() {
             return Value::Int(i);
         }
-        let numeric_start = self
-            .text
-            .starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+        let numeric_start = self.text.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
         match self.text.parse::<f64>() {
             Ok(x) if numeric_start && x.is_finite() => Value::Float(x),
             _ => Value::Str(self.text.clone()),
@@ -243,10 +203,7 @@ fn tokenize(line: &str) -> Result<Vec<Token>, TextError> {
                 text.push(c);
                 chars.next();
             }
-            tokens.push(Token {
-                text,
-                quoted: false,
-            });
+            tokens.push(Token { text, quoted: false });
         }
     }
     Ok(tokens)
@@ -266,76 +223,24 @@ mod tests {
     #[test]
     fn seed_operations_parse() {
         assert_eq!(request("ping"), Request::Ping);
-        assert_eq!(
-            request("READ 100 200"),
-            Request::Read {
-                low: 100,
-                high: 200,
-                primary: false
-            }
-        );
-        assert_eq!(
-            request("read -5 5 primary"),
-            Request::Read {
-                low: -5,
-                high: 5,
-                primary: true
-            }
-        );
-        assert_eq!(
-            request("DEL 101"),
-            Request::Delete {
-                client_id: 0,
-                seq: 0,
-                key: 101
-            }
-        );
-        assert_eq!(
-            request("LOG sh2 5"),
-            Request::Log {
-                shard: ShardId(2),
-                count: 5
-            }
-        );
-        let Request::Write(batch) = request("WRITE 101 alice 77\r\n") else {
-            panic!()
-        };
-        assert_eq!(
-            batch.rows().unwrap(),
-            vec![Row::new(
-                101,
-                vec![Value::Str("alice".into()), Value::Int(77)]
-            )]
-        );
-        let Request::Update { row, .. } = request(r#"UPDATE 7 "bob smith" 1.5 "42""#) else {
-            panic!()
-        };
-        assert_eq!(
-            row.values,
-            vec![
-                Value::Str("bob smith".into()),
-                Value::Float(1.5),
-                Value::Str("42".into())
-            ]
-        );
+        assert_eq!(request("READ 100 200"), Request::Read { low: 100, high: 200, primary: false });
+        assert_eq!(request("read -5 5 primary"), Request::Read { low: -5, high: 5, primary: true });
+        assert_eq!(request("DEL 101"), Request::Delete { client_id: 0, seq: 0, key: 101 });
+        assert_eq!(request("LOG sh2 5"), Request::Log { shard: ShardId(2), count: 5 });
+        let Request::Write(batch) = request("WRITE 101 alice 77\r\n") else { panic!() };
+        assert_eq!(batch.rows().unwrap(), vec![Row::new(101, vec![Value::Str("alice".into()), Value::Int(77)])]);
+        let Request::Update { row, .. } = request(r#"UPDATE 7 "bob smith" 1.5 "42""#) else { panic!() };
+        assert_eq!(row.values, vec![Value::Str("bob smith".into()), Value::Float(1.5), Value::Str("42".into())]);
         assert_eq!(parse_line("HELP"), Ok(TextCommand::Help));
         assert_eq!(parse_line("   "), Ok(TextCommand::Empty));
     }
 
     #[test]
     fn admin_lines_parse() {
-        let Request::AddServers(add) = request("ADD Server6:sh1,sh2 Server7:3") else {
-            panic!()
-        };
+        let Request::AddServers(add) = request("ADD Server6:sh1,sh2 Server7:3") else { panic!() };
         assert_eq!(add.n, 2);
         assert_eq!(add.servers["Server6"], vec![ShardId(1), ShardId(2)]);
-        assert_eq!(
-            request("RM 2 Server1"),
-            Request::RemoveServers {
-                n: 2,
-                servers: vec!["Server1".into()]
-            }
-        );
+        assert_eq!(request("RM 2 Server1"), Request::RemoveServers { n: 2, servers: vec!["Server1".into()] });
     }
 
     #[test]

@@ -13,9 +13,7 @@ use shardline_protocol::*;
 pub fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::Int),
-        any::<f64>()
-            .prop_filter("finite", |x| x.is_finite())
-            .prop_map(Value::Float),
+        any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(Value::Float),
         ".{0,12}".prop_map(Value::Str),
     ]
 }
@@ -37,17 +35,9 @@ pub fn shard_spec() -> impl Strategy<Value = ShardSpec> {
 }
 
 pub fn schema() -> impl Strategy<Value = Schema> {
-    let ty = prop_oneof![
-        Just(ColumnType::Int),
-        Just(ColumnType::Float),
-        Just(ColumnType::Str)
-    ];
-    vec(("[a-z]{1,6}", ty), 1..5).prop_map(|cols| Schema {
-        columns: cols
-            .into_iter()
-            .map(|(name, ty)| Column { name, ty })
-            .collect(),
-    })
+    let ty = prop_oneof![Just(ColumnType::Int), Just(ColumnType::Float), Just(ColumnType::Str)];
+    vec(("[a-z]{1,6}", ty), 1..5)
+        .prop_map(|cols| Schema { columns: cols.into_iter().map(|(name, ty)| Column { name, ty }).collect() })
 }
 
 pub fn name() -> impl Strategy<Value = String> {
@@ -68,25 +58,11 @@ pub fn server_addr() -> impl Strategy<Value = ServerAddr> {
 
 pub fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
-        (
-            shard_id(),
-            any::<u64>(),
-            proptest::option::of(server_addr())
-        )
-            .prop_map(|(shard, term, primary)| ErrorCode::NotPrimary {
-                shard,
-                term,
-                primary
-            }),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(current, got)| ErrorCode::StaleTerm { current, got }),
-        (shard_id(), any::<u32>(), any::<u32>()).prop_map(|(shard, acked, needed)| {
-            ErrorCode::NoQuorum {
-                shard,
-                acked,
-                needed,
-            }
-        }),
+        (shard_id(), any::<u64>(), proptest::option::of(server_addr()))
+            .prop_map(|(shard, term, primary)| ErrorCode::NotPrimary { shard, term, primary }),
+        (any::<u64>(), any::<u64>()).prop_map(|(current, got)| ErrorCode::StaleTerm { current, got }),
+        (shard_id(), any::<u32>(), any::<u32>())
+            .prop_map(|(shard, acked, needed)| { ErrorCode::NoQuorum { shard, acked, needed } }),
         any::<i64>().prop_map(|key| ErrorCode::KeyOutOfRange { key }),
         ".{0,20}".prop_map(ErrorCode::SchemaViolation),
         any::<i64>().prop_map(|key| ErrorCode::DuplicateKey { key }),
@@ -99,46 +75,22 @@ pub fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         Just(Request::Status),
         Just(Request::Stats),
-        (
-            any::<usize>(),
-            schema(),
-            vec(shard_spec(), 0..4),
-            server_map()
-        )
-            .prop_map(|(n, schema, shards, servers)| Request::Init(InitRequest {
-                n,
-                schema,
-                shards,
-                servers
-            })),
-        (any::<usize>(), vec(shard_spec(), 0..4), server_map()).prop_map(
-            |(n, new_shards, servers)| {
-                Request::AddServers(AddServersRequest {
-                    n,
-                    new_shards,
-                    servers,
-                })
-            }
-        ),
-        (any::<usize>(), vec(name(), 0..4))
-            .prop_map(|(n, servers)| Request::RemoveServers { n, servers }),
-        (any::<i64>(), any::<i64>(), any::<bool>())
-            .prop_map(|(low, high, primary)| Request::Read { low, high, primary }),
+        (any::<usize>(), schema(), vec(shard_spec(), 0..4), server_map())
+            .prop_map(|(n, schema, shards, servers)| Request::Init(InitRequest { n, schema, shards, servers })),
+        (any::<usize>(), vec(shard_spec(), 0..4), server_map())
+            .prop_map(|(n, new_shards, servers)| { Request::AddServers(AddServersRequest { n, new_shards, servers }) }),
+        (any::<usize>(), vec(name(), 0..4)).prop_map(|(n, servers)| Request::RemoveServers { n, servers }),
+        (any::<i64>(), any::<i64>(), any::<bool>()).prop_map(|(low, high, primary)| Request::Read {
+            low,
+            high,
+            primary
+        }),
         name().prop_map(|server| Request::ReadServer { server }),
         (any::<u64>(), any::<u64>(), rows())
             .prop_map(|(c, s, rows)| Request::Write(WriteBatch::encode(c, s, &rows).unwrap())),
-        (any::<u64>(), any::<u64>(), row()).prop_map(|(client_id, seq, row)| Request::Update {
-            client_id,
-            seq,
-            row
-        }),
-        (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(client_id, seq, key)| {
-            Request::Delete {
-                client_id,
-                seq,
-                key,
-            }
-        }),
+        (any::<u64>(), any::<u64>(), row()).prop_map(|(client_id, seq, row)| Request::Update { client_id, seq, row }),
+        (any::<u64>(), any::<u64>(), any::<i64>())
+            .prop_map(|(client_id, seq, key)| { Request::Delete { client_id, seq, key } }),
         (shard_id(), any::<u32>()).prop_map(|(shard, count)| Request::Log { shard, count }),
         any::<u64>().prop_map(|known_version| Request::GetTopology { known_version }),
         Just(Request::SubscribeTopology),
@@ -146,47 +98,18 @@ pub fn request() -> impl Strategy<Value = Request> {
 }
 
 pub fn topology() -> impl Strategy<Value = Topology> {
-    let shard = (
-        shard_spec(),
-        any::<u64>(),
-        proptest::option::of(name()),
-        vec(name(), 0..3),
-    )
-        .prop_map(|(spec, term, primary, replicas)| ShardTopology {
-            spec,
-            term,
-            primary,
-            readable: replicas.clone(),
-            replicas,
-        });
-    let server = (name(), any::<bool>(), proptest::option::of(any::<u64>())).prop_map(
-        |(name, healthy, age)| ServerInfo {
-            addr: format!("{name}:1"),
-            name,
-            healthy,
-            last_heartbeat_ms: age,
-        },
+    let shard = (shard_spec(), any::<u64>(), proptest::option::of(name()), vec(name(), 0..3)).prop_map(
+        |(spec, term, primary, replicas)| ShardTopology { spec, term, primary, readable: replicas.clone(), replicas },
     );
-    (
-        any::<u64>(),
-        proptest::option::of(schema()),
-        vec(shard, 0..3),
-        vec(server, 0..3),
-    )
-        .prop_map(|(version, schema, shards, servers)| Topology {
-            version,
-            schema,
-            shards,
-            servers,
-        })
+    let server = (name(), any::<bool>(), proptest::option::of(any::<u64>())).prop_map(|(name, healthy, age)| {
+        ServerInfo { addr: format!("{name}:1"), name, healthy, last_heartbeat_ms: age }
+    });
+    (any::<u64>(), proptest::option::of(schema()), vec(shard, 0..3), vec(server, 0..3))
+        .prop_map(|(version, schema, shards, servers)| Topology { version, schema, shards, servers })
 }
 
 pub fn shard_state() -> impl Strategy<Value = ShardState> {
-    let role = prop_oneof![
-        Just(ReplicaRole::Primary),
-        Just(ReplicaRole::Follower),
-        Just(ReplicaRole::Idle)
-    ];
+    let role = prop_oneof![Just(ReplicaRole::Primary), Just(ReplicaRole::Follower), Just(ReplicaRole::Idle)];
     (
         shard_spec(),
         role,
@@ -197,18 +120,16 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
         any::<bool>(),
         proptest::option::of(".{0,10}"),
     )
-        .prop_map(
-            |(spec, role, term, last, commit_index, applied_index, serving, fault)| ShardState {
-                spec,
-                role,
-                term,
-                last,
-                commit_index,
-                applied_index,
-                serving,
-                fault,
-            },
-        )
+        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault)| ShardState {
+            spec,
+            role,
+            term,
+            last,
+            commit_index,
+            applied_index,
+            serving,
+            fault,
+        })
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
@@ -216,35 +137,15 @@ pub fn response() -> impl Strategy<Value = Response> {
         error_code().prop_map(Response::Error),
         Just(Response::Pong),
         topology().prop_map(Response::Topology),
-        (name(), vec(shard_state(), 0..3))
-            .prop_map(|(node, shards)| Response::Node(NodeStatus { node, shards })),
+        (name(), vec(shard_state(), 0..3)).prop_map(|(node, shards)| Response::Node(NodeStatus { node, shards })),
         vec((".{0,8}", ".{0,8}"), 0..4).prop_map(Response::Stats),
         rows().prop_map(Response::Rows),
-        vec((shard_id(), rows()), 0..3).prop_map(|s| Response::ServerRows(
-            s.into_iter()
-                .map(|(shard, rows)| ShardRows { shard, rows })
-                .collect()
-        )),
-        vec(
-            (
-                shard_id(),
-                any::<u64>(),
-                any::<u64>(),
-                vec(name(), 0..3),
-                any::<u64>()
-            ),
-            0..3
-        )
-        .prop_map(|c| {
+        vec((shard_id(), rows()), 0..3)
+            .prop_map(|s| Response::ServerRows(s.into_iter().map(|(shard, rows)| ShardRows { shard, rows }).collect())),
+        vec((shard_id(), any::<u64>(), any::<u64>(), vec(name(), 0..3), any::<u64>()), 0..3).prop_map(|c| {
             Response::Committed(
                 c.into_iter()
-                    .map(|(shard, term, index, replicas, rows)| ShardCommit {
-                        shard,
-                        term,
-                        index,
-                        replicas,
-                        rows,
-                    })
+                    .map(|(shard, term, index, replicas, rows)| ShardCommit { shard, term, index, replicas, rows })
                     .collect(),
             )
         }),
@@ -254,33 +155,15 @@ pub fn response() -> impl Strategy<Value = Response> {
 
 pub fn control_request() -> impl Strategy<Value = ControlRequest> {
     prop_oneof![
-        (shard_spec(), schema())
-            .prop_map(|(shard, schema)| ControlRequest::ConfigureShard { shard, schema }),
+        (shard_spec(), schema()).prop_map(|(shard, schema)| ControlRequest::ConfigureShard { shard, schema }),
         shard_id().prop_map(|shard| ControlRequest::DropShard { shard }),
-        (
-            shard_id(),
-            any::<u64>(),
-            vec(server_addr(), 0..3),
-            any::<u64>()
-        )
-            .prop_map(
-                |(shard, term, followers, lease_ms)| ControlRequest::BecomePrimary {
-                    shard,
-                    term,
-                    followers,
-                    lease_ms
-                }
-            ),
-        (shard_id(), any::<u64>(), server_addr()).prop_map(|(shard, term, primary)| {
-            ControlRequest::BecomeFollower {
-                shard,
-                term,
-                primary,
-            }
-        }),
+        (shard_id(), any::<u64>(), vec(server_addr(), 0..3), any::<u64>()).prop_map(
+            |(shard, term, followers, lease_ms)| ControlRequest::BecomePrimary { shard, term, followers, lease_ms }
+        ),
+        (shard_id(), any::<u64>(), server_addr())
+            .prop_map(|(shard, term, primary)| { ControlRequest::BecomeFollower { shard, term, primary } }),
         any::<u64>().prop_map(|lease_ms| ControlRequest::Heartbeat { lease_ms }),
-        (shard_id(), any::<u64>())
-            .prop_map(|(shard, term)| ControlRequest::ElectionQuery { shard, term }),
+        (shard_id(), any::<u64>()).prop_map(|(shard, term)| ControlRequest::ElectionQuery { shard, term }),
     ]
 }
 
@@ -292,33 +175,17 @@ pub fn log_entry() -> impl Strategy<Value = LogEntry> {
             seq,
             rows
         }),
-        (any::<u64>(), any::<u64>(), row()).prop_map(|(client_id, seq, row)| Operation::Update {
-            client_id,
-            seq,
-            row
-        }),
-        (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(client_id, seq, key)| {
-            Operation::Delete {
-                client_id,
-                seq,
-                key,
-            }
-        }),
+        (any::<u64>(), any::<u64>(), row()).prop_map(|(client_id, seq, row)| Operation::Update { client_id, seq, row }),
+        (any::<u64>(), any::<u64>(), any::<i64>())
+            .prop_map(|(client_id, seq, key)| { Operation::Delete { client_id, seq, key } }),
     ];
     (any::<u64>(), any::<u64>(), op).prop_map(|(term, index, op)| LogEntry { term, index, op })
 }
 
 pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
     prop_oneof![
-        (
-            shard_id(),
-            any::<u64>(),
-            name(),
-            position(),
-            vec(log_entry(), 0..3),
-            any::<u64>()
-        )
-            .prop_map(|(shard, term, primary, prev, entries, commit)| {
+        (shard_id(), any::<u64>(), name(), position(), vec(log_entry(), 0..3), any::<u64>()).prop_map(
+            |(shard, term, primary, prev, entries, commit)| {
                 PeerRequest::Append {
                     shard,
                     term,
@@ -327,53 +194,25 @@ pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
                     commit,
                     entries: entries.iter().map(|e| e.encode().unwrap()).collect(),
                 }
-            }),
-        (
-            shard_id(),
-            any::<u64>(),
-            name(),
-            position(),
-            any::<u32>(),
-            rows(),
-            any::<bool>()
-        )
-            .prop_map(|(shard, term, primary, last_included, chunk, rows, done)| {
-                PeerRequest::Snapshot {
-                    shard,
-                    term,
-                    primary,
-                    last_included,
-                    chunk,
-                    rows,
-                    done,
-                }
-            }),
-        (shard_id(), any::<u64>(), any::<u64>())
-            .prop_map(|(shard, from, to)| PeerRequest::FetchEntries { shard, from, to }),
+            }
+        ),
+        (shard_id(), any::<u64>(), name(), position(), any::<u32>(), rows(), any::<bool>()).prop_map(
+            |(shard, term, primary, last_included, chunk, rows, done)| {
+                PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, done }
+            }
+        ),
+        (shard_id(), any::<u64>(), any::<u64>()).prop_map(|(shard, from, to)| PeerRequest::FetchEntries {
+            shard,
+            from,
+            to
+        }),
     ]
 }
 
 pub fn frame() -> impl Strategy<Value = Frame> {
-    let route = prop_oneof![
-        Just(Route::None),
-        any::<i64>().prop_map(Route::Key),
-        any::<u32>().prop_map(Route::Shard),
-    ];
-    let flags = prop_oneof![
-        Just(0u16),
-        Just(FLAG_LINEARIZABLE),
-        Just(FLAG_END_OF_STREAM)
-    ];
-    (
-        any::<u8>(),
-        any::<u64>(),
-        route,
-        flags,
-        vec(any::<u8>(), 0..200),
-    )
-        .prop_map(|(kind, id, route, flags, payload)| {
-            Frame::new(kind, id, Bytes::from(payload))
-                .with_route(route)
-                .with_flags(flags)
-        })
+    let route = prop_oneof![Just(Route::None), any::<i64>().prop_map(Route::Key), any::<u32>().prop_map(Route::Shard),];
+    let flags = prop_oneof![Just(0u16), Just(FLAG_LINEARIZABLE), Just(FLAG_END_OF_STREAM)];
+    (any::<u8>(), any::<u64>(), route, flags, vec(any::<u8>(), 0..200)).prop_map(|(kind, id, route, flags, payload)| {
+        Frame::new(kind, id, Bytes::from(payload)).with_route(route).with_flags(flags)
+    })
 }

@@ -38,27 +38,20 @@ impl ShardTask {
     /// Checks the sender's term; adopts a newer one and follows the sender.
     fn accept_primary(&mut self, term: u64, primary: &str) -> Result<(), ErrorCode> {
         if term < self.term {
-            return Err(ErrorCode::StaleTerm {
-                current: self.term,
-                got: term,
-            });
+            return Err(ErrorCode::StaleTerm { current: self.term, got: term });
         }
         if term > self.term {
-            self.adopt_term(term)
-                .map_err(|e| ErrorCode::Internal(e.to_string()))?;
+            self.adopt_term(term).map_err(|e| ErrorCode::Internal(e.to_string()))?;
             self.step_down(Role::Idle);
         }
         match &self.role {
-            Role::Primary(_) => Err(ErrorCode::BadRequest(format!(
-                "{primary} claims term {term}, which this replica leads"
-            ))),
+            Role::Primary(_) => {
+                Err(ErrorCode::BadRequest(format!("{primary} claims term {term}, which this replica leads")))
+            }
             Role::Follower { primary: p } if p.name == primary => Ok(()),
             _ => {
                 info!(term, primary, "following the primary that contacted us");
-                let addr = ServerAddr {
-                    name: primary.to_owned(),
-                    addr: String::new(),
-                };
+                let addr = ServerAddr { name: primary.to_owned(), addr: String::new() };
                 self.role = Role::Follower { primary: addr };
                 self.publish();
                 Ok(())
@@ -69,12 +62,9 @@ impl ShardTask {
     pub(super) fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
         if let Err(e) = self.accept_primary(req.term, &req.primary) {
             return match e {
-                ErrorCode::StaleTerm { current, .. } => PeerResponse::Appended {
-                    term: current,
-                    success: false,
-                    last: self.wal.last(),
-                    retry_from: 0,
-                },
+                ErrorCode::StaleTerm { current, .. } => {
+                    PeerResponse::Appended { term: current, success: false, last: self.wal.last(), retry_from: 0 }
+                }
                 other => PeerResponse::Error(other),
             };
         }
@@ -101,30 +91,20 @@ impl ShardTask {
                 }
                 Err(e) => {
                     warn!(%e, "entry damaged in transit");
-                    return PeerResponse::Error(ErrorCode::BadRequest(format!(
-                        "entry damaged in transit: {e}"
-                    )));
+                    return PeerResponse::Error(ErrorCode::BadRequest(format!("entry damaged in transit: {e}")));
                 }
             }
         }
         let plan = {
             let mem = self.log.read().expect("log lock");
-            plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| {
-                mem.term_at(i)
-            })
+            plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| mem.term_at(i))
         };
         let skip = match plan {
             AppendPlan::Reject { retry_from } => return refuse(self, retry_from),
-            AppendPlan::Accept {
-                truncate_from,
-                skip,
-            } => {
+            AppendPlan::Accept { truncate_from, skip } => {
                 if let Some(from) = truncate_from {
                     if from <= self.commit {
-                        let why = format!(
-                            "primary asked to cut committed entry {from} (commit {})",
-                            self.commit
-                        );
+                        let why = format!("primary asked to cut committed entry {from} (commit {})", self.commit);
                         warn!("{why}");
                         return PeerResponse::Error(ErrorCode::Internal(why));
                     }
@@ -137,18 +117,11 @@ impl ShardTask {
                 skip
             }
         };
-        let records: Vec<(u64, Bytes)> = incoming
-            .iter()
-            .zip(req.entries)
-            .skip(skip)
-            .map(|(pos, r)| (pos.term, r))
-            .collect();
+        let records: Vec<(u64, Bytes)> =
+            incoming.iter().zip(req.entries).skip(skip).map(|(pos, r)| (pos.term, r)).collect();
         let n = records.len() as u64;
         if n > 0 {
-            let result = self
-                .wal
-                .stage(records)
-                .and_then(|_| block_in_place(|| self.wal.sync()));
+            let result = self.wal.stage(records).and_then(|_| block_in_place(|| self.wal.sync()));
             if let Err(e) = result {
                 self.storage_failed("log append", &e);
                 return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
@@ -168,26 +141,15 @@ impl ShardTask {
         }
         if self.applied.index >= req.commit && (self.fault.is_some() || !self.synced) {
             if self.fault.is_some() {
-                info!(
-                    applied = self.applied.index,
-                    "log repaired from the primary: serving again"
-                );
+                info!(applied = self.applied.index, "log repaired from the primary: serving again");
             } else {
-                info!(
-                    applied = self.applied.index,
-                    "caught up with the primary's commit index: serving"
-                );
+                info!(applied = self.applied.index, "caught up with the primary's commit index: serving");
             }
             self.fault = None;
             self.synced = true;
         }
         self.publish();
-        PeerResponse::Appended {
-            term: self.term,
-            success: true,
-            last: matched,
-            retry_from: 0,
-        }
+        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0 }
     }
 
     pub(super) fn on_snapshot(&mut self, chunk: SnapshotChunk) -> PeerResponse {
@@ -220,10 +182,7 @@ impl ShardTask {
         });
         self.publish();
         match result {
-            Ok(()) => PeerResponse::SnapshotStored {
-                term: self.term,
-                chunk: chunk.chunk,
-            },
+            Ok(()) => PeerResponse::SnapshotStored { term: self.term, chunk: chunk.chunk },
             Err(e) => PeerResponse::Error(ErrorCode::Internal(e.to_string())),
         }
     }

@@ -23,8 +23,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use shardline_protocol::{
-    ControlResponse, ErrorCode, LogLine, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec,
-    ShardState,
+    ControlResponse, ErrorCode, LogLine, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec, ShardState,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -163,22 +162,14 @@ impl ShardHandle {
 
     /// The replica's current state.
     pub fn state(&self) -> ShardState {
-        self.shared
-            .published
-            .lock()
-            .expect("published lock")
-            .state
-            .clone()
+        self.shared.published.lock().expect("published lock").state.clone()
     }
 
     /// Submits a write; answers once it is committed by a majority (or refused).
     pub async fn write(&self, op: WriteOp) -> Result<ShardCommit, ErrorCode> {
         let (reply, rx) = oneshot::channel();
         let started = Instant::now();
-        self.tx
-            .send(Command::Write { op, started, reply })
-            .await
-            .map_err(|_| gone())?;
+        self.tx.send(Command::Write { op, started, reply }).await.map_err(|_| gone())?;
         let result = rx.await.map_err(|_| gone())?;
         let mut c = self.shared.counters.lock().expect("counters lock");
         match &result {
@@ -198,46 +189,29 @@ impl ShardHandle {
             let p = self.shared.published.lock().expect("published lock");
             let shard = self.shared.spec.id;
             if !p.state.serving {
-                let reason = p
-                    .state
-                    .fault
-                    .clone()
-                    .unwrap_or_else(|| "catching up".into());
+                let reason = p.state.fault.clone().unwrap_or_else(|| "catching up".into());
                 return Err(ErrorCode::Unavailable { shard, reason });
             }
             if primary {
                 if p.state.role != ReplicaRole::Primary {
-                    return Err(ErrorCode::NotPrimary {
-                        shard,
-                        term: p.state.term,
-                        primary: p.primary.clone(),
-                    });
+                    return Err(ErrorCode::NotPrimary { shard, term: p.state.term, primary: p.primary.clone() });
                 }
                 if p.lease_until.is_none_or(|t| Instant::now() >= t) {
                     return Err(ErrorCode::LeaseExpired { shard });
                 }
                 if !p.ready {
-                    return Err(ErrorCode::Unavailable {
-                        shard,
-                        reason: "new primary not ready".into(),
-                    });
+                    return Err(ErrorCode::Unavailable { shard, reason: "new primary not ready".into() });
                 }
             }
         }
         self.shared.counters.lock().expect("counters lock").reads += 1;
         let spec = self.shared.spec;
         let high = high.min(spec.high().unwrap_or(i64::MIN));
-        self.shared
-            .table
-            .read_range(low.max(spec.low), high)
-            .map_err(|e| ErrorCode::Internal(e.to_string()))
+        self.shared.table.read_range(low.max(spec.low), high).map_err(|e| ErrorCode::Internal(e.to_string()))
     }
 
     /// Sends a command and waits for its answer.
-    pub(crate) async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Option<T> {
+    pub(crate) async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.ok()?;
         rx.await.ok()
@@ -254,38 +228,22 @@ impl ShardHandle {
         let c = self.shared.counters.lock().expect("counters lock");
         let id = state.spec.id;
         let h = &c.write_latency_us;
-        let per_sync = if c.fsyncs == 0 {
-            0.0
-        } else {
-            c.entries_synced as f64 / c.fsyncs as f64
-        };
+        let per_sync = if c.fsyncs == 0 { 0.0 } else { c.entries_synced as f64 / c.fsyncs as f64 };
         vec![
             (format!("{id}.role"), format!("{:?}", state.role)),
             (format!("{id}.term"), state.term.to_string()),
-            (
-                format!("{id}.last"),
-                format!("{}@{}", state.last.index, state.last.term),
-            ),
+            (format!("{id}.last"), format!("{}@{}", state.last.index, state.last.term)),
             (format!("{id}.commit"), state.commit_index.to_string()),
             (format!("{id}.applied"), state.applied_index.to_string()),
             (format!("{id}.serving"), state.serving.to_string()),
-            (
-                format!("{id}.fault"),
-                state.fault.clone().unwrap_or_else(|| "none".into()),
-            ),
+            (format!("{id}.fault"), state.fault.clone().unwrap_or_else(|| "none".into())),
             (format!("{id}.writes_acked"), c.writes_acked.to_string()),
             (format!("{id}.writes_failed"), c.writes_failed.to_string()),
             (format!("{id}.reads"), c.reads.to_string()),
             (format!("{id}.fsyncs"), c.fsyncs.to_string()),
             (format!("{id}.entries_per_fsync"), format!("{per_sync:.2}")),
-            (
-                format!("{id}.write_p50_us"),
-                h.value_at_quantile(0.50).to_string(),
-            ),
-            (
-                format!("{id}.write_p99_us"),
-                h.value_at_quantile(0.99).to_string(),
-            ),
+            (format!("{id}.write_p50_us"), h.value_at_quantile(0.50).to_string()),
+            (format!("{id}.write_p99_us"), h.value_at_quantile(0.99).to_string()),
         ]
     }
 }

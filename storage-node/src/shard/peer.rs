@@ -57,9 +57,7 @@ impl PeerTask {
         loop {
             let (last, commit) = *self.progress.borrow_and_update();
             if conn.is_none() {
-                match Conn::connect(&self.addr.addr, self.cfg.peer_timeout, self.cfg.max_payload)
-                    .await
-                {
+                match Conn::connect(&self.addr.addr, self.cfg.peer_timeout, self.cfg.max_payload).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         self.unreachable(&e);
@@ -74,16 +72,8 @@ impl PeerTask {
                     next = included + 1;
                     Some(included)
                 }),
-                Next::Append(request, sent_last) => match c
-                    .call(&request, self.cfg.peer_timeout)
-                    .await
-                {
-                    Ok(PeerResponse::Appended {
-                        term,
-                        success,
-                        last: matched,
-                        retry_from,
-                    }) => {
+                Next::Append(request, sent_last) => match c.call(&request, self.cfg.peer_timeout).await {
+                    Ok(PeerResponse::Appended { term, success, last: matched, retry_from }) => {
                         if term > self.term {
                             self.send(Command::HigherTerm { term }).await;
                             return;
@@ -107,12 +97,7 @@ impl PeerTask {
                     self.reachable.store(true, Ordering::Relaxed);
                     if let Some(d) = durable.filter(|&d| d != reported) {
                         reported = d;
-                        self.send(Command::Progress {
-                            epoch: self.epoch,
-                            slot: self.slot,
-                            durable: d,
-                        })
-                        .await;
+                        self.send(Command::Progress { epoch: self.epoch, slot: self.slot, durable: d }).await;
                     }
                     let caught_up = next > self.progress.borrow().0;
                     if caught_up {
@@ -144,10 +129,7 @@ impl PeerTask {
             shard: self.shard,
             term: self.term,
             primary: self.me.clone(),
-            prev: LogPosition {
-                term: prev_term,
-                index: prev_index,
-            },
+            prev: LogPosition { term: prev_term, index: prev_index },
             entries,
             commit,
         };
@@ -161,16 +143,9 @@ impl PeerTask {
             .await
             .map_err(|e| CallError::Protocol(e.to_string()))?
             .map_err(|e| CallError::Protocol(e.to_string()))?;
-        info!(
-            upto = included.index,
-            rows = rows.len(),
-            "sending a snapshot"
-        );
-        let chunks: Vec<&[shardline_protocol::Row]> = if rows.is_empty() {
-            vec![&[]]
-        } else {
-            rows.chunks(SNAPSHOT_CHUNK_ROWS).collect()
-        };
+        info!(upto = included.index, rows = rows.len(), "sending a snapshot");
+        let chunks: Vec<&[shardline_protocol::Row]> =
+            if rows.is_empty() { vec![&[]] } else { rows.chunks(SNAPSHOT_CHUNK_ROWS).collect() };
         let count = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let request = PeerRequest::Snapshot {

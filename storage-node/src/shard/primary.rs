@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardline_protocol::{
-    ControlResponse, ErrorCode, LogEntry, Operation, ServerAddr, ShardCommit, ShardId,
-};
+use shardline_protocol::{ControlResponse, ErrorCode, LogEntry, Operation, ServerAddr, ShardCommit, ShardId};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{block_in_place, JoinHandle};
 use tracing::{info, warn, Instrument};
@@ -82,8 +80,7 @@ impl PrimaryState {
         }
         for waiter in self.waiters.into_values().flatten() {
             let _ = waiter.reply.send(Err(ErrorCode::Timeout(
-                "the primary stepped down before the write committed; it may or may not be applied"
-                    .into(),
+                "the primary stepped down before the write committed; it may or may not be applied".into(),
             )));
         }
     }
@@ -106,30 +103,16 @@ impl PrimaryState {
 
 impl ShardTask {
     /// Takes the primary role at `term` and commits a no-op in it.
-    pub(super) fn become_primary(
-        &mut self,
-        term: u64,
-        followers: Vec<ServerAddr>,
-        lease_ms: u64,
-    ) -> ControlResponse {
+    pub(super) fn become_primary(&mut self, term: u64, followers: Vec<ServerAddr>, lease_ms: u64) -> ControlResponse {
         if term < self.term {
-            return ControlResponse::Error(ErrorCode::StaleTerm {
-                current: self.term,
-                got: term,
-            });
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
         }
         if let Some((_, why)) = &self.fault {
-            return ControlResponse::Error(ErrorCode::Unavailable {
-                shard: self.spec.id,
-                reason: why.clone(),
-            });
+            return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason: why.clone() });
         }
         if self.installing {
             let reason = "installing a snapshot".into();
-            return ControlResponse::Error(ErrorCode::Unavailable {
-                shard: self.spec.id,
-                reason,
-            });
+            return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason });
         }
         let lease_until = Instant::now() + Duration::from_millis(lease_ms);
         if term == self.term {
@@ -138,11 +121,8 @@ impl ShardTask {
                 if !same {
                     // A new follower set at the same term (servers added or removed): swap
                     // the replication tasks, keep the log, the waiters and what is known.
-                    let known: HashMap<String, u64> = p
-                        .followers
-                        .iter()
-                        .map(|f| (f.addr.name.clone(), f.durable))
-                        .collect();
+                    let known: HashMap<String, u64> =
+                        p.followers.iter().map(|f| (f.addr.name.clone(), f.durable)).collect();
                     let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
                     let watch_rx = p.progress.subscribe();
                     let slots: Vec<FollowerSlot> = followers
@@ -154,9 +134,7 @@ impl ShardTask {
                         })
                         .collect();
                     info!(term, followers = slots.len(), "follower set changed");
-                    let Role::Primary(p) = &mut self.role else {
-                        unreachable!("checked above")
-                    };
+                    let Role::Primary(p) = &mut self.role else { unreachable!("checked above") };
                     for f in std::mem::replace(&mut p.followers, slots) {
                         f.task.abort();
                     }
@@ -179,9 +157,7 @@ impl ShardTask {
         // writes validated from now on must see their effects.
         let pending: Vec<Bytes> = {
             let mem = self.log.read().expect("log lock");
-            (self.applied.index + 1..=mem.last().index)
-                .filter_map(|i| mem.record(i))
-                .collect()
+            (self.applied.index + 1..=mem.last().index).filter_map(|i| mem.record(i)).collect()
         };
         for record in pending {
             match LogEntry::decode(&record) {
@@ -210,11 +186,7 @@ impl ShardTask {
             ready: false,
         }));
         self.lease_until = Some(lease_until);
-        let noop = LogEntry {
-            term,
-            index: last + 1,
-            op: Operation::Noop,
-        };
+        let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
         match noop.encode() {
             Ok(record) => self.log_and_sync(vec![(term, record)]),
             Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
@@ -250,12 +222,7 @@ impl ShardTask {
         };
         let span = tracing::info_span!("replicate", to = %addr.name);
         let task = tokio::spawn(peer.run().instrument(span));
-        FollowerSlot {
-            addr,
-            durable,
-            reachable,
-            task,
-        }
+        FollowerSlot { addr, durable, reachable, task }
     }
 
     /// Validates, logs and syncs a group of writes; acks come when they commit.
@@ -263,34 +230,20 @@ impl ShardTask {
         let shard = self.spec.id;
         let refusal = match &self.role {
             Role::Primary(p) => {
-                let reachable = 1 + p
-                    .followers
-                    .iter()
-                    .filter(|f| f.reachable.load(Ordering::Relaxed))
-                    .count();
+                let reachable = 1 + p.followers.iter().filter(|f| f.reachable.load(Ordering::Relaxed)).count();
                 let needed = majority(p.replicas());
                 if self.lease_until.is_none_or(|t| Instant::now() >= t) {
                     Some(ErrorCode::LeaseExpired { shard })
                 } else if reachable < needed {
-                    Some(ErrorCode::NoQuorum {
-                        shard,
-                        acked: reachable as u32,
-                        needed: needed as u32,
-                    })
+                    Some(ErrorCode::NoQuorum { shard, acked: reachable as u32, needed: needed as u32 })
                 } else {
                     None
                 }
             }
-            Role::Follower { primary } => Some(ErrorCode::NotPrimary {
-                shard,
-                term: self.term,
-                primary: Some(primary.clone()),
-            }),
-            Role::Idle => Some(ErrorCode::NotPrimary {
-                shard,
-                term: self.term,
-                primary: None,
-            }),
+            Role::Follower { primary } => {
+                Some(ErrorCode::NotPrimary { shard, term: self.term, primary: Some(primary.clone()) })
+            }
+            Role::Idle => Some(ErrorCode::NotPrimary { shard, term: self.term, primary: None }),
         };
         if let Some(e) = refusal {
             for (_, _, reply) in writes {
@@ -298,9 +251,7 @@ impl ShardTask {
             }
             return;
         }
-        let Role::Primary(p) = &mut self.role else {
-            unreachable!("checked above")
-        };
+        let Role::Primary(p) = &mut self.role else { unreachable!("checked above") };
         let term = self.term;
         let mut next = self.log.read().expect("log lock").last().index + 1;
         let mut records = Vec::new();
@@ -308,11 +259,7 @@ impl ShardTask {
             let (client_id, seq) = client_seq(&op);
             if client_id != 0 {
                 if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
-                    p.waiters.entry(index).or_default().push(Waiter {
-                        reply,
-                        started,
-                        rows: 0,
-                    });
+                    p.waiters.entry(index).or_default().push(Waiter { reply, started, rows: 0 });
                     continue;
                 }
                 match self.table.client_mark(client_id, seq) {
@@ -320,13 +267,7 @@ impl ShardTask {
                         let replicas = std::iter::once(self.node.clone())
                             .chain(p.followers.iter().map(|f| f.addr.name.clone()))
                             .collect();
-                        let commit = ShardCommit {
-                            shard,
-                            term: mark.term,
-                            index: mark.index,
-                            replicas,
-                            rows: 0,
-                        };
+                        let commit = ShardCommit { shard, term: mark.term, index: mark.index, replicas, rows: 0 };
                         let _ = reply.send(Ok(commit));
                         continue;
                     }
@@ -338,11 +279,7 @@ impl ShardTask {
                 }
             }
             let table = &self.table;
-            let exists = |key| {
-                table
-                    .contains(key)
-                    .map_err(|e| ErrorCode::Internal(e.to_string()))
-            };
+            let exists = |key| table.contains(key).map_err(|e| ErrorCode::Internal(e.to_string()));
             let op = match validate(op, &self.spec, &self.schema, &self.overlay, exists) {
                 Ok(op) => op,
                 Err(e) => {
@@ -354,11 +291,7 @@ impl ShardTask {
                 Operation::Write { rows, .. } => rows.len() as u64,
                 _ => 1,
             };
-            let entry = LogEntry {
-                term,
-                index: next,
-                op,
-            };
+            let entry = LogEntry { term, index: next, op };
             let record = match entry.encode() {
                 Ok(r) => r,
                 Err(e) => {
@@ -370,11 +303,7 @@ impl ShardTask {
             if client_id != 0 {
                 p.pending_clients.insert((client_id, seq), next);
             }
-            p.waiters.entry(next).or_default().push(Waiter {
-                reply,
-                started,
-                rows,
-            });
+            p.waiters.entry(next).or_default().push(Waiter { reply, started, rows });
             records.push((term, record));
             next += 1;
         }
@@ -425,9 +354,7 @@ impl ShardTask {
     /// Moves the commit index as far as a majority allows, applies, and acks.
     pub(super) fn advance_commit(&mut self) {
         let Role::Primary(p) = &self.role else { return };
-        let durable: Vec<u64> = std::iter::once(p.durable_self)
-            .chain(p.followers.iter().map(|f| f.durable))
-            .collect();
+        let durable: Vec<u64> = std::iter::once(p.durable_self).chain(p.followers.iter().map(|f| f.durable)).collect();
         let new = {
             let mem = self.log.read().expect("log lock");
             quorum_commit(&durable, self.commit, self.term, |i| mem.term_at(i))
@@ -447,12 +374,7 @@ impl ShardTask {
         p.pending_clients.retain(|_, index| *index > new);
         for (index, waiters) in done {
             let replicas: Vec<String> = std::iter::once(self.node.clone())
-                .chain(
-                    p.followers
-                        .iter()
-                        .filter(|f| f.durable >= index)
-                        .map(|f| f.addr.name.clone()),
-                )
+                .chain(p.followers.iter().filter(|f| f.durable >= index).map(|f| f.addr.name.clone()))
                 .collect();
             for w in waiters {
                 let commit = ShardCommit {
@@ -468,11 +390,7 @@ impl ShardTask {
         if !p.ready && new >= p.noop_index {
             p.ready = true;
             self.synced = true;
-            info!(
-                term = self.term,
-                commit = new,
-                "primary ready: its term's no-op is committed"
-            );
+            info!(term = self.term, commit = new, "primary ready: its term's no-op is committed");
         }
         p.progress.send_replace((self.wal.last().index, new));
         self.publish();
@@ -486,9 +404,8 @@ impl ShardTask {
         let timeout = self.cfg.write_timeout;
         let now = Instant::now();
         for waiters in p.waiters.values_mut() {
-            let (late, on_time): (Vec<_>, Vec<_>) = waiters
-                .drain(..)
-                .partition(|w| now.duration_since(w.started) >= timeout);
+            let (late, on_time): (Vec<_>, Vec<_>) =
+                waiters.drain(..).partition(|w| now.duration_since(w.started) >= timeout);
             *waiters = on_time;
             for w in late {
                 let _ = w.reply.send(Err(ErrorCode::Timeout(format!(

@@ -12,12 +12,7 @@ pub fn majority(replicas: usize) -> usize {
 /// (Raft's rule: earlier terms' entries commit only by a current-term entry after them).
 ///
 /// `durable` holds every replica's last durable index, the primary's included.
-pub fn quorum_commit(
-    durable: &[u64],
-    commit: u64,
-    term: u64,
-    term_at: impl Fn(u64) -> Option<u64>,
-) -> u64 {
+pub fn quorum_commit(durable: &[u64], commit: u64, term: u64, term_at: impl Fn(u64) -> Option<u64>) -> u64 {
     let mut sorted = durable.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     let candidate = sorted[majority(durable.len()) - 1];
@@ -58,15 +53,10 @@ pub fn plan_append(
     term_at: impl Fn(u64) -> Option<u64>,
 ) -> AppendPlan {
     if prev.index > last.index {
-        return AppendPlan::Reject {
-            retry_from: last.index + 1,
-        };
+        return AppendPlan::Reject { retry_from: last.index + 1 };
     }
     // Entries at or below our base are committed: they match by construction.
-    let mut skip = incoming
-        .iter()
-        .take_while(|e| e.index <= base.index)
-        .count();
+    let mut skip = incoming.iter().take_while(|e| e.index <= base.index).count();
     if prev.index >= base.index {
         let ours = term_at(prev.index);
         if ours != Some(prev.term) {
@@ -75,27 +65,17 @@ pub fn plan_append(
             while retry > base.index + 1 && term_at(retry - 1) == Some(conflict_term) {
                 retry -= 1;
             }
-            return AppendPlan::Reject {
-                retry_from: retry.max(1),
-            };
+            return AppendPlan::Reject { retry_from: retry.max(1) };
         }
     }
     for e in &incoming[skip..] {
         match term_at(e.index) {
             Some(t) if t == e.term => skip += 1,
-            Some(_) => {
-                return AppendPlan::Accept {
-                    truncate_from: Some(e.index),
-                    skip,
-                }
-            }
+            Some(_) => return AppendPlan::Accept { truncate_from: Some(e.index), skip },
             None => break,
         }
     }
-    AppendPlan::Accept {
-        truncate_from: None,
-        skip,
-    }
+    AppendPlan::Accept { truncate_from: None, skip }
 }
 
 #[cfg(test)]
@@ -129,16 +109,8 @@ mod tests {
         assert_eq!(quorum_commit(&[4, 0, 0], 0, 2, log(&terms)), 0);
         // Index 2 is from term 1: a term-2 primary must not count it committed on its own.
         assert_eq!(quorum_commit(&[4, 2, 2], 0, 2, log(&terms)), 0);
-        assert_eq!(
-            quorum_commit(&[4], 1, 2, log(&terms)),
-            4,
-            "one replica is its own majority"
-        );
-        assert_eq!(
-            quorum_commit(&[1, 1, 1], 3, 2, log(&terms)),
-            3,
-            "commit never goes back"
-        );
+        assert_eq!(quorum_commit(&[4], 1, 2, log(&terms)), 4, "one replica is its own majority");
+        assert_eq!(quorum_commit(&[1, 1, 1], 3, 2, log(&terms)), 3, "commit never goes back");
         assert_eq!(majority(3), 2);
         assert_eq!(majority(4), 3);
     }
@@ -147,13 +119,7 @@ mod tests {
     fn appends_that_continue_the_log_are_accepted() {
         let ours = [1, 1];
         let plan = plan_append(pos(0, 0), last(&ours), pos(1, 2), &[pos(1, 3)], log(&ours));
-        assert_eq!(
-            plan,
-            AppendPlan::Accept {
-                truncate_from: None,
-                skip: 0
-            }
-        );
+        assert_eq!(plan, AppendPlan::Accept { truncate_from: None, skip: 0 });
     }
 
     #[test]
@@ -168,13 +134,7 @@ mod tests {
         // Ours: 1 1 2 2 2 (the 2s from a primary that lost); the new primary has 1 1 3.
         let ours = [1, 1, 2, 2, 2];
         let plan = plan_append(pos(0, 0), last(&ours), pos(1, 2), &[pos(3, 3)], log(&ours));
-        assert_eq!(
-            plan,
-            AppendPlan::Accept {
-                truncate_from: Some(3),
-                skip: 0
-            }
-        );
+        assert_eq!(plan, AppendPlan::Accept { truncate_from: Some(3), skip: 0 });
         // A prev that disagrees skips back over the whole conflicting term at once.
         let plan = plan_append(pos(0, 0), last(&ours), pos(3, 5), &[], log(&ours));
         assert_eq!(plan, AppendPlan::Reject { retry_from: 3 });
@@ -185,13 +145,7 @@ mod tests {
         let ours = [1, 1, 1];
         let incoming = [pos(1, 2), pos(1, 3), pos(1, 4)];
         let plan = plan_append(pos(0, 0), last(&ours), pos(1, 1), &incoming, log(&ours));
-        assert_eq!(
-            plan,
-            AppendPlan::Accept {
-                truncate_from: None,
-                skip: 2
-            }
-        );
+        assert_eq!(plan, AppendPlan::Accept { truncate_from: None, skip: 2 });
     }
 
     #[test]
@@ -204,12 +158,6 @@ mod tests {
         };
         let incoming = [pos(2, 9), pos(2, 10), pos(2, 11), pos(2, 12), pos(2, 13)];
         let plan = plan_append(pos(2, 10), pos(2, 12), pos(2, 8), &incoming, term_at);
-        assert_eq!(
-            plan,
-            AppendPlan::Accept {
-                truncate_from: None,
-                skip: 4
-            }
-        );
+        assert_eq!(plan, AppendPlan::Accept { truncate_from: None, skip: 4 });
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shardline_protocol::{
-    ControlResponse, ErrorCode, LogEntry, LogLine, LogPosition, ReplicaRole, Schema, ServerAddr,
-    ShardSpec, ShardState, Vote,
+    ControlResponse, ErrorCode, LogEntry, LogLine, LogPosition, ReplicaRole, Schema, ServerAddr, ShardSpec, ShardState,
+    Vote,
 };
 use tokio::sync::mpsc;
 use tokio::task::block_in_place;
@@ -83,10 +83,7 @@ pub fn open_shard(
         table.configure(spec, schema)?;
     }
     let Some(mut meta) = table.meta()? else {
-        return Err(StoreError::Io(std::io::Error::other(format!(
-            "{} was never configured",
-            dir.display()
-        ))));
+        return Err(StoreError::Io(std::io::Error::other(format!("{} was never configured", dir.display()))));
     };
     let (mut wal, report) = Wal::open(&dir.join("log"), failpoints)?;
     let span = info_span!("shard", node = %cfg.id, shard = %meta.spec.id);
@@ -105,24 +102,13 @@ pub fn open_shard(
         meta.applied = LogPosition::default();
     }
     if report.torn_bytes > 0 {
-        info!(
-            bytes = report.torn_bytes,
-            "cut an interrupted write off the log's tail"
-        );
+        info!(bytes = report.torn_bytes, "cut an interrupted write off the log's tail");
     }
     let fault = report.damage.map(|(index, why)| {
         warn!(index, %why, "log entry damaged: not serving until a primary resends it");
-        (
-            index,
-            format!("log entry {index} damaged ({why}); repairing from primary"),
-        )
+        (index, format!("log entry {index} damaged ({why}); repairing from primary"))
     });
-    info!(
-        entries = report.entries,
-        term = meta.term,
-        applied = meta.applied.index,
-        "replica opened"
-    );
+    info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
 
     let (tx, rx) = mpsc::channel(4096);
     let state = ShardState {
@@ -138,12 +124,7 @@ pub fn open_shard(
     let shared = Arc::new(Shared {
         spec: meta.spec,
         table: table.clone(),
-        published: Mutex::new(Published {
-            state,
-            primary: None,
-            lease_until: None,
-            ready: false,
-        }),
+        published: Mutex::new(Published { state, primary: None, lease_until: None, ready: false }),
         counters: Mutex::new(Counters {
             writes_acked: 0,
             writes_failed: 0,
@@ -230,19 +211,10 @@ impl ShardTask {
     fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Write { .. } => unreachable!("writes are grouped"),
-            Command::BecomePrimary {
-                term,
-                followers,
-                lease_ms,
-                reply,
-            } => {
+            Command::BecomePrimary { term, followers, lease_ms, reply } => {
                 let _ = reply.send(self.become_primary(term, followers, lease_ms));
             }
-            Command::BecomeFollower {
-                term,
-                primary,
-                reply,
-            } => {
+            Command::BecomeFollower { term, primary, reply } => {
                 let _ = reply.send(self.become_follower(term, primary));
             }
             Command::ElectionQuery { term, reply } => {
@@ -263,11 +235,7 @@ impl ShardTask {
             Command::Log { count, reply } => {
                 let _ = reply.send(self.log_lines(count));
             }
-            Command::Progress {
-                epoch,
-                slot,
-                durable,
-            } => self.on_progress(epoch, slot, durable),
+            Command::Progress { epoch, slot, durable } => self.on_progress(epoch, slot, durable),
             Command::HigherTerm { term } => {
                 if term > self.term {
                     warn!(term, "a follower knows a newer term: stepping down");
@@ -291,10 +259,7 @@ impl ShardTask {
     /// The election query: adopt `term` durably, then report the log's last position.
     fn election_query(&mut self, term: u64) -> ControlResponse {
         if term < self.term {
-            return ControlResponse::Error(ErrorCode::StaleTerm {
-                current: self.term,
-                got: term,
-            });
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
         }
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
@@ -304,27 +269,13 @@ impl ShardTask {
         }
         let last = self.wal.last();
         let electable = self.fault.is_none() && !self.installing;
-        info!(
-            term,
-            last_index = last.index,
-            last_term = last.term,
-            electable,
-            "answered election query"
-        );
-        ControlResponse::Vote(Vote {
-            shard: self.spec.id,
-            term: self.term,
-            last,
-            electable,
-        })
+        info!(term, last_index = last.index, last_term = last.term, electable, "answered election query");
+        ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable })
     }
 
     fn become_follower(&mut self, term: u64, primary: ServerAddr) -> ControlResponse {
         if term < self.term {
-            return ControlResponse::Error(ErrorCode::StaleTerm {
-                current: self.term,
-                got: term,
-            });
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
         }
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
@@ -365,14 +316,11 @@ impl ShardTask {
         }
         let records: Vec<_> = {
             let mem = self.log.read().expect("log lock");
-            (self.applied.index + 1..=target)
-                .map_while(|i| mem.record(i))
-                .collect()
+            (self.applied.index + 1..=target).map_while(|i| mem.record(i)).collect()
         };
         let mut entries = Vec::with_capacity(records.len());
         for record in &records {
-            let entry =
-                LogEntry::decode(record).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+            let entry = LogEntry::decode(record).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
             entries.push(entry);
         }
         let Some(last) = entries.last().map(LogEntry::position) else {
@@ -413,10 +361,7 @@ impl ShardTask {
             Role::Follower { primary } => (ReplicaRole::Follower, Some(primary.clone()), false),
             Role::Primary(p) => (
                 ReplicaRole::Primary,
-                Some(ServerAddr {
-                    name: self.node.clone(),
-                    addr: self.cfg.listen.to_string(),
-                }),
+                Some(ServerAddr { name: self.node.clone(), addr: self.cfg.listen.to_string() }),
                 p.ready,
             ),
         };
@@ -456,14 +401,7 @@ impl ShardTask {
                     Ok(e) => (e.term, true, e.op.summary()),
                     Err(e) => (0, false, e.to_string()),
                 };
-                LogLine {
-                    index,
-                    term,
-                    crc,
-                    crc_ok,
-                    summary,
-                    committed: index <= self.commit,
-                }
+                LogLine { index, term, crc, crc_ok, summary, committed: index <= self.commit }
             })
             .collect();
         if let Some((index, why)) = &self.fault {

@@ -69,21 +69,12 @@ pub fn validate(
             None => exists(key),
         }
     };
-    let check = |row: &mut Row| {
-        schema
-            .check_row(row)
-            .map_err(|e| ErrorCode::SchemaViolation(format!("key {}: {e}", row.key)))
-    };
+    let check =
+        |row: &mut Row| schema.check_row(row).map_err(|e| ErrorCode::SchemaViolation(format!("key {}: {e}", row.key)));
     match op {
-        WriteOp::Insert {
-            client_id,
-            seq,
-            mut rows,
-        } => {
+        WriteOp::Insert { client_id, seq, mut rows } => {
             if rows.is_empty() {
-                return Err(ErrorCode::BadRequest(
-                    "a write needs at least one row".into(),
-                ));
+                return Err(ErrorCode::BadRequest("a write needs at least one row".into()));
             }
             rows.sort_by_key(|r| r.key);
             for row in rows.iter_mut() {
@@ -95,40 +86,20 @@ pub fn validate(
             if let Some(w) = rows.windows(2).find(|w| w[0].key == w[1].key) {
                 return Err(ErrorCode::DuplicateKey { key: w[0].key });
             }
-            Ok(Operation::Write {
-                client_id,
-                seq,
-                rows,
-            })
+            Ok(Operation::Write { client_id, seq, rows })
         }
-        WriteOp::Update {
-            client_id,
-            seq,
-            mut row,
-        } => {
+        WriteOp::Update { client_id, seq, mut row } => {
             check(&mut row)?;
             if !present(row.key)? {
                 return Err(ErrorCode::NotFound { key: row.key });
             }
-            Ok(Operation::Update {
-                client_id,
-                seq,
-                row,
-            })
+            Ok(Operation::Update { client_id, seq, row })
         }
-        WriteOp::Delete {
-            client_id,
-            seq,
-            key,
-        } => {
+        WriteOp::Delete { client_id, seq, key } => {
             if !present(key)? {
                 return Err(ErrorCode::NotFound { key });
             }
-            Ok(Operation::Delete {
-                client_id,
-                seq,
-                key,
-            })
+            Ok(Operation::Delete { client_id, seq, key })
         }
     }
 }
@@ -139,11 +110,7 @@ mod tests {
     use shardline_protocol::{ShardId, Value};
 
     fn spec() -> ShardSpec {
-        ShardSpec {
-            id: ShardId(1),
-            low: 0,
-            size: 100,
-        }
+        ShardSpec { id: ShardId(1), low: 0, size: 100 }
     }
 
     fn row(key: i64) -> Row {
@@ -151,83 +118,37 @@ mod tests {
     }
 
     fn insert(rows: Vec<Row>) -> WriteOp {
-        WriteOp::Insert {
-            client_id: 0,
-            seq: 0,
-            rows,
-        }
+        WriteOp::Insert { client_id: 0, seq: 0, rows }
     }
 
     fn run(op: WriteOp, overlay: &Overlay, table: &[i64]) -> Result<Operation, ErrorCode> {
-        validate(op, &spec(), &Schema::seed(), overlay, |k| {
-            Ok(table.contains(&k))
-        })
+        validate(op, &spec(), &Schema::seed(), overlay, |k| Ok(table.contains(&k)))
     }
 
     #[test]
     fn each_bad_write_gets_its_error() {
         let none = Overlay::default();
-        assert_eq!(
-            run(insert(vec![row(5)]), &none, &[5]),
-            Err(ErrorCode::DuplicateKey { key: 5 })
-        );
-        assert_eq!(
-            run(insert(vec![row(500)]), &none, &[]),
-            Err(ErrorCode::KeyOutOfRange { key: 500 })
-        );
-        assert_eq!(
-            run(insert(vec![row(1), row(1)]), &none, &[]),
-            Err(ErrorCode::DuplicateKey { key: 1 })
-        );
+        assert_eq!(run(insert(vec![row(5)]), &none, &[5]), Err(ErrorCode::DuplicateKey { key: 5 }));
+        assert_eq!(run(insert(vec![row(500)]), &none, &[]), Err(ErrorCode::KeyOutOfRange { key: 500 }));
+        assert_eq!(run(insert(vec![row(1), row(1)]), &none, &[]), Err(ErrorCode::DuplicateKey { key: 1 }));
         assert!(matches!(
-            run(
-                insert(vec![Row::new(1, vec![Value::Int(3), Value::Int(1)])]),
-                &none,
-                &[]
-            ),
+            run(insert(vec![Row::new(1, vec![Value::Int(3), Value::Int(1)])]), &none, &[]),
             Err(ErrorCode::SchemaViolation(_))
         ));
-        let upd = WriteOp::Update {
-            client_id: 0,
-            seq: 0,
-            row: row(9),
-        };
+        let upd = WriteOp::Update { client_id: 0, seq: 0, row: row(9) };
         assert_eq!(run(upd, &none, &[]), Err(ErrorCode::NotFound { key: 9 }));
-        let del = WriteOp::Delete {
-            client_id: 0,
-            seq: 0,
-            key: 9,
-        };
+        let del = WriteOp::Delete { client_id: 0, seq: 0, key: 9 };
         assert_eq!(run(del, &none, &[]), Err(ErrorCode::NotFound { key: 9 }));
-        assert!(matches!(
-            run(insert(vec![]), &none, &[]),
-            Err(ErrorCode::BadRequest(_))
-        ));
+        assert!(matches!(run(insert(vec![]), &none, &[]), Err(ErrorCode::BadRequest(_))));
     }
 
     #[test]
     fn pending_entries_count_before_the_table() {
         let mut overlay = Overlay::default();
-        overlay.record(
-            &run(insert(vec![row(7)]), &Overlay::default(), &[]).unwrap(),
-            3,
-        );
-        assert_eq!(
-            run(insert(vec![row(7)]), &overlay, &[]),
-            Err(ErrorCode::DuplicateKey { key: 7 })
-        );
-        overlay.record(
-            &Operation::Delete {
-                client_id: 0,
-                seq: 0,
-                key: 7,
-            },
-            4,
-        );
-        assert!(
-            run(insert(vec![row(7)]), &overlay, &[7]).is_ok(),
-            "a pending delete frees the key"
-        );
+        overlay.record(&run(insert(vec![row(7)]), &Overlay::default(), &[]).unwrap(), 3);
+        assert_eq!(run(insert(vec![row(7)]), &overlay, &[]), Err(ErrorCode::DuplicateKey { key: 7 }));
+        overlay.record(&Operation::Delete { client_id: 0, seq: 0, key: 7 }, 4);
+        assert!(run(insert(vec![row(7)]), &overlay, &[7]).is_ok(), "a pending delete frees the key");
         overlay.applied_through(4);
         assert_eq!(overlay.exists(7), None);
     }

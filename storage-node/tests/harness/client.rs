@@ -62,12 +62,7 @@ impl Conn {
             Err(_) => return Err(CallError::Connect(format!("{addr}: connect timed out"))),
         };
         stream.set_nodelay(true).ok();
-        Ok(Conn {
-            addr: addr.to_owned(),
-            stream,
-            buf: BytesMut::with_capacity(64 * 1024),
-            next_id: 0,
-        })
+        Ok(Conn { addr: addr.to_owned(), stream, buf: BytesMut::with_capacity(64 * 1024), next_id: 0 })
     }
 
     /// Sends `req` (with `route` instead of the message's own, if given) and waits up to
@@ -89,9 +84,7 @@ impl Conn {
     ) -> Result<A, CallError> {
         self.next_id += 1;
         let id = self.next_id;
-        let mut request = req
-            .to_frame(id)
-            .map_err(|e| CallError::Unexpected(format!("cannot encode request: {e}")))?;
+        let mut request = req.to_frame(id).map_err(|e| CallError::Unexpected(format!("cannot encode request: {e}")))?;
         if let Some(route) = route {
             request = request.with_route(route);
         }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, LogLine, Message, Request, Response, Route, Row,
-    Schema, ServerAddr, ShardId, ShardSpec, ShardState,
+    ControlRequest, ControlResponse, ErrorCode, LogLine, Message, Request, Response, Route, Row, Schema, ServerAddr,
+    ShardId, ShardSpec, ShardState,
 };
 
 use super::client::{call_once, CallError};
@@ -22,11 +22,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Shard 1: keys `[0, 4096)`.
 pub fn shard_spec() -> ShardSpec {
-    ShardSpec {
-        id: SHARD,
-        low: 0,
-        size: 4096,
-    }
+    ShardSpec { id: SHARD, low: 0, size: 4096 }
 }
 
 /// Why reading a replica's rows gave no rows.
@@ -68,10 +64,7 @@ impl Cluster {
 
     /// Node `i`'s name and address.
     pub fn server(&self, i: usize) -> ServerAddr {
-        ServerAddr {
-            name: self.nodes[i].name().to_owned(),
-            addr: self.nodes[i].addr(),
-        }
+        ServerAddr { name: self.nodes[i].name().to_owned(), addr: self.nodes[i].addr() }
     }
 
     /// Index of the node called `name`.
@@ -93,66 +86,32 @@ impl Cluster {
     }
 
     /// Sends a client request to node `i` and waits up to [`CALL_TIMEOUT`].
-    pub async fn request(
-        &self,
-        i: usize,
-        req: &Request,
-        route: Option<Route>,
-    ) -> Result<Response, CallError> {
+    pub async fn request(&self, i: usize, req: &Request, route: Option<Route>) -> Result<Response, CallError> {
         call_once(&self.nodes[i].addr(), req, route, CALL_TIMEOUT).await
     }
 
     /// Sends a control request to node `i` and waits up to [`CALL_TIMEOUT`].
-    pub async fn control(
-        &self,
-        i: usize,
-        req: ControlRequest,
-    ) -> Result<ControlResponse, CallError> {
+    pub async fn control(&self, i: usize, req: ControlRequest) -> Result<ControlResponse, CallError> {
         let route = Some(req.route());
         call_once(&self.nodes[i].addr(), &req, route, CALL_TIMEOUT).await
     }
 
     /// `ConfigureShard` shard 1 with the seed schema on node `i`.
     pub async fn configure(&self, i: usize) -> Result<ControlResponse, CallError> {
-        let req = ControlRequest::ConfigureShard {
-            shard: shard_spec(),
-            schema: Schema::seed(),
-        };
+        let req = ControlRequest::ConfigureShard { shard: shard_spec(), schema: Schema::seed() };
         self.control(i, req).await
     }
 
     /// `BecomePrimary` at `term` on node `i`, every other node its follower.
-    pub async fn become_primary(
-        &self,
-        i: usize,
-        term: u64,
-        lease_ms: u64,
-    ) -> Result<ControlResponse, CallError> {
-        let followers = (0..self.nodes.len())
-            .filter(|&j| j != i)
-            .map(|j| self.server(j))
-            .collect();
-        let req = ControlRequest::BecomePrimary {
-            shard: SHARD,
-            term,
-            followers,
-            lease_ms,
-        };
+    pub async fn become_primary(&self, i: usize, term: u64, lease_ms: u64) -> Result<ControlResponse, CallError> {
+        let followers = (0..self.nodes.len()).filter(|&j| j != i).map(|j| self.server(j)).collect();
+        let req = ControlRequest::BecomePrimary { shard: SHARD, term, followers, lease_ms };
         self.control(i, req).await
     }
 
     /// `BecomeFollower` at `term` on node `i`, following node `primary`.
-    pub async fn become_follower(
-        &self,
-        i: usize,
-        term: u64,
-        primary: usize,
-    ) -> Result<ControlResponse, CallError> {
-        let req = ControlRequest::BecomeFollower {
-            shard: SHARD,
-            term,
-            primary: self.server(primary),
-        };
+    pub async fn become_follower(&self, i: usize, term: u64, primary: usize) -> Result<ControlResponse, CallError> {
+        let req = ControlRequest::BecomeFollower { shard: SHARD, term, primary: self.server(primary) };
         self.control(i, req).await
     }
 
@@ -160,30 +119,20 @@ impl Cluster {
     /// and the others follow. Panics on any answer but `Ok`.
     pub async fn setup_shard(&self, primary: usize, term: u64) {
         for i in 0..self.nodes.len() {
-            expect_ok(
-                &format!("ConfigureShard on node {i}"),
-                self.configure(i).await,
-            );
+            expect_ok(&format!("ConfigureShard on node {i}"), self.configure(i).await);
         }
-        expect_ok(
-            "BecomePrimary",
-            self.become_primary(primary, term, LEASE_MS).await,
-        );
+        expect_ok("BecomePrimary", self.become_primary(primary, term, LEASE_MS).await);
         for i in (0..self.nodes.len()).filter(|&i| i != primary) {
-            expect_ok(
-                &format!("BecomeFollower on node {i}"),
-                self.become_follower(i, term, primary).await,
-            );
+            expect_ok(&format!("BecomeFollower on node {i}"), self.become_follower(i, term, primary).await);
         }
     }
 
     /// Node `i`'s state for shard 1, from `Request::Status`.
     pub async fn state(&self, i: usize) -> Result<ShardState, String> {
         match self.request(i, &Request::Status, None).await {
-            Ok(Response::Node(status)) => status
-                .shard(SHARD)
-                .cloned()
-                .ok_or_else(|| format!("node {i} reports no {SHARD}: {status:?}")),
+            Ok(Response::Node(status)) => {
+                status.shard(SHARD).cloned().ok_or_else(|| format!("node {i} reports no {SHARD}: {status:?}"))
+            }
             Ok(other) => Err(format!("Status on node {i} answered {other:?}")),
             Err(e) => Err(format!("Status on node {i}: {e}")),
         }
@@ -192,11 +141,7 @@ impl Cluster {
     /// Every row of shard 1 that node `i` serves, in key order.
     pub async fn rows(&self, i: usize) -> Result<Vec<Row>, ReadError> {
         let spec = shard_spec();
-        let req = Request::Read {
-            low: spec.low,
-            high: spec.high().expect("non-empty shard"),
-            primary: false,
-        };
+        let req = Request::Read { low: spec.low, high: spec.high().expect("non-empty shard"), primary: false };
         match self.request(i, &req, Some(Route::Shard(SHARD.0))).await {
             Ok(Response::Rows(rows)) => Ok(rows),
             Ok(Response::Error(code)) => Err(ReadError::Refused(code)),
@@ -207,17 +152,7 @@ impl Cluster {
 
     /// The last `count` entries of node `i`'s log of shard 1.
     pub async fn log(&self, i: usize, count: u32) -> Result<Vec<LogLine>, String> {
-        match self
-            .request(
-                i,
-                &Request::Log {
-                    shard: SHARD,
-                    count,
-                },
-                None,
-            )
-            .await
-        {
+        match self.request(i, &Request::Log { shard: SHARD, count }, None).await {
             Ok(Response::Log(lines)) => Ok(lines),
             Ok(other) => Err(format!("Log on node {i} answered {other:?}")),
             Err(e) => Err(format!("Log on node {i}: {e}")),
@@ -226,11 +161,7 @@ impl Cluster {
 
     /// The tail of every node's stderr.
     pub fn stderr_tails(&self, lines: usize) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.stderr_tail(lines))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.nodes.iter().map(|n| n.stderr_tail(lines)).collect::<Vec<_>>().join("\n")
     }
 }
 

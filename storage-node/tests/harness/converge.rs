@@ -11,17 +11,8 @@ impl Cluster {
     /// Polls until node `primary` leads and every node in `followers` follows it at its
     /// term, serves, has no fault, has applied the primary's commit index and holds exactly
     /// the primary's rows. Returns those rows; panics with the last observed states.
-    pub async fn wait_converged(
-        &self,
-        primary: usize,
-        followers: &[usize],
-        limit: Duration,
-    ) -> Vec<Row> {
-        let mut budget = Budget::every(
-            format!("convergence on node {primary}"),
-            limit,
-            Duration::from_millis(100),
-        );
+    pub async fn wait_converged(&self, primary: usize, followers: &[usize], limit: Duration) -> Vec<Row> {
+        let mut budget = Budget::every(format!("convergence on node {primary}"), limit, Duration::from_millis(100));
         loop {
             let why = match self.converged(primary, followers).await {
                 Ok(rows) => return rows,
@@ -38,10 +29,7 @@ impl Cluster {
         if p.role != ReplicaRole::Primary {
             return Err(format!("node {primary} is not primary: {p:?}"));
         }
-        let want = self
-            .rows(primary)
-            .await
-            .map_err(|e| format!("rows of primary {primary}: {e:?}"))?;
+        let want = self.rows(primary).await.map_err(|e| format!("rows of primary {primary}: {e:?}"))?;
         for &f in followers {
             let s = self.state(f).await?;
             let behind = s.role != ReplicaRole::Follower
@@ -52,10 +40,7 @@ impl Cluster {
             if behind {
                 return Err(format!("node {f} not caught up: {s:?}; primary {p:?}"));
             }
-            let got = self
-                .rows(f)
-                .await
-                .map_err(|e| format!("rows of node {f}: {e:?}"))?;
+            let got = self.rows(f).await.map_err(|e| format!("rows of node {f}: {e:?}"))?;
             if got != want {
                 return Err(format!(
                     "node {f} holds {} rows, primary {}; first difference: {}",
@@ -78,35 +63,26 @@ impl Cluster {
             return if mine.is_empty() {
                 Ok(())
             } else {
-                Err(format!(
-                    "node {reference} has an empty log, node {i} has {mine:?}"
-                ))
+                Err(format!("node {reference} has an empty log, node {i} has {mine:?}"))
             };
         };
         let last = theirs.last().map_or(0, |l| l.index);
         let mut problems = Vec::new();
         for line in &mine {
             if !line.crc_ok {
-                problems.push(format!(
-                    "node {i} entry {} has a bad CRC: {line:?}",
-                    line.index
-                ));
+                problems.push(format!("node {i} entry {} has a bad CRC: {line:?}", line.index));
             }
             if line.index < first {
                 continue;
             }
             match theirs.iter().find(|t| t.index == line.index) {
-                None if line.index > last => problems.push(format!(
-                    "node {i} holds entry {line:?} beyond node {reference}'s last index {last}"
-                )),
-                None => problems.push(format!(
-                    "node {reference} lacks index {} that node {i} holds",
-                    line.index
-                )),
-                Some(t) if (t.term, t.crc) != (line.term, line.crc) => problems.push(format!(
-                    "index {}: node {i} has {line:?}, node {reference} has {t:?}",
-                    line.index
-                )),
+                None if line.index > last => {
+                    problems.push(format!("node {i} holds entry {line:?} beyond node {reference}'s last index {last}"))
+                }
+                None => problems.push(format!("node {reference} lacks index {} that node {i} holds", line.index)),
+                Some(t) if (t.term, t.crc) != (line.term, line.crc) => {
+                    problems.push(format!("index {}: node {i} has {line:?}, node {reference} has {t:?}", line.index))
+                }
                 Some(_) => {}
             }
         }

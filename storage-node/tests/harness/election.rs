@@ -16,10 +16,7 @@ pub struct Election {
 impl Election {
     /// Node `i`'s vote, if it voted.
     pub fn vote(&self, i: usize) -> Option<&Vote> {
-        self.votes
-            .iter()
-            .find(|(n, _)| *n == i)
-            .and_then(|(_, v)| v.as_ref().ok())
+        self.votes.iter().find(|(n, _)| *n == i).and_then(|(_, v)| v.as_ref().ok())
     }
 }
 
@@ -30,29 +27,18 @@ impl Cluster {
     pub async fn elect(&self, term: u64, live: &[usize]) -> Result<Election, String> {
         let mut votes = Vec::new();
         for &i in live {
-            let vote = match self
-                .control(i, ControlRequest::ElectionQuery { shard: SHARD, term })
-                .await
-            {
+            let vote = match self.control(i, ControlRequest::ElectionQuery { shard: SHARD, term }).await {
                 Ok(ControlResponse::Vote(v)) if v.term == term => Ok(v),
-                Ok(ControlResponse::Vote(v)) => {
-                    Err(format!("voted at term {} instead of {term}: {v:?}", v.term))
-                }
+                Ok(ControlResponse::Vote(v)) => Err(format!("voted at term {} instead of {term}: {v:?}", v.term)),
                 Ok(other) => Err(format!("answered {other:?}")),
                 Err(e) => Err(e.to_string()),
             };
             votes.push((i, vote));
         }
         let majority = self.nodes.len() / 2 + 1;
-        let voters: Vec<(usize, &Vote)> = votes
-            .iter()
-            .filter_map(|(i, v)| v.as_ref().ok().map(|v| (*i, v)))
-            .collect();
+        let voters: Vec<(usize, &Vote)> = votes.iter().filter_map(|(i, v)| v.as_ref().ok().map(|v| (*i, v))).collect();
         if voters.len() < majority {
-            return Err(format!(
-                "only {} of {majority} votes needed: {votes:?}",
-                voters.len()
-            ));
+            return Err(format!("only {} of {majority} votes needed: {votes:?}", voters.len()));
         }
         let winner = voters
             .iter()
@@ -62,11 +48,7 @@ impl Cluster {
             .ok_or_else(|| format!("no electable voter: {votes:?}"))?;
         match self.become_primary(winner, term, LEASE_MS).await {
             Ok(ControlResponse::Ok) => {}
-            other => {
-                return Err(format!(
-                    "BecomePrimary at {term} on node {winner}: {other:?}"
-                ))
-            }
+            other => return Err(format!("BecomePrimary at {term} on node {winner}: {other:?}")),
         }
         for &(i, _) in voters.iter().filter(|(i, _)| *i != winner) {
             match self.become_follower(i, term, winner).await {

@@ -91,10 +91,7 @@ pub fn classify(answer: Result<Response, CallError>) -> Outcome {
 
 /// The row the tests write for `key`: the value tells whose write it was.
 pub fn row_for(key: i64) -> Row {
-    Row::new(
-        key,
-        vec![Value::Str(format!("name{key}")), Value::Int(key % 100)],
-    )
+    Row::new(key, vec![Value::Str(format!("name{key}")), Value::Int(key % 100)])
 }
 
 /// One recorded batch.
@@ -121,11 +118,7 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger writing as `client_id`.
     pub fn new(client_id: u64) -> Ledger {
-        Ledger {
-            client_id,
-            next_seq: 1,
-            entries: Vec::new(),
-        }
+        Ledger { client_id, next_seq: 1, entries: Vec::new() }
     }
 
     /// A fresh (client id, sequence) pair: each write is new, never a retry.
@@ -147,21 +140,13 @@ impl Ledger {
 
     /// Records a batch written elsewhere.
     pub fn record(&mut self, keys: &[i64], node: usize, outcome: Outcome, must_be_absent: bool) {
-        self.entries.push(Entry {
-            keys: keys.to_vec(),
-            node,
-            outcome,
-            must_be_absent,
-        });
+        self.entries.push(Entry { keys: keys.to_vec(), node, outcome, must_be_absent });
     }
 
     /// Marks the last batch as one that must never be present (only a fenced, stale
     /// primary can have logged it), whatever its outcome.
     pub fn mark_last_must_be_absent(&mut self) {
-        self.entries
-            .last_mut()
-            .expect("a recorded batch")
-            .must_be_absent = true;
+        self.entries.last_mut().expect("a recorded batch").must_be_absent = true;
     }
 
     /// Every recorded batch.
@@ -180,21 +165,13 @@ impl Ledger {
     }
 
     fn keys_where(&self, pred: impl Fn(&Entry) -> bool) -> Vec<i64> {
-        self.entries
-            .iter()
-            .filter(|e| pred(e))
-            .flat_map(|e| e.keys.iter().copied())
-            .collect()
+        self.entries.iter().filter(|e| pred(e)).flat_map(|e| e.keys.iter().copied()).collect()
     }
 
     /// How many batches ended each way: (acked, refused or unreachable, indeterminate).
     pub fn tally(&self) -> (usize, usize, usize) {
         let acked = self.entries.iter().filter(|e| e.outcome.is_acked()).count();
-        let failed = self
-            .entries
-            .iter()
-            .filter(|e| e.outcome.definitely_failed())
-            .count();
+        let failed = self.entries.iter().filter(|e| e.outcome.definitely_failed()).count();
         (acked, failed, self.entries.len() - acked - failed)
     }
 
@@ -205,10 +182,7 @@ impl Ledger {
         let mut held: BTreeMap<i64, &Row> = BTreeMap::new();
         for pair in rows.windows(2) {
             if pair[0].key >= pair[1].key {
-                problems.push(format!(
-                    "rows out of key order: {} then {}",
-                    pair[0].key, pair[1].key
-                ));
+                problems.push(format!("rows out of key order: {} then {}", pair[0].key, pair[1].key));
             }
         }
         for row in rows {
@@ -223,38 +197,21 @@ impl Ledger {
         for row in rows {
             match written.get(&row.key) {
                 None => problems.push(format!("row {} was never written by this test", row.key)),
-                Some(_) if *row != row_for(row.key) => problems.push(format!(
-                    "row {} holds {:?}, wrote {:?}",
-                    row.key,
-                    row,
-                    row_for(row.key)
-                )),
+                Some(_) if *row != row_for(row.key) => {
+                    problems.push(format!("row {} holds {:?}, wrote {:?}", row.key, row, row_for(row.key)))
+                }
                 Some(_) => {}
             }
         }
         for (i, entry) in self.entries.iter().enumerate() {
-            let present: Vec<i64> = entry
-                .keys
-                .iter()
-                .copied()
-                .filter(|k| held.contains_key(k))
-                .collect();
-            let what = format!(
-                "batch #{i} (keys {:?}, sent to node {}, {})",
-                entry.keys, entry.node, entry.outcome
-            );
+            let present: Vec<i64> = entry.keys.iter().copied().filter(|k| held.contains_key(k)).collect();
+            let what = format!("batch #{i} (keys {:?}, sent to node {}, {})", entry.keys, entry.node, entry.outcome);
             if entry.outcome.is_acked() && present.len() != entry.keys.len() {
-                problems.push(format!(
-                    "LOST acknowledged {what}: only {present:?} present"
-                ));
+                problems.push(format!("LOST acknowledged {what}: only {present:?} present"));
             } else if entry.outcome.definitely_failed() && !present.is_empty() {
-                problems.push(format!(
-                    "PRESENT although refused: {what}: {present:?} present"
-                ));
+                problems.push(format!("PRESENT although refused: {what}: {present:?} present"));
             } else if entry.must_be_absent && !present.is_empty() {
-                problems.push(format!(
-                    "PRESENT although only a fenced primary took it: {what}: {present:?}"
-                ));
+                problems.push(format!("PRESENT although only a fenced primary took it: {what}: {present:?}"));
             } else if !present.is_empty() && present.len() != entry.keys.len() {
                 problems.push(format!("HALF-APPLIED {what}: only {present:?} present"));
             }

@@ -78,14 +78,7 @@ impl Budget {
     pub fn every(what: impl Into<String>, within: Duration, interval: Duration) -> Budget {
         let now = Instant::now();
         let max_attempts = (within.as_millis() / interval.as_millis().max(1)) as u32 + 2;
-        Budget {
-            what: what.into(),
-            started: now,
-            deadline: now + within,
-            interval,
-            attempts: 0,
-            max_attempts,
-        }
+        Budget { what: what.into(), started: now, deadline: now + within, interval, attempts: 0, max_attempts }
     }
 
     /// Counts an attempt that did not succeed and sleeps before the next one; `false` when
@@ -106,11 +99,6 @@ impl Budget {
 
     /// A one-line account for failure messages.
     pub fn spent(&self) -> String {
-        format!(
-            "{}: gave up after {} attempts in {:?}",
-            self.what,
-            self.attempts,
-            self.started.elapsed()
-        )
+        format!("{}: gave up after {} attempts in {:?}", self.what, self.attempts, self.started.elapsed())
     }
 }

@@ -36,11 +36,7 @@ pub struct NodeOpts {
 
 impl Default for NodeOpts {
     fn default() -> NodeOpts {
-        NodeOpts {
-            write_timeout_ms: 2000,
-            sync_heartbeat_ms: 50,
-            snapshot_lag: None,
-        }
+        NodeOpts { write_timeout_ms: 2000, sync_heartbeat_ms: 50, snapshot_lag: None }
     }
 }
 
@@ -65,19 +61,10 @@ impl NodeProc {
     /// Spawns node `name` on a fresh port and data dir, with extra environment `env`.
     /// Does not wait for it to be ready (see [`NodeProc::wait_ready`]).
     pub fn spawn(name: &str, opts: NodeOpts, env: &[(&str, &str)]) -> io::Result<NodeProc> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("shardline-{name}-"))
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix(&format!("shardline-{name}-")).tempdir()?;
         std::fs::create_dir_all(dir.path().join("data"))?;
-        let mut node = NodeProc {
-            name: name.to_owned(),
-            port: free_port()?,
-            opts,
-            dir,
-            child: None,
-            last_exit: None,
-            starts: 0,
-        };
+        let mut node =
+            NodeProc { name: name.to_owned(), port: free_port()?, opts, dir, child: None, last_exit: None, starts: 0 };
         node.start(env)?;
         Ok(node)
     }
@@ -110,18 +97,8 @@ impl NodeProc {
     fn start(&mut self, env: &[(&str, &str)]) -> io::Result<()> {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())?;
-        writeln!(
-            log,
-            "==== harness: start #{} of {} on {} env {:?} ====",
-            self.starts,
-            self.name,
-            self.addr(),
-            env
-        )?;
+        let mut log = OpenOptions::new().create(true).append(true).open(self.stderr_path())?;
+        writeln!(log, "==== harness: start #{} of {} on {} env {:?} ====", self.starts, self.name, self.addr(), env)?;
         let mut cmd = Command::new(NODE_BIN);
         cmd.arg("--id")
             .arg(&self.name)
@@ -142,9 +119,7 @@ impl NodeProc {
             cmd.env("RUST_LOG", "info");
         }
         cmd.envs(env.iter().copied());
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         self.child = Some(cmd.spawn()?);
         self.last_exit = None;
         Ok(())
@@ -173,11 +148,7 @@ impl NodeProc {
 
     /// Waits up to `limit` for the process to exit on its own; `true` if it did.
     pub async fn wait_exit(&mut self, limit: Duration) -> bool {
-        let mut budget = Budget::every(
-            format!("{} exit", self.name),
-            limit,
-            Duration::from_millis(20),
-        );
+        let mut budget = Budget::every(format!("{} exit", self.name), limit, Duration::from_millis(20));
         loop {
             if !self.alive() {
                 return true;
@@ -196,12 +167,7 @@ impl NodeProc {
         // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child, so it
         // cannot have been reused by another process.
         let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({pid}, {signal}): {}",
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill({pid}, {signal}): {}", io::Error::last_os_error());
     }
 
     /// SIGKILL and reap. A no-op if the process is not running.
@@ -231,11 +197,7 @@ impl NodeProc {
 
     /// Polls `Ping` until it answers `Pong`; fails early if the process exits.
     pub async fn wait_ready(&mut self) -> Result<(), String> {
-        let mut budget = Budget::every(
-            format!("{} ready", self.name),
-            READY_WITHIN,
-            Duration::from_millis(25),
-        );
+        let mut budget = Budget::every(format!("{} ready", self.name), READY_WITHIN, Duration::from_millis(25));
         let addr = self.addr();
         loop {
             if !self.alive() {
@@ -246,24 +208,13 @@ impl NodeProc {
                     self.stderr_tail(30)
                 ));
             }
-            let why = match call_once::<_, Response>(
-                &addr,
-                &Request::Ping,
-                None,
-                Duration::from_millis(500),
-            )
-            .await
-            {
+            let why = match call_once::<_, Response>(&addr, &Request::Ping, None, Duration::from_millis(500)).await {
                 Ok(Response::Pong) => return Ok(()),
                 Ok(other) => format!("Ping answered {other:?}"),
                 Err(e) => e.to_string(),
             };
             if !budget.retry().await {
-                return Err(format!(
-                    "{} ({why})\n{}",
-                    budget.spent(),
-                    self.stderr_tail(30)
-                ));
+                return Err(format!("{} ({why})\n{}", budget.spent(), self.stderr_tail(30)));
             }
         }
     }

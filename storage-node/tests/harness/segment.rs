@@ -36,10 +36,7 @@ impl Record {
 
 /// The log directory of `shard` under `data_dir`.
 pub fn log_dir(data_dir: &Path, shard: ShardId) -> PathBuf {
-    data_dir
-        .join("shards")
-        .join(shard.0.to_string())
-        .join("log")
+    data_dir.join("shards").join(shard.0.to_string()).join("log")
 }
 
 /// The segment files of `shard`, oldest first.
@@ -64,34 +61,16 @@ pub fn records(data_dir: &Path, shard: ShardId) -> Result<Vec<Record>, String> {
         while at < bytes.len() {
             let rest = &bytes[at..];
             if rest.len() < ENTRY_HEADER_LEN {
-                return Err(format!(
-                    "{}: {} stray bytes at offset {at}",
-                    path.display(),
-                    rest.len()
-                ));
+                return Err(format!("{}: {} stray bytes at offset {at}", path.display(), rest.len()));
             }
-            let op_len = u32::from_be_bytes(
-                rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4]
-                    .try_into()
-                    .expect("4 bytes"),
-            ) as usize;
+            let op_len =
+                u32::from_be_bytes(rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4].try_into().expect("4 bytes")) as usize;
             let len = ENTRY_HEADER_LEN + op_len;
             if rest.len() < len {
-                return Err(format!(
-                    "{}: record at {at} declares {len} bytes, {} left",
-                    path.display(),
-                    rest.len()
-                ));
+                return Err(format!("{}: record at {at} declares {len} bytes, {} left", path.display(), rest.len()));
             }
-            let (term, index) = verify(&rest[..len])
-                .map_err(|e| format!("{}: record at {at}: {e}", path.display()))?;
-            out.push(Record {
-                path: path.clone(),
-                offset: at as u64,
-                len,
-                term,
-                index,
-            });
+            let (term, index) = verify(&rest[..len]).map_err(|e| format!("{}: record at {at}: {e}", path.display()))?;
+            out.push(Record { path: path.clone(), offset: at as u64, len, term, index });
             at += len;
         }
     }
