@@ -159,9 +159,16 @@ impl ShardTask {
             let mem = self.log.read().expect("log lock");
             (self.applied.index + 1..=mem.last().index).filter_map(|i| mem.record(i)).collect()
         };
+        // Retries of those writes must find them too, not collide with them.
+        let mut inherited = HashMap::new();
         for record in pending {
             match LogEntry::decode(&record) {
-                Ok(e) => self.overlay.record(&e.op, e.index),
+                Ok(e) => {
+                    self.overlay.record(&e.op, e.index);
+                    if let Some(client_seq) = e.op.client_seq() {
+                        inherited.insert(client_seq, e.index);
+                    }
+                }
                 Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
             }
         }
@@ -180,7 +187,7 @@ impl ShardTask {
             followers: slots,
             progress,
             waiters: BTreeMap::new(),
-            pending_clients: HashMap::new(),
+            pending_clients: inherited,
             durable_self: last,
             noop_index: last + 1,
             ready: false,

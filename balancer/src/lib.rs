@@ -1,0 +1,75 @@
+//! Shardline's balancer: the stateless router between clients and storage nodes.
+//!
+//! Clients send it the same frames (or nc text lines) they would send anyone; it routes
+//! each by key from a cached, versioned topology that the coordinator pushes to it:
+//! writes to their shard's primary, reads to one replica picked on the shard's
+//! consistent-hash ring (or to the primary, for a linearizable read), admin operations to
+//! the coordinator. It reads frame headers and write-batch indexes only; rows travel as
+//! the bytes that came in. When a node has died or moved it refreshes the topology and
+//! retries, with the same (client id, sequence) for writes, so a retry applies once.
+//!
+//! - [`config`]: the validated configuration.
+//! - [`route`] and [`ring`]: the routing decisions, pure and unit-tested.
+//! - [`merge`]: splicing per-shard answers without decoding rows.
+//! - [`service`]: the [`net::Service`] and its dispatch; the write and read paths and the
+//!   retry loop live beside it.
+//! - [`topology`]: the topology cache, the coordinator subscription and refreshes.
+//! - [`pool`] and [`mux`]: a few multiplexed connections per node.
+//! - [`stats`]: counters for `STATS`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), shardline_balancer::error::BalancerError> {
+//! use shardline_balancer::{config::BalancerConfig, run};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+//! run(listener, BalancerConfig::new("127.0.0.1:7100"), std::future::pending()).await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod merge;
+pub mod mux;
+pub mod pool;
+mod read;
+mod retry;
+pub mod ring;
+pub mod route;
+pub mod service;
+pub mod stats;
+pub mod topology;
+mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use shardline_protocol::net;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::BalancerConfig;
+use crate::error::BalancerError;
+use crate::service::Balancer;
+
+/// Serves clients on `listener` until `shutdown` completes, following the coordinator's
+/// topology in the background.
+pub async fn run(
+    listener: TcpListener,
+    config: BalancerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BalancerError> {
+    config.validate()?;
+    let balancer = Arc::new(Balancer::new(config.clone()));
+    info!(
+        listen = %listener.local_addr()?,
+        coordinator = %config.coordinator,
+        client_id = balancer.client_id(),
+        "balancer starting"
+    );
+    let follower = tokio::spawn(topology::follow(balancer.topology().clone(), config.clone()));
+    net::serve(listener, balancer, config.limits(), shutdown).await;
+    follower.abort();
+    info!("balancer stopped");
+    Ok(())
+}

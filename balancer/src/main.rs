@@ -1,0 +1,80 @@
+//! `shardline-balancer`: parses flags, sets up tracing, and runs the balancer until Ctrl-C
+//! or SIGTERM.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shardline_balancer::config::BalancerConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Shardline's balancer: routes client requests (binary frames, or text lines from `nc`)
+/// to the storage nodes by key, following the coordinator's topology.
+///
+/// Writes go to each shard's primary (a batch is split by shard), reads to one replica on
+/// the shard's consistent-hash ring (or the primary with READ ... PRIMARY), admin
+/// operations to the coordinator. Requests that meet a failover are retried until
+/// --retry-deadline-ms. Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to serve clients on.
+    #[arg(long, env = "SHARDLINE_LISTEN", default_value = "127.0.0.1:7000")]
+    listen: String,
+    /// The coordinator's address (topology and admin operations).
+    #[arg(long, env = "SHARDLINE_COORDINATOR", default_value = "127.0.0.1:7100")]
+    coordinator: String,
+    /// Client connections served at once; more are refused with Overloaded.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Requests one client connection may have in flight; more get Overloaded.
+    #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// How long to keep retrying a request across a failover before answering its error.
+    #[arg(long, default_value_t = 5000)]
+    retry_deadline_ms: u64,
+    /// Multiplexed connections kept open to each storage node.
+    #[arg(long, default_value_t = 2)]
+    pool_size: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = Args::parse();
+    let config = BalancerConfig {
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        retry_deadline: Duration::from_millis(args.retry_deadline_ms),
+        pool_size: args.pool_size,
+        ..BalancerConfig::new(args.coordinator)
+    };
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = stop_signal()?;
+    shardline_balancer::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM, as sent by `docker stop` and systemd.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

@@ -1,0 +1,75 @@
+//! Sending one frame to a shard's replica, retrying across failovers until a deadline.
+//!
+//! An attempt picks its target from the newest topology. A retryable failure (`NotPrimary`,
+//! `LeaseExpired`, `Unavailable`, `NoQuorum`, `Timeout`, a dead connection, no primary
+//! elected) refreshes the topology, waits a backoff (cut short when a newer topology
+//! arrives) and tries again, until the deadline; then the last error is the answer. Any
+//! other error goes straight back. Writes are retried with the same (client id, sequence),
+//! which storage nodes apply at most once: a retry of a write an earlier attempt already
+//! logged (even one a new primary inherited uncommitted) is answered with that write's
+//! commit, never refused as a duplicate of itself.
+
+use std::time::Duration;
+
+use shardline_protocol::{kind, ErrorCode, Frame, ShardId};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::merge::error_of;
+use crate::route::{is_retryable, Routing, Target};
+use crate::service::Balancer;
+
+/// Shortest per-call timeout, even near the deadline.
+const MIN_CALL: Duration = Duration::from_millis(200);
+
+impl Balancer {
+    /// Sends `frame` to the target `pick` names (given the routing and the servers that
+    /// failed this request so far), retrying as the module says. Returns the answer frame
+    /// (with the pool's request id) and the server that gave it.
+    pub(crate) async fn call_with_retries(
+        &self,
+        shard: Option<ShardId>,
+        frame: &Frame,
+        deadline: Instant,
+        pick: impl Fn(&Routing, &[String]) -> Result<Target, ErrorCode>,
+    ) -> Result<(Frame, Target), ErrorCode> {
+        let mut failed: Vec<String> = Vec::new();
+        let mut backoff = self.cfg.backoff_min;
+        loop {
+            let routing = self.topology.current();
+            let error = match pick(&routing, &failed) {
+                Err(e) => e,
+                Ok(target) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let timeout = self.cfg.call_timeout.min(left.max(MIN_CALL));
+                    match self.pool.call(&target.addr, frame.clone(), timeout).await {
+                        Ok(answer) if answer.kind != kind::ERROR => return Ok((answer, target)),
+                        Ok(answer) => {
+                            let e = error_of(&answer);
+                            if matches!(e, ErrorCode::Unavailable { .. }) {
+                                failed.push(target.name.to_string());
+                            }
+                            e
+                        }
+                        Err(call) if call.is_retryable() => {
+                            failed.push(target.name.to_string());
+                            call.to_code(shard)
+                        }
+                        Err(call) => return Err(call.to_code(shard)),
+                    }
+                }
+            };
+            if !is_retryable(&error) || Instant::now() + backoff >= deadline {
+                return Err(error);
+            }
+            debug!(?shard, %error, ?backoff, "retrying");
+            self.stats.retry();
+            let seen = routing.version();
+            let refresh = self.topology.refresh(&self.pool, &self.stats, seen);
+            let _ = tokio::time::timeout_at(deadline, refresh).await;
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            self.topology.wait_newer(seen, pause).await;
+            backoff = (backoff * 2).min(self.cfg.backoff_max);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The balancer's own counters, answered to `STATS`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Counters: lock-free except the per-server read map (one short lock per read).
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    errors: AtomicU64,
+    refreshes: AtomicU64,
+    reads: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            reads: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Stats {
+    /// Counts a client request.
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a retry of one part of a request.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered with an error.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a topology fetch from the coordinator.
+    pub fn refresh(&self) {
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a shard read served by `server`.
+    pub fn read_on(&self, server: &str) {
+        let mut reads = self.reads.lock().expect("stats lock");
+        match reads.get_mut(server) {
+            Some(n) => *n += 1,
+            None => {
+                reads.insert(server.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Reads served per server so far.
+    pub fn reads(&self) -> BTreeMap<String, u64> {
+        self.reads.lock().expect("stats lock").clone()
+    }
+
+    /// Name/value pairs in a stable order.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let mut out = vec![
+            ("uptime_s".to_owned(), self.started.elapsed().as_secs().to_string()),
+            ("requests".to_owned(), n(&self.requests)),
+            ("retries".to_owned(), n(&self.retries)),
+            ("errors".to_owned(), n(&self.errors)),
+            ("topology_refreshes".to_owned(), n(&self.refreshes)),
+        ];
+        for (server, count) in self.reads() {
+            out.push((format!("reads.{server}"), count.to_string()));
+        }
+        out
+    }
+}
