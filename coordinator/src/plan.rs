@@ -121,7 +121,7 @@ pub fn remove_servers(n: usize, named: &[String], meta: &ClusterMeta) -> Result<
         chosen.push(name.clone());
     }
     let mut others: Vec<&String> = meta.servers.keys().filter(|s| !chosen.contains(s)).collect();
-    others.sort_by(|a, b| natural(b).cmp(&natural(a)));
+    others.sort_by_key(|n| std::cmp::Reverse(natural(n)));
     for name in others {
         if chosen.len() == n {
             break;

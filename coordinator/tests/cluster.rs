@@ -255,7 +255,7 @@ async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
         replica_rows(&addr, spec).await.filter(|rows| rows.len() == 150)
     })
     .await;
-    coord.wait_topology("the replacement is readable again", SETTLE, |t| settled(t)).await;
+    coord.wait_topology("the replacement is readable again", SETTLE, settled).await;
     assert_eq!(on_replacement, shard_rows(&coord, ShardId(1)).await);
     assert_eq!(on_replacement.len(), 150);
     let log = std::fs::read_to_string(coord.node_dir(&victim).with_extension("log")).unwrap_or_default();

@@ -103,10 +103,9 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         expect_ok(control(*addr, ControlRequest::ConfigureShard { shard: spec, schema: Schema::seed() }).await?)?;
     }
     let server = |i: usize| ServerAddr { name: format!("Server{i}"), addr: addrs[i].to_string() };
-    for i in 1..replicas {
-        expect_ok(
-            control(addrs[i], ControlRequest::BecomeFollower { shard: SHARD, term: 1, primary: server(0) }).await?,
-        )?;
+    for addr in &addrs[1..] {
+        let follow = ControlRequest::BecomeFollower { shard: SHARD, term: 1, primary: server(0) };
+        expect_ok(control(*addr, follow).await?)?;
     }
     let followers = (1..replicas).map(server).collect();
     let lease_ms = 3_600_000;
