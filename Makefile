@@ -1,10 +1,14 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help test fuzz-smoke bench bench-write fmt lint
+.PHONY: help run test fuzz-smoke bench bench-write fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
+
+run: ## build in release and start a local cluster (shardline up; ARGS="--data-dir DIR ...")
+	$(CARGO) build --release --workspace
+	./target/release/shardline up $(ARGS)
 
 test: ## build everything and run every test (unit, property, integration)
 	$(CARGO) test --workspace --locked

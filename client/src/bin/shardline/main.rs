@@ -1,0 +1,185 @@
+//! `shardline`: the command-line client of a Shardline cluster, and `shardline up`, which
+//! starts a local one. Flags are parsed here; each subcommand lives in its own module.
+
+mod commands;
+mod output;
+mod up;
+mod write_file;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shardline's command-line client: status, admin (init, add, rm), reads and writes,
+/// through the balancer. Every subcommand prints a readable table, or JSON with --json.
+/// `shardline up` starts a local cluster.
+#[derive(Debug, Parser)]
+#[command(name = "shardline", version, about, long_about = None)]
+struct Cli {
+    /// The balancer's address.
+    #[arg(long, global = true, env = "SHARDLINE_ADDR", default_value = "127.0.0.1:7000")]
+    addr: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds a call may wait for its answer.
+    #[arg(long, global = true, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The cluster: schema, shards with primaries and replicas, servers and their health.
+    Status,
+    /// Create the cluster from a layout file: the seed's /init JSON, or TOML.
+    Init {
+        /// The layout (`.json`: the seed's payload; `.toml`: see `shardline init --help`).
+        ///
+        /// TOML shape: `n = 6`, `columns = [{ name = "Stud_id", type = "int" }, ...]`,
+        /// `[[shards]] id = "sh1" low = 0 size = 4096`, `[servers] Server0 = ["sh1", "sh2"]`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Add servers (and shards): `shardline add Server6:sh1,sh2`, or --config with the
+    /// seed's /add JSON (or TOML).
+    Add(AddArgs),
+    /// Remove n servers, the named ones first: `shardline rm -n 2 Server1 Server2`.
+    Rm {
+        /// How many servers to remove (default: as many as named).
+        #[arg(short)]
+        n: Option<usize>,
+        /// Servers to remove first.
+        servers: Vec<String>,
+    },
+    /// Rows with LOW <= key <= HIGH, in key order.
+    Read {
+        /// Lowest key.
+        #[arg(allow_negative_numbers = true)]
+        low: i64,
+        /// Highest key.
+        #[arg(allow_negative_numbers = true)]
+        high: i64,
+        /// Read from each shard's primary (linearizable).
+        #[arg(long)]
+        primary: bool,
+    },
+    /// Every row a server holds, by shard.
+    ReadServer {
+        /// The server's name, e.g. Server0.
+        name: String,
+    },
+    /// Insert one row (`shardline write 42 alice 77`) or rows from a file (--file).
+    Write(WriteArgs),
+    /// Replace the row with KEY: `shardline update 42 alice 80`.
+    Update {
+        /// The key, then the other columns in schema order.
+        #[arg(required = true, num_args = 2.., allow_negative_numbers = true)]
+        values: Vec<String>,
+    },
+    /// Delete the row with KEY.
+    Del {
+        /// The key.
+        #[arg(allow_negative_numbers = true)]
+        key: i64,
+    },
+    /// Check the balancer answers.
+    Ping,
+    /// The balancer's counters.
+    Stats,
+    /// Start a local cluster (coordinator, balancer, storage nodes) and keep it running
+    /// until Ctrl-C.
+    Up(up::UpArgs),
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// Servers to add, each NAME:SHARD[,SHARD...] (e.g. Server6:sh1,sh2; `Server[7]:sh3`
+    /// asks for a generated name).
+    servers: Vec<String>,
+    /// How many servers to add (default: as many as named).
+    #[arg(short)]
+    n: Option<usize>,
+    /// A new shard, ID:LOW:SIZE (e.g. sh5:16384:4096); repeatable.
+    #[arg(long = "shard")]
+    shards: Vec<String>,
+    /// A layout file instead: the seed's /add JSON or TOML (n, new_shards, servers).
+    #[arg(long, conflicts_with_all = ["servers", "shards", "n"])]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct WriteArgs {
+    /// The row: key, then the other columns in schema order.
+    #[arg(conflicts_with = "file", allow_negative_numbers = true)]
+    values: Vec<String>,
+    /// Rows from a file: `.csv` (header row of column names) or `.jsonl` (one JSON object
+    /// a line, keyed by column name).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Rows per write batch (with --file).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Batches in flight at once (with --file).
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+}
+
+fn main() -> ExitCode {
+    // Printing into a closed pipe (`shardline read 0 9999 | head`) ends quietly.
+    // SAFETY: restoring the default SIGPIPE action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("{first} (see shardline --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            eprintln!("error: {}", text.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = commands::Ctx::new(cli.addr, cli.json, cli.timeout);
+    match cli.command {
+        Command::Status => commands::status(&ctx).await,
+        Command::Init { config } => commands::init(&ctx, &config).await,
+        Command::Add(a) => commands::add(&ctx, a.servers, a.n, a.shards, a.config).await,
+        Command::Rm { n, servers } => commands::rm(&ctx, n, servers).await,
+        Command::Read { low, high, primary } => commands::read(&ctx, low, high, primary).await,
+        Command::ReadServer { name } => commands::read_server(&ctx, &name).await,
+        Command::Write(w) => match w.file {
+            Some(file) => write_file::run(&ctx, &file, w.batch, w.parallel).await,
+            None => commands::write(&ctx, &w.values).await,
+        },
+        Command::Update { values } => commands::update(&ctx, &values).await,
+        Command::Del { key } => commands::delete(&ctx, key).await,
+        Command::Ping => commands::ping(&ctx).await,
+        Command::Stats => commands::stats(&ctx).await,
+        Command::Up(args) => up::run(args, cli.json).await,
+    }
+}

@@ -1,0 +1,362 @@
+//! `shardline up`: a local cluster from the binaries next to this one.
+//!
+//! Starts `shardline-coordinator` and `shardline-balancer` as child processes (each in its
+//! own process group, logs in `DIR/logs/`), waits until each answers Ping, initializes the
+//! cluster if the coordinator has none (or resumes the one in the data directory), prints
+//! where everything is, and on Ctrl-C (or SIGTERM) stops the balancer, then the coordinator
+//! (which stops its storage nodes), each with SIGINT, and waits for them.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+use shardline::{layout, Client, ClientConfig, Topology};
+
+use crate::output::print_json;
+
+/// Flags of `shardline up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its data and logs (reuse it to resume the cluster).
+    #[arg(long, default_value = "./shardline-data")]
+    data_dir: PathBuf,
+    /// Port of the balancer (clients, the CLI, nc).
+    #[arg(long, default_value_t = 7000)]
+    balancer_port: u16,
+    /// Port of the coordinator.
+    #[arg(long, default_value_t = 7100)]
+    coordinator_port: u16,
+    /// First port given to storage nodes.
+    #[arg(long, default_value_t = 7200)]
+    node_base_port: u16,
+    /// Init layout for a new cluster (the seed's /init JSON, or TOML). Default: the seed's
+    /// schema and layout, 6 servers, 4 shards of 4096 keys, 3 replicas each.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// How long each process may take to answer its first Ping.
+const READY: Duration = Duration::from_secs(30);
+/// How long a stopping process may take before it is killed.
+const STOP: Duration = Duration::from_secs(20);
+
+/// A child process with its name and log file.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The processes started so far; killed on drop if not stopped cleanly.
+#[derive(Default)]
+struct Procs(Vec<Proc>);
+
+impl Procs {
+    /// Stops the processes, last started first: SIGINT, then wait; SIGKILL after `STOP`.
+    async fn stop(&mut self) -> bool {
+        let mut clean = true;
+        while let Some(mut p) = self.0.pop() {
+            signal(p.child.id(), libc::SIGINT);
+            let deadline = Instant::now() + STOP;
+            loop {
+                match p.child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => {
+                        eprintln!("{} did not stop within {STOP:?}: killing it", p.name);
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        clean = false;
+                        break;
+                    }
+                }
+            }
+        }
+        clean
+    }
+
+    /// The first process that has exited, with its status.
+    fn exited(&mut self) -> Option<(&'static str, String, PathBuf)> {
+        self.0.iter_mut().find_map(|p| match p.child.try_wait() {
+            Ok(Some(status)) => Some((p.name, status.to_string(), p.log.clone())),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A sibling binary of this executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this executable's path")?;
+    let path = exe.with_file_name(name);
+    if !path.is_file() {
+        bail!(
+            "{name} not found next to {} (expected {}): run `cargo build --release` (or `make run`) first",
+            exe.display(),
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn port_free(port: u16) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| format!("port {port} on 127.0.0.1 is in use (another `shardline up`?); choose other ports"))
+}
+
+/// The last lines of a log, for error messages.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
+fn open_log(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open log {}", path.display()))
+}
+
+fn spawn(name: &'static str, bin: &Path, args: &[String], log: PathBuf) -> anyhow::Result<Proc> {
+    let file = open_log(&log)?;
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        // Own process group: a Ctrl-C at the terminal reaches `shardline up` only, which
+        // then stops the processes in order.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; the closure touches no other state. If this
+    // process dies without stopping the child, the child gets SIGINT and stops cleanly.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            Ok(())
+        });
+    }
+    let child = command.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(Proc { name, child, log })
+}
+
+/// Waits until `addr` answers Ping, failing early if the process exits.
+async fn wait_ready(procs: &mut Procs, name: &str, addr: &str) -> anyhow::Result<()> {
+    let config = ClientConfig {
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        retries: 0,
+        ..ClientConfig::default()
+    };
+    let deadline = Instant::now() + READY;
+    for _ in 0..(READY.as_millis() / 100 + 1) {
+        if let Some((who, status, log)) = procs.exited() {
+            bail!("{who} exited ({status}) while starting; its log ends: {}", tail(&log));
+        }
+        if let Ok(client) = Client::connect_with(addr, config.clone()).await {
+            if client.ping().await.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = procs.0.last().map(|p| p.log.clone()).unwrap_or_default();
+    bail!("{name} did not answer on {addr} within {READY:?}; its log ends: {}", tail(&log))
+}
+
+/// Waits (bounded) until every shard has a primary; returns the last topology seen.
+async fn wait_primaries(client: &Client, limit: Duration) -> Option<Topology> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    for _ in 0..(limit.as_millis() / 200 + 1) {
+        if let Ok(t) = client.status().await {
+            let ready = t.shards.iter().all(|s| s.primary.is_some());
+            last = Some(t);
+            if ready {
+                return last;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+/// Runs `shardline up` until Ctrl-C.
+pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
+    let coordinator_bin = sibling("shardline-coordinator")?;
+    let balancer_bin = sibling("shardline-balancer")?;
+    let node_bin = sibling("shardline-node")?;
+    port_free(args.coordinator_port)?;
+    port_free(args.balancer_port)?;
+    let init = match &args.config {
+        Some(path) => Some(layout::load_init(path).with_context(|| format!("init layout {}", path.display()))?),
+        None => None,
+    };
+    std::fs::create_dir_all(args.data_dir.join("logs"))
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let dir = args.data_dir.canonicalize()?;
+    let logs = dir.join("logs");
+    let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
+    let balancer_addr = format!("127.0.0.1:{}", args.balancer_port);
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    let mut procs = Procs::default();
+    let coordinator_args = vec![
+        "--data-dir".into(),
+        dir.join("coordinator").display().to_string(),
+        "--listen".into(),
+        coord_addr.clone(),
+        "--node-base-port".into(),
+        args.node_base_port.to_string(),
+        "--node-bin".into(),
+        node_bin.display().to_string(),
+    ];
+    let log = logs.join("coordinator.log");
+    procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
+    let started = async {
+        wait_ready(&mut procs, "the coordinator", &coord_addr).await?;
+        let balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
+        let log = logs.join("balancer.log");
+        procs.0.push(spawn("shardline-balancer", &balancer_bin, &balancer_args, log)?);
+        wait_ready(&mut procs, "the balancer", &balancer_addr).await?;
+        let admin = Client::connect(coord_addr.clone()).await?;
+        let existing = admin.status().await.context("asking the coordinator")?;
+        let resumed = existing.schema.is_some();
+        if resumed {
+            if args.config.is_some() {
+                eprintln!("the data directory holds a cluster already: --config is ignored");
+            }
+            if !json {
+                println!(
+                    "resuming the cluster in {} ({} shards, {} servers)",
+                    dir.display(),
+                    existing.shards.len(),
+                    existing.servers.len()
+                );
+            }
+        } else {
+            let request = init.unwrap_or_else(layout::seed_init);
+            if !json {
+                println!("initializing a new cluster: {} servers, {} shards", request.n, request.shards.len());
+            }
+            admin.init(request).await.context("initializing the cluster")?;
+        }
+        let t = wait_primaries(&admin, Duration::from_secs(30)).await;
+        anyhow::Ok((resumed, t.unwrap_or_default()))
+    };
+    let (resumed, topology) = tokio::select! {
+        r = started => match r {
+            Ok(v) => v,
+            Err(e) => {
+                procs.stop().await;
+                return Err(e);
+            }
+        },
+        _ = sigint.recv() => { procs.stop().await; return Ok(()) }
+        _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
+    };
+    announce(&args, &dir, &balancer_addr, &coord_addr, resumed, &topology, json);
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let died = loop {
+        tokio::select! {
+            _ = sigint.recv() => break None,
+            _ = sigterm.recv() => break None,
+            _ = tick.tick() => {
+                if let Some(exited) = procs.exited() {
+                    break Some(exited);
+                }
+            }
+        }
+    };
+    if !json {
+        println!("stopping the balancer and the coordinator (which stops the nodes)...");
+    }
+    let clean = procs.stop().await;
+    if let Some((who, status, log)) = died {
+        bail!("{who} exited ({status}); its log ends: {}", tail(&log));
+    }
+    if !clean {
+        bail!("a process had to be killed; see the logs in {}", logs.display());
+    }
+    if json {
+        print_json(&json!({"stopped": true}));
+    } else {
+        println!("stopped; `shardline up --data-dir {}` resumes the cluster", dir.display());
+    }
+    Ok(())
+}
+
+fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resumed: bool, t: &Topology, json: bool) {
+    let no_primary: Vec<String> =
+        t.shards.iter().filter(|s| s.primary.is_none()).map(|s| s.spec.id.to_string()).collect();
+    if json {
+        print_json(&json!({
+            "ready": true,
+            "resumed": resumed,
+            "balancer": balancer,
+            "coordinator": coordinator,
+            "data_dir": dir,
+            "shards": t.shards.len(),
+            "servers": t.servers.len(),
+            "without_primary": no_primary,
+        }));
+        return;
+    }
+    let addr = if args.balancer_port == 7000 { String::new() } else { format!(" --addr {balancer}") };
+    println!(
+        "\nShardline is up: {} shards on {} servers{}\n",
+        t.shards.len(),
+        t.servers.len(),
+        if no_primary.is_empty() { String::new() } else { format!(" (still electing: {})", no_primary.join(", ")) }
+    );
+    println!("  balancer     {balancer}   clients, the CLI, nc");
+    println!("  coordinator  {coordinator}   membership, elections, admin");
+    println!(
+        "  nodes        ports from {}; data and logs under {}",
+        args.node_base_port,
+        dir.join("coordinator/nodes").display()
+    );
+    println!("  logs         {}\n", dir.join("logs").display());
+    println!("Try:");
+    println!("  shardline{addr} status");
+    println!("  shardline{addr} write 42 alice 77");
+    println!("  shardline{addr} read 0 100");
+    println!("  shardline{addr} read-server Server0");
+    println!("  shardline{addr} write --file rows.csv     (header: the schema's column names)");
+    println!("  nc 127.0.0.1 {}                          then type HELP", args.balancer_port);
+    println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
+}

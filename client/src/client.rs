@@ -1,0 +1,320 @@
+//! [`Client`]: the typed calls, over one shared, pipelined connection.
+
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shardline_protocol::{
+    AddServersRequest, InitRequest, Message, Request, Response, Row, ShardCommit, ShardRows, Topology, WriteBatch,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
+};
+use tokio::sync::Mutex;
+
+use crate::connection::Connection;
+use crate::error::ClientError;
+
+/// How a [`Client`] talks to its server: a validated value with documented defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// How long one call may wait for its answer (default 10 s).
+    pub timeout: Duration,
+    /// How long an admin call (init, add, rm) may take: they start processes and copy
+    /// data (default 120 s).
+    pub admin_timeout: Duration,
+    /// How long connecting may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// Largest frame payload sent or accepted (default 16 MiB, the servers' default).
+    pub max_payload: usize,
+    /// Calls open at once on the connection; more wait for a slot (default 1024, the
+    /// servers' default limit).
+    pub max_in_flight: usize,
+    /// How many times a call that can safely be repeated (everything but init, add and rm)
+    /// is sent again after a broken connection or a timeout (default 2). Writes are sent
+    /// again with the same client id and sequence, so they apply at most once.
+    pub retries: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            timeout: Duration::from_secs(10),
+            admin_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retries: 2,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks that the values make sense.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let bad = |m: &str| Err(ClientError::InvalidRequest(m.to_owned()));
+        if self.timeout.is_zero() || self.admin_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return bad("timeouts must be above zero");
+        }
+        if self.max_in_flight == 0 || self.max_payload < 1024 {
+            return bad("max_in_flight must be above zero and max_payload at least 1 KiB");
+        }
+        Ok(())
+    }
+}
+
+/// What a write, update or delete did: one commit per shard it touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteResult {
+    /// Per shard: the log entry's term and index, and the replicas that held it durably.
+    pub commits: Vec<ShardCommit>,
+}
+
+impl WriteResult {
+    /// Rows the write touched, over every shard.
+    pub fn rows(&self) -> u64 {
+        self.commits.iter().map(|c| c.rows).sum()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    addr: String,
+    config: ClientConfig,
+    client_id: u64,
+    seq: AtomicU64,
+    conn: Mutex<Option<Arc<Connection>>>,
+}
+
+/// A connection to a Shardline balancer (or coordinator, for admin calls), shared by its
+/// clones: each clone's calls travel on the same pipelined connection, so many can be in
+/// flight at once.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), shardline::ClientError> {
+/// use shardline::{Client, Row, Value};
+///
+/// let client = Client::connect("127.0.0.1:7000").await?;
+/// let done = client.write(&[Row::new(42, vec![Value::Str("alice".into()), Value::Int(77)])]).await?;
+/// println!("committed at index {}", done.commits[0].index);
+/// let rows = client.read(0..=100).await?;
+/// assert_eq!(rows[0].key, 42);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`) with the default [`ClientConfig`].
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, ClientError> {
+        Client::connect_with(addr, ClientConfig::default()).await
+    }
+
+    /// Connects to `addr` with `config`.
+    pub async fn connect_with(addr: impl Into<String>, config: ClientConfig) -> Result<Client, ClientError> {
+        config.validate()?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                addr: addr.into(),
+                config,
+                client_id: random_client_id(),
+                seq: AtomicU64::new(1),
+                conn: Mutex::new(None),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The random id this client stamps on its writes (non-zero).
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The open connection, or a new one if there is none or it broke.
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let c = &self.inner.config;
+        let conn =
+            Arc::new(Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends any request and returns the server's answer; an `Error` answer becomes
+    /// [`ClientError::Server`]. Requests other than init, add and rm are sent again after
+    /// a broken connection or a timeout, up to [`ClientConfig::retries`] times.
+    pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        let frame = request.to_frame(0).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        let c = &self.inner.config;
+        let (timeout, tries) = if request.is_admin() { (c.admin_timeout, 1) } else { (c.timeout, c.retries + 1) };
+        let mut backoff = Duration::from_millis(50);
+        let mut last = None;
+        for attempt in 0..tries {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            let answer = match self.connection().await {
+                Ok(conn) => conn.call(frame.clone(), timeout).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(answer) => {
+                    return match Response::from_frame(&answer) {
+                        Ok(Response::Error(code)) => Err(ClientError::Server(code)),
+                        Ok(response) => Ok(response),
+                        Err(e) => Err(ClientError::Protocol(e.to_string())),
+                    }
+                }
+                Err(e) if e.is_transport() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Inserts a batch of rows. The balancer splits it by shard; each shard's part is
+    /// atomic. A key that exists already, a key outside every shard or a row that does not
+    /// fit the schema fails the write.
+    pub async fn write(&self, rows: &[Row]) -> Result<WriteResult, ClientError> {
+        if rows.is_empty() {
+            return Err(ClientError::InvalidRequest("a write needs at least one row".into()));
+        }
+        let batch = WriteBatch::encode(self.client_id(), self.next_seq(), rows)
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        committed(self.request(&Request::Write(batch)).await?)
+    }
+
+    /// Rows with keys in `range`, in key order, from any up-to-date replica of each shard.
+    pub async fn read(&self, range: RangeInclusive<i64>) -> Result<Vec<Row>, ClientError> {
+        self.read_range(range, false).await
+    }
+
+    /// Like [`Client::read`], but served by each shard's primary under its lease: the
+    /// answer reflects every write acknowledged before the call (linearizable).
+    pub async fn read_primary(&self, range: RangeInclusive<i64>) -> Result<Vec<Row>, ClientError> {
+        self.read_range(range, true).await
+    }
+
+    async fn read_range(&self, range: RangeInclusive<i64>, primary: bool) -> Result<Vec<Row>, ClientError> {
+        let (low, high) = range.into_inner();
+        if low > high {
+            return Err(ClientError::InvalidRequest(format!("the range's low {low} is above its high {high}")));
+        }
+        match self.request(&Request::Read { low, high, primary }).await? {
+            Response::Rows(rows) => Ok(rows),
+            other => Err(unexpected("Rows", &other)),
+        }
+    }
+
+    /// Every row a server holds, grouped by shard.
+    pub async fn read_server(&self, name: &str) -> Result<Vec<ShardRows>, ClientError> {
+        let request = Request::ReadServer { server: name.to_owned() };
+        match self.request(&request).await? {
+            Response::ServerRows(shards) => Ok(shards),
+            other => Err(unexpected("ServerRows", &other)),
+        }
+    }
+
+    /// Replaces the row with `row.key` (which must exist).
+    pub async fn update(&self, row: Row) -> Result<WriteResult, ClientError> {
+        let request = Request::Update { client_id: self.client_id(), seq: self.next_seq(), row };
+        committed(self.request(&request).await?)
+    }
+
+    /// Deletes the row with `key` (which must exist) from every replica.
+    pub async fn delete(&self, key: i64) -> Result<WriteResult, ClientError> {
+        let request = Request::Delete { client_id: self.client_id(), seq: self.next_seq(), key };
+        committed(self.request(&request).await?)
+    }
+
+    /// The cluster: schema, shards with their primaries and replicas, servers and health.
+    pub async fn status(&self) -> Result<Topology, ClientError> {
+        topology(self.request(&Request::Status).await?)
+    }
+
+    /// Creates the cluster (the seed's `/init`); answers the new topology.
+    pub async fn init(&self, request: InitRequest) -> Result<Topology, ClientError> {
+        topology(self.request(&Request::Init(request)).await?)
+    }
+
+    /// Adds servers and shards (the seed's `/add`); answers the new topology.
+    pub async fn add_servers(&self, request: AddServersRequest) -> Result<Topology, ClientError> {
+        topology(self.request(&Request::AddServers(request)).await?)
+    }
+
+    /// Removes `n` servers, the named ones first (the seed's `/rm`).
+    pub async fn remove_servers(&self, n: usize, names: &[String]) -> Result<Topology, ClientError> {
+        let request = Request::RemoveServers { n, servers: names.to_vec() };
+        topology(self.request(&request).await?)
+    }
+
+    /// Checks the server answers; returns the round trip time.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let started = Instant::now();
+        match self.request(&Request::Ping).await? {
+            Response::Pong => Ok(started.elapsed()),
+            other => Err(unexpected("Pong", &other)),
+        }
+    }
+
+    /// The server's counters, as name/value pairs in a stable order.
+    pub async fn stats(&self) -> Result<Vec<(String, String)>, ClientError> {
+        match self.request(&Request::Stats).await? {
+            Response::Stats(pairs) => Ok(pairs),
+            other => Err(unexpected("Stats", &other)),
+        }
+    }
+}
+
+fn committed(response: Response) -> Result<WriteResult, ClientError> {
+    match response {
+        Response::Committed(commits) => Ok(WriteResult { commits }),
+        other => Err(unexpected("Committed", &other)),
+    }
+}
+
+fn topology(response: Response) -> Result<Topology, ClientError> {
+    match response {
+        Response::Topology(t) => Ok(t),
+        other => Err(unexpected("Topology", &other)),
+    }
+}
+
+fn unexpected(want: &str, got: &Response) -> ClientError {
+    let got = format!("{got:?}");
+    let got: String = got.chars().take(120).collect();
+    ClientError::Protocol(format!("expected a {want} answer, got {got}"))
+}
+
+/// A random, non-zero id: different for every client in every process.
+fn random_client_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish().max(1)
+}
