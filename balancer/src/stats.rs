@@ -70,6 +70,7 @@ impl Stats {
     pub fn snapshot(&self) -> Vec<(String, String)> {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let mut out = vec![
+            ("pid".to_owned(), std::process::id().to_string()),
             ("uptime_s".to_owned(), self.started.elapsed().as_secs().to_string()),
             ("requests".to_owned(), n(&self.requests)),
             ("retries".to_owned(), n(&self.retries)),

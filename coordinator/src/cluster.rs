@@ -246,21 +246,29 @@ impl Coordinator {
                 let observe = |s: &str| Observed { alive: health.detector.alive(s, now), status: health.status.get(s) };
                 reconcile::reconcile(&meta, observe, |shard, s| health.fresh(shard, s))
             };
-            let mut elections = Vec::new();
-            for action in actions {
-                match action {
-                    Action::Elect(shard) if self.may_elect(shard) => elections.push(shard),
-                    Action::Elect(_) => {}
-                    Action::Follow { shard, server } => self.follow(shard, &server).await,
-                    Action::Configure { shard, server } => self.configure(shard, &server).await,
-                    Action::Respawn(server) => self.respawn(&server).await,
-                }
-            }
+            // Elections first: a shard without a primary takes no writes, while a restart
+            // (a container start can take half a second) only restores a replica.
+            let elections: Vec<ShardId> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Elect(shard) if self.may_elect(*shard) => Some(*shard),
+                    _ => None,
+                })
+                .collect();
             let results = futures::future::join_all(elections.iter().map(|&s| self.elect(s, None))).await;
             for (shard, result) in elections.into_iter().zip(results) {
                 if let Err(e) = result {
                     warn!(%shard, %e, "election failed; will retry");
                     self.backoff.lock().expect("backoff lock").insert(shard, Instant::now());
+                }
+            }
+            self.publish();
+            for action in actions {
+                match action {
+                    Action::Elect(_) => {}
+                    Action::Follow { shard, server } => self.follow(shard, &server).await,
+                    Action::Configure { shard, server } => self.configure(shard, &server).await,
+                    Action::Respawn(server) => self.respawn(&server).await,
                 }
             }
             self.publish();

@@ -8,7 +8,8 @@
 //! - [`election`]: choosing the new primary from the votes.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
-//! - [`spawner`]: starting nodes: child processes, or nodes run by someone else.
+//! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
+//!   someone else.
 //! - `cluster`, `failover`, `admin`: the driver: heartbeat tasks, the reconcile loop,
 //!   elections and admin operations. [`service`]: the network face.
 //!

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::service::CoordinatorService;
-use shardline_coordinator::spawner::{ExternalSpawner, ProcessSpawner, Spawner};
+use shardline_coordinator::spawner::{DockerConfig, DockerSpawner, ExternalSpawner, ProcessSpawner, Spawner};
 use shardline_coordinator::Coordinator;
 use shardline_protocol::net;
 
@@ -27,7 +27,7 @@ struct Args {
     /// Directory for the cluster metadata (and, with the process spawner, node data).
     #[arg(long)]
     data_dir: PathBuf,
-    /// How storage nodes are run: as child processes, or by someone else.
+    /// How storage nodes are run: as child processes, as Docker containers, or by someone else.
     #[arg(long, value_enum, default_value_t = SpawnerKind::Process)]
     spawner: SpawnerKind,
     /// The shardline-node binary (process spawner). Default: next to this binary.
@@ -39,6 +39,15 @@ struct Args {
     /// First port the process spawner gives a node.
     #[arg(long, default_value_t = 7200)]
     node_base_port: u16,
+    /// Image of the storage-node containers (docker spawner); built locally, never pulled.
+    #[arg(long, default_value = "shardline:latest")]
+    docker_image: String,
+    /// Docker network the nodes join (docker spawner); the coordinator must be on it too.
+    #[arg(long, default_value = "shardline")]
+    docker_network: String,
+    /// Prefix of node container and volume names, `<prefix>-node-<name>` (docker spawner).
+    #[arg(long, default_value = "shardline")]
+    docker_prefix: String,
     /// Extra argument passed to every spawned node (repeatable), e.g. --node-arg=--write-timeout-ms=5000.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
@@ -62,6 +71,8 @@ enum SpawnerKind {
     Process,
     /// Nodes run by someone else; give their addresses with --node.
     External,
+    /// Docker containers on --docker-network from --docker-image, one volume each.
+    Docker,
 }
 
 #[tokio::main]
@@ -95,6 +106,15 @@ async fn main() -> anyhow::Result<()> {
                 addresses.insert(name.to_owned(), addr.to_owned());
             }
             Box::new(ExternalSpawner::new(addresses))
+        }
+        SpawnerKind::Docker => {
+            let docker = DockerConfig {
+                image: args.docker_image,
+                network: args.docker_network,
+                prefix: args.docker_prefix,
+                node_args: args.node_args,
+            };
+            Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
         }
     };
     let listener =

@@ -1,11 +1,13 @@
 //! Starting and stopping storage nodes: the `Spawner` trait and its backends.
 //!
 //! - [`ProcessSpawner`]: child processes of the coordinator (for `shardline up` and tests).
+//! - [`DockerSpawner`]: containers on a Docker network, through the Docker Engine API.
 //! - [`ExternalSpawner`]: nodes run by someone else (systemd, Kubernetes); the coordinator
 //!   only elects and configures.
 //!
 //! The trait is object safe (`Box<dyn Spawner>`), so the binary picks a backend by flag.
 
+mod docker;
 mod external;
 mod process;
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
+pub use docker::{container_name, DockerConfig, DockerError, DockerSpawner, MANAGED_LABEL, NODE_PORT};
 pub use external::ExternalSpawner;
 pub use process::ProcessSpawner;
 

@@ -92,6 +92,14 @@ enum Command {
     /// Start a local cluster (coordinator, balancer, storage nodes) and keep it running
     /// until Ctrl-C.
     Up(up::UpArgs),
+    /// Load-test the cluster with HdrHistogram reports: runs `shardline-bench` (next to this
+    /// binary) against --addr; `shardline bench --help` lists its options.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options for shardline-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +172,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = commands::Ctx::new(cli.addr, cli.json, cli.timeout);
+    let ctx = commands::Ctx::new(cli.addr.clone(), cli.json, cli.timeout);
     match cli.command {
         Command::Status => commands::status(&ctx).await,
         Command::Init { config } => commands::init(&ctx, &config).await,
@@ -181,5 +189,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ping => commands::ping(&ctx).await,
         Command::Stats => commands::stats(&ctx).await,
         Command::Up(args) => up::run(args, cli.json).await,
+        Command::Bench { args } => up::exec_bench(&cli.addr, cli.json, args),
     }
 }

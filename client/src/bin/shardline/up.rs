@@ -107,6 +107,20 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// Replaces this process with `shardline-bench`, aimed at `addr` unless `args` name one.
+pub fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let bench = sibling("shardline-bench")?;
+    if !args.iter().any(|a| a == "--addr" || a.starts_with("--addr=")) && !args.iter().any(|a| a == "--help") {
+        args.splice(0..0, ["--addr".to_owned(), addr.to_owned()]);
+    }
+    if json && !args.iter().any(|a| a == "--json") {
+        args.push("--json".into());
+    }
+    let error = std::process::Command::new(&bench).args(&args).exec();
+    Err(anyhow::Error::new(error).context(format!("running {}", bench.display())))
+}
+
 /// A sibling binary of this executable.
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this executable's path")?;

@@ -1,0 +1,336 @@
+//! Runs a workload against a balancer: `connections` clients, `pipeline` workers on each
+//! (they share the client's pipelined connection), paced by the [`Schedule`], each worker
+//! recording its own HdrHistograms, merged at the end. Reads the cluster's counters and the
+//! processes' memory around the run.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use shardline::{Client, ClientError};
+
+use crate::error::BenchError;
+use crate::keys::{KeySpace, Rng};
+use crate::prepare::{self, RowMaker};
+use crate::rss::{self, ProcMem, Sampler};
+use crate::schedule::{LoadModel, Schedule, Ticket};
+use crate::spec::{BenchSpec, Op, Stop};
+use crate::spread::{self, Probe, Spread};
+
+/// Highest latency a histogram holds: one hour, in microseconds.
+const MAX_US: u64 = 3_600_000_000;
+
+/// A fresh latency histogram: microseconds, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// What one operation kind did during the measured part of a run.
+#[derive(Debug, Clone)]
+pub struct OpStats {
+    /// The operation.
+    pub op: Op,
+    /// Latencies of the successful ones, in microseconds.
+    pub latency: Histogram<u64>,
+    /// How many failed.
+    pub errors: u64,
+    /// The first failure's message.
+    pub first_error: Option<String>,
+}
+
+impl OpStats {
+    fn new(op: Op) -> OpStats {
+        OpStats { op, latency: histogram(), errors: 0, first_error: None }
+    }
+
+    fn merge(&mut self, other: &OpStats) -> Result<(), BenchError> {
+        self.latency.add(&other.latency).map_err(|e| BenchError::Histogram(e.to_string()))?;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        Ok(())
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Per operation in the mix.
+    pub ops: Vec<OpStats>,
+    /// The measured span: from the warm-up's end to the last measured answer.
+    pub elapsed: Duration,
+    /// Reads per server and per shard replica.
+    pub spread: Spread,
+    /// Memory of the balancer and the nodes.
+    pub memory: Vec<ProcMem>,
+    /// Keys in the bench's key set, and rows present at the start.
+    pub key_set: (u64, u64),
+    /// Rows inserted before the run.
+    pub preloaded: u64,
+    /// Things a reader should know (the key set ran out, counters missing...).
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// Successful measured operations per second, all kinds together.
+    pub fn throughput(&self) -> f64 {
+        let ok: u64 = self.ops.iter().map(|o| o.latency.len()).sum();
+        ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// State every worker shares.
+struct Shared {
+    schedule: Schedule,
+    keys: KeySpace,
+    rows: RowMaker,
+    spec: BenchSpec,
+    done: AtomicU64,
+    failed: AtomicU64,
+    /// Nanoseconds after the warm-up's end of the last measured answer.
+    last_ns: AtomicU64,
+    exhausted: AtomicBool,
+}
+
+/// Runs `spec` against its balancer and returns what it measured.
+pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
+    spec.validate()?;
+    let config = prepare::client_config(spec);
+    let first = prepare::connect(&spec.addr, config.clone()).await?;
+    let (topology, schema) = prepare::topology(&first).await?;
+    let prep = if spec.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    prep.enable_steady_tick(Duration::from_millis(100));
+    prep.set_message("reading which keys of the cluster hold rows...");
+    let keys = prepare::key_space(&first, &topology, spec).await?;
+    let rows = RowMaker::new(&schema, spec.row_size);
+    let present_at_start = keys.present();
+    let target = prepare::preload_target(spec, &keys);
+    prep.set_message(format!("preloading rows up to {target}..."));
+    let preloaded = prepare::preload(&first, &keys, &rows, target).await?;
+    prep.finish_and_clear();
+    let mut clients = vec![first.clone()];
+    for _ in 1..spec.connections {
+        clients.push(prepare::connect(&spec.addr, config.clone()).await?);
+    }
+    let probe = Probe::connect(first, &topology).await;
+    let before = probe.read().await;
+    let mut procs: Vec<(String, u32)> = before.pids.iter().map(|(n, p)| (n.clone(), *p)).collect();
+    if let Some(pid) = balancer_pid(&clients[0], &spec.addr).await {
+        procs.push(("balancer".into(), pid));
+    }
+    let sampler = Sampler::start(procs, Duration::from_millis(200));
+
+    let model = spec.rate.map_or(LoadModel::Closed, |rate| LoadModel::Open { rate });
+    let start = Instant::now() + Duration::from_millis(20);
+    let shared = Arc::new(Shared {
+        schedule: Schedule::new(model, start, spec.warmup, spec.stop),
+        keys,
+        rows,
+        spec: spec.clone(),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        last_ns: AtomicU64::new(0),
+        exhausted: AtomicBool::new(false),
+    });
+    let bar = progress(spec, shared.clone());
+    let mut tasks = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        for p in 0..spec.pipeline {
+            let seed = spec.seed ^ ((c * spec.pipeline + p) as u64 + 1).wrapping_mul(0x9E37_79B9);
+            tasks.push(tokio::spawn(worker(shared.clone(), client.clone(), seed)));
+        }
+    }
+    let mut ops: Vec<OpStats> = spec.mix.ops().map(OpStats::new).collect();
+    for t in tasks {
+        let mine = t.await.map_err(|e| BenchError::Process(format!("a worker failed: {e}")))?;
+        for (total, part) in ops.iter_mut().zip(mine.iter().filter(|o| spec.mix.weight(o.op) > 0)) {
+            total.merge(part)?;
+        }
+    }
+    bar.finish();
+    let elapsed = Duration::from_nanos(shared.last_ns.load(Ordering::Relaxed));
+    let elapsed = match spec.stop {
+        Stop::Duration(d) if !shared.exhausted.load(Ordering::Relaxed) => elapsed.max(d),
+        _ => elapsed,
+    };
+    let after = probe.read().await;
+    let memory = sampler.finish();
+    let mut notes = Vec::new();
+    if shared.exhausted.load(Ordering::Relaxed) {
+        notes.push(format!(
+            "every key of the bench's key set ({} keys) held a row: the run stopped early (raise --key-space, \
+             add delete to the mix, or use a cluster with larger shards)",
+            shared.keys.len()
+        ));
+    }
+    if after.by_replica.is_empty() && after.by_server.is_empty() {
+        notes.push("no read counters: neither the balancer nor the nodes answered STATS".into());
+    }
+    if memory.is_empty() {
+        notes.push("no memory figures: the cluster's processes are not visible in this machine's /proc".into());
+    }
+    Ok(Outcome {
+        ops,
+        elapsed,
+        spread: spread::spread(&before, &after, &topology),
+        memory,
+        key_set: (shared.keys.len(), present_at_start),
+        preloaded,
+        notes,
+    })
+}
+
+/// The balancer's pid, when its address is on this machine: from its STATS, or else from
+/// the process listening on its port.
+async fn balancer_pid(client: &Client, addr: &str) -> Option<u32> {
+    let sock: SocketAddr = addr.parse().ok()?;
+    if !sock.ip().is_loopback() {
+        return None;
+    }
+    let reported = client.stats().await.ok().and_then(|s| s.into_iter().find(|(k, _)| k == "pid"));
+    reported.and_then(|(_, v)| v.parse().ok()).or_else(|| rss::listening_pid(sock.port()))
+}
+
+/// One worker: takes tickets until the run is over; returns its statistics, in
+/// [`Op::ALL`] order.
+async fn worker(shared: Arc<Shared>, client: Client, seed: u64) -> Vec<OpStats> {
+    let mut stats: Vec<OpStats> = Op::ALL.into_iter().map(OpStats::new).collect();
+    let mut rng = Rng::new(seed);
+    let warmup_end = shared.schedule.warmup_end();
+    while !shared.exhausted.load(Ordering::Relaxed) {
+        let Some(ticket) = shared.schedule.next_at(Instant::now()) else { break };
+        if let Some(due) = ticket.due {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let op = shared.spec.mix.pick(rng.next_u64());
+        let sent = Instant::now();
+        let result = execute(&shared, &client, op, &mut rng).await;
+        let done = Instant::now();
+        if matches!(result, Err(Failure::Exhausted)) {
+            shared.exhausted.store(true, Ordering::Relaxed);
+            break;
+        }
+        record(&shared, &mut stats[op.index()], &ticket, result, sent, done, warmup_end);
+    }
+    stats
+}
+
+fn record(
+    shared: &Shared,
+    stats: &mut OpStats,
+    ticket: &Ticket,
+    result: Result<(), Failure>,
+    sent: Instant,
+    done: Instant,
+    warmup_end: Instant,
+) {
+    if !ticket.measured {
+        return;
+    }
+    shared.done.fetch_add(1, Ordering::Relaxed);
+    let since = done.saturating_duration_since(warmup_end).as_nanos() as u64;
+    shared.last_ns.fetch_max(since, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            let us = shared.schedule.latency(ticket, sent, done).as_micros() as u64;
+            stats.latency.saturating_record(us.clamp(1, MAX_US));
+        }
+        Err(e) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            stats.errors += 1;
+            if stats.first_error.is_none() {
+                stats.first_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Why one operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The server or the connection failed it.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// No row to update or delete.
+    #[error("no row to {0}: the key set holds none clear of in-flight operations")]
+    NoRow(Op),
+    /// No fresh key to insert.
+    #[error("every key of the key set holds a row")]
+    Exhausted,
+}
+
+async fn execute(shared: &Shared, client: &Client, op: Op, rng: &mut Rng) -> Result<(), Failure> {
+    let keys = &shared.keys;
+    match op {
+        Op::Read => {
+            let k = keys.pick_for_read(rng);
+            client.read(k..=k).await.map(drop)?;
+        }
+        Op::Range => {
+            let k = keys.pick_for_read(rng);
+            let high = k.saturating_add(shared.spec.range_len as i64 - 1);
+            client.read(k..=high).await.map(drop)?;
+        }
+        Op::Write => {
+            let k = keys.claim_insert().ok_or(Failure::Exhausted)?;
+            client.write(&[shared.rows.row(k)]).await.map(drop)?;
+        }
+        Op::Update => {
+            let k = keys.pick_existing(rng).ok_or(Failure::NoRow(op))?;
+            client.update(shared.rows.row(k)).await.map(drop)?;
+        }
+        Op::Delete => {
+            let k = keys.claim_delete().ok_or(Failure::NoRow(op))?;
+            client.delete(k).await.map(drop)?;
+        }
+    }
+    Ok(())
+}
+
+/// The progress bar and the task that updates it.
+struct Progress {
+    bar: ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Draws the progress bar (hidden when stderr is not a terminal) until finished.
+fn progress(spec: &BenchSpec, shared: Arc<Shared>) -> Progress {
+    let (len, by_time) = match spec.stop {
+        Stop::Duration(d) => ((spec.warmup + d).as_millis() as u64, true),
+        Stop::Requests(n) => (n, false),
+    };
+    let bar = if spec.progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    let template = if by_time {
+        "{spinner} [{elapsed_precise}] {bar:40} {percent:>3}% {msg}"
+    } else {
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}"
+    };
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let drawn = bar.clone();
+    let task = tokio::spawn(async move {
+        let begun = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let done = shared.done.load(Ordering::Relaxed);
+            let failed = shared.failed.load(Ordering::Relaxed);
+            let measuring = Instant::now().saturating_duration_since(shared.schedule.warmup_end());
+            let phase = if measuring.is_zero() { "warming up" } else { "measuring" };
+            let rate = done as f64 / measuring.as_secs_f64().max(0.001);
+            drawn.set_position(if by_time { begun.elapsed().as_millis() as u64 } else { done });
+            drawn.set_message(format!("{phase}: {done} ops, {failed} errors, {rate:.0} ops/s"));
+        }
+    });
+    Progress { bar, task }
+}
