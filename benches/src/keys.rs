@@ -5,7 +5,8 @@
 //! positions `[deleted, inserted)` hold rows. An insert claims position `inserted` (a fresh
 //! key), a delete claims `deleted` (the oldest row), reads and updates pick inside the
 //! window. Positions within `slack` (the operations that can be in flight) of either edge are
-//! avoided by updates and deletes, so they do not race an insert or a delete still in flight.
+//! avoided by updates and deletes, so they do not race an insert or a delete still in flight,
+//! and an insert never wraps around onto a key whose delete may still be in flight.
 //!
 //! ```
 //! use shardline_benches::keys::{KeySpace, Rng};
@@ -167,11 +168,13 @@ impl KeySpace {
         self.order[(pos % self.len()) as usize]
     }
 
-    /// A fresh key to insert, or `None` when every key holds a row.
+    /// A fresh key to insert, or `None` when every key holds a row. Positions wrap around
+    /// the ring, so an insert stays `slack` behind the deletes: a key whose delete is still
+    /// in flight is not inserted again.
     pub fn claim_insert(&self) -> Option<i64> {
         let mut ins = self.inserted.load(Ordering::Acquire);
         loop {
-            if ins - self.deleted.load(Ordering::Acquire) >= self.len() {
+            if ins - self.deleted.load(Ordering::Acquire) + self.slack >= self.len() {
                 return None;
             }
             match self.inserted.compare_exchange_weak(ins, ins + 1, Ordering::AcqRel, Ordering::Acquire) {
@@ -259,6 +262,18 @@ mod tests {
         let mut rng = Rng::new(1);
         let keys: Vec<i64> = (0..4).map(|_| ks.pick_existing(&mut rng).unwrap()).collect();
         assert_eq!(keys, vec![1, 3, 5, 1]);
+    }
+
+    #[test]
+    fn an_insert_never_reuses_a_key_whose_delete_may_be_in_flight() {
+        let ks = KeySpace::new(vec![], (0..4).collect(), KeyDist::Uniform, 1, 3);
+        let inserted: Vec<i64> = (0..3).map(|_| ks.claim_insert().unwrap()).collect();
+        assert_eq!(ks.claim_insert(), None, "one slot kept free for in-flight work");
+        let deleted = ks.claim_delete().unwrap();
+        assert_eq!(deleted, inserted[0]);
+        let next = ks.claim_insert().unwrap();
+        assert_ne!(next, deleted);
+        assert_eq!(ks.claim_insert(), None, "the deleted key is not reused while its delete may be in flight");
     }
 
     #[test]
