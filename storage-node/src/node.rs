@@ -9,14 +9,14 @@ use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
 use shardline_protocol::net;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, PeerRequest, PeerResponse, Request,
-    Response, Route, Row, ShardCommit, ShardId, ShardRows,
+    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, Operation, PeerRequest, PeerResponse,
+    Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
 };
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::failpoint::Failpoints;
-use crate::shard::{self, AppendRequest, Command, ShardHandle, SnapshotChunk, WriteOp};
+use crate::shard::{self, AppendRequest, Command, ShardHandle, SnapshotChunk};
 use crate::table::StoreError;
 
 /// A storage node: its configuration and shard replicas.
@@ -116,10 +116,10 @@ impl Node {
                 Err(e) => Err(ErrorCode::BadRequest(e.to_string())),
             },
             Request::Update { client_id, seq, row } => {
-                self.write_one(row.key, WriteOp::Update { client_id, seq, row }).await
+                self.write_one(row.key, Operation::Update { client_id, seq, row }).await
             }
             Request::Delete { client_id, seq, key } => {
-                self.write_one(key, WriteOp::Delete { client_id, seq, key }).await
+                self.write_one(key, Operation::Delete { client_id, seq, key }).await
             }
             Request::Log { shard, count } => match self.shard(shard) {
                 Ok(s) => s.ask(|reply| Command::Log { count, reply }).await.map(Response::Log).ok_or_else(stopped),
@@ -173,7 +173,7 @@ impl Node {
         }
         let writes = parts
             .into_values()
-            .map(|(shard, rows)| async move { shard.write(WriteOp::Insert { client_id, seq, rows }).await });
+            .map(|(shard, rows)| async move { shard.write(Operation::Write { client_id, seq, rows }).await });
         let results: Vec<Result<ShardCommit, ErrorCode>> = join_all(writes).await;
         let mut commits = Vec::with_capacity(results.len());
         for r in results {
@@ -182,7 +182,7 @@ impl Node {
         Ok(Response::Committed(commits))
     }
 
-    async fn write_one(&self, key: i64, op: WriteOp) -> Result<Response, ErrorCode> {
+    async fn write_one(&self, key: i64, op: Operation) -> Result<Response, ErrorCode> {
         let shard = self.shard_for_key(key)?;
         Ok(Response::Committed(vec![shard.write(op).await?]))
     }

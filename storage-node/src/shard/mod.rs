@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use shardline_protocol::{
-    ControlResponse, ErrorCode, LogLine, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec, ShardState,
+    ControlResponse, ErrorCode, LogLine, Operation, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec, ShardState,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,43 +32,11 @@ pub use task::open_shard;
 
 use crate::table::Table;
 
-/// A write as the shard task receives it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteOp {
-    /// Insert rows (new keys only).
-    Insert {
-        /// Client id (0: none).
-        client_id: u64,
-        /// Client sequence number.
-        seq: u64,
-        /// Rows, all in this shard.
-        rows: Vec<Row>,
-    },
-    /// Replace an existing row.
-    Update {
-        /// Client id (0: none).
-        client_id: u64,
-        /// Client sequence number.
-        seq: u64,
-        /// The new row.
-        row: Row,
-    },
-    /// Delete an existing row.
-    Delete {
-        /// Client id (0: none).
-        client_id: u64,
-        /// Client sequence number.
-        seq: u64,
-        /// The key.
-        key: i64,
-    },
-}
-
 /// What the shard task is asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
     Write {
-        op: WriteOp,
+        op: Operation,
         started: Instant,
         reply: oneshot::Sender<Result<ShardCommit, ErrorCode>>,
     },
@@ -166,7 +134,7 @@ impl ShardHandle {
     }
 
     /// Submits a write; answers once it is committed by a majority (or refused).
-    pub async fn write(&self, op: WriteOp) -> Result<ShardCommit, ErrorCode> {
+    pub async fn write(&self, op: Operation) -> Result<ShardCommit, ErrorCode> {
         let (reply, rx) = oneshot::channel();
         let started = Instant::now();
         self.tx.send(Command::Write { op, started, reply }).await.map_err(|_| gone())?;

@@ -26,7 +26,6 @@ use super::peer::PeerTask;
 use super::rules::{majority, quorum_commit};
 use super::task::{Role, ShardTask};
 use super::validate::validate;
-use super::WriteOp;
 
 /// A write's reply channel.
 pub(super) type Reply = oneshot::Sender<Result<ShardCommit, ErrorCode>>;
@@ -233,7 +232,7 @@ impl ShardTask {
     }
 
     /// Validates, logs and syncs a group of writes; acks come when they commit.
-    pub(super) fn write_group(&mut self, writes: Vec<(WriteOp, Instant, Reply)>) {
+    pub(super) fn write_group(&mut self, writes: Vec<(Operation, Instant, Reply)>) {
         let shard = self.spec.id;
         let refusal = match &self.role {
             Role::Primary(p) => {
@@ -263,8 +262,8 @@ impl ShardTask {
         let mut next = self.log.read().expect("log lock").last().index + 1;
         let mut records = Vec::new();
         for (op, started, reply) in writes {
-            let (client_id, seq) = client_seq(&op);
-            if client_id != 0 {
+            let client_seq = op.client_seq();
+            if let Some((client_id, seq)) = client_seq {
                 if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
                     p.waiters.entry(index).or_default().push(Waiter { reply, started, rows: 0 });
                     continue;
@@ -307,8 +306,8 @@ impl ShardTask {
                 }
             };
             self.overlay.record(&entry.op, next);
-            if client_id != 0 {
-                p.pending_clients.insert((client_id, seq), next);
+            if let Some(client_seq) = client_seq {
+                p.pending_clients.insert(client_seq, next);
             }
             p.waiters.entry(next).or_default().push(Waiter { reply, started, rows });
             records.push((term, record));
@@ -421,13 +420,5 @@ impl ShardTask {
             }
         }
         p.waiters.retain(|_, w| !w.is_empty());
-    }
-}
-
-fn client_seq(op: &WriteOp) -> (u64, u64) {
-    match *op {
-        WriteOp::Insert { client_id, seq, .. }
-        | WriteOp::Update { client_id, seq, .. }
-        | WriteOp::Delete { client_id, seq, .. } => (client_id, seq),
     }
 }

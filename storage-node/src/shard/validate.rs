@@ -8,8 +8,6 @@ use std::collections::HashMap;
 
 use shardline_protocol::{ErrorCode, Operation, Row, Schema, ShardSpec};
 
-use super::WriteOp;
-
 /// Keys touched by logged-but-unapplied entries: whether each exists afterwards, and the
 /// index of the last entry that touched it.
 #[derive(Debug, Default)]
@@ -54,7 +52,7 @@ impl Overlay {
 
 /// Checks `op` and turns it into the log operation; `exists` looks a key up in the table.
 pub fn validate(
-    op: WriteOp,
+    op: Operation,
     spec: &ShardSpec,
     schema: &Schema,
     overlay: &Overlay,
@@ -72,7 +70,8 @@ pub fn validate(
     let check =
         |row: &mut Row| schema.check_row(row).map_err(|e| ErrorCode::SchemaViolation(format!("key {}: {e}", row.key)));
     match op {
-        WriteOp::Insert { client_id, seq, mut rows } => {
+        Operation::Noop => Err(ErrorCode::BadRequest("a no-op is not a write".into())),
+        Operation::Write { client_id, seq, mut rows } => {
             if rows.is_empty() {
                 return Err(ErrorCode::BadRequest("a write needs at least one row".into()));
             }
@@ -88,14 +87,14 @@ pub fn validate(
             }
             Ok(Operation::Write { client_id, seq, rows })
         }
-        WriteOp::Update { client_id, seq, mut row } => {
+        Operation::Update { client_id, seq, mut row } => {
             check(&mut row)?;
             if !present(row.key)? {
                 return Err(ErrorCode::NotFound { key: row.key });
             }
             Ok(Operation::Update { client_id, seq, row })
         }
-        WriteOp::Delete { client_id, seq, key } => {
+        Operation::Delete { client_id, seq, key } => {
             if !present(key)? {
                 return Err(ErrorCode::NotFound { key });
             }
@@ -117,11 +116,11 @@ mod tests {
         Row::new(key, vec![Value::Str("a".into()), Value::Int(1)])
     }
 
-    fn insert(rows: Vec<Row>) -> WriteOp {
-        WriteOp::Insert { client_id: 0, seq: 0, rows }
+    fn insert(rows: Vec<Row>) -> Operation {
+        Operation::Write { client_id: 0, seq: 0, rows }
     }
 
-    fn run(op: WriteOp, overlay: &Overlay, table: &[i64]) -> Result<Operation, ErrorCode> {
+    fn run(op: Operation, overlay: &Overlay, table: &[i64]) -> Result<Operation, ErrorCode> {
         validate(op, &spec(), &Schema::seed(), overlay, |k| Ok(table.contains(&k)))
     }
 
@@ -135,9 +134,9 @@ mod tests {
             run(insert(vec![Row::new(1, vec![Value::Int(3), Value::Int(1)])]), &none, &[]),
             Err(ErrorCode::SchemaViolation(_))
         ));
-        let upd = WriteOp::Update { client_id: 0, seq: 0, row: row(9) };
+        let upd = Operation::Update { client_id: 0, seq: 0, row: row(9) };
         assert_eq!(run(upd, &none, &[]), Err(ErrorCode::NotFound { key: 9 }));
-        let del = WriteOp::Delete { client_id: 0, seq: 0, key: 9 };
+        let del = Operation::Delete { client_id: 0, seq: 0, key: 9 };
         assert_eq!(run(del, &none, &[]), Err(ErrorCode::NotFound { key: 9 }));
         assert!(matches!(run(insert(vec![]), &none, &[]), Err(ErrorCode::BadRequest(_))));
     }
