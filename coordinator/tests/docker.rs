@@ -10,6 +10,8 @@
 //! on the engine) leaving nothing labelled, image included. Where no Docker engine answers,
 //! the test prints "skipped: …".
 
+#[path = "harness/wire.rs"]
+mod common;
 #[path = "docker/stack.rs"]
 mod stack;
 #[path = "docker/wire.rs"]

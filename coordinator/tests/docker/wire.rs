@@ -1,11 +1,12 @@
 //! Talking to the stack through its published balancer port, in protocol frames
 //! (`shardline_protocol::net::Conn`). Every loop is bounded in time and in count.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use shardline_protocol::net::Conn;
-use shardline_protocol::{ErrorCode, Request, Response, Row, ShardCommit, ShardId, Topology, Value, WriteBatch};
+use shardline_protocol::{Request, Response, Row, ShardId, Topology, WriteBatch};
+
+pub use crate::common::{poll, retryable, row, settled, Outcome};
 
 /// Timeout of one call: above the balancer's 5 s retry deadline across a failover.
 pub const CALL: Duration = Duration::from_secs(8);
@@ -15,25 +16,6 @@ pub async fn request(addr: &str, request: &Request) -> Result<Response, String> 
     let mut conn =
         Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD).await.map_err(|e| e.to_string())?;
     conn.call(request, CALL).await.map_err(|e| e.to_string())
-}
-
-/// Polls `probe` every 50 ms until it gives a value; panics after `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    for _ in 0..(limit.as_millis() / 50 + 2) {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {limit:?}");
 }
 
 /// The topology, through the balancer (which asks the coordinator).
@@ -58,31 +40,10 @@ pub async fn wait_topology(addr: &str, what: &str, limit: Duration, check: impl 
     .await
 }
 
-/// Every shard has a primary, every replica serves, every server is healthy.
-pub fn settled(t: &Topology) -> bool {
-    !t.shards.is_empty()
-        && t.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
-        && t.servers.iter().all(|s| s.healthy)
-}
-
 /// The primary of shard `id`.
 pub fn primary_of(t: &Topology, id: u32) -> (String, u64) {
     let s = t.shards.iter().find(|s| s.spec.id == ShardId(id)).expect("the shard");
     (s.primary.clone().expect("a primary"), s.term)
-}
-
-/// The row the tests write for `key`.
-pub fn row(key: i64) -> Row {
-    Row::new(key, vec![Value::Str(format!("student{key}")), Value::Int(key % 100)])
-}
-
-/// How one write ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Committed by a majority.
-    Acked(ShardCommit),
-    /// Refused, or not known to have committed.
-    Failed(String),
 }
 
 /// Writes `key` through the balancer, retrying with the same `(client, seq)` (applied once)
@@ -104,10 +65,6 @@ pub async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Duration)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Outcome::Failed(format!("gave up: {last}"))
-}
-
-fn retryable(e: &ErrorCode) -> bool {
-    e.is_retryable() || matches!(e, ErrorCode::Timeout(_))
 }
 
 /// The keys in `[low, high]`, read from each shard's primary (linearizable).

@@ -8,17 +8,16 @@
 
 #![allow(dead_code)]
 
+pub mod wire;
+pub use wire::{poll, retryable, row, settled, Outcome};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shardline_protocol::net::Conn;
-use shardline_protocol::{
-    ErrorCode, InitRequest, Request, Response, Row, Schema, ShardCommit, ShardId, ShardSpec, Topology, Value,
-    WriteBatch,
-};
+use shardline_protocol::{InitRequest, Request, Response, Row, Schema, ShardId, ShardSpec, Topology, WriteBatch};
 
 /// The coordinator's timings in tests: the defaults (heartbeat 100 ms, dead after 400 ms).
 pub const CALL: Duration = Duration::from_secs(3);
@@ -190,26 +189,6 @@ pub async fn request(addr: &str, request: &Request) -> Result<Response, String> 
     conn.call(request, CALL).await.map_err(|e| e.to_string())
 }
 
-/// Polls `probe` every 50 ms until it gives a value; panics after `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    let max = limit.as_millis() / 50 + 2;
-    for _ in 0..max {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
 /// The seed's default layout: 6 servers, 4 shards of 4096 keys, 3 replicas each.
 pub fn seed_init() -> InitRequest {
     let shards = (0..4).map(|i| ShardSpec { id: ShardId(i + 1), low: i as i64 * 4096, size: 4096 }).collect();
@@ -226,13 +205,6 @@ pub fn seed_init() -> InitRequest {
     InitRequest { n: 6, schema: Schema::seed(), shards, servers }
 }
 
-/// Whether every shard has a primary and every server is healthy.
-pub fn settled(t: &Topology) -> bool {
-    !t.shards.is_empty()
-        && t.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
-        && t.servers.iter().all(|s| s.healthy)
-}
-
 /// The address of a server in the topology.
 pub fn addr_of(t: &Topology, server: &str) -> String {
     t.server(server).unwrap_or_else(|| panic!("no server {server}")).addr.clone()
@@ -246,20 +218,6 @@ pub async fn node_pid(addr: &str) -> i32 {
         }
         other => panic!("stats from {addr}: {other:?}"),
     }
-}
-
-/// The row the tests write for `key`.
-pub fn row(key: i64) -> Row {
-    Row::new(key, vec![Value::Str(format!("student{key}")), Value::Int(key % 100)])
-}
-
-/// How one write ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Acknowledged: committed by a majority.
-    Acked(ShardCommit),
-    /// Refused for good, or timed out (may or may not be applied).
-    Failed(String),
 }
 
 /// Writes `key` to its shard's primary as the topology names it, retrying through
@@ -288,10 +246,6 @@ pub async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64, limit:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Outcome::Failed(format!("gave up: {last}"))
-}
-
-fn retryable(e: &ErrorCode) -> bool {
-    e.is_retryable() || matches!(e, ErrorCode::Timeout(_))
 }
 
 /// All rows of a shard, read from its primary (linearizable).
