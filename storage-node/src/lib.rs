@@ -3,11 +3,13 @@
 //!
 //! - [`config`]: the node's validated configuration.
 //! - [`node`]: the shard replicas a node holds and the dispatch of every message.
-//! - [`shard`]: one replica: its task, the primary's write path, the follower's side,
-//!   replication tasks, and the pure rules behind them.
-//! - [`wal`]: the log's segment files and in-memory view.
-//! - [`table`]: the redb table of rows, metadata and client marks.
-//! - [`failpoint`]: crash points for fault tests.
+//! - [`replica`]: one shard replica's decisions, sans-IO: messages and time in, effects
+//!   out (the primary's write path, the follower's side, replication, roles).
+//! - [`shard`]: the tokio task that drives a replica core, and its follower connections.
+//! - [`wal`]: the log's segment files and in-memory view, on a [`disk::Disk`].
+//! - [`disk`]: the log's disk: real files, or a simulated disk that can crash and fail.
+//! - [`store`]: the table of rows, metadata and client marks: redb, or in memory.
+//! - [`failpoint`]: crash points for process-level fault tests.
 //!
 //! A node starts with no roles: the coordinator (or a test playing it) configures shard
 //! replicas and tells each one to lead or follow at a term.
@@ -25,8 +27,10 @@
 //! ```
 
 pub mod config;
+pub mod disk;
 pub mod failpoint;
 pub mod node;
+pub mod replica;
 pub mod shard;
-pub mod table;
+pub mod store;
 pub mod wal;

@@ -16,8 +16,9 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::failpoint::Failpoints;
-use crate::shard::{self, AppendRequest, Command, ShardHandle, SnapshotChunk};
-use crate::table::StoreError;
+use crate::replica::{AppendRequest, SnapshotChunk};
+use crate::shard::{self, Command, ShardHandle};
+use crate::store::StoreError;
 
 /// A storage node: its configuration and shard replicas.
 #[derive(Debug)]

@@ -19,15 +19,14 @@
 //! replication tasks can read them while the shard appends.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use shardline_protocol::log_entry::{self, ENTRY_HEADER_LEN, ENTRY_OFF_INDEX, ENTRY_OFF_LEN};
 use shardline_protocol::LogPosition;
 
+use crate::disk::Disk;
 use crate::failpoint::{Action, Failpoints};
 
 /// A segment is closed and a new one started past this size.
@@ -90,9 +89,6 @@ impl MemLog {
     }
 }
 
-/// A shared, read-only handle on the in-memory log.
-pub type LogView = Arc<RwLock<MemLog>>;
-
 /// What opening the log found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -107,60 +103,54 @@ pub struct ReplayReport {
 #[derive(Debug)]
 struct Segment {
     first: u64,
-    path: PathBuf,
+    name: String,
     len: u64,
 }
 
-/// The log's files, owned by the shard's task; readers use [`Wal::view`].
+/// The log's files, owned by the shard's replica.
 #[derive(Debug)]
-pub struct Wal {
-    dir: PathBuf,
+pub struct Wal<D: Disk> {
+    disk: D,
     segments: Vec<Segment>,
     /// Per kept entry: (segment position in `segments`, byte offset in it).
     offsets: VecDeque<(usize, u64)>,
-    active: Option<File>,
     /// Staged bytes not yet written.
     pending: Vec<u8>,
-    mem: LogView,
+    mem: MemLog,
     failpoints: Arc<Failpoints>,
 }
 
-impl Wal {
-    /// Opens (or creates) the log in `dir`, verifying every record.
-    pub fn open(dir: &Path, failpoints: Arc<Failpoints>) -> io::Result<(Wal, ReplayReport)> {
-        fs::create_dir_all(dir)?;
-        let base = read_base(&dir.join("BASE"))?;
-        let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let first = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(first) = first {
-                names.push((first, path));
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.seg")
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens (or creates) the log on `disk`, verifying every record.
+    pub fn open(disk: D, failpoints: Arc<Failpoints>) -> io::Result<(Wal<D>, ReplayReport)> {
+        let base = read_base(&disk)?;
+        let mut names: Vec<(u64, String)> = Vec::new();
+        for name in disk.list()? {
+            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+                names.push((first, name));
             }
         }
         names.sort();
         let mut wal = Wal {
-            dir: dir.to_owned(),
+            disk,
             segments: Vec::new(),
             offsets: VecDeque::new(),
-            active: None,
             pending: Vec::new(),
-            mem: Arc::new(RwLock::new(MemLog { base, entries: VecDeque::new() })),
+            mem: MemLog { base, entries: VecDeque::new() },
             failpoints,
         };
         let mut report = ReplayReport::default();
         let count = names.len();
-        for (n, (first, path)) in names.into_iter().enumerate() {
+        for (n, (first, name)) in names.into_iter().enumerate() {
             if report.damage.is_some() {
-                fs::remove_file(&path)?;
+                wal.disk.remove(&name)?;
                 continue;
             }
-            let mut data = Vec::new();
-            File::open(&path)?.read_to_end(&mut data)?;
+            let data = wal.disk.read(&name)?.unwrap_or_default();
             let seg = wal.segments.len();
             let (good_len, problem) = wal.load_segment(seg, first, &data, &mut report);
             let is_last = n + 1 == count;
@@ -170,24 +160,17 @@ impl Wal {
                 if torn {
                     report.torn_bytes = rest.len() as u64;
                 } else {
-                    let index = wal.mem.read().expect("log lock").last().index + 1;
-                    report.damage = Some((index, problem.describe(&path, good_len)));
+                    let index = wal.mem.last().index + 1;
+                    report.damage = Some((index, problem.describe(&name, good_len)));
                 }
-                let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(good_len)?;
-                f.sync_all()?;
+                wal.disk.truncate(&name, good_len)?;
             }
-            wal.segments.push(Segment { first, path, len: good_len });
+            wal.segments.push(Segment { first, name, len: good_len });
         }
-        let next = wal.view().read().expect("log lock").last().index + 1;
-        match wal.segments.last() {
-            Some(_) => {
-                let last = wal.segments.last().expect("a segment");
-                wal.active = Some(OpenOptions::new().append(true).open(&last.path)?);
-            }
-            None => wal.start_segment(next)?,
+        if wal.segments.is_empty() {
+            let next = wal.mem.last().index + 1;
+            wal.start_segment(next)?;
         }
-        sync_dir(&wal.dir)?;
         Ok((wal, report))
     }
 
@@ -201,7 +184,7 @@ impl Wal {
         report: &mut ReplayReport,
     ) -> (u64, Option<Problem>) {
         let mut at = 0usize;
-        let mut mem = self.mem.write().expect("log lock");
+        let mem = &mut self.mem;
         let mut expected = first;
         while at < data.len() {
             let rest = &data[at..];
@@ -236,14 +219,14 @@ impl Wal {
         (at as u64, None)
     }
 
-    /// A shared handle on the in-memory entries, for replication and reads.
-    pub fn view(&self) -> LogView {
-        self.mem.clone()
+    /// The entries in memory, for replication and reads.
+    pub fn mem(&self) -> &MemLog {
+        &self.mem
     }
 
     /// The last entry's position.
     pub fn last(&self) -> LogPosition {
-        self.mem.read().expect("log lock").last()
+        self.mem.last()
     }
 
     /// Appends encoded, verified records (which must continue the log) and fsyncs once.
@@ -268,7 +251,7 @@ impl Wal {
             self.segments[seg].len += record.len() as u64;
             self.pending.extend_from_slice(record);
         }
-        self.mem.write().expect("log lock").entries.extend(records);
+        self.mem.entries.extend(records);
         Ok(())
     }
 
@@ -279,20 +262,20 @@ impl Wal {
             return Ok(0);
         }
         let buf = std::mem::take(&mut self.pending);
-        let file = self.active.as_mut().expect("an active segment");
+        let name = self.segments.last().expect("an active segment").name.clone();
         match self.failpoints.hit("log-sync") {
             Some(Action::Tear) => {
-                file.write_all(&buf[..buf.len() / 2])?;
-                file.sync_data()?;
+                self.disk.append(&name, &buf[..buf.len() / 2])?;
+                self.disk.sync(&name)?;
                 Failpoints::crash("log-sync", Action::Tear);
             }
             Some(Action::CrashBefore) => {
-                file.write_all(&buf)?;
+                self.disk.append(&name, &buf)?;
                 Failpoints::crash("log-sync", Action::CrashBefore);
             }
             after => {
-                file.write_all(&buf)?;
-                file.sync_data()?;
+                self.disk.append(&name, &buf)?;
+                self.disk.sync(&name)?;
                 if after == Some(Action::CrashAfter) {
                     Failpoints::crash("log-sync", Action::CrashAfter);
                 }
@@ -304,49 +287,41 @@ impl Wal {
     /// Removes entries `index..` (a divergent suffix), durably.
     pub fn truncate_from(&mut self, index: u64) -> io::Result<()> {
         self.sync()?;
-        let mut mem = self.mem.write().expect("log lock");
-        let Some(slot) = mem.slot(index) else {
+        let Some(slot) = self.mem.slot(index) else {
             return Ok(());
         };
         let (seg, offset) = self.offsets[slot];
-        mem.entries.truncate(slot);
+        self.mem.entries.truncate(slot);
         self.offsets.truncate(slot);
-        drop(mem);
         for s in self.segments.drain(seg + 1..) {
-            fs::remove_file(&s.path)?;
+            self.disk.remove(&s.name)?;
         }
         let segment = &mut self.segments[seg];
-        let file = OpenOptions::new().append(true).open(&segment.path)?;
-        file.set_len(offset)?;
-        file.sync_all()?;
+        self.disk.truncate(&segment.name, offset)?;
         segment.len = offset;
-        self.active = Some(file);
-        sync_dir(&self.dir)
+        Ok(())
     }
 
     /// Forgets entries up to and including `index` (all replicas have applied them).
     /// Whole segments below the new base are deleted.
     pub fn truncate_prefix(&mut self, index: u64) -> io::Result<()> {
         self.sync()?;
-        let mut mem = self.mem.write().expect("log lock");
-        let Some(slot) = mem.slot(index) else {
+        let Some(slot) = self.mem.slot(index) else {
             return Ok(());
         };
-        let base = LogPosition { term: mem.entries[slot].0, index };
-        write_base(&self.dir, base)?;
-        mem.base = base;
-        mem.entries.drain(..=slot);
+        let base = LogPosition { term: self.mem.entries[slot].0, index };
+        write_base(&mut self.disk, base)?;
+        self.mem.base = base;
+        self.mem.entries.drain(..=slot);
         self.offsets.drain(..=slot);
-        drop(mem);
         let keep_from = self.segments.iter().rposition(|s| s.first <= index + 1).unwrap_or(0);
         if keep_from > 0 {
             for s in self.segments.drain(..keep_from) {
-                fs::remove_file(&s.path)?;
+                self.disk.remove(&s.name)?;
             }
             for (seg, _) in self.offsets.iter_mut() {
                 *seg -= keep_from;
             }
-            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -354,26 +329,23 @@ impl Wal {
     /// Empties the log and sets its base (a snapshot now covers everything up to `base`).
     pub fn reset(&mut self, base: LogPosition) -> io::Result<()> {
         self.pending.clear();
-        write_base(&self.dir, base)?;
+        write_base(&mut self.disk, base)?;
         for s in self.segments.drain(..) {
-            fs::remove_file(&s.path)?;
+            self.disk.remove(&s.name)?;
         }
         self.offsets.clear();
-        {
-            let mut mem = self.mem.write().expect("log lock");
-            mem.base = base;
-            mem.entries.clear();
-        }
-        self.start_segment(base.index + 1)?;
-        sync_dir(&self.dir)
+        self.mem.base = base;
+        self.mem.entries.clear();
+        self.start_segment(base.index + 1)
     }
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
-        let path = self.dir.join(format!("{first:020}.seg"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        self.segments.push(Segment { first, path, len: file.metadata()?.len() });
-        self.active = Some(file);
-        sync_dir(&self.dir)
+        let name = segment_name(first);
+        self.disk.append(&name, &[])?;
+        self.disk.sync(&name)?;
+        let len = self.disk.read(&name)?.map_or(0, |d| d.len() as u64);
+        self.segments.push(Segment { first, name, len });
+        Ok(())
     }
 }
 
@@ -384,23 +356,21 @@ enum Problem {
 }
 
 impl Problem {
-    fn describe(&self, path: &Path, offset: u64) -> String {
+    fn describe(&self, segment: &str, offset: u64) -> String {
         let what = match self {
             Problem::Incomplete => "incomplete record".to_owned(),
             Problem::Corrupt(why) => why.clone(),
         };
-        format!("{} at byte {offset}: {what}", path.display())
+        format!("{segment} at byte {offset}: {what}")
     }
 }
 
-fn read_base(path: &Path) -> io::Result<LogPosition> {
-    let data = match fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LogPosition::default()),
-        Err(e) => return Err(e),
+fn read_base(disk: &impl Disk) -> io::Result<LogPosition> {
+    let Some(data) = disk.read("BASE")? else {
+        return Ok(LogPosition::default());
     };
     if data.len() != 20 || crc32fast::hash(&data[..16]) != u32::from_be_bytes(data[16..20].try_into().expect("4")) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display())));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the log's BASE file is damaged"));
     }
     Ok(LogPosition {
         term: u64::from_be_bytes(data[..8].try_into().expect("8")),
@@ -408,35 +378,30 @@ fn read_base(path: &Path) -> io::Result<LogPosition> {
     })
 }
 
-fn write_base(dir: &Path, base: LogPosition) -> io::Result<()> {
+fn write_base(disk: &mut impl Disk, base: LogPosition) -> io::Result<()> {
     let mut data = Vec::with_capacity(20);
     data.extend_from_slice(&base.term.to_be_bytes());
     data.extend_from_slice(&base.index.to_be_bytes());
     data.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
-    let tmp = dir.join("BASE.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join("BASE"))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    disk.replace("BASE", &data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::FsDisk;
     use shardline_protocol::{LogEntry, Operation};
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::path::Path;
 
     fn record(term: u64, index: u64) -> (u64, Bytes) {
         let e = LogEntry { term, index, op: Operation::Delete { client_id: 0, seq: 0, key: index as i64 } };
         (term, e.encode().unwrap())
     }
 
-    fn open(dir: &Path) -> (Wal, ReplayReport) {
-        Wal::open(dir, Arc::new(Failpoints::none())).unwrap()
+    fn open(dir: &Path) -> (Wal<FsDisk>, ReplayReport) {
+        Wal::open(FsDisk::open(dir).unwrap(), Arc::new(Failpoints::none())).unwrap()
     }
 
     #[test]
@@ -449,7 +414,7 @@ mod tests {
         let (wal, report) = open(dir.path());
         assert_eq!(report, ReplayReport { entries: 6, ..Default::default() });
         assert_eq!(wal.last(), LogPosition { term: 2, index: 6 });
-        assert_eq!(wal.view().read().unwrap().term_at(3), Some(1));
+        assert_eq!(wal.mem().term_at(3), Some(1));
     }
 
     #[test]
@@ -457,7 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = open(dir.path());
         wal.append((1..=3).map(|i| record(1, i)).collect()).unwrap();
-        let seg = wal.segments[0].path.clone();
+        let seg = dir.path().join(&wal.segments[0].name);
         drop(wal);
         let (_, partial) = record(1, 4);
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
@@ -476,7 +441,7 @@ mod tests {
         let (mut wal, _) = open(dir.path());
         wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
         let (seg, offset) = wal.offsets[2];
-        let path = wal.segments[seg].path.clone();
+        let path = dir.path().join(&wal.segments[seg].name);
         drop(wal);
         let mut data = fs::read(&path).unwrap();
         data[offset as usize + ENTRY_HEADER_LEN] ^= 0x40;
@@ -498,10 +463,9 @@ mod tests {
         drop(wal);
         let (mut wal, report) = open(dir.path());
         assert_eq!(report.damage, None);
-        let view = wal.view();
-        assert_eq!(view.read().unwrap().base(), LogPosition { term: 1, index: 4 });
+        assert_eq!(wal.mem().base(), LogPosition { term: 1, index: 4 });
         assert_eq!(wal.last(), LogPosition { term: 2, index: 8 });
-        assert_eq!(view.read().unwrap().records_from(5, 100, usize::MAX).len(), 4);
+        assert_eq!(wal.mem().records_from(5, 100, usize::MAX).len(), 4);
         wal.reset(LogPosition { term: 3, index: 100 }).unwrap();
         wal.append(vec![record(3, 101)]).unwrap();
         drop(wal);

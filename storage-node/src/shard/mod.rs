@@ -1,21 +1,17 @@
-//! One shard replica: its log, its table, its role, and the task that owns them.
+//! One shard replica in the node: the tokio task that drives its [`Replica`] core.
 //!
-//! - [`rules`]: commit and append decisions as pure functions.
-//! - [`validate`]: checking writes against the schema, the range and pending entries.
-//! - `task`: the shard's task: the only code that writes its log and table.
-//! - `primary`: the primary's write path (group commit, majority commit, acks).
-//! - `follower`: appends and snapshots arriving from a primary.
-//! - `peer`: one task per follower, replicating the primary's log to it.
+//! - `task`: the shard's task: feeds the core commands, answers and ticks, and carries
+//!   out its effects (answer a write, send to a follower); the only code that touches
+//!   the replica's log and table for writing.
+//! - `link`: one task per follower connection, carrying the core's messages.
 //!
 //! Reads do not queue behind writes: [`ShardHandle::read`] checks the replica's published
 //! state and reads the table directly (redb readers see the last committed transaction).
+//!
+//! [`Replica`]: crate::replica::Replica
 
-mod follower;
-mod peer;
-mod primary;
-pub mod rules;
+mod link;
 mod task;
-pub mod validate;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,17 +23,16 @@ use shardline_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use follower::{AppendRequest, SnapshotChunk};
 pub use task::open_shard;
 
-use crate::table::Table;
+use crate::replica::{AppendRequest, SnapshotChunk};
+use crate::store::{Table, TableStore};
 
 /// What the shard task is asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
     Write {
         op: Operation,
-        started: Instant,
         reply: oneshot::Sender<Result<ShardCommit, ErrorCode>>,
     },
     BecomePrimary {
@@ -58,21 +53,11 @@ pub(crate) enum Command {
     RenewLease {
         lease_ms: u64,
     },
-    Append(follower::AppendRequest, oneshot::Sender<PeerResponse>),
-    Snapshot(follower::SnapshotChunk, oneshot::Sender<PeerResponse>),
+    Append(AppendRequest, oneshot::Sender<PeerResponse>),
+    Snapshot(SnapshotChunk, oneshot::Sender<PeerResponse>),
     Log {
         count: u32,
         reply: oneshot::Sender<Vec<LogLine>>,
-    },
-    /// From a peer task: the follower in `slot` holds entries up to `durable` on disk.
-    Progress {
-        epoch: u64,
-        slot: usize,
-        durable: u64,
-    },
-    /// From a peer task: a follower answered with a newer term.
-    HigherTerm {
-        term: u64,
     },
     Stop {
         reply: oneshot::Sender<()>,
@@ -137,7 +122,7 @@ impl ShardHandle {
     pub async fn write(&self, op: Operation) -> Result<ShardCommit, ErrorCode> {
         let (reply, rx) = oneshot::channel();
         let started = Instant::now();
-        self.tx.send(Command::Write { op, started, reply }).await.map_err(|_| gone())?;
+        self.tx.send(Command::Write { op, reply }).await.map_err(|_| gone())?;
         let result = rx.await.map_err(|_| gone())?;
         let mut c = self.shared.counters.lock().expect("counters lock");
         match &result {

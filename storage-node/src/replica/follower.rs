@@ -7,34 +7,46 @@
 
 use bytes::Bytes;
 use shardline_protocol::{log_entry, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr};
-use tokio::task::block_in_place;
 use tracing::{info, warn};
 
 use super::rules::{plan_append, AppendPlan};
-use super::task::{Role, ShardTask};
+use super::{Replica, Role};
+use crate::disk::Disk;
+use crate::store::TableStore;
 
-/// An append, as the shard task receives it.
+/// An append, as the replica receives it.
 #[derive(Debug)]
-pub(crate) struct AppendRequest {
+pub struct AppendRequest {
+    /// The sender's term.
     pub term: u64,
+    /// The sender's server name.
     pub primary: String,
+    /// The entry just before `entries`.
     pub prev: LogPosition,
+    /// Encoded log records.
     pub entries: Vec<Bytes>,
+    /// The sender's commit index.
     pub commit: u64,
 }
 
-/// A snapshot chunk, as the shard task receives it.
+/// A snapshot chunk, as the replica receives it.
 #[derive(Debug)]
-pub(crate) struct SnapshotChunk {
+pub struct SnapshotChunk {
+    /// The sender's term.
     pub term: u64,
+    /// The sender's server name.
     pub primary: String,
+    /// The last log entry the snapshot covers.
     pub last_included: LogPosition,
+    /// The chunk's number, from 0.
     pub chunk: u32,
+    /// Its rows.
     pub rows: Vec<Row>,
+    /// Whether it is the last chunk.
     pub done: bool,
 }
 
-impl ShardTask {
+impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Checks the sender's term; adopts a newer one and follows the sender.
     fn accept_primary(&mut self, term: u64, primary: &str) -> Result<(), ErrorCode> {
         if term < self.term {
@@ -53,13 +65,13 @@ impl ShardTask {
                 info!(term, primary, "following the primary that contacted us");
                 let addr = ServerAddr { name: primary.to_owned(), addr: String::new() };
                 self.role = Role::Follower { primary: addr };
-                self.publish();
                 Ok(())
             }
         }
     }
 
-    pub(super) fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
+    /// An append from a primary (Raft's AppendEntries).
+    pub fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
         if let Err(e) = self.accept_primary(req.term, &req.primary) {
             return match e {
                 ErrorCode::StaleTerm { current, .. } => {
@@ -68,7 +80,7 @@ impl ShardTask {
                 other => PeerResponse::Error(other),
             };
         }
-        let refuse = |task: &ShardTask, retry_from: u64| PeerResponse::Appended {
+        let refuse = |task: &Self, retry_from: u64| PeerResponse::Appended {
             term: task.term,
             success: false,
             last: task.wal.last(),
@@ -96,7 +108,7 @@ impl ShardTask {
             }
         }
         let plan = {
-            let mem = self.log.read().expect("log lock");
+            let mem = self.wal.mem();
             plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| mem.term_at(i))
         };
         let skip = match plan {
@@ -109,7 +121,7 @@ impl ShardTask {
                         return PeerResponse::Error(ErrorCode::Internal(why));
                     }
                     info!(from, "cutting a divergent log suffix");
-                    if let Err(e) = block_in_place(|| self.wal.truncate_from(from)) {
+                    if let Err(e) = self.wal.truncate_from(from) {
                         self.storage_failed("log truncate", &e);
                         return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
                     }
@@ -121,14 +133,13 @@ impl ShardTask {
             incoming.iter().zip(req.entries).skip(skip).map(|(pos, r)| (pos.term, r)).collect();
         let n = records.len() as u64;
         if n > 0 {
-            let result = self.wal.stage(records).and_then(|_| block_in_place(|| self.wal.sync()));
+            let result = self.wal.stage(records).and_then(|_| self.wal.sync());
             if let Err(e) = result {
                 self.storage_failed("log append", &e);
                 return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
             }
-            let mut c = self.shared.counters.lock().expect("counters lock");
-            c.fsyncs += 1;
-            c.entries_synced += n;
+            self.syncs.fsyncs += 1;
+            self.syncs.entries += n;
         }
         let matched = incoming.last().copied().unwrap_or(req.prev);
         let new_commit = req.commit.min(matched.index);
@@ -148,15 +159,15 @@ impl ShardTask {
             self.fault = None;
             self.synced = true;
         }
-        self.publish();
         PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0 }
     }
 
-    pub(super) fn on_snapshot(&mut self, chunk: SnapshotChunk) -> PeerResponse {
+    /// A chunk of a snapshot from a primary.
+    pub fn on_snapshot(&mut self, chunk: SnapshotChunk) -> PeerResponse {
         if let Err(e) = self.accept_primary(chunk.term, &chunk.primary) {
             return PeerResponse::Error(e);
         }
-        let result = block_in_place(|| -> Result<(), crate::table::StoreError> {
+        let result = (|| -> Result<(), crate::store::StoreError> {
             if chunk.chunk == 0 {
                 info!(upto = chunk.last_included.index, "installing a snapshot");
                 self.table.begin_install()?;
@@ -179,8 +190,7 @@ impl ShardTask {
                 info!(upto = chunk.last_included.index, "snapshot installed");
             }
             Ok(())
-        });
-        self.publish();
+        })();
         match result {
             Ok(()) => PeerResponse::SnapshotStored { term: self.term, chunk: chunk.chunk },
             Err(e) => PeerResponse::Error(ErrorCode::Internal(e.to_string())),

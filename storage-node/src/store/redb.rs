@@ -18,10 +18,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use shardline_protocol::{LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
+use super::TableStore;
 use crate::failpoint::{Action, Failpoints};
 
 const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
@@ -39,7 +40,7 @@ pub const DEDUP_WINDOW: u64 = 100_000;
 pub enum StoreError {
     /// redb failed.
     #[error("table: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(#[from] ::redb::Error),
     /// A stored value does not decode.
     #[error("table value `{0}` does not decode: {1}")]
     Decode(&'static str, String),
@@ -58,12 +59,12 @@ macro_rules! from_redb {
     )*};
 }
 from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
+    ::redb::DatabaseError,
+    ::redb::TransactionError,
+    ::redb::TableError,
+    ::redb::StorageError,
+    ::redb::CommitError,
+    ::redb::SetDurabilityError
 );
 
 /// The replica's persisted metadata.
@@ -112,8 +113,30 @@ impl Table {
         Ok(Table { db: Arc::new(db), failpoints })
     }
 
+    fn write(
+        &self,
+        durability: Durability,
+        point: Option<&'static str>,
+        body: impl FnOnce(&::redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(durability)?;
+        body(&tx)?;
+        let action = point.and_then(|p| self.failpoints.hit(p));
+        if let (Some(p), Some(Action::CrashBefore | Action::Tear)) = (point, action) {
+            Failpoints::crash(p, action.expect("armed"));
+        }
+        tx.commit()?;
+        if let (Some(p), Some(Action::CrashAfter)) = (point, action) {
+            Failpoints::crash(p, Action::CrashAfter);
+        }
+        Ok(())
+    }
+}
+
+impl TableStore for Table {
     /// The stored metadata, or `None` for a table never configured.
-    pub fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
+    fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
         let tx = self.db.begin_read()?;
         let meta = tx.open_table(META)?;
         let Some(spec) = get::<ShardSpec>(&meta, "spec")? else {
@@ -129,7 +152,7 @@ impl Table {
     }
 
     /// Stores the shard's range and schema.
-    pub fn configure(&self, spec: &ShardSpec, schema: &Schema) -> Result<(), StoreError> {
+    fn configure(&self, spec: &ShardSpec, schema: &Schema) -> Result<(), StoreError> {
         self.write(Durability::Immediate, None, |tx| {
             let mut meta = tx.open_table(META)?;
             put(&mut meta, "spec", spec)?;
@@ -139,12 +162,12 @@ impl Table {
     }
 
     /// Durably adopts `term`.
-    pub fn set_term(&self, term: u64) -> Result<(), StoreError> {
+    fn set_term(&self, term: u64) -> Result<(), StoreError> {
         self.write(Durability::Immediate, Some("term-commit"), |tx| put(&mut tx.open_table(META)?, "term", &term))
     }
 
     /// Applies committed entries in order; `durable` forces an fsync.
-    pub fn apply(&self, entries: &[LogEntry], durable: bool) -> Result<(), StoreError> {
+    fn apply(&self, entries: &[LogEntry], durable: bool) -> Result<(), StoreError> {
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -188,18 +211,18 @@ impl Table {
     }
 
     /// Makes every earlier non-durable commit durable (before the log drops its prefix).
-    pub fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
         self.write(Durability::Immediate, None, |_| Ok(()))
     }
 
     /// Whether a row with `key` exists.
-    pub fn contains(&self, key: i64) -> Result<bool, StoreError> {
+    fn contains(&self, key: i64) -> Result<bool, StoreError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ROWS)?.get(key)?.is_some())
     }
 
     /// Rows with `low <= key <= high`, in key order.
-    pub fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError> {
+    fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError> {
         if low > high {
             return Ok(Vec::new());
         }
@@ -214,7 +237,7 @@ impl Table {
     }
 
     /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
-    pub fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
+    fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
         let tx = self.db.begin_read()?;
         let clients = tx.open_table(CLIENTS)?;
         let mark = clients.get((client, seq))?.map(|v| decode("clients", v.value())).transpose()?;
@@ -222,7 +245,7 @@ impl Table {
     }
 
     /// Every row and the applied position they reflect, read in one consistent view.
-    pub fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
+    fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
         let tx = self.db.begin_read()?;
         let applied = get(&tx.open_table(META)?, "applied")?.unwrap_or_default();
         let rows = tx.open_table(ROWS)?;
@@ -235,7 +258,7 @@ impl Table {
     }
 
     /// Starts a snapshot install: clears rows and marks, durably flags the install.
-    pub fn begin_install(&self) -> Result<(), StoreError> {
+    fn begin_install(&self) -> Result<(), StoreError> {
         self.write(Durability::Immediate, None, |tx| {
             tx.delete_table(ROWS)?;
             tx.delete_table(CLIENTS)?;
@@ -250,7 +273,7 @@ impl Table {
     }
 
     /// Adds one chunk of snapshot rows.
-    pub fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError> {
+    fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError> {
         self.write(Durability::None, None, |tx| {
             let mut rows = tx.open_table(ROWS)?;
             for row in chunk {
@@ -261,32 +284,12 @@ impl Table {
     }
 
     /// Finishes a snapshot install: the rows now reflect the log up to `last_included`.
-    pub fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
+    fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
         self.write(Durability::Immediate, None, |tx| {
             let mut meta = tx.open_table(META)?;
             put(&mut meta, "installing", &false)?;
             put(&mut meta, "applied", &last_included)
         })
-    }
-
-    fn write(
-        &self,
-        durability: Durability,
-        point: Option<&'static str>,
-        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(durability)?;
-        body(&tx)?;
-        let action = point.and_then(|p| self.failpoints.hit(p));
-        if let (Some(p), Some(Action::CrashBefore | Action::Tear)) = (point, action) {
-            Failpoints::crash(p, action.expect("armed"));
-        }
-        tx.commit()?;
-        if let (Some(p), Some(Action::CrashAfter)) = (point, action) {
-            Failpoints::crash(p, Action::CrashAfter);
-        }
-        Ok(())
     }
 }
 
@@ -305,7 +308,7 @@ fn get<T: DeserializeOwned>(
     meta.get(name)?.map(|v| decode(name, v.value())).transpose()
 }
 
-fn put<T: Serialize>(meta: &mut redb::Table<&str, &[u8]>, name: &str, value: &T) -> Result<(), StoreError> {
+fn put<T: Serialize>(meta: &mut ::redb::Table<&str, &[u8]>, name: &str, value: &T) -> Result<(), StoreError> {
     meta.insert(name, encode(value)?.as_slice())?;
     Ok(())
 }

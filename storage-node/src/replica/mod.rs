@@ -1,0 +1,385 @@
+//! A shard replica's decisions as a sans-IO state machine.
+//!
+//! [`Replica`] takes messages and the current time in and gives effects out, in the shape
+//! of raft-rs's `RawNode`: the caller hands it a write, a role change, an append from a
+//! primary, an answer from a follower or a tick, then drains [`Replica::effects`] and
+//! carries them out (answer a write, send a message to a follower). It never reads a
+//! clock, spawns a task or opens a file: time is an argument, the log sits on a
+//! [`Disk`](crate::disk::Disk) and the rows in a [`TableStore`], so the same code runs in
+//! the node (tokio, real files, redb) and in the simulator (virtual time, simulated disk).
+//!
+//! - [`rules`]: commit and append decisions as pure functions.
+//! - [`validate`]: checking writes against the schema, the range and pending entries.
+//! - `primary`: the primary's write path (group commit, majority commit, acks).
+//! - `follower`: appends and snapshots arriving from a primary.
+//! - `replication`: what the primary sends each follower next, and what answers mean.
+//! - `roles`: elections, role changes and terms.
+
+mod follower;
+mod primary;
+mod replication;
+mod roles;
+pub mod rules;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardline_protocol::{
+    ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr, ShardCommit, ShardSpec,
+    ShardState,
+};
+use tracing::{info, warn};
+
+pub use follower::{AppendRequest, SnapshotChunk};
+use primary::PrimaryState;
+use validate::Overlay;
+
+use crate::disk::Disk;
+use crate::failpoint::Failpoints;
+use crate::store::{StoreError, TableStore};
+use crate::wal::Wal;
+
+/// Time as the replica sees it: elapsed since an origin its driver chose.
+pub type Time = Duration;
+
+/// A replica's settings (the node's, for its shards).
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This node's server name.
+    pub node: String,
+    /// The address peers reach this node at.
+    pub addr: String,
+    /// How long a write may wait for a majority before it is answered Timeout.
+    pub write_timeout: Duration,
+    /// How often a primary sends an idle follower an (empty) append.
+    pub sync_heartbeat: Duration,
+    /// How long a primary waits for a follower's answer before calling it unreachable.
+    pub peer_timeout: Duration,
+    /// A follower further behind than this many entries is sent a snapshot.
+    pub snapshot_lag: u64,
+    /// Log entries kept behind the applied point.
+    pub log_retain: u64,
+    /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
+    /// messages are never taken for answers to ours.
+    pub incarnation: u64,
+}
+
+/// Names one message to a follower, so its answer finds its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    /// The replica run and primary term the message belongs to.
+    pub epoch: (u64, u64, u64),
+    /// The follower's position in the primary's follower list.
+    pub slot: usize,
+    /// The message's number on this link.
+    pub seq: u64,
+}
+
+/// Something the replica's driver must carry out.
+#[derive(Debug)]
+pub enum Effect {
+    /// Answer the write submitted with `token`.
+    WriteDone {
+        /// The token given with the write.
+        token: u64,
+        /// Its outcome.
+        result: Result<ShardCommit, ErrorCode>,
+    },
+    /// Send `request` to a follower; hand its answer (or failure) to [`Replica::on_peer_answer`].
+    Send {
+        /// Which message this is.
+        link: Link,
+        /// The follower.
+        to: ServerAddr,
+        /// The message.
+        request: PeerRequest,
+    },
+}
+
+/// A replica's role at its current term.
+#[derive(Debug)]
+enum Role {
+    /// Told nothing at this term yet.
+    Idle,
+    /// Following `primary`.
+    Follower { primary: ServerAddr },
+    /// Leading.
+    Primary(Box<PrimaryState>),
+}
+
+/// Disk activity, for STATS.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncCounts {
+    /// Log fsyncs.
+    pub fsyncs: u64,
+    /// Entries those fsyncs covered.
+    pub entries: u64,
+}
+
+/// One shard replica's state and decisions.
+#[derive(Debug)]
+pub struct Replica<D: Disk, T: TableStore> {
+    cfg: Arc<ReplicaConfig>,
+    spec: ShardSpec,
+    schema: Schema,
+    wal: Wal<D>,
+    table: T,
+    term: u64,
+    role: Role,
+    commit: u64,
+    applied: LogPosition,
+    fault: Option<(u64, String)>,
+    installing: bool,
+    /// Whether the table is known to be as current as the cluster's commit index: false
+    /// after a restart (non-durable applies may have been rolled back) until a primary's
+    /// commit index has been applied, or this replica's own no-op committed as primary.
+    synced: bool,
+    lease_until: Option<Time>,
+    overlay: Overlay,
+    epochs: u64,
+    effects: Vec<Effect>,
+    syncs: SyncCounts,
+}
+
+/// Why a replica could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The table or the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The table was never configured.
+    #[error("the replica was never configured")]
+    Unconfigured,
+}
+
+impl<D: Disk, T: TableStore> Replica<D, T> {
+    /// Opens a replica from its table and its log's disk (configuring it if `config` is
+    /// given): replays the log, and starts idle, not serving until a primary is heard.
+    pub fn open(
+        cfg: Arc<ReplicaConfig>,
+        table: T,
+        disk: D,
+        failpoints: Arc<Failpoints>,
+        config: Option<(ShardSpec, Schema)>,
+    ) -> Result<Self, OpenError> {
+        if let Some((spec, schema)) = &config {
+            table.configure(spec, schema)?;
+        }
+        let mut meta = table.meta()?.ok_or(OpenError::Unconfigured)?;
+        let (mut wal, report) = Wal::open(disk, failpoints).map_err(StoreError::from)?;
+        let base = wal.mem().base();
+        if meta.installing || base.index > meta.applied.index {
+            warn!(
+                installing = meta.installing,
+                base = base.index,
+                applied = meta.applied.index,
+                "replica was mid-install or its log starts past its table: starting empty"
+            );
+            table.begin_install()?;
+            table.finish_install(LogPosition::default())?;
+            wal.reset(LogPosition::default()).map_err(StoreError::from)?;
+            meta.applied = LogPosition::default();
+        }
+        if report.torn_bytes > 0 {
+            info!(bytes = report.torn_bytes, "cut an interrupted write off the log's tail");
+        }
+        let fault = report.damage.map(|(index, why)| {
+            warn!(index, %why, "log entry damaged: not serving until a primary resends it");
+            (index, format!("log entry {index} damaged ({why}); repairing from primary"))
+        });
+        info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
+        Ok(Replica {
+            cfg,
+            spec: meta.spec,
+            schema: meta.schema,
+            wal,
+            table,
+            term: meta.term,
+            role: Role::Idle,
+            commit: meta.applied.index,
+            applied: meta.applied,
+            fault,
+            installing: false,
+            synced: false,
+            lease_until: None,
+            overlay: Overlay::default(),
+            epochs: 0,
+            effects: Vec::new(),
+            syncs: SyncCounts::default(),
+        })
+    }
+
+    /// Takes the effects produced so far, in order.
+    pub fn effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The shard's identity and range.
+    pub fn spec(&self) -> ShardSpec {
+        self.spec
+    }
+
+    /// The replica's table (readers use it directly).
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    /// The replica's state, as heartbeats, STATUS and readers see it.
+    pub fn state(&self) -> ShardState {
+        let role = match &self.role {
+            Role::Idle => ReplicaRole::Idle,
+            Role::Follower { .. } => ReplicaRole::Follower,
+            Role::Primary(_) => ReplicaRole::Primary,
+        };
+        ShardState {
+            spec: self.spec,
+            role,
+            term: self.term,
+            last: self.wal.last(),
+            commit_index: self.commit,
+            applied_index: self.applied.index,
+            serving: self.fault.is_none() && !self.installing && self.synced,
+            fault: self.fault.as_ref().map(|f| f.1.clone()),
+        }
+    }
+
+    /// The primary this replica knows of (itself when leading), for `NotPrimary` hints.
+    pub fn primary_hint(&self) -> Option<ServerAddr> {
+        match &self.role {
+            Role::Idle => None,
+            Role::Follower { primary } => Some(primary.clone()),
+            Role::Primary(_) => Some(self.me()),
+        }
+    }
+
+    /// Until when this replica may serve writes and primary reads, if it leads.
+    pub fn lease_until(&self) -> Option<Time> {
+        self.lease_until
+    }
+
+    /// Whether this primary has committed an entry of its own term (its no-op).
+    pub fn ready(&self) -> bool {
+        matches!(&self.role, Role::Primary(p) if p.ready)
+    }
+
+    /// Log fsyncs so far.
+    pub fn sync_counts(&self) -> SyncCounts {
+        self.syncs
+    }
+
+    /// The (term, index, crc) of every entry the log keeps, for convergence checks.
+    pub fn log_digest(&self) -> Vec<(u64, u64, u32)> {
+        let mem = self.wal.mem();
+        (mem.base().index + 1..=mem.last().index)
+            .filter_map(|i| mem.record(i).map(|r| (mem.term_at(i).unwrap_or(0), i, crc_of(&r))))
+            .collect()
+    }
+
+    /// Time passes: expire writes that waited too long; keep followers in touch.
+    pub fn tick(&mut self, now: Time) {
+        self.expire_waiters(now);
+        self.pump(now);
+    }
+
+    /// The last `count` log entries, for `LOG <shard>`.
+    pub fn log_lines(&self, count: u32) -> Vec<LogLine> {
+        let mem = self.wal.mem();
+        let last = mem.last().index;
+        let from = last.saturating_sub(u64::from(count)).max(mem.base().index) + 1;
+        let mut lines: Vec<LogLine> = (from..=last)
+            .filter_map(|i| mem.record(i).map(|r| (i, r)))
+            .map(|(index, record)| {
+                let crc = crc_of(&record);
+                let (term, crc_ok, summary) = match LogEntry::decode(&record) {
+                    Ok(e) => (e.term, true, e.op.summary()),
+                    Err(e) => (0, false, e.to_string()),
+                };
+                LogLine { index, term, crc, crc_ok, summary, committed: index <= self.commit }
+            })
+            .collect();
+        if let Some((index, why)) = &self.fault {
+            lines.push(LogLine {
+                index: *index,
+                term: 0,
+                crc: 0,
+                crc_ok: false,
+                summary: why.clone(),
+                committed: false,
+            });
+        }
+        lines
+    }
+
+    fn me(&self) -> ServerAddr {
+        ServerAddr { name: self.cfg.node.clone(), addr: self.cfg.addr.clone() }
+    }
+
+    /// Persists a newer term before acting in it.
+    fn adopt_term(&mut self, term: u64) -> Result<(), StoreError> {
+        self.table.set_term(term)?;
+        self.term = term;
+        Ok(())
+    }
+
+    /// Leaves the primary role (if held), failing writes still waiting, and takes `role`.
+    fn step_down(&mut self, role: Role) {
+        if let Role::Primary(primary) = std::mem::replace(&mut self.role, Role::Idle) {
+            primary.shut_down(self.spec.id, &mut self.effects);
+            self.overlay.clear();
+        }
+        self.role = role;
+        self.lease_until = None;
+    }
+
+    /// Applies committed entries up to `target` to the table.
+    fn apply_to(&mut self, target: u64) -> Result<(), StoreError> {
+        if target <= self.applied.index {
+            return Ok(());
+        }
+        let mem = self.wal.mem();
+        let mut entries = Vec::new();
+        for record in (self.applied.index + 1..=target).map_while(|i| mem.record(i)) {
+            entries.push(LogEntry::decode(&record).map_err(|e| StoreError::Io(std::io::Error::other(e)))?);
+        }
+        let Some(last) = entries.last().map(LogEntry::position) else {
+            return Ok(());
+        };
+        self.table.apply(&entries, false)?;
+        self.applied = last;
+        self.overlay.applied_through(last.index);
+        self.compact()
+    }
+
+    /// Truncates the log's prefix once it is applied everywhere it needs to be.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        let retain = self.cfg.log_retain;
+        let base = self.wal.mem().base().index;
+        if self.applied.index < base + 2 * retain.max(1) {
+            return Ok(());
+        }
+        let mut point = self.applied.index - retain;
+        if let Role::Primary(p) = &self.role {
+            point = point.min(p.slowest_follower(self.applied.index, self.cfg.snapshot_lag));
+        }
+        if point <= base {
+            return Ok(());
+        }
+        self.table.sync()?;
+        self.wal.truncate_prefix(point)?;
+        Ok(())
+    }
+
+    /// Marks the replica faulty after a storage error it cannot recover from by itself.
+    fn storage_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        warn!(%e, "{what} failed: replica stops serving");
+        let index = self.wal.last().index + 1;
+        self.fault = Some((index, format!("{what} failed: {e}")));
+        self.step_down(Role::Idle);
+    }
+}
+
+fn crc_of(record: &[u8]) -> u32 {
+    u32::from_be_bytes(record[..4].try_into().expect("a record starts with its crc"))
+}

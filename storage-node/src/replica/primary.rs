@@ -1,0 +1,268 @@
+//! The primary's write path: validate, log, replicate, commit on a majority, apply, ack.
+//!
+//! A group of writes becomes consecutive log entries, synced with one fsync and sent to
+//! the followers. The commit index moves when a majority of replicas (the primary
+//! included) hold an entry of the current term durably; entries up to it are applied to
+//! the table and only then acknowledged, so a read after an ack sees the write.
+//!
+//! Refusals are definite: a write refused (`NotPrimary`, `LeaseExpired`, `NoQuorum`, a
+//! validation error) was never logged. A logged write that does not commit in time is
+//! answered `Timeout`: its outcome is unknown, and a retry with the same (client, seq)
+//! is applied at most once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use shardline_protocol::{ErrorCode, LogEntry, Operation, ShardCommit, ShardId};
+use tracing::{info, warn};
+
+use super::replication::Follower;
+use super::rules::{majority, quorum_commit};
+use super::validate::validate;
+use super::{Effect, Replica, Role, Time};
+use crate::disk::Disk;
+use crate::store::TableStore;
+
+/// A write waiting for its entry to commit.
+#[derive(Debug)]
+struct Waiter {
+    token: u64,
+    started: Time,
+    rows: u64,
+}
+
+/// The state a replica holds only while it leads.
+#[derive(Debug)]
+pub(super) struct PrimaryState {
+    pub epoch: (u64, u64, u64),
+    pub followers: Vec<Follower>,
+    waiters: BTreeMap<u64, Vec<Waiter>>,
+    pending_clients: HashMap<(u64, u64), u64>,
+    durable_self: u64,
+    noop_index: u64,
+    /// The no-op of this term has committed: everything before it is applied.
+    pub ready: bool,
+}
+
+impl PrimaryState {
+    /// A new primary whose log ends at `last`.
+    pub fn new(
+        epoch: (u64, u64, u64),
+        followers: Vec<Follower>,
+        pending_clients: HashMap<(u64, u64), u64>,
+        last: u64,
+    ) -> PrimaryState {
+        PrimaryState {
+            epoch,
+            followers,
+            waiters: BTreeMap::new(),
+            pending_clients,
+            durable_self: last,
+            noop_index: last + 1,
+            ready: false,
+        }
+    }
+
+    /// Fails every waiting write as indeterminate.
+    pub fn shut_down(self, shard: ShardId, effects: &mut Vec<Effect>) {
+        let n: usize = self.waiters.values().map(Vec::len).sum();
+        if n > 0 {
+            warn!(%shard, writes = n, "stepping down with writes in flight: their outcome is unknown");
+        }
+        for waiter in self.waiters.into_values().flatten() {
+            let result = Err(ErrorCode::Timeout(
+                "the primary stepped down before the write committed; it may or may not be applied".into(),
+            ));
+            effects.push(Effect::WriteDone { token: waiter.token, result });
+        }
+    }
+
+    /// The lowest follower position that log truncation must keep, ignoring followers
+    /// so far behind that they will get a snapshot anyway.
+    pub fn slowest_follower(&self, applied: u64, snapshot_lag: u64) -> u64 {
+        self.followers
+            .iter()
+            .map(|f| f.durable)
+            .filter(|&d| applied.saturating_sub(d) <= snapshot_lag)
+            .min()
+            .unwrap_or(applied)
+    }
+
+    fn replicas(&self) -> usize {
+        1 + self.followers.len()
+    }
+}
+
+impl<D: Disk, T: TableStore> Replica<D, T> {
+    /// Validates, logs and syncs a group of writes; each is answered through
+    /// [`Effect::WriteDone`] with its token once it commits (or is refused).
+    pub fn write_group(&mut self, now: Time, writes: Vec<(Operation, u64)>) {
+        if let Some(e) = self.refusal(now) {
+            for (_, token) in writes {
+                self.effects.push(Effect::WriteDone { token, result: Err(e.clone()) });
+            }
+            return;
+        }
+        let term = self.term;
+        let shard = self.spec.id;
+        let mut next = self.wal.last().index + 1;
+        let mut records = Vec::new();
+        for (op, token) in writes {
+            let Role::Primary(p) = &mut self.role else { unreachable!("refusal checked the role") };
+            let client_seq = op.client_seq();
+            if let Some((client_id, seq)) = client_seq {
+                if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
+                    p.waiters.entry(index).or_default().push(Waiter { token, started: now, rows: 0 });
+                    continue;
+                }
+                let result = match self.table.client_mark(client_id, seq) {
+                    Ok(Some(mark)) => {
+                        let replicas = std::iter::once(self.cfg.node.clone())
+                            .chain(p.followers.iter().map(|f| f.addr.name.clone()))
+                            .collect();
+                        Some(Ok(ShardCommit { shard, term: mark.term, index: mark.index, replicas, rows: 0 }))
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some(Err(ErrorCode::Internal(e.to_string()))),
+                };
+                if let Some(result) = result {
+                    self.effects.push(Effect::WriteDone { token, result });
+                    continue;
+                }
+            }
+            let table = &self.table;
+            let exists = |key| table.contains(key).map_err(|e| ErrorCode::Internal(e.to_string()));
+            let op = match validate(op, &self.spec, &self.schema, &self.overlay, exists) {
+                Ok(op) => op,
+                Err(e) => {
+                    self.effects.push(Effect::WriteDone { token, result: Err(e) });
+                    continue;
+                }
+            };
+            let rows = match &op {
+                Operation::Write { rows, .. } => rows.len() as u64,
+                _ => 1,
+            };
+            let entry = LogEntry { term, index: next, op };
+            let record = match entry.encode() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.effects.push(Effect::WriteDone { token, result: Err(ErrorCode::BadRequest(e.to_string())) });
+                    continue;
+                }
+            };
+            self.overlay.record(&entry.op, next);
+            let Role::Primary(p) = &mut self.role else { unreachable!("still primary") };
+            if let Some(client_seq) = client_seq {
+                p.pending_clients.insert(client_seq, next);
+            }
+            p.waiters.entry(next).or_default().push(Waiter { token, started: now, rows });
+            records.push((term, record));
+            next += 1;
+        }
+        if !records.is_empty() {
+            self.log_and_sync(now, records);
+            self.advance_commit(now);
+        }
+    }
+
+    /// Why writes are refused now, if they are: definite refusals, nothing logged.
+    fn refusal(&self, now: Time) -> Option<ErrorCode> {
+        let shard = self.spec.id;
+        match &self.role {
+            Role::Primary(p) => {
+                let reachable = 1 + p.followers.iter().filter(|f| f.reachable).count();
+                let needed = majority(p.replicas());
+                if self.lease_until.is_none_or(|t| now >= t) {
+                    Some(ErrorCode::LeaseExpired { shard })
+                } else if reachable < needed {
+                    Some(ErrorCode::NoQuorum { shard, acked: reachable as u32, needed: needed as u32 })
+                } else {
+                    None
+                }
+            }
+            Role::Follower { primary } => {
+                Some(ErrorCode::NotPrimary { shard, term: self.term, primary: Some(primary.clone()) })
+            }
+            Role::Idle => Some(ErrorCode::NotPrimary { shard, term: self.term, primary: None }),
+        }
+    }
+
+    /// Stages records, fsyncs them, and sends them to the followers.
+    pub(super) fn log_and_sync(&mut self, now: Time, records: Vec<(u64, Bytes)>) {
+        let n = records.len() as u64;
+        if let Err(e) = self.wal.stage(records) {
+            return self.storage_failed("log append", &e);
+        }
+        let last = self.wal.last().index;
+        match self.wal.sync() {
+            Ok(_) => {
+                self.syncs.fsyncs += 1;
+                self.syncs.entries += n;
+            }
+            Err(e) => return self.storage_failed("log sync", &e),
+        }
+        if let Role::Primary(p) = &mut self.role {
+            p.durable_self = last;
+        }
+        self.pump(now);
+    }
+
+    /// Moves the commit index as far as a majority allows, applies, and acks.
+    pub(super) fn advance_commit(&mut self, now: Time) {
+        let Role::Primary(p) = &self.role else { return };
+        let durable: Vec<u64> = std::iter::once(p.durable_self).chain(p.followers.iter().map(|f| f.durable)).collect();
+        let mem = self.wal.mem();
+        let new = quorum_commit(&durable, self.commit, self.term, |i| mem.term_at(i));
+        if new <= self.commit {
+            return;
+        }
+        if let Err(e) = self.apply_to(new) {
+            return self.storage_failed("apply", &e);
+        }
+        self.commit = new;
+        let Role::Primary(p) = &mut self.role else { return };
+        let still_waiting = p.waiters.split_off(&(new + 1));
+        let done = std::mem::replace(&mut p.waiters, still_waiting);
+        p.pending_clients.retain(|_, index| *index > new);
+        for (index, waiters) in done {
+            let replicas: Vec<String> = std::iter::once(self.cfg.node.clone())
+                .chain(p.followers.iter().filter(|f| f.durable >= index).map(|f| f.addr.name.clone()))
+                .collect();
+            for w in waiters {
+                let commit = ShardCommit {
+                    shard: self.spec.id,
+                    term: self.term,
+                    index,
+                    replicas: replicas.clone(),
+                    rows: w.rows,
+                };
+                self.effects.push(Effect::WriteDone { token: w.token, result: Ok(commit) });
+            }
+        }
+        if !p.ready && new >= p.noop_index {
+            p.ready = true;
+            self.synced = true;
+            info!(term = self.term, commit = new, "primary ready: its term's no-op is committed");
+        }
+        self.pump(now);
+    }
+
+    /// Answers writes that waited past the write timeout: logged, not committed, unknown.
+    pub(super) fn expire_waiters(&mut self, now: Time) {
+        let Role::Primary(p) = &mut self.role else { return };
+        let timeout = self.cfg.write_timeout;
+        for waiters in p.waiters.values_mut() {
+            let (late, on_time): (Vec<_>, Vec<_>) =
+                waiters.drain(..).partition(|w| now.saturating_sub(w.started) >= timeout);
+            *waiters = on_time;
+            for w in late {
+                let result = Err(ErrorCode::Timeout(format!(
+                    "not committed by a majority within {timeout:?}; it may still commit"
+                )));
+                self.effects.push(Effect::WriteDone { token: w.token, result });
+            }
+        }
+        p.waiters.retain(|_, w| !w.is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! Replication to each follower, as the primary sees it.
+//!
+//! One message is in flight per follower. The primary sends the entries a follower lacks
+//! (from `next`), learns from each answer how far the follower's log matches its own,
+//! and counts majorities from that. A refusal moves `next` back to where the follower
+//! asks; a follower too far behind, or behind the log's truncated prefix, gets a snapshot
+//! of the table instead, in chunks. With nothing to send, an empty append goes out every
+//! sync heartbeat: it carries the commit index and shows the follower is alive.
+
+use shardline_protocol::{ErrorCode, LogPosition, PeerRequest, PeerResponse, Row, ServerAddr};
+use tracing::{debug, info, warn};
+
+use super::{Effect, Link, Replica, Role, Time};
+use crate::disk::Disk;
+use crate::store::TableStore;
+
+/// Entries sent in one append at most.
+const MAX_BATCH_ENTRIES: usize = 512;
+/// Bytes of entries sent in one append, about.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Rows in one snapshot chunk.
+const SNAPSHOT_CHUNK_ROWS: usize = 2000;
+
+/// What the one message in flight to a follower was.
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    /// An append whose last entry was `sent_last`.
+    Append { sent_last: u64 },
+    /// Snapshot chunk `chunk`.
+    Snapshot { chunk: usize },
+}
+
+/// A snapshot being sent.
+#[derive(Debug)]
+struct Outgoing {
+    included: LogPosition,
+    rows: Vec<Row>,
+}
+
+/// One follower as the primary sees it.
+#[derive(Debug)]
+pub(super) struct Follower {
+    pub addr: ServerAddr,
+    /// The follower's last entry known to be on its disk and matching ours.
+    pub durable: u64,
+    /// Whether it answered recently.
+    pub reachable: bool,
+    next: u64,
+    seq: u64,
+    in_flight: Option<(u64, Time, InFlight)>,
+    last_sent: Option<Time>,
+    sent_commit: u64,
+    snapshot: Option<Outgoing>,
+    next_chunk: usize,
+}
+
+impl Follower {
+    /// A follower to send entries from `next`, known to hold `durable`.
+    pub fn new(addr: ServerAddr, next: u64, durable: u64) -> Follower {
+        Follower {
+            addr,
+            durable,
+            reachable: true,
+            next,
+            seq: 0,
+            in_flight: None,
+            last_sent: None,
+            sent_commit: 0,
+            snapshot: None,
+            next_chunk: 0,
+        }
+    }
+}
+
+impl<D: Disk, T: TableStore> Replica<D, T> {
+    /// Sends each follower what it needs now, where nothing is in flight to it.
+    pub(super) fn pump(&mut self, now: Time) {
+        let Role::Primary(p) = &self.role else { return };
+        let count = p.followers.len();
+        for slot in 0..count {
+            self.pump_one(now, slot);
+        }
+    }
+
+    fn pump_one(&mut self, now: Time, slot: usize) {
+        let last = self.wal.last().index;
+        let (commit, term, me) = (self.commit, self.term, self.cfg.node.clone());
+        let (shard, beat, timeout, lag) =
+            (self.spec.id, self.cfg.sync_heartbeat, self.cfg.peer_timeout, self.cfg.snapshot_lag);
+        let Role::Primary(p) = &mut self.role else { return };
+        let epoch = p.epoch;
+        let f = &mut p.followers[slot];
+        if let Some((_, sent, _)) = f.in_flight {
+            if now.saturating_sub(sent) < timeout {
+                return;
+            }
+            if f.reachable {
+                warn!(to = %f.addr.name, "follower unreachable: no answer in time");
+            }
+            f.reachable = false;
+            f.in_flight = None;
+        }
+        let due = f.last_sent.is_none_or(|t| now.saturating_sub(t) >= beat);
+        let wants = f.snapshot.is_some() || f.next <= last || f.sent_commit < commit;
+        if !due && (!wants || !f.reachable) {
+            return;
+        }
+        let mem = self.wal.mem();
+        let prev_index = f.next - 1;
+        let prev_term = mem.term_at(prev_index);
+        if f.snapshot.is_none() && (prev_term.is_none() || last.saturating_sub(prev_index) > lag) {
+            match self.table.snapshot() {
+                Ok((included, rows)) => {
+                    info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
+                    f.snapshot = Some(Outgoing { included, rows });
+                    f.next_chunk = 0;
+                }
+                Err(e) => {
+                    warn!(%e, "could not read a snapshot");
+                    return;
+                }
+            }
+        }
+        f.seq += 1;
+        let link = Link { epoch, slot, seq: f.seq };
+        let (request, kind) = match &f.snapshot {
+            Some(out) => {
+                let chunk = f.next_chunk;
+                let chunks = out.rows.len().div_ceil(SNAPSHOT_CHUNK_ROWS).max(1);
+                let from = (chunk * SNAPSHOT_CHUNK_ROWS).min(out.rows.len());
+                let to = (from + SNAPSHOT_CHUNK_ROWS).min(out.rows.len());
+                let request = PeerRequest::Snapshot {
+                    shard,
+                    term,
+                    primary: me,
+                    last_included: out.included,
+                    chunk: chunk as u32,
+                    rows: out.rows[from..to].to_vec(),
+                    done: chunk + 1 == chunks,
+                };
+                (request, InFlight::Snapshot { chunk })
+            }
+            None => {
+                let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES);
+                let sent_last = prev_index + entries.len() as u64;
+                let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
+                let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
+                (request, InFlight::Append { sent_last })
+            }
+        };
+        f.in_flight = Some((f.seq, now, kind));
+        f.last_sent = Some(now);
+        f.sent_commit = commit;
+        self.effects.push(Effect::Send { link, to: f.addr.clone(), request });
+    }
+
+    /// A follower answered the message `link` (or the call failed: `Err`).
+    pub fn on_peer_answer(&mut self, now: Time, link: Link, answer: Result<PeerResponse, String>) {
+        let Role::Primary(p) = &mut self.role else { return };
+        if p.epoch != link.epoch {
+            return;
+        }
+        let Some(f) = p.followers.get_mut(link.slot) else { return };
+        let Some((seq, _, kind)) = f.in_flight else { return };
+        if seq != link.seq {
+            return;
+        }
+        f.in_flight = None;
+        let mut progress = None;
+        match (answer, kind) {
+            (Ok(PeerResponse::Appended { term, .. }), _) if term > self.term => {
+                return self.on_higher_term(term);
+            }
+            (Ok(PeerResponse::Appended { success: true, last: matched, .. }), InFlight::Append { sent_last }) => {
+                f.reachable = true;
+                f.next = matched.index.max(sent_last) + 1;
+                progress = Some(matched.index);
+            }
+            (Ok(PeerResponse::Appended { success: false, retry_from, .. }), InFlight::Append { .. }) => {
+                f.reachable = true;
+                debug!(next = f.next, retry_from, "follower refused: moving back");
+                f.next = retry_from.clamp(1, f.next.max(1));
+            }
+            (Ok(PeerResponse::SnapshotStored { chunk, .. }), InFlight::Snapshot { chunk: sent })
+                if chunk as usize == sent =>
+            {
+                f.reachable = true;
+                let out = f.snapshot.as_ref().expect("a snapshot in flight");
+                let chunks = out.rows.len().div_ceil(SNAPSHOT_CHUNK_ROWS).max(1);
+                if sent + 1 >= chunks {
+                    let included = out.included.index;
+                    f.snapshot = None;
+                    f.next = included + 1;
+                    progress = Some(included);
+                } else {
+                    f.next_chunk = sent + 1;
+                }
+            }
+            (Ok(PeerResponse::Error(e)), _) => f.failed(&ErrorCode::to_string(&e)),
+            (Ok(other), _) => f.failed(&format!("unexpected answer {other:?}")),
+            (Err(e), _) => f.failed(&e),
+        }
+        if let Some(durable) = progress {
+            f.durable = durable;
+            self.advance_commit(now);
+        }
+        self.pump(now);
+    }
+}
+
+impl Follower {
+    fn failed(&mut self, why: &str) {
+        if self.reachable {
+            warn!(to = %self.addr.name, why, "follower unreachable");
+        }
+        self.reachable = false;
+        // A snapshot starts over: the follower may have lost what it stored.
+        self.snapshot = None;
+        self.next_chunk = 0;
+    }
+}

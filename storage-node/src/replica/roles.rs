@@ -1,0 +1,163 @@
+//! Terms and roles: the election query, following, leading, leases.
+//!
+//! Every role change carries a term: an older one is refused, a newer one is adopted
+//! durably (in the table) before the replica acts in it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardline_protocol::{ControlResponse, ErrorCode, LogEntry, Operation, ServerAddr, Vote};
+use tracing::{info, warn};
+
+use super::primary::PrimaryState;
+use super::replication::Follower;
+use super::{Replica, Role, Time};
+use crate::disk::Disk;
+use crate::store::TableStore;
+
+impl<D: Disk, T: TableStore> Replica<D, T> {
+    /// The election query: adopt `term` durably, then report the log's last position.
+    pub fn election_query(&mut self, term: u64) -> ControlResponse {
+        if term < self.term {
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
+        }
+        if term > self.term {
+            if let Err(e) = self.adopt_term(term) {
+                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+            }
+            self.step_down(Role::Idle);
+        }
+        let last = self.wal.last();
+        let electable = self.fault.is_none() && !self.installing;
+        info!(term, last_index = last.index, last_term = last.term, electable, "answered election query");
+        ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable })
+    }
+
+    /// Follows `primary` at `term`.
+    pub fn become_follower(&mut self, term: u64, primary: ServerAddr) -> ControlResponse {
+        if term < self.term {
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
+        }
+        if term > self.term {
+            if let Err(e) = self.adopt_term(term) {
+                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+            }
+        } else if matches!(self.role, Role::Primary(_)) {
+            return ControlResponse::Error(ErrorCode::BadRequest(format!(
+                "this replica leads term {term}; follow at a newer term"
+            )));
+        }
+        info!(term, primary = %primary.name, "following");
+        self.step_down(Role::Follower { primary });
+        ControlResponse::Ok
+    }
+
+    /// A heartbeat from the coordinator: a primary may go on for `lease_ms` from `now`.
+    pub fn renew_lease(&mut self, now: Time, lease_ms: u64) {
+        if matches!(self.role, Role::Primary(_)) {
+            self.lease_until = Some(now + Duration::from_millis(lease_ms));
+        }
+    }
+
+    /// A follower answered with a newer term: this primary is deposed.
+    pub(super) fn on_higher_term(&mut self, term: u64) {
+        if term > self.term {
+            warn!(term, "a follower knows a newer term: stepping down");
+            if self.adopt_term(term).is_ok() {
+                self.step_down(Role::Idle);
+            }
+        }
+    }
+
+    /// Takes the primary role at `term` and commits a no-op in it.
+    pub fn become_primary(
+        &mut self,
+        now: Time,
+        term: u64,
+        followers: Vec<ServerAddr>,
+        lease_ms: u64,
+    ) -> ControlResponse {
+        if term < self.term {
+            return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
+        }
+        if let Some((_, why)) = &self.fault {
+            return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason: why.clone() });
+        }
+        if self.installing {
+            let reason = "installing a snapshot".into();
+            return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason });
+        }
+        let lease_until = now + Duration::from_millis(lease_ms);
+        if term == self.term && matches!(self.role, Role::Primary(_)) {
+            self.change_followers(now, followers);
+            self.lease_until = Some(lease_until);
+            self.advance_commit(now);
+            return ControlResponse::Ok;
+        }
+        if term > self.term {
+            if let Err(e) = self.adopt_term(term) {
+                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+            }
+        }
+        self.step_down(Role::Idle);
+
+        // Entries logged but not applied (from earlier terms) commit with our no-op:
+        // writes validated from now on must see their effects, and retries must find them.
+        let mut inherited = std::collections::HashMap::new();
+        let pending: Vec<Bytes> = {
+            let mem = self.wal.mem();
+            (self.applied.index + 1..=mem.last().index).filter_map(|i| mem.record(i)).collect()
+        };
+        for record in pending {
+            match LogEntry::decode(&record) {
+                Ok(e) => {
+                    self.overlay.record(&e.op, e.index);
+                    if let Some(client_seq) = e.op.client_seq() {
+                        inherited.insert(client_seq, e.index);
+                    }
+                }
+                Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+            }
+        }
+        let last = self.wal.last().index;
+        let epoch = self.next_epoch();
+        let slots = followers.into_iter().map(|addr| Follower::new(addr, last + 1, 0)).collect();
+        info!(term, last, "leading");
+        self.role = Role::Primary(Box::new(PrimaryState::new(epoch, slots, inherited, last)));
+        self.lease_until = Some(lease_until);
+        let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
+        match noop.encode() {
+            Ok(record) => self.log_and_sync(now, vec![(term, record)]),
+            Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+        }
+        self.advance_commit(now);
+        ControlResponse::Ok
+    }
+
+    /// A new follower set at the same term (servers added or removed): keep the log, the
+    /// waiters and what is known of followers that stay.
+    fn change_followers(&mut self, now: Time, followers: Vec<ServerAddr>) {
+        let epoch = self.next_epoch();
+        let last = self.wal.last().index;
+        let Role::Primary(p) = &mut self.role else { return };
+        if p.followers.iter().map(|f| &f.addr).eq(followers.iter()) {
+            return;
+        }
+        let slots = followers
+            .into_iter()
+            .map(|addr| {
+                let durable = p.followers.iter().find(|f| f.addr.name == addr.name).map_or(0, |f| f.durable);
+                Follower::new(addr, last + 1, durable)
+            })
+            .collect();
+        p.followers = slots;
+        p.epoch = epoch;
+        info!(term = self.term, followers = p.followers.len(), "follower set changed");
+        self.pump(now);
+    }
+
+    fn next_epoch(&mut self) -> (u64, u64, u64) {
+        self.epochs += 1;
+        (self.cfg.incarnation, self.term, self.epochs)
+    }
+}

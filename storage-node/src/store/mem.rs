@@ -1,0 +1,199 @@
+//! An in-memory table with redb's durability rules, for the simulator.
+//!
+//! It keeps two copies: what a reader sees now, and what the last durable commit left.
+//! [`MemTable::crash`] throws the first away, as a real crash rolls redb back to its last
+//! `Durability::Immediate` commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use shardline_protocol::{LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
+
+use super::{ClientMark, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    spec: Option<ShardSpec>,
+    schema: Option<Schema>,
+    term: u64,
+    applied: LogPosition,
+    installing: bool,
+    rows: BTreeMap<i64, Vec<Value>>,
+    clients: HashMap<(u64, u64), ClientMark>,
+    by_index: BTreeMap<u64, (u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Copies {
+    now: State,
+    durable: State,
+}
+
+/// An in-memory shard table; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemTable {
+    inner: Arc<Mutex<Copies>>,
+}
+
+impl MemTable {
+    /// An empty, unconfigured table.
+    pub fn new() -> MemTable {
+        MemTable::default()
+    }
+
+    /// A crash: everything after the last durable commit is gone.
+    pub fn crash(&self) {
+        let mut c = self.inner.lock().expect("mem table lock");
+        c.now = c.durable.clone();
+    }
+
+    /// The rows as a reader sees them now (key → values).
+    pub fn rows(&self) -> BTreeMap<i64, Vec<Value>> {
+        self.inner.lock().expect("mem table lock").now.rows.clone()
+    }
+
+    fn commit(&self, durable: bool, change: impl FnOnce(&mut State)) -> Result<(), StoreError> {
+        let mut c = self.inner.lock().expect("mem table lock");
+        change(&mut c.now);
+        if durable {
+            c.durable = c.now.clone();
+        }
+        Ok(())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.lock().expect("mem table lock").now)
+    }
+}
+
+impl TableStore for MemTable {
+    fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
+        Ok(self.read(|s| {
+            s.spec.map(|spec| TableMeta {
+                spec,
+                schema: s.schema.clone().unwrap_or(Schema { columns: vec![] }),
+                term: s.term,
+                applied: s.applied,
+                installing: s.installing,
+            })
+        }))
+    }
+
+    fn configure(&self, spec: &ShardSpec, schema: &Schema) -> Result<(), StoreError> {
+        self.commit(true, |s| {
+            s.spec = Some(*spec);
+            s.schema = Some(schema.clone());
+        })
+    }
+
+    fn set_term(&self, term: u64) -> Result<(), StoreError> {
+        self.commit(true, |s| s.term = term)
+    }
+
+    fn apply(&self, entries: &[LogEntry], durable: bool) -> Result<(), StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        self.commit(durable, |s| {
+            for entry in entries {
+                match &entry.op {
+                    Operation::Noop => {}
+                    Operation::Write { rows, .. } => {
+                        for row in rows {
+                            s.rows.insert(row.key, row.values.clone());
+                        }
+                    }
+                    Operation::Update { row, .. } => {
+                        s.rows.insert(row.key, row.values.clone());
+                    }
+                    Operation::Delete { key, .. } => {
+                        s.rows.remove(key);
+                    }
+                }
+                if let Some((client, seq)) = entry.op.client_seq() {
+                    s.clients.insert((client, seq), ClientMark { seq, term: entry.term, index: entry.index });
+                    s.by_index.insert(entry.index, (client, seq));
+                }
+            }
+            let cutoff = last.index.saturating_sub(DEDUP_WINDOW);
+            let keep = s.by_index.split_off(&cutoff);
+            for mark in std::mem::replace(&mut s.by_index, keep).into_values() {
+                s.clients.remove(&mark);
+            }
+            s.applied = last.position();
+        })
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.commit(true, |_| {})
+    }
+
+    fn contains(&self, key: i64) -> Result<bool, StoreError> {
+        Ok(self.read(|s| s.rows.contains_key(&key)))
+    }
+
+    fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError> {
+        if low > high {
+            return Ok(Vec::new());
+        }
+        Ok(self.read(|s| s.rows.range(low..=high).map(|(k, v)| Row { key: *k, values: v.clone() }).collect()))
+    }
+
+    fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
+        Ok(self.read(|s| s.clients.get(&(client, seq)).copied()))
+    }
+
+    fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
+        Ok(self.read(|s| (s.applied, s.rows.iter().map(|(k, v)| Row { key: *k, values: v.clone() }).collect())))
+    }
+
+    fn begin_install(&self) -> Result<(), StoreError> {
+        self.commit(true, |s| {
+            s.rows.clear();
+            s.clients.clear();
+            s.by_index.clear();
+            s.installing = true;
+            s.applied = LogPosition::default();
+        })
+    }
+
+    fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError> {
+        self.commit(false, |s| {
+            for row in chunk {
+                s.rows.insert(row.key, row.values.clone());
+            }
+        })
+    }
+
+    fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
+        self.commit(true, |s| {
+            s.installing = false;
+            s.applied = last_included;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::ShardId;
+
+    fn entry(index: u64, key: i64) -> LogEntry {
+        let row = Row::new(key, vec![Value::Int(index as i64)]);
+        LogEntry { term: 1, index, op: Operation::Write { client_id: 7, seq: index, rows: vec![row] } }
+    }
+
+    #[test]
+    fn a_crash_rolls_back_to_the_last_durable_commit() {
+        let t = MemTable::new();
+        t.configure(&ShardSpec { id: ShardId(1), low: 0, size: 10 }, &Schema::seed()).unwrap();
+        t.apply(&[entry(1, 1)], true).unwrap();
+        t.apply(&[entry(2, 2)], false).unwrap();
+        assert!(t.contains(2).unwrap());
+        t.crash();
+        assert!(!t.contains(2).unwrap() && t.contains(1).unwrap());
+        assert_eq!(t.meta().unwrap().unwrap().applied.index, 1);
+        assert_eq!(t.client_mark(7, 1).unwrap().map(|m| m.index), Some(1));
+        assert_eq!(t.client_mark(7, 2).unwrap(), None);
+    }
+}
