@@ -37,3 +37,4 @@ pub mod service;
 pub mod spawner;
 
 pub use cluster::Coordinator;
+pub use failover::majority;

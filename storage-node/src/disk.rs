@@ -219,6 +219,11 @@ impl SimDisk {
         self.with(|fs| fs.armed.fail_appends += n)
     }
 
+    /// Injected failures not yet fired are called off.
+    pub fn disarm(&self) {
+        self.with(|fs| fs.armed = Armed::default())
+    }
+
     /// Total bytes on the platter, over all files.
     pub fn durable_bytes(&self) -> usize {
         self.with(|fs| fs.files.values().map(|f| f.durable.len()).sum())

@@ -63,6 +63,38 @@ pub struct ReplicaConfig {
     /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
     /// messages are never taken for answers to ours.
     pub incarnation: u64,
+    /// Test-only: commit on the primary's own fsync, without a majority. The simulator's
+    /// self-test turns it on to show that its checkers catch a broken commit rule.
+    pub broken_commit_rule: bool,
+}
+
+/// Whether a read may be served now, from what a replica publishes: `primary` asks for a
+/// linearizable read (the primary, under its lease, once its term's no-op committed).
+pub fn read_gate(
+    state: &ShardState,
+    primary_hint: Option<&ServerAddr>,
+    lease_until: Option<Time>,
+    ready: bool,
+    now: Time,
+    primary: bool,
+) -> Result<(), ErrorCode> {
+    let shard = state.spec.id;
+    if !state.serving {
+        let reason = state.fault.clone().unwrap_or_else(|| "catching up".into());
+        return Err(ErrorCode::Unavailable { shard, reason });
+    }
+    if primary {
+        if state.role != ReplicaRole::Primary {
+            return Err(ErrorCode::NotPrimary { shard, term: state.term, primary: primary_hint.cloned() });
+        }
+        if lease_until.is_none_or(|t| now >= t) {
+            return Err(ErrorCode::LeaseExpired { shard });
+        }
+        if !ready {
+            return Err(ErrorCode::Unavailable { shard, reason: "new primary not ready".into() });
+        }
+    }
+    Ok(())
 }
 
 /// Names one message to a follower, so its answer finds its way back.
@@ -262,6 +294,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Whether this primary has committed an entry of its own term (its no-op).
     pub fn ready(&self) -> bool {
         matches!(&self.role, Role::Primary(p) if p.ready)
+    }
+
+    /// Whether a read may be served at `now` (see [`read_gate`]).
+    pub fn read_gate(&self, now: Time, primary: bool) -> Result<(), ErrorCode> {
+        read_gate(&self.state(), self.primary_hint().as_ref(), self.lease_until, self.ready(), now, primary)
     }
 
     /// Log fsyncs so far.

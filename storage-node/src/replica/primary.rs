@@ -211,7 +211,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Moves the commit index as far as a majority allows, applies, and acks.
     pub(super) fn advance_commit(&mut self, now: Time) {
         let Role::Primary(p) = &self.role else { return };
-        let durable: Vec<u64> = std::iter::once(p.durable_self).chain(p.followers.iter().map(|f| f.durable)).collect();
+        let durable: Vec<u64> = if self.cfg.broken_commit_rule {
+            vec![p.durable_self]
+        } else {
+            std::iter::once(p.durable_self).chain(p.followers.iter().map(|f| f.durable)).collect()
+        };
         let mem = self.wal.mem();
         let new = quorum_commit(&durable, self.commit, self.term, |i| mem.term_at(i));
         if new <= self.commit {

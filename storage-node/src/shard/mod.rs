@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use shardline_protocol::{
-    ControlResponse, ErrorCode, LogLine, Operation, PeerResponse, ReplicaRole, Row, ShardCommit, ShardSpec, ShardState,
+    ControlResponse, ErrorCode, LogLine, Operation, PeerResponse, Row, ShardCommit, ShardSpec, ShardState,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,8 +70,10 @@ pub(crate) struct Published {
     pub state: ShardState,
     /// The primary's name, for `NotPrimary` hints.
     pub primary: Option<shardline_protocol::ServerAddr>,
-    /// Until when the primary may serve writes and primary reads.
-    pub lease_until: Option<Instant>,
+    /// Until when the primary may serve writes and primary reads (replica time).
+    pub lease_until: Option<crate::replica::Time>,
+    /// Where the replica's time starts.
+    pub origin: Instant,
     /// The primary has committed an entry of its own term (its no-op).
     pub ready: bool,
 }
@@ -140,22 +142,8 @@ impl ShardHandle {
     pub fn read(&self, low: i64, high: i64, primary: bool) -> Result<Vec<Row>, ErrorCode> {
         {
             let p = self.shared.published.lock().expect("published lock");
-            let shard = self.shared.spec.id;
-            if !p.state.serving {
-                let reason = p.state.fault.clone().unwrap_or_else(|| "catching up".into());
-                return Err(ErrorCode::Unavailable { shard, reason });
-            }
-            if primary {
-                if p.state.role != ReplicaRole::Primary {
-                    return Err(ErrorCode::NotPrimary { shard, term: p.state.term, primary: p.primary.clone() });
-                }
-                if p.lease_until.is_none_or(|t| Instant::now() >= t) {
-                    return Err(ErrorCode::LeaseExpired { shard });
-                }
-                if !p.ready {
-                    return Err(ErrorCode::Unavailable { shard, reason: "new primary not ready".into() });
-                }
-            }
+            let now = p.origin.elapsed();
+            crate::replica::read_gate(&p.state, p.primary.as_ref(), p.lease_until, p.ready, now, primary)?;
         }
         self.shared.counters.lock().expect("counters lock").reads += 1;
         let spec = self.shared.spec;

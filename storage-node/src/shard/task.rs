@@ -71,6 +71,7 @@ pub fn open_shard(
         snapshot_lag: cfg.snapshot_lag,
         log_retain: cfg.log_retain,
         incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        broken_commit_rule: false,
     });
     let replica = Replica::open(replica_cfg, table.clone(), disk, failpoints, config).map_err(|e| match e {
         OpenError::Store(e) => e,
@@ -81,7 +82,13 @@ pub fn open_shard(
     let shared = Arc::new(Shared {
         spec: replica.spec(),
         table,
-        published: Mutex::new(Published { state: replica.state(), primary: None, lease_until: None, ready: false }),
+        published: Mutex::new(Published {
+            state: replica.state(),
+            primary: None,
+            lease_until: None,
+            origin: Instant::now(),
+            ready: false,
+        }),
         counters: Mutex::new(Counters {
             writes_acked: 0,
             writes_failed: 0,
@@ -94,7 +101,7 @@ pub fn open_shard(
     let task = ShardTask {
         replica,
         cfg,
-        origin: Instant::now(),
+        origin: shared.published.lock().expect("published lock").origin,
         shared: shared.clone(),
         writes: HashMap::new(),
         tokens: 0,
@@ -236,7 +243,8 @@ impl ShardTask {
             let mut published = self.shared.published.lock().expect("published lock");
             published.state = r.state();
             published.primary = r.primary_hint();
-            published.lease_until = r.lease_until().map(|t| self.origin + t);
+            published.lease_until = r.lease_until();
+            published.origin = self.origin;
             published.ready = r.ready();
         }
         let syncs = r.sync_counts();

@@ -1,0 +1,191 @@
+//! Simulated clients with the balancer's retry rules, recording what they saw.
+//!
+//! A client runs one operation at a time on a small key space shared with the other
+//! clients (so they contend). Each attempt goes to the shard's primary as the coordinator
+//! currently names it; a retryable error (the balancer's own [`is_retryable`]) or a call
+//! that times out is retried with the same (client, seq) after a backoff, until the
+//! balancer's deadline; then the last attempt's error is the answer, as the balancer gives
+//! it. Every finished operation goes into the [`History`] with the outcome the README's
+//! table of error meanings gives it.
+
+use shardline_balancer::config::BalancerConfig;
+use shardline_balancer::route::is_retryable;
+use shardline_protocol::{ErrorCode, Operation, Row, ShardId, Value};
+
+use crate::history::{History, Op, OpKind, Outcome};
+use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
+
+/// The operation a client has in flight.
+#[derive(Debug)]
+struct Pending {
+    kind: OpKind,
+    key: i64,
+    shard: ShardId,
+    request: ClientRequest,
+    invoke: Nanos,
+    deadline: Nanos,
+    attempt: u64,
+    backoff: Nanos,
+    target: Option<String>,
+}
+
+/// One simulated client.
+#[derive(Debug)]
+pub struct SimClient {
+    id: u32,
+    keys: Vec<(i64, ShardId)>,
+    seq: u64,
+    values: u64,
+    attempts: u64,
+    pending: Option<Pending>,
+    deadline: Nanos,
+    call_timeout: Nanos,
+    backoff_min: Nanos,
+    backoff_max: Nanos,
+    /// Stop starting new operations.
+    pub stopped: bool,
+    /// Acknowledged writes: (shard, term, node that answered).
+    pub acks: Vec<(u32, u64, String)>,
+    /// Writes acknowledged after the given moment (for the liveness check).
+    pub acked_at: Vec<Nanos>,
+}
+
+impl SimClient {
+    /// Client `id` working on `keys` (each with its shard).
+    pub fn new(id: u32, keys: Vec<(i64, ShardId)>) -> SimClient {
+        let b = BalancerConfig::default();
+        SimClient {
+            id,
+            keys,
+            seq: 0,
+            values: 0,
+            attempts: 0,
+            pending: None,
+            deadline: b.retry_deadline.as_nanos() as Nanos,
+            call_timeout: b.call_timeout.min(b.retry_deadline).as_nanos() as Nanos,
+            backoff_min: b.backoff_min.as_nanos() as Nanos,
+            backoff_max: b.backoff_max.as_nanos() as Nanos,
+            stopped: false,
+            acks: Vec::new(),
+            acked_at: Vec::new(),
+        }
+    }
+
+    /// Whether an operation is in flight.
+    pub fn busy(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Starts the next operation, or retries the one in flight.
+    pub fn step(&mut self, world: &mut World, history: &mut History, coordinator: &crate::coordinator::SimCoordinator) {
+        if self.pending.is_none() {
+            if self.stopped {
+                return;
+            }
+            self.pending = Some(self.next_op(world));
+        }
+        self.attempts += 1;
+        let p = self.pending.as_mut().expect("an operation");
+        p.attempt = self.attempts;
+        let Some(primary) = coordinator.primary_of(p.shard) else {
+            let e = ErrorCode::Unavailable { shard: p.shard, reason: "no primary".into() };
+            return self.failed(world, history, e);
+        };
+        let node = primary.strip_prefix('N').and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+        p.target = Some(primary.to_owned());
+        let msg = Msg::Client { id: p.attempt, request: p.request.clone() };
+        world.send(Addr::Client(self.id), Addr::Node(node), msg);
+        let wait = self.call_timeout.min(p.deadline.saturating_sub(world.now)).max(MS);
+        world.after(wait, Event::ClientTimeout { client: self.id, attempt: p.attempt });
+    }
+
+    fn next_op(&mut self, world: &mut World) -> Pending {
+        let (key, shard) = *world.rng.pick(&self.keys);
+        self.values += 1;
+        let value = u64::from(self.id) * 1_000_000_000 + self.values;
+        let row = Row::new(key, vec![Value::Str(String::new()), Value::Int(value as i64)]);
+        self.seq += 1;
+        let (client_id, seq) = (1000 + u64::from(self.id), self.seq);
+        let (kind, request) = match world.rng.range(0, 100) {
+            0..30 => (OpKind::Insert(value), ClientRequest::Write(Operation::Write { client_id, seq, rows: vec![row] })),
+            30..55 => (OpKind::Update(value), ClientRequest::Write(Operation::Update { client_id, seq, row })),
+            55..70 => (OpKind::Delete, ClientRequest::Write(Operation::Delete { client_id, seq, key })),
+            _ => (OpKind::Read, ClientRequest::Read(key)),
+        };
+        Pending {
+            kind,
+            key,
+            shard,
+            request,
+            invoke: world.now,
+            deadline: world.now + self.deadline,
+            attempt: 0,
+            backoff: self.backoff_min,
+            target: None,
+        }
+    }
+
+    /// An answer from a node.
+    pub fn on_answer(&mut self, world: &mut World, history: &mut History, id: u64, answer: Result<ClientAnswer, ErrorCode>) {
+        let Some(p) = &self.pending else { return };
+        if p.attempt != id {
+            return;
+        }
+        match answer {
+            Ok(ClientAnswer::Committed { shard, term, .. }) => {
+                let node = p.target.clone().unwrap_or_default();
+                self.acks.push((shard.0, term, node));
+                self.acked_at.push(world.now);
+                self.finish(world, history, Some(Outcome::Ok));
+            }
+            Ok(ClientAnswer::Rows(rows)) => {
+                let value = rows.iter().find(|r| r.key == p.key).and_then(|r| match r.values.get(1) {
+                    Some(Value::Int(v)) => Some(*v as u64),
+                    _ => None,
+                });
+                self.finish(world, history, Some(Outcome::Read(value)));
+            }
+            Err(e) => self.failed(world, history, e),
+        }
+    }
+
+    /// The attempt `attempt` had no answer within the call timeout.
+    pub fn on_timeout(&mut self, world: &mut World, history: &mut History, attempt: u64) {
+        if self.pending.as_ref().is_some_and(|p| p.attempt == attempt) {
+            self.failed(world, history, ErrorCode::Timeout("the node did not answer in time".into()));
+        }
+    }
+
+    /// An attempt failed with `e`: retry while the balancer would, else answer `e`.
+    fn failed(&mut self, world: &mut World, history: &mut History, e: ErrorCode) {
+        let p = self.pending.as_mut().expect("an operation in flight");
+        p.attempt = 0;
+        if is_retryable(&e) && world.now + p.backoff < p.deadline {
+            world.after(p.backoff, Event::ClientStep(self.id));
+            p.backoff = (p.backoff * 2).min(self.backoff_max);
+            return;
+        }
+        let outcome = match (p.kind, &e) {
+            (OpKind::Read, _) => None,
+            (_, ErrorCode::DuplicateKey { .. } | ErrorCode::NotFound { .. }) => Some(Outcome::PreconditionFailed),
+            (_, ErrorCode::NotPrimary { .. } | ErrorCode::LeaseExpired { .. } | ErrorCode::NoQuorum { .. }) => {
+                Some(Outcome::Refused)
+            }
+            (_, ErrorCode::KeyOutOfRange { .. } | ErrorCode::SchemaViolation(_) | ErrorCode::BadRequest(_)) => {
+                Some(Outcome::Refused)
+            }
+            _ => Some(Outcome::Unknown),
+        };
+        self.finish(world, history, outcome);
+    }
+
+    /// Records the operation (reads only when they returned) and schedules the next one.
+    fn finish(&mut self, world: &mut World, history: &mut History, outcome: Option<Outcome>) {
+        let p = self.pending.take().expect("an operation in flight");
+        if let Some(outcome) = outcome {
+            history.push(Op { client: self.id, key: p.key, kind: p.kind, invoke: p.invoke, complete: world.now, outcome });
+        }
+        let think = world.rng.range(MS, 20 * MS);
+        world.after(think, Event::ClientStep(self.id));
+    }
+}

@@ -1,0 +1,220 @@
+//! Faults: what can go wrong, when, chosen by the seed, and what each does to the world.
+
+use shardline_storage_node::disk::CrashTail;
+
+use crate::node::SimNode;
+use crate::world::{Addr, Event, Nanos, World, MS};
+
+/// One fault, or the end of one.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The node's process dies (unsynced writes lost, maybe a torn tail).
+    Crash { node: usize, torn: Option<usize> },
+    /// The node starts again on its data.
+    Restart { node: usize },
+    /// The node stops (SIGSTOP): what arrives waits.
+    Pause { node: usize },
+    /// The node continues (SIGCONT) with everything that queued up.
+    Wake { node: usize },
+    /// The node is cut off from the other nodes and the coordinator (clients still reach
+    /// it); `one_way` cuts only its outgoing (`Some(true)`) or incoming (`Some(false)`) side.
+    Isolate { node: usize, one_way: Option<bool> },
+    /// The node's links come back.
+    Reconnect { node: usize },
+    /// One bit of the node's stored log bytes flips (seen when it next opens its log).
+    Flip { node: usize, at: u64, bit: u8 },
+    /// The node's next log fsync fails.
+    FailSync { node: usize },
+    /// The node's next log write fails (no space).
+    FailWrite { node: usize },
+    /// Every fault ends: links back, paused nodes woken, crashed nodes restarted.
+    HealAll,
+}
+
+/// Which kinds of fault a run draws from.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultMix {
+    /// Crashes (with restarts), torn tails included.
+    pub crashes: bool,
+    /// Pauses.
+    pub pauses: bool,
+    /// Partitions, one-way ones included.
+    pub partitions: bool,
+    /// Bit flips, failed fsyncs and writes.
+    pub disk: bool,
+}
+
+impl FaultMix {
+    /// Every kind.
+    pub fn all() -> FaultMix {
+        FaultMix { crashes: true, pauses: true, partitions: true, disk: true }
+    }
+
+    /// None: a healthy run.
+    pub fn none() -> FaultMix {
+        FaultMix { crashes: false, pauses: false, partitions: false, disk: false }
+    }
+
+    /// Parses `all`, `none`, or a comma-separated list of `crashes`, `pauses`,
+    /// `partitions`, `disk`.
+    pub fn parse(text: &str) -> Result<FaultMix, String> {
+        match text {
+            "all" => return Ok(FaultMix::all()),
+            "none" => return Ok(FaultMix::none()),
+            _ => {}
+        }
+        let mut mix = FaultMix::none();
+        for part in text.split(',') {
+            match part.trim() {
+                "crashes" => mix.crashes = true,
+                "pauses" => mix.pauses = true,
+                "partitions" => mix.partitions = true,
+                "disk" => mix.disk = true,
+                other => {
+                    return Err(format!("unknown fault kind `{other}`: use all, none, or crashes,pauses,partitions,disk"))
+                }
+            }
+        }
+        Ok(mix)
+    }
+
+    /// Whether any fault is drawn.
+    pub fn any(&self) -> bool {
+        self.crashes || self.pauses || self.partitions || self.disk
+    }
+}
+
+/// Schedules random faults between `from` and `until`, and the heal at `until`.
+pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, until: Nanos) {
+    let mut kinds = Vec::new();
+    if mix.crashes {
+        kinds.extend([0, 0]);
+    }
+    if mix.pauses {
+        kinds.extend([1, 1]);
+    }
+    if mix.partitions {
+        kinds.extend([2, 2]);
+    }
+    if mix.disk {
+        kinds.extend([3, 4]);
+    }
+    let mut at = from;
+    while !kinds.is_empty() {
+        at += world.rng.range(100 * MS, 700 * MS);
+        if at >= until {
+            break;
+        }
+        let node = world.rng.range(0, nodes as u64) as usize;
+        let length = world.rng.range(100 * MS, 2500 * MS);
+        let now = world.now;
+        let at_offset = |world: &mut World, offset: Nanos, fault: Fault| {
+            world.after(at + offset - now, Event::Fault(fault));
+        };
+        match *world.rng.pick(&kinds) {
+            0 => {
+                let torn = if world.rng.chance(0.3) { Some(world.rng.range(1, 200) as usize) } else { None };
+                at_offset(world, 0, Fault::Crash { node, torn });
+                at_offset(world, length.min(1500 * MS), Fault::Restart { node });
+            }
+            1 => {
+                at_offset(world, 0, Fault::Pause { node });
+                at_offset(world, length, Fault::Wake { node });
+            }
+            2 => {
+                let one_way = match world.rng.range(0, 3) {
+                    0 => Some(true),
+                    1 => Some(false),
+                    _ => None,
+                };
+                at_offset(world, 0, Fault::Isolate { node, one_way });
+                at_offset(world, length, Fault::Reconnect { node });
+            }
+            3 => {
+                let (pos, bit) = (world.rng.next_u64(), world.rng.range(0, 8) as u8);
+                at_offset(world, 0, Fault::Flip { node, at: pos, bit });
+                at_offset(world, 1, Fault::Crash { node, torn: None });
+                at_offset(world, 200 * MS, Fault::Restart { node });
+            }
+            _ => {
+                let fault = if world.rng.chance(0.5) { Fault::FailSync { node } } else { Fault::FailWrite { node } };
+                at_offset(world, 0, fault);
+            }
+        }
+    }
+    world.after(until - world.now, Event::Fault(Fault::HealAll));
+}
+
+/// Carries out a fault.
+pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
+    match fault {
+        Fault::Crash { node, torn } => {
+            let tail = torn.map_or(CrashTail::Drop, CrashTail::Keep);
+            if nodes[node].up {
+                nodes[node].crash(world, tail);
+            }
+        }
+        Fault::Restart { node } => {
+            if !nodes[node].up {
+                nodes[node].restart();
+            }
+        }
+        Fault::Pause { node } => {
+            if nodes[node].up {
+                nodes[node].paused = true;
+            }
+        }
+        Fault::Wake { node } => {
+            if nodes[node].paused {
+                nodes[node].wake(world);
+            }
+        }
+        Fault::Isolate { node, one_way } => {
+            let me = Addr::Node(node);
+            let others = (0..nodes.len()).filter(|&n| n != node).map(Addr::Node).chain([Addr::Coord]);
+            for other in others.collect::<Vec<_>>() {
+                if one_way != Some(false) {
+                    world.cut.insert((me, other));
+                }
+                if one_way != Some(true) {
+                    world.cut.insert((other, me));
+                }
+            }
+        }
+        Fault::Reconnect { node } => {
+            let me = Addr::Node(node);
+            world.cut.retain(|(a, b)| *a != me && *b != me);
+        }
+        Fault::Flip { node, at, bit } => {
+            let storage: Vec<_> = nodes[node].storage.values().cloned().collect();
+            if !storage.is_empty() {
+                let s = &storage[(at % storage.len() as u64) as usize];
+                s.disk.flip(at / storage.len() as u64, bit);
+            }
+        }
+        Fault::FailSync { node } => {
+            for s in nodes[node].storage.values() {
+                s.disk.fail_syncs(1);
+            }
+        }
+        Fault::FailWrite { node } => {
+            for s in nodes[node].storage.values() {
+                s.disk.fail_appends(1);
+            }
+        }
+        Fault::HealAll => {
+            world.cut.clear();
+            for n in nodes.iter_mut() {
+                for s in n.storage.values() {
+                    s.disk.disarm();
+                }
+                if n.paused {
+                    n.wake(world);
+                }
+                if !n.up {
+                    n.restart();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! A simulated storage node: the real replica cores on simulated disks and tables.
+//!
+//! It plays the part of the node's dispatcher and shard tasks: a message for a shard goes
+//! to that shard's [`Replica`], and the core's effects become answers and messages on the
+//! simulated network. Its clock may drift; it can crash (losing what was never synced),
+//! restart, and pause (keeping what arrives for when it wakes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardline_protocol::{
+    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Operation, PeerRequest, PeerResponse, ShardId,
+};
+use shardline_storage_node::disk::{CrashTail, SimDisk};
+use shardline_storage_node::failpoint::Failpoints;
+use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
+use shardline_storage_node::store::{MemTable, TableStore};
+
+use crate::world::{Addr, ClientAnswer, ClientRequest, Msg, Nanos, World};
+
+/// The replica core as the simulator runs it.
+pub type SimReplica = Replica<SimDisk, MemTable>;
+
+/// One shard replica's storage: it outlives crashes.
+#[derive(Debug, Clone, Default)]
+pub struct Storage {
+    /// The log's disk.
+    pub disk: SimDisk,
+    /// The table.
+    pub table: MemTable,
+}
+
+/// A lease a primary held, in global time, for the checker.
+#[derive(Debug, Clone)]
+pub struct LeaseRecord {
+    /// Shard, term, node, from, until.
+    pub shard: u32,
+    pub term: u64,
+    pub node: String,
+    pub from: Nanos,
+    pub until: Nanos,
+}
+
+/// A simulated storage node.
+#[derive(Debug)]
+pub struct SimNode {
+    /// Its number.
+    pub index: usize,
+    /// Its server name.
+    pub name: String,
+    /// Whether it runs (false after a crash, until restarted).
+    pub up: bool,
+    /// Paused (as under SIGSTOP): events wait in `inbox`.
+    pub paused: bool,
+    /// Messages that arrived while paused.
+    pub inbox: Vec<(Addr, Msg)>,
+    /// Clock drift in parts per million.
+    pub drift_ppm: i64,
+    /// Times it started.
+    pub incarnation: u64,
+    /// Shard storage, by shard.
+    pub storage: BTreeMap<ShardId, Storage>,
+    /// The running replicas.
+    pub replicas: BTreeMap<ShardId, SimReplica>,
+    /// Writes waiting for the core: (shard, token) → (client, request id).
+    waiting: BTreeMap<(ShardId, u64), (Addr, u64)>,
+    tokens: u64,
+    /// Replica settings shared by the node's shards.
+    pub settings: ReplicaConfig,
+    /// Leases seen, for the lease checker.
+    pub leases: Vec<LeaseRecord>,
+    /// Per shard, the lease record still open (an index into `leases`).
+    open_lease: BTreeMap<ShardId, usize>,
+}
+
+impl SimNode {
+    /// A node with no shards yet.
+    pub fn new(index: usize, drift_ppm: i64, settings: ReplicaConfig) -> SimNode {
+        SimNode {
+            index,
+            name: format!("N{index}"),
+            up: true,
+            paused: false,
+            inbox: Vec::new(),
+            drift_ppm,
+            incarnation: 1,
+            storage: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            tokens: 0,
+            settings,
+            leases: Vec::new(),
+            open_lease: BTreeMap::new(),
+        }
+    }
+
+    /// The node's own clock at global time `now`.
+    pub fn local(&self, now: Nanos) -> Time {
+        let skewed = now as i128 + now as i128 * self.drift_ppm as i128 / 1_000_000;
+        Duration::from_nanos(skewed.max(0) as u64)
+    }
+
+    /// Global time at which the node's clock reads `t`.
+    fn global(&self, t: Time) -> Nanos {
+        let t = t.as_nanos() as i128;
+        (t * 1_000_000 / (1_000_000 + self.drift_ppm as i128)).max(0) as u64
+    }
+
+    fn config(&self) -> Arc<ReplicaConfig> {
+        let mut cfg = self.settings.clone();
+        cfg.node = self.name.clone();
+        cfg.addr = self.name.clone();
+        cfg.incarnation = self.incarnation;
+        Arc::new(cfg)
+    }
+
+    /// Creates a shard replica on fresh storage.
+    pub fn configure(&mut self, spec: shardline_protocol::ShardSpec, schema: shardline_protocol::Schema) {
+        let storage = Storage::default();
+        let replica = Replica::open(
+            self.config(),
+            storage.table.clone(),
+            storage.disk.clone(),
+            Arc::new(Failpoints::none()),
+            Some((spec, schema)),
+        )
+        .expect("a fresh replica opens");
+        self.storage.insert(spec.id, storage);
+        self.replicas.insert(spec.id, replica);
+    }
+
+    /// A crash: the replicas are gone, each disk keeps what was synced (and maybe a torn
+    /// prefix of the rest), each table rolls back to its last durable commit.
+    pub fn crash(&mut self, world: &mut World, tail: CrashTail) {
+        for (_, i) in std::mem::take(&mut self.open_lease) {
+            self.leases[i].until = self.leases[i].until.min(world.now);
+        }
+        // The clients' connections break: they see a reset, not silence.
+        for ((shard, _), (client, id)) in std::mem::take(&mut self.waiting) {
+            let answer = Err(ErrorCode::Unavailable { shard, reason: "connection reset".into() });
+            world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });
+        }
+        self.up = false;
+        self.paused = false;
+        self.inbox.clear();
+        self.replicas.clear();
+        self.waiting.clear();
+        for s in self.storage.values() {
+            s.disk.crash(tail);
+            s.table.crash();
+        }
+    }
+
+    /// A restart: every replica opens from its storage, as the real node does.
+    pub fn restart(&mut self) {
+        self.incarnation += 1;
+        self.up = true;
+        let cfg = self.config();
+        for (id, s) in &self.storage {
+            let opened = Replica::open(
+                cfg.clone(),
+                s.table.clone(),
+                s.disk.clone(),
+                Arc::new(Failpoints::none()),
+                None,
+            );
+            if let Ok(replica) = opened {
+                self.replicas.insert(*id, replica);
+            }
+        }
+    }
+
+    /// Handles one message that arrived from `from`.
+    pub fn handle(&mut self, world: &mut World, from: Addr, msg: Msg) {
+        if !self.up {
+            if let (Addr::Client(_), Msg::Client { id, request }) = (from, &msg) {
+                // Nothing listens on the port: the client's connect is refused at once.
+                let key = match request {
+                    ClientRequest::Write(op) => op_key(op),
+                    ClientRequest::Read(key) => *key,
+                };
+                let shard = ShardId(if key >= 100 { 2 } else { 1 });
+                let answer = Err(ErrorCode::Unavailable { shard, reason: "connection refused".into() });
+                world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id: *id, answer });
+            }
+            return;
+        }
+        if self.paused {
+            self.inbox.push((from, msg));
+            return;
+        }
+        let now = self.local(world.now);
+        match msg {
+            Msg::Client { id, request } => self.client(world, now, from, id, request),
+            Msg::Control { id, request } => {
+                let response = self.control(now, request);
+                world.send(Addr::Node(self.index), from, Msg::ControlAnswer { id, response });
+            }
+            Msg::Peer { link, shard, request } => {
+                let response = self.peer(shard, request);
+                world.send(Addr::Node(self.index), from, Msg::PeerAnswer { link, shard, response });
+            }
+            Msg::PeerAnswer { link, shard, response } => {
+                if let Some(r) = self.replicas.get_mut(&shard) {
+                    r.on_peer_answer(now, link, Ok(response));
+                }
+            }
+            Msg::ClientAnswer { .. } | Msg::ControlAnswer { .. } => {}
+        }
+        self.carry_out(world);
+    }
+
+    /// A tick of every replica's clock.
+    pub fn tick(&mut self, world: &mut World) {
+        if !self.up || self.paused {
+            return;
+        }
+        let now = self.local(world.now);
+        for r in self.replicas.values_mut() {
+            r.tick(now);
+        }
+        self.carry_out(world);
+    }
+
+    /// Wakes from a pause and handles what arrived meanwhile, in order.
+    pub fn wake(&mut self, world: &mut World) {
+        self.paused = false;
+        for (from, msg) in std::mem::take(&mut self.inbox) {
+            self.handle(world, from, msg);
+        }
+    }
+
+    fn client(&mut self, world: &mut World, now: Time, from: Addr, id: u64, request: ClientRequest) {
+        let key = match &request {
+            ClientRequest::Write(op) => op_key(op),
+            ClientRequest::Read(key) => *key,
+        };
+        let Some((&shard, replica)) = self.replicas.iter_mut().find(|(_, r)| r.spec().contains(key)) else {
+            let answer = Err(ErrorCode::KeyOutOfRange { key });
+            return world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
+        };
+        match request {
+            ClientRequest::Write(op) => {
+                self.tokens += 1;
+                self.waiting.insert((shard, self.tokens), (from, id));
+                replica.write_group(now, vec![(op, self.tokens)]);
+            }
+            ClientRequest::Read(key) => {
+                let answer = replica
+                    .read_gate(now, true)
+                    .and_then(|()| replica.table().read_range(key, key).map_err(|e| ErrorCode::Internal(e.to_string())))
+                    .map(ClientAnswer::Rows);
+                world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
+            }
+        }
+    }
+
+    fn control(&mut self, now: Time, request: ControlRequest) -> ControlResponse {
+        let missing = |shard| ControlResponse::Error(ErrorCode::UnknownShard { shard });
+        match request {
+            ControlRequest::Heartbeat { lease_ms } => {
+                for r in self.replicas.values_mut() {
+                    r.renew_lease(now, lease_ms);
+                }
+                let shards = self.replicas.values().map(|r| r.state()).collect();
+                ControlResponse::Status(NodeStatus { node: self.name.clone(), shards })
+            }
+            ControlRequest::ElectionQuery { shard, term } => match self.replicas.get_mut(&shard) {
+                Some(r) => r.election_query(term),
+                None => missing(shard),
+            },
+            ControlRequest::BecomePrimary { shard, term, followers, lease_ms } => match self.replicas.get_mut(&shard) {
+                Some(r) => r.become_primary(now, term, followers, lease_ms),
+                None => missing(shard),
+            },
+            ControlRequest::BecomeFollower { shard, term, primary } => match self.replicas.get_mut(&shard) {
+                Some(r) => r.become_follower(term, primary),
+                None => missing(shard),
+            },
+            ControlRequest::ConfigureShard { .. } | ControlRequest::DropShard { .. } => {
+                ControlResponse::Error(ErrorCode::BadRequest("not simulated".into()))
+            }
+        }
+    }
+
+    fn peer(&mut self, shard: ShardId, request: PeerRequest) -> PeerResponse {
+        let Some(r) = self.replicas.get_mut(&shard) else {
+            return PeerResponse::Error(ErrorCode::UnknownShard { shard });
+        };
+        match request {
+            PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
+                r.on_append(AppendRequest { term, primary, prev, entries, commit })
+            }
+            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, done, .. } => {
+                r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, done })
+            }
+            PeerRequest::FetchEntries { .. } => PeerResponse::Error(ErrorCode::BadRequest("not served".into())),
+        }
+    }
+
+    /// Carries out every replica's effects and records the leases they hold.
+    fn carry_out(&mut self, world: &mut World) {
+        let me = Addr::Node(self.index);
+        let shards: Vec<ShardId> = self.replicas.keys().copied().collect();
+        for shard in shards {
+            let effects = self.replicas.get_mut(&shard).expect("listed").effects();
+            for effect in effects {
+                match effect {
+                    Effect::WriteDone { token, result } => {
+                        if let Some((client, id)) = self.waiting.remove(&(shard, token)) {
+                            let answer = result.map(|c| ClientAnswer::Committed { shard, term: c.term, index: c.index });
+                            world.send(me, client, Msg::ClientAnswer { id, answer });
+                        }
+                    }
+                    Effect::Send { link, to, request } => {
+                        if let Some(n) = to.name.strip_prefix('N').and_then(|n| n.parse().ok()) {
+                            world.send(me, Addr::Node(n), Msg::Peer { link, shard, request });
+                        }
+                    }
+                }
+            }
+            self.record_lease(world.now, shard);
+        }
+    }
+
+    fn record_lease(&mut self, now: Nanos, shard: ShardId) {
+        let r = &self.replicas[&shard];
+        let state = r.state();
+        let held = r.lease_until().map(|t| self.global(t)).filter(|&until| until > now);
+        let open = self.open_lease.get(&shard).copied();
+        match (open, held) {
+            (Some(i), Some(until)) if self.leases[i].term == state.term && self.leases[i].until >= now => {
+                self.leases[i].until = self.leases[i].until.max(until);
+            }
+            (open, held) => {
+                if let Some(i) = open {
+                    self.leases[i].until = self.leases[i].until.min(now);
+                    self.open_lease.remove(&shard);
+                }
+                if let Some(until) = held {
+                    self.leases.push(LeaseRecord { shard: shard.0, term: state.term, node: self.name.clone(), from: now, until });
+                    self.open_lease.insert(shard, self.leases.len() - 1);
+                }
+            }
+        }
+    }
+}
+
+/// The key a write touches (the simulator writes one row at a time).
+pub fn op_key(op: &Operation) -> i64 {
+    match op {
+        Operation::Write { rows, .. } => rows.first().map_or(0, |r| r.key),
+        Operation::Update { row, .. } => row.key,
+        Operation::Delete { key, .. } => *key,
+        Operation::Noop => 0,
+    }
+}

@@ -1,0 +1,285 @@
+//! One simulated history: build the cluster, run clients under faults, heal, check.
+//!
+//! The cluster: five storage nodes, shard 1 (keys 0..100) on three of them and shard 2
+//! (keys 100..200) on all five, the coordinator, and three clients contending for a few
+//! keys of each shard. Faults run from 0.3 s to `fault_end`; then everything heals and the
+//! clients go on until `stop_at`, when they stop starting operations; the run ends once
+//! they are idle (bounded). Then every checker runs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardline_coordinator::meta::{ClusterMeta, ServerMeta, ShardMeta};
+use shardline_protocol::{Schema, ShardId, ShardSpec, Value};
+use shardline_storage_node::replica::ReplicaConfig;
+use shardline_storage_node::store::TableStore;
+
+use crate::check;
+use crate::client::SimClient;
+use crate::coordinator::{CoordTiming, SimCoordinator};
+use crate::faults::{self, FaultMix};
+use crate::history::{History, Key};
+use crate::node::SimNode;
+use crate::world::{Addr, Event, Msg, NetConfig, Nanos, World, MS};
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The seed: everything else random follows from it.
+    pub seed: u64,
+    /// Which faults to draw.
+    pub faults: FaultMix,
+    /// When faults stop and everything heals.
+    pub fault_end: Nanos,
+    /// When clients stop starting operations.
+    pub stop_at: Nanos,
+    /// Test-only: the primary commits on its own fsync (the checkers must catch it).
+    pub broken_commit_rule: bool,
+    /// Print every event.
+    pub verbose: bool,
+    /// Clock drift bound, in parts per million.
+    pub drift_ppm: i64,
+}
+
+impl RunConfig {
+    /// The default run for `seed`: every fault kind, 3 s of faults, 6 s of clients.
+    pub fn new(seed: u64) -> RunConfig {
+        RunConfig {
+            seed,
+            faults: FaultMix::all(),
+            fault_end: 3_000 * MS,
+            stop_at: 7_000 * MS,
+            broken_commit_rule: false,
+            verbose: false,
+            drift_ppm: 500,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Events handled.
+    pub events: u64,
+    /// Hash of the event trace (equal seeds, equal hashes).
+    pub trace_hash: u64,
+    /// Client operations recorded.
+    pub ops: usize,
+    /// Acknowledged writes.
+    pub acked: usize,
+    /// Simulated time at the end.
+    pub sim_time: Nanos,
+    /// Each checker that fired, with what it saw.
+    pub violations: Vec<String>,
+}
+
+const NODES: usize = 5;
+const SHARDS: [(u32, i64, usize); 2] = [(1, 0, 3), (2, 100, 5)];
+const KEYS_PER_SHARD: i64 = 4;
+const CLIENTS: u32 = 3;
+
+/// The simulated cluster and its observers.
+struct Cluster {
+    world: World,
+    nodes: Vec<SimNode>,
+    coordinator: SimCoordinator,
+    clients: Vec<SimClient>,
+    history: History,
+}
+
+fn build(cfg: &RunConfig) -> Cluster {
+    let mut world = World::new(cfg.seed, NetConfig { loss: 0.0, duplicate: 0.0, min_delay: 100_000, max_delay: 100_000 });
+    world.verbose = cfg.verbose;
+    if cfg.faults.partitions {
+        world.net = NetConfig {
+            loss: world.rng.range(0, 30) as f64 / 1000.0,
+            duplicate: world.rng.range(0, 20) as f64 / 1000.0,
+            min_delay: 50_000,
+            max_delay: world.rng.range(200_000, 3 * MS),
+        };
+    }
+    let settings = ReplicaConfig {
+        node: String::new(),
+        addr: String::new(),
+        write_timeout: Duration::from_millis(2000),
+        sync_heartbeat: Duration::from_millis(50),
+        peer_timeout: Duration::from_millis(500),
+        snapshot_lag: 40,
+        log_retain: 8,
+        incarnation: 1,
+        broken_commit_rule: cfg.broken_commit_rule,
+    };
+    let schema = Schema::seed();
+    let mut meta = ClusterMeta { schema: Some(schema.clone()), ..ClusterMeta::default() };
+    let mut nodes: Vec<SimNode> = (0..NODES)
+        .map(|i| {
+            let drift = world.rng.range(0, 2 * cfg.drift_ppm as u64 + 1) as i64 - cfg.drift_ppm;
+            SimNode::new(i, drift, settings.clone())
+        })
+        .collect();
+    for n in &nodes {
+        meta.servers.insert(n.name.clone(), ServerMeta { addr: n.name.clone() });
+    }
+    let mut keys = Vec::new();
+    for (id, low, replicas) in SHARDS {
+        let spec = ShardSpec { id: ShardId(id), low, size: 100 };
+        let names: Vec<String> = nodes[..replicas].iter().map(|n| n.name.clone()).collect();
+        for n in &mut nodes[..replicas] {
+            n.configure(spec, schema.clone());
+        }
+        meta.shards.insert(
+            spec.id,
+            ShardMeta { spec, term: 0, primary: None, replicas: names, catch_up: Default::default() },
+        );
+        keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
+    }
+    let coordinator = SimCoordinator::new(meta, CoordTiming::default());
+    let clients = (0..CLIENTS).map(|c| SimClient::new(c, keys.clone())).collect();
+    world.after(0, Event::Heartbeat);
+    world.after(50 * MS, Event::Reconcile);
+    for n in 0..NODES {
+        let offset = world.rng.range(0, 10 * MS);
+        world.after(offset, Event::NodeTick(n));
+    }
+    for c in 0..CLIENTS {
+        world.after(300 * MS + u64::from(c) * MS, Event::ClientStep(c));
+    }
+    if cfg.faults.any() {
+        faults::schedule(&mut world, NODES, cfg.faults, 300 * MS, cfg.fault_end);
+    }
+    Cluster { world, nodes, coordinator, clients, history: History::new() }
+}
+
+impl Cluster {
+    fn handle(&mut self, event: Event) {
+        let w = &mut self.world;
+        match event {
+            Event::Deliver { from, to, msg } => match (to, msg) {
+                (Addr::Node(n), msg) => self.nodes[n].handle(w, from, msg),
+                (Addr::Coord, Msg::ControlAnswer { id, response }) => self.coordinator.on_answer(w, id, response),
+                (Addr::Client(c), Msg::ClientAnswer { id, answer }) => {
+                    self.clients[c as usize].on_answer(w, &mut self.history, id, answer)
+                }
+                _ => {}
+            },
+            Event::NodeTick(n) => {
+                self.nodes[n].tick(w);
+                w.after(10 * MS, Event::NodeTick(n));
+            }
+            Event::Heartbeat => self.coordinator.heartbeat(w),
+            Event::Reconcile => self.coordinator.reconcile(w),
+            Event::ClientStep(c) => self.clients[c as usize].step(w, &mut self.history, &self.coordinator),
+            Event::ClientTimeout { client, attempt } => {
+                self.clients[client as usize].on_timeout(w, &mut self.history, attempt)
+            }
+            Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
+        }
+    }
+}
+
+/// Runs one history and checks it.
+pub fn run(cfg: &RunConfig) -> Report {
+    let mut c = build(cfg);
+    let mut stopped = false;
+    let hard_end = cfg.stop_at + 8_000 * MS;
+    while let Some(event) = c.world.pop(hard_end) {
+        c.handle(event);
+        if !stopped && c.world.now >= cfg.stop_at {
+            stopped = true;
+            for client in &mut c.clients {
+                client.stopped = true;
+            }
+        }
+        if stopped && c.clients.iter().all(|cl| !cl.busy()) && c.world.now >= cfg.stop_at + 500 * MS {
+            break;
+        }
+    }
+    let violations = check_all(&c, cfg);
+    Report {
+        seed: cfg.seed,
+        events: c.world.handled,
+        trace_hash: c.world.trace_hash,
+        ops: c.history.len(),
+        acked: c.clients.iter().map(|cl| cl.acks.len()).sum(),
+        sim_time: c.world.now,
+        violations,
+    }
+}
+
+fn value_of(values: &[Value]) -> u64 {
+    match values.get(1) {
+        Some(Value::Int(v)) => *v as u64,
+        _ => 0,
+    }
+}
+
+/// Every checker, on the finished run.
+fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut final_state: BTreeMap<Key, Option<u64>> = BTreeMap::new();
+    let mut complete = true;
+    for (&shard, meta) in &c.coordinator.meta.shards {
+        let primary = meta.primary.as_deref().and_then(|p| c.nodes.iter().find(|n| n.name == p && n.up));
+        let Some(replica) = primary.and_then(|n| n.replicas.get(&shard)).filter(|r| r.ready()) else {
+            out.push(format!("liveness: shard {shard} has no ready primary at the end of the run"));
+            complete = false;
+            continue;
+        };
+        let rows = replica.table().read_range(meta.spec.low, meta.spec.high().unwrap_or(i64::MAX)).unwrap_or_default();
+        for k in meta.spec.low + 1..=meta.spec.low + KEYS_PER_SHARD {
+            final_state.insert(k, rows.iter().find(|r| r.key == k).map(|r| value_of(&r.values)));
+        }
+        let state = replica.state();
+        let mut logs = Vec::new();
+        let mut tables = Vec::new();
+        for name in &meta.replicas {
+            let Some(r) = c.nodes.iter().find(|n| &n.name == name && n.up).and_then(|n| n.replicas.get(&shard)) else {
+                continue;
+            };
+            logs.push((name.clone(), r.log_digest()));
+            let s = r.state();
+            if s.serving && s.applied_index == state.applied_index {
+                let rows = r.table().read_range(i64::MIN, i64::MAX).unwrap_or_default();
+                tables.push((name.clone(), rows.iter().map(|row| (row.key, value_of(&row.values))).collect()));
+            }
+        }
+        if let Err(v) = check::logs_converge(&logs, state.commit_index) {
+            out.push(format!("shard {shard}: {v}"));
+        }
+        if let Err(v) = check::tables_converge(&tables) {
+            out.push(format!("shard {shard}: {v}"));
+        }
+    }
+    let result = if complete {
+        check::linearizable_with_final(&c.history, &final_state)
+    } else {
+        check::linearizable(&c.history)
+    };
+    if let Err(v) = result {
+        out.push(v.to_string());
+    }
+    if complete {
+        if let Err(v) = check::refused_absent(&c.history, &final_state) {
+            out.push(v.to_string());
+        }
+    }
+    let acks: Vec<_> = c.clients.iter().flat_map(|cl| cl.acks.iter().cloned()).collect();
+    if let Err(v) = check::one_primary_per_term(&acks) {
+        out.push(v.to_string());
+    }
+    let leases: Vec<_> = c
+        .nodes
+        .iter()
+        .flat_map(|n| n.leases.iter().map(|l| (l.shard, l.term, l.node.clone(), l.from, l.until)))
+        .collect();
+    if let Err(v) = check::leases_disjoint(&leases) {
+        out.push(v.to_string());
+    }
+    let healed_acks = c.clients.iter().flat_map(|cl| cl.acked_at.iter()).filter(|&&t| t >= cfg.fault_end).count();
+    if healed_acks == 0 {
+        out.push(format!("liveness: no write was acknowledged after the faults healed at {} ms", cfg.fault_end / MS));
+    }
+    out
+}
