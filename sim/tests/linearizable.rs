@@ -66,7 +66,11 @@ fn lost_acknowledged_insert_fails_against_the_final_state() {
 #[test]
 fn a_final_value_nobody_wrote_fails() {
     let violation = linearizable_with_final(&History::new(), &final_state(&[(9, 3)])).unwrap_err();
-    assert!(matches!(violation, Violation::NotLinearizable { key: 9, .. }), "{violation}");
+    assert_eq!(violation, Violation::ValueFromNowhere { key: 9, value: 3, read: None });
+    assert_eq!(
+        violation.to_string(),
+        "linearizable: key 9: value 3, which no acknowledged or unknown write wrote, is in the final state"
+    );
 }
 
 #[test]
@@ -102,8 +106,10 @@ fn unknown_write_has_no_upper_bound_but_does_not_undo_itself() {
 
 #[test]
 fn refused_write_observed_later_fails() {
-    let h = history([op(1, Insert(5), 0, 1, Refused), op(2, READ, 2, 3, seen(Some(5)))]);
-    assert_not_linearizable(&h, 0);
+    let read = op(2, READ, 2, 3, seen(Some(5)));
+    let h = history([op(1, Insert(5), 0, 1, Refused), read.clone()]);
+    let violation = linearizable(&h).unwrap_err();
+    assert_eq!(violation, Violation::ValueFromNowhere { key: 0, value: 5, read: Some(Box::new(read)) });
     let h = history([op(1, Insert(5), 0, 1, Refused)]);
     linearizable_with_final(&h, &BTreeMap::new()).unwrap();
     assert!(linearizable_with_final(&h, &final_state(&[(0, 5)])).is_err());
@@ -174,7 +180,7 @@ fn ops_that_touch_at_an_instant_count_as_concurrent() {
 #[test]
 fn keys_are_checked_independently_and_the_bad_one_is_named() {
     let good = op(1, Insert(1), 0, 1, ACK);
-    let bad = Op { key: 2, ..op(2, READ, 0, 1, seen(Some(7))) };
+    let bad = Op { key: 2, ..op(2, Insert(7), 0, 1, PreconditionFailed) };
     let h = history([good, bad]);
     let violation = assert_not_linearizable(&h, 2);
     assert!(violation.to_string().contains("key 2"), "{violation}");
@@ -190,14 +196,15 @@ fn malformed_ops_are_reported_as_such() {
 
 #[test]
 fn exceeding_the_state_limit_is_reported_not_passed() {
-    // Twelve overlapping updates and a read of a value none of them wrote: every order is
-    // tried before the search can say no.
+    // Twelve overlapping updates, then two reads that disagree on which landed last: every
+    // order is tried before the search can say no.
     let mut ops = vec![op(0, Insert(1), 0, 1, ACK)];
     ops.extend((0..12).map(|i| op(i + 1, Update(100 + u64::from(i)), 2, 50, ACK)));
-    ops.push(op(20, READ, 60, 61, seen(Some(999))));
+    ops.push(op(20, READ, 60, 61, seen(Some(100))));
+    ops.push(op(20, READ, 62, 63, seen(Some(101))));
     let h = history(ops);
     let violation = linearizable_bounded(&h, None, 100).unwrap_err();
-    assert!(matches!(violation, Violation::SearchLimit { key: 0, ops: 14, .. }), "{violation}");
+    assert!(matches!(violation, Violation::SearchLimit { key: 0, ops: 15, .. }), "{violation}");
     assert!(violation.to_string().contains("not a pass"), "{violation}");
     assert!(matches!(linearizable(&h).unwrap_err(), Violation::NotLinearizable { .. }));
 }

@@ -46,7 +46,7 @@ proptest! {
         history.ops[read].outcome = Outcome::Read(Some(u64::MAX));
         let key = history.ops[read].key;
         let violation = check::linearizable(&history).unwrap_err();
-        prop_assert!(matches!(violation, Violation::NotLinearizable { key: k, .. } if k == key), "{}", violation);
+        prop_assert!(matches!(violation, Violation::ValueFromNowhere { key: k, .. } if k == key), "{}", violation);
     }
 
     #[test]

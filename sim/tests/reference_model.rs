@@ -145,7 +145,7 @@ fn agree(seed: u64, unknown: u64) {
         };
         match &verdict {
             Ok(()) => accepted += 1,
-            Err(Violation::NotLinearizable { .. }) => rejected += 1,
+            Err(Violation::NotLinearizable { .. } | Violation::ValueFromNowhere { .. }) => rejected += 1,
             Err(other) => panic!("unexpected {other}"),
         }
         assert_eq!(verdict.is_ok(), expected, "round {round}: {verdict:?}\n{history:#?}\nfinal: {final_state:?}");

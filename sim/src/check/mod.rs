@@ -77,6 +77,16 @@ pub enum Violation {
         /// The replicas' final value, if the final read is among those next in line.
         final_value: Option<Option<Value>>,
     },
+    /// A read, or the final state, returned a value that no operation on the key that could
+    /// take effect (acknowledged or unknown) wrote.
+    ValueFromNowhere {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Value,
+        /// The read that returned it; `None` if it is in the final state.
+        read: Option<Box<Op>>,
+    },
     /// The linearizability search gave up: this is not a pass.
     SearchLimit {
         /// The key.
@@ -172,6 +182,13 @@ impl fmt::Display for Violation {
                     write!(f, "\n  final state of the replicas: {}", show(*value))?;
                 }
                 Ok(())
+            }
+            Violation::ValueFromNowhere { key, value, read } => {
+                write!(f, "linearizable: key {key}: value {value}, which no acknowledged or unknown write wrote, ")?;
+                match read {
+                    Some(op) => write!(f, "was read by {op}"),
+                    None => f.write_str("is in the final state"),
+                }
             }
             Violation::SearchLimit { key, ops, states } => {
                 write!(f, "linearizable: key {key}: search gave up after {states} states over {ops} ops (not a pass)")
