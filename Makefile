@@ -1,7 +1,7 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test fuzz-smoke bench bench-write bench-seed bench-peer fmt lint images all up clean
+.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer fmt lint images all up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -12,6 +12,12 @@ run: ## build in release and start a local cluster (shardline up; ARGS="--data-d
 
 test: ## build everything and run every test (unit, property, integration)
 	$(CARGO) test --workspace --locked
+
+SEEDS ?= 2000
+FAULTS ?= all
+sim: ## deterministic cluster simulation: SEEDS seeds (default 2000) of FAULTS (all|none|crashes,pauses,partitions,disk); SCENARIO=name for a scripted one
+	$(CARGO) build --release -p shardline-sim
+	./target/release/shardline-sim --seeds $(SEEDS) --faults $(FAULTS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(SIM_ARGS)
 
 fuzz-smoke: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly
 	bash fuzz/smoke.sh

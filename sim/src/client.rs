@@ -107,7 +107,9 @@ impl SimClient {
         self.seq += 1;
         let (client_id, seq) = (1000 + u64::from(self.id), self.seq);
         let (kind, request) = match world.rng.range(0, 100) {
-            0..30 => (OpKind::Insert(value), ClientRequest::Write(Operation::Write { client_id, seq, rows: vec![row] })),
+            0..30 => {
+                (OpKind::Insert(value), ClientRequest::Write(Operation::Write { client_id, seq, rows: vec![row] }))
+            }
             30..55 => (OpKind::Update(value), ClientRequest::Write(Operation::Update { client_id, seq, row })),
             55..70 => (OpKind::Delete, ClientRequest::Write(Operation::Delete { client_id, seq, key })),
             _ => (OpKind::Read, ClientRequest::Read(key)),
@@ -126,15 +128,25 @@ impl SimClient {
     }
 
     /// An answer from a node.
-    pub fn on_answer(&mut self, world: &mut World, history: &mut History, id: u64, answer: Result<ClientAnswer, ErrorCode>) {
+    pub fn on_answer(
+        &mut self,
+        world: &mut World,
+        history: &mut History,
+        id: u64,
+        answer: Result<ClientAnswer, ErrorCode>,
+    ) {
         let Some(p) = &self.pending else { return };
         if p.attempt != id {
             return;
         }
         match answer {
-            Ok(ClientAnswer::Committed { shard, term, .. }) => {
-                let node = p.target.clone().unwrap_or_default();
-                self.acks.push((shard.0, term, node));
+            Ok(ClientAnswer::Committed { shard, term, rows, .. }) => {
+                // A retry answered from an earlier attempt's commit names that commit's
+                // term, not the answering primary's: only fresh commits say who led.
+                if rows > 0 {
+                    let node = p.target.clone().unwrap_or_default();
+                    self.acks.push((shard.0, term, node));
+                }
                 self.acked_at.push(world.now);
                 self.finish(world, history, Some(Outcome::Ok));
             }
@@ -183,7 +195,14 @@ impl SimClient {
     fn finish(&mut self, world: &mut World, history: &mut History, outcome: Option<Outcome>) {
         let p = self.pending.take().expect("an operation in flight");
         if let Some(outcome) = outcome {
-            history.push(Op { client: self.id, key: p.key, kind: p.kind, invoke: p.invoke, complete: world.now, outcome });
+            history.push(Op {
+                client: self.id,
+                key: p.key,
+                kind: p.kind,
+                invoke: p.invoke,
+                complete: world.now,
+                outcome,
+            });
         }
         let think = world.rng.range(MS, 20 * MS);
         world.after(think, Event::ClientStep(self.id));

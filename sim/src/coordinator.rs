@@ -159,7 +159,8 @@ impl SimCoordinator {
                     }
                     let s = &self.meta.shards[&shard];
                     let Some(primary) = s.primary.clone() else { continue };
-                    let request = ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
+                    let request =
+                        ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
                     self.call(world, &server.clone(), request, Call::Follow { shard, node: server });
                 }
                 Action::Configure { .. } | Action::Respawn(_) => {}
@@ -207,8 +208,7 @@ impl SimCoordinator {
                 e.deadline = world.now + self.timing.call_timeout;
                 let (term, replicas) = (e.term, e.replicas.clone());
                 let followers = replicas.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();
-                let request =
-                    ControlRequest::BecomePrimary { shard, term, followers, lease_ms: self.timing.lease_ms };
+                let request = ControlRequest::BecomePrimary { shard, term, followers, lease_ms: self.timing.lease_ms };
                 self.call(world, &primary.clone(), request, Call::Lead { shard, term, node: primary });
             }
             Decision::NoQuorum { .. } => {
@@ -235,7 +235,9 @@ impl SimCoordinator {
                 e.answered.insert(node.clone());
                 match response {
                     ControlResponse::Vote(v) => e.votes.push((node, v)),
-                    ControlResponse::Error(ErrorCode::StaleTerm { current, .. }) => e.newer = e.newer.max(Some(current)),
+                    ControlResponse::Error(ErrorCode::StaleTerm { current, .. }) => {
+                        e.newer = e.newer.max(Some(current))
+                    }
                     _ => {}
                 }
                 if e.answered.len() == e.replicas.len() {

@@ -9,26 +9,91 @@ use crate::world::{Addr, Event, Nanos, World, MS};
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// The node's process dies (unsynced writes lost, maybe a torn tail).
-    Crash { node: usize, torn: Option<usize> },
+    Crash {
+        /// The node.
+        node: usize,
+        /// Bytes of the unsynced tail that reach the disk anyway, if any.
+        torn: Option<usize>,
+    },
     /// The node starts again on its data.
-    Restart { node: usize },
+    Restart {
+        /// The node.
+        node: usize,
+    },
     /// The node stops (SIGSTOP): what arrives waits.
-    Pause { node: usize },
+    Pause {
+        /// The node.
+        node: usize,
+    },
     /// The node continues (SIGCONT) with everything that queued up.
-    Wake { node: usize },
+    Wake {
+        /// The node.
+        node: usize,
+    },
     /// The node is cut off from the other nodes and the coordinator (clients still reach
     /// it); `one_way` cuts only its outgoing (`Some(true)`) or incoming (`Some(false)`) side.
-    Isolate { node: usize, one_way: Option<bool> },
+    Isolate {
+        /// The node.
+        node: usize,
+        /// Which side only is cut, if only one.
+        one_way: Option<bool>,
+    },
     /// The node's links come back.
-    Reconnect { node: usize },
+    Reconnect {
+        /// The node.
+        node: usize,
+    },
     /// One bit of the node's stored log bytes flips (seen when it next opens its log).
-    Flip { node: usize, at: u64, bit: u8 },
+    Flip {
+        /// The node.
+        node: usize,
+        /// Which stored byte (modulo the bytes there are).
+        at: u64,
+        /// Which bit of it.
+        bit: u8,
+    },
     /// The node's next log fsync fails.
-    FailSync { node: usize },
+    FailSync {
+        /// The node.
+        node: usize,
+    },
     /// The node's next log write fails (no space).
-    FailWrite { node: usize },
+    FailWrite {
+        /// The node.
+        node: usize,
+    },
     /// Every fault ends: links back, paused nodes woken, crashed nodes restarted.
     HealAll,
+    /// Whatever node is the shard's primary when this fires gets `fault` (with its
+    /// `node` replaced), and `then` after `after` nanoseconds: for scripted schedules.
+    OnPrimary {
+        /// The shard whose primary is hit.
+        shard: u32,
+        /// The fault (its node is filled in).
+        fault: Box<Fault>,
+        /// What ends it (its node is filled in too).
+        then: Option<Box<Fault>>,
+        /// How long until `then`.
+        after: Nanos,
+    },
+}
+
+impl Fault {
+    /// The same fault aimed at `target`.
+    pub fn at(self, target: usize) -> Fault {
+        match self {
+            Fault::Crash { torn, .. } => Fault::Crash { node: target, torn },
+            Fault::Restart { .. } => Fault::Restart { node: target },
+            Fault::Pause { .. } => Fault::Pause { node: target },
+            Fault::Wake { .. } => Fault::Wake { node: target },
+            Fault::Isolate { one_way, .. } => Fault::Isolate { node: target, one_way },
+            Fault::Reconnect { .. } => Fault::Reconnect { node: target },
+            Fault::Flip { at, bit, .. } => Fault::Flip { node: target, at, bit },
+            Fault::FailSync { .. } => Fault::FailSync { node: target },
+            Fault::FailWrite { .. } => Fault::FailWrite { node: target },
+            other => other,
+        }
+    }
 }
 
 /// Which kinds of fault a run draws from.
@@ -71,7 +136,9 @@ impl FaultMix {
                 "partitions" => mix.partitions = true,
                 "disk" => mix.disk = true,
                 other => {
-                    return Err(format!("unknown fault kind `{other}`: use all, none, or crashes,pauses,partitions,disk"))
+                    return Err(format!(
+                        "unknown fault kind `{other}`: use all, none, or crashes,pauses,partitions,disk"
+                    ))
                 }
             }
         }
@@ -202,6 +269,7 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 s.disk.fail_appends(1);
             }
         }
+        Fault::OnPrimary { .. } => unreachable!("resolved by the cluster, which knows the primary"),
         Fault::HealAll => {
             world.cut.clear();
             for n in nodes.iter_mut() {

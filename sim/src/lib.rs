@@ -36,6 +36,8 @@
 //! [`SimDisk`]: shardline_storage_node::disk::SimDisk
 //! [`MemTable`]: shardline_storage_node::store::MemTable
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod client;
 pub mod coordinator;
@@ -44,4 +46,5 @@ pub mod history;
 pub mod node;
 pub mod rng;
 pub mod run;
+pub mod scenarios;
 pub mod world;

@@ -34,11 +34,15 @@ pub struct Storage {
 /// A lease a primary held, in global time, for the checker.
 #[derive(Debug, Clone)]
 pub struct LeaseRecord {
-    /// Shard, term, node, from, until.
+    /// The shard.
     pub shard: u32,
+    /// The term it was held in.
     pub term: u64,
+    /// The node holding it.
     pub node: String,
+    /// When it was first held (global time).
     pub from: Nanos,
+    /// When it ended (global time).
     pub until: Nanos,
 }
 
@@ -158,13 +162,8 @@ impl SimNode {
         self.up = true;
         let cfg = self.config();
         for (id, s) in &self.storage {
-            let opened = Replica::open(
-                cfg.clone(),
-                s.table.clone(),
-                s.disk.clone(),
-                Arc::new(Failpoints::none()),
-                None,
-            );
+            let opened =
+                Replica::open(cfg.clone(), s.table.clone(), s.disk.clone(), Arc::new(Failpoints::none()), None);
             if let Ok(replica) = opened {
                 self.replicas.insert(*id, replica);
             }
@@ -309,7 +308,12 @@ impl SimNode {
                 match effect {
                     Effect::WriteDone { token, result } => {
                         if let Some((client, id)) = self.waiting.remove(&(shard, token)) {
-                            let answer = result.map(|c| ClientAnswer::Committed { shard, term: c.term, index: c.index });
+                            let answer = result.map(|c| ClientAnswer::Committed {
+                                shard,
+                                term: c.term,
+                                index: c.index,
+                                rows: c.rows,
+                            });
                             world.send(me, client, Msg::ClientAnswer { id, answer });
                         }
                     }
@@ -339,7 +343,13 @@ impl SimNode {
                     self.open_lease.remove(&shard);
                 }
                 if let Some(until) = held {
-                    self.leases.push(LeaseRecord { shard: shard.0, term: state.term, node: self.name.clone(), from: now, until });
+                    self.leases.push(LeaseRecord {
+                        shard: shard.0,
+                        term: state.term,
+                        node: self.name.clone(),
+                        from: now,
+                        until,
+                    });
                     self.open_lease.insert(shard, self.leases.len() - 1);
                 }
             }

@@ -17,10 +17,10 @@ use shardline_storage_node::store::TableStore;
 use crate::check;
 use crate::client::SimClient;
 use crate::coordinator::{CoordTiming, SimCoordinator};
-use crate::faults::{self, FaultMix};
+use crate::faults::{self, Fault, FaultMix};
 use crate::history::{History, Key};
 use crate::node::SimNode;
-use crate::world::{Addr, Event, Msg, NetConfig, Nanos, World, MS};
+use crate::world::{Addr, Event, Msg, Nanos, NetConfig, World, MS};
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub verbose: bool,
     /// Clock drift bound, in parts per million.
     pub drift_ppm: i64,
+    /// A scripted schedule (faults at fixed times) instead of, or beside, random faults.
+    pub script: Vec<(Nanos, Fault)>,
 }
 
 impl RunConfig {
@@ -52,6 +54,7 @@ impl RunConfig {
             broken_commit_rule: false,
             verbose: false,
             drift_ppm: 500,
+            script: Vec::new(),
         }
     }
 }
@@ -90,7 +93,8 @@ struct Cluster {
 }
 
 fn build(cfg: &RunConfig) -> Cluster {
-    let mut world = World::new(cfg.seed, NetConfig { loss: 0.0, duplicate: 0.0, min_delay: 100_000, max_delay: 100_000 });
+    let mut world =
+        World::new(cfg.seed, NetConfig { loss: 0.0, duplicate: 0.0, min_delay: 100_000, max_delay: 100_000 });
     world.verbose = cfg.verbose;
     if cfg.faults.partitions {
         world.net = NetConfig {
@@ -129,10 +133,8 @@ fn build(cfg: &RunConfig) -> Cluster {
         for n in &mut nodes[..replicas] {
             n.configure(spec, schema.clone());
         }
-        meta.shards.insert(
-            spec.id,
-            ShardMeta { spec, term: 0, primary: None, replicas: names, catch_up: Default::default() },
-        );
+        meta.shards
+            .insert(spec.id, ShardMeta { spec, term: 0, primary: None, replicas: names, catch_up: Default::default() });
         keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
     }
     let coordinator = SimCoordinator::new(meta, CoordTiming::default());
@@ -145,6 +147,9 @@ fn build(cfg: &RunConfig) -> Cluster {
     }
     for c in 0..CLIENTS {
         world.after(300 * MS + u64::from(c) * MS, Event::ClientStep(c));
+    }
+    for (at, fault) in &cfg.script {
+        world.after(*at, Event::Fault(fault.clone()));
     }
     if cfg.faults.any() {
         faults::schedule(&mut world, NODES, cfg.faults, 300 * MS, cfg.fault_end);
@@ -173,6 +178,15 @@ impl Cluster {
             Event::ClientStep(c) => self.clients[c as usize].step(w, &mut self.history, &self.coordinator),
             Event::ClientTimeout { client, attempt } => {
                 self.clients[client as usize].on_timeout(w, &mut self.history, attempt)
+            }
+            Event::Fault(Fault::OnPrimary { shard, fault, then, after }) => {
+                let primary = self.coordinator.primary_of(ShardId(shard)).and_then(|p| p.strip_prefix('N'));
+                if let Some(node) = primary.and_then(|n| n.parse().ok()) {
+                    faults::apply(w, &mut self.nodes, fault.at(node));
+                    if let Some(then) = then {
+                        w.after(after, Event::Fault(then.at(node)));
+                    }
+                }
             }
             Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
         }

@@ -8,7 +8,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
-use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, Operation, PeerRequest, PeerResponse, Row, ShardId};
+use shardline_protocol::{
+    ControlRequest, ControlResponse, ErrorCode, Operation, PeerRequest, PeerResponse, Row, ShardId,
+};
 use shardline_storage_node::replica::Link;
 
 use crate::rng::Rng;
@@ -43,7 +45,16 @@ pub enum ClientRequest {
 #[derive(Debug, Clone)]
 pub enum ClientAnswer {
     /// The write committed at (term, index) on the shard.
-    Committed { shard: ShardId, term: u64, index: u64 },
+    Committed {
+        /// The shard.
+        shard: ShardId,
+        /// The entry's term.
+        term: u64,
+        /// The entry's index.
+        index: u64,
+        /// Rows it wrote (0: a retry answered from what an earlier attempt committed).
+        rows: u64,
+    },
     /// The rows read.
     Rows(Vec<Row>),
 }
@@ -52,24 +63,65 @@ pub enum ClientAnswer {
 #[derive(Debug, Clone)]
 pub enum Msg {
     /// Client to node.
-    Client { id: u64, request: ClientRequest },
+    Client {
+        /// The attempt's number.
+        id: u64,
+        /// What is asked.
+        request: ClientRequest,
+    },
     /// Node to client.
-    ClientAnswer { id: u64, answer: Result<ClientAnswer, ErrorCode> },
+    ClientAnswer {
+        /// The attempt answered.
+        id: u64,
+        /// The answer.
+        answer: Result<ClientAnswer, ErrorCode>,
+    },
     /// Coordinator to node.
-    Control { id: u64, request: ControlRequest },
+    Control {
+        /// The call's number.
+        id: u64,
+        /// The request.
+        request: ControlRequest,
+    },
     /// Node to coordinator.
-    ControlAnswer { id: u64, response: ControlResponse },
+    ControlAnswer {
+        /// The call answered.
+        id: u64,
+        /// The answer.
+        response: ControlResponse,
+    },
     /// Primary to follower.
-    Peer { link: Link, shard: ShardId, request: PeerRequest },
+    Peer {
+        /// The replica core's name for the message.
+        link: Link,
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        request: PeerRequest,
+    },
     /// Follower to primary.
-    PeerAnswer { link: Link, shard: ShardId, response: PeerResponse },
+    PeerAnswer {
+        /// The message answered.
+        link: Link,
+        /// The shard.
+        shard: ShardId,
+        /// The answer.
+        response: PeerResponse,
+    },
 }
 
 /// Something that happens at a moment of simulated time.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A message arrives.
-    Deliver { from: Addr, to: Addr, msg: Msg },
+    Deliver {
+        /// The sender.
+        from: Addr,
+        /// The receiver.
+        to: Addr,
+        /// The message.
+        msg: Msg,
+    },
     /// A node's periodic tick.
     NodeTick(usize),
     /// The coordinator's heartbeat round.
@@ -79,7 +131,12 @@ pub enum Event {
     /// A client starts its next operation (or retries the current one).
     ClientStep(u32),
     /// A client's attempt `attempt` got no answer in time.
-    ClientTimeout { client: u32, attempt: u64 },
+    ClientTimeout {
+        /// The client.
+        client: u32,
+        /// The attempt.
+        attempt: u64,
+    },
     /// A scheduled fault (or its end).
     Fault(crate::faults::Fault),
 }

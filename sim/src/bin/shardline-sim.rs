@@ -6,6 +6,7 @@ use anyhow::bail;
 use clap::Parser;
 use shardline_sim::faults::FaultMix;
 use shardline_sim::run::{run, RunConfig};
+use shardline_sim::scenarios;
 
 /// Runs the cluster simulator: each seed is one history of clients, faults and healing,
 /// checked for lost acknowledged writes, refused writes that happened, non-linearizable
@@ -23,6 +24,9 @@ struct Args {
     /// Faults to draw: all, none, or a list of crashes,pauses,partitions,disk.
     #[arg(long, default_value = "all")]
     faults: String,
+    /// Run a named, scripted schedule instead of random faults (`--scenario list` lists them).
+    #[arg(long)]
+    scenario: Option<String>,
     /// Print every event of each run (use with one seed).
     #[arg(long)]
     trace: bool,
@@ -44,13 +48,31 @@ fn main() -> anyhow::Result<()> {
         bail!("--seeds must be at least 1");
     }
     let faults = FaultMix::parse(&args.faults).map_err(anyhow::Error::msg)?;
+    if args.scenario.as_deref() == Some("list") {
+        for s in scenarios::SCENARIOS {
+            println!("{}: {}", s.name, s.about.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        return Ok(());
+    }
+    let scenario = match args.scenario.as_deref() {
+        Some(name) => {
+            Some(scenarios::find(name).ok_or_else(|| anyhow::anyhow!("no scenario `{name}` (try --scenario list)"))?)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let (mut events, mut failed, mut shown) = (0u64, 0u64, 0usize);
     for seed in args.seed..args.seed + args.seeds {
-        let mut cfg = RunConfig::new(seed);
+        let mut cfg = match scenario {
+            Some(s) => s.config(seed),
+            None => {
+                let mut cfg = RunConfig::new(seed);
+                cfg.faults = faults;
+                cfg
+            }
+        };
         cfg.verbose = args.trace;
         cfg.broken_commit_rule = args.broken_commit_rule;
-        cfg.faults = faults;
         let report = run(&cfg);
         events += report.events;
         if !report.violations.is_empty() {
@@ -62,9 +84,12 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("  {v}");
                 }
                 let broken = if args.broken_commit_rule { " --broken-commit-rule" } else { "" };
-                let faults = &args.faults;
+                let what = match scenario {
+                    Some(s) => format!("--scenario {}", s.name),
+                    None => format!("--faults {}", args.faults),
+                };
                 eprintln!(
-                    "  replay: cargo run --release -p shardline-sim -- --seed {seed} --seeds 1 --faults {faults} --trace{broken}"
+                    "  replay: cargo run --release -p shardline-sim -- --seed {seed} --seeds 1 {what} --trace{broken}"
                 );
             }
             if args.fail_fast {

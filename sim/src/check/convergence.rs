@@ -5,13 +5,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Slot, Violation};
 use crate::history::{Key, Value};
 
+/// One log entry as the checker sees it: `(term, index, crc)`.
+pub type EntryId = (u64, u64, u32);
+
 /// Checks that the entries at indices up to `committed` agree across replicas; each item of
 /// `logs` is `(replica, [(term, index, crc)])` in log order.
 ///
 /// A replica may have compacted a prefix or lag behind, so only indices that two replicas
 /// both hold are compared. Each log must itself be well formed: contiguous indices and
 /// terms that never decrease.
-pub fn logs_converge(logs: &[(String, Vec<(u64, u64, u32)>)], committed: u64) -> Result<(), Violation> {
+pub fn logs_converge(logs: &[(String, Vec<EntryId>)], committed: u64) -> Result<(), Violation> {
     let mut slots: BTreeMap<u64, Vec<Slot>> = BTreeMap::new();
     for (replica, entries) in logs {
         for pair in entries.windows(2) {
@@ -68,7 +71,7 @@ pub fn tables_converge(tables: &[(String, BTreeMap<Key, Value>)]) -> Result<(), 
 mod tests {
     use super::*;
 
-    fn log(replica: &str, first: u64, terms: &[u64]) -> (String, Vec<(u64, u64, u32)>) {
+    fn log(replica: &str, first: u64, terms: &[u64]) -> (String, Vec<EntryId>) {
         let entries = terms.iter().zip(first..).map(|(&term, index)| (term, index, (term * 1000 + index) as u32));
         (replica.to_string(), entries.collect())
     }

@@ -21,7 +21,7 @@ use std::fmt;
 
 use crate::history::{Key, Op, Time, Value};
 
-pub use convergence::{logs_converge, tables_converge};
+pub use convergence::{logs_converge, tables_converge, EntryId};
 pub use leadership::{leases_disjoint, one_primary_per_term};
 pub use linearizable::{linearizable, linearizable_bounded, linearizable_with_final, DEFAULT_STATE_LIMIT};
 pub use refused::{refused_absent, unique_values};
@@ -77,6 +77,16 @@ pub enum Violation {
         /// The replicas' final value, if the final read is among those next in line.
         final_value: Option<Option<Value>>,
     },
+    /// A read, or the final state, returned a value that no operation on the key that could
+    /// take effect (acknowledged or unknown) wrote.
+    ValueFromNowhere {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Value,
+        /// The read that returned it; `None` if it is in the final state.
+        read: Option<Box<Op>>,
+    },
     /// The linearizability search gave up: this is not a pass.
     SearchLimit {
         /// The key.
@@ -93,18 +103,18 @@ pub enum Violation {
         /// The value.
         value: Value,
         /// The refused write.
-        refused: Op,
+        refused: Box<Op>,
         /// The read that returned it; `None` if it is in the final state.
-        seen_by: Option<Op>,
+        seen_by: Option<Box<Op>>,
     },
     /// Two writes carry the same value, so seeing it proves nothing.
     DuplicateValue {
         /// The value.
         value: Value,
         /// The first write of it.
-        first: Op,
+        first: Box<Op>,
         /// Another write of it.
-        second: Op,
+        second: Box<Op>,
     },
     /// Two replicas acknowledged writes for one shard in one term.
     TwoPrimaries {
@@ -172,6 +182,13 @@ impl fmt::Display for Violation {
                     write!(f, "\n  final state of the replicas: {}", show(*value))?;
                 }
                 Ok(())
+            }
+            Violation::ValueFromNowhere { key, value, read } => {
+                write!(f, "linearizable: key {key}: value {value}, which no acknowledged or unknown write wrote, ")?;
+                match read {
+                    Some(op) => write!(f, "was read by {op}"),
+                    None => f.write_str("is in the final state"),
+                }
             }
             Violation::SearchLimit { key, ops, states } => {
                 write!(f, "linearizable: key {key}: search gave up after {states} states over {ops} ops (not a pass)")

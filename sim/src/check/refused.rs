@@ -29,8 +29,8 @@ pub fn refused_absent(history: &History, final_state: &BTreeMap<Key, Option<Valu
         let violation = |value: Value, seen_by: Option<&Op>| Violation::RefusedObserved {
             key,
             value,
-            refused: refused[&value].clone(),
-            seen_by: seen_by.cloned(),
+            refused: Box::new(refused[&value].clone()),
+            seen_by: seen_by.cloned().map(Box::new),
         };
         for op in &ops {
             if let (OpKind::Read, Outcome::Read(Some(value))) = (op.kind, op.outcome) {
@@ -54,7 +54,11 @@ pub fn unique_values(history: &History) -> Result<(), Violation> {
     for op in &history.ops {
         let Some(value) = op.kind.written() else { continue };
         if let Some(first) = writers.insert(value, op) {
-            return Err(Violation::DuplicateValue { value, first: first.clone(), second: op.clone() });
+            return Err(Violation::DuplicateValue {
+                value,
+                first: Box::new(first.clone()),
+                second: Box::new(op.clone()),
+            });
         }
     }
     Ok(())
@@ -84,7 +88,10 @@ mod tests {
         let read = op(1, OpKind::Read, Outcome::Read(Some(5)));
         let history: History = [refused.clone(), read.clone()].into_iter().collect();
         let violation = refused_absent(&history, &BTreeMap::new()).unwrap_err();
-        assert_eq!(violation, Violation::RefusedObserved { key: 1, value: 5, refused, seen_by: Some(read) });
+        assert_eq!(
+            violation,
+            Violation::RefusedObserved { key: 1, value: 5, refused: Box::new(refused), seen_by: Some(Box::new(read)) }
+        );
         assert!(violation.to_string().starts_with("refused_absent: key 1: value 5"), "{violation}");
     }
 
