@@ -15,7 +15,7 @@ test: ## build everything and run every test (unit, property, integration)
 
 SEEDS ?= 2000
 FAULTS ?= all
-sim: ## deterministic cluster simulation: SEEDS seeds (default 2000) of FAULTS (all|none|crashes,pauses,partitions,disk); SCENARIO=name for a scripted one
+sim: ## deterministic cluster simulation: SEEDS seeds (default 2000) of FAULTS (all|none|crashes,pauses,partitions,disk,membership); SCENARIO=name for a scripted one
 	$(CARGO) build --release -p shardline-sim
 	./target/release/shardline-sim --seeds $(SEEDS) --faults $(FAULTS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(SIM_ARGS)
 

@@ -1,14 +1,15 @@
-//! Running an election for one shard: persist the new term, fence the replicas with it,
-//! pick the most up-to-date, tell everyone their role.
+//! Running an election for one shard: persist the new term, then drive an
+//! [`ElectionRound`] (fence the replicas with the term, pick the most up-to-date, tell
+//! everyone their role) over real connections.
 
 use std::time::Instant;
 
 use futures::future::join_all;
-use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, ShardId, Vote};
+use shardline_protocol::{ControlResponse, ErrorCode, ShardId};
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
-use crate::election::{decide, Decision};
+use crate::round::{ElectionRound, Outcome};
 
 /// The majority of `n` replicas.
 pub fn majority(n: usize) -> usize {
@@ -34,45 +35,36 @@ impl Coordinator {
             let meta = self.meta();
             replicas.iter().map(|r| meta.addr(r)).collect()
         };
-        let query = ControlRequest::ElectionQuery { shard, term };
-        let answers = join_all(addrs.iter().map(|a| self.control(&a.addr, &query))).await;
-        let mut votes: Vec<(String, Vote)> = Vec::new();
-        let mut newer = None;
-        for (addr, answer) in addrs.iter().zip(answers) {
-            match answer {
-                Ok(ControlResponse::Vote(v)) => votes.push((addr.name.clone(), v)),
-                Ok(ControlResponse::Error(ErrorCode::StaleTerm { current, .. })) => {
-                    newer = newer.max(Some(current));
-                }
-                _ => {}
-            }
-        }
-        if let Some(current) = newer {
-            // A replica knows a newer term than ours (metadata restored from an old copy?):
-            // move past it and let the next round elect.
-            self.update(|meta| {
-                if let Some(s) = meta.shards.get_mut(&shard) {
-                    s.term = s.term.max(current);
-                }
-            })?;
-            return Err(ErrorCode::StaleTerm { current, got: term });
-        }
         let needed = needed.unwrap_or_else(|| majority(replicas.len()));
-        let primary = match decide(&votes, needed) {
-            Decision::Elect { primary, last } => {
-                info!(%shard, term, %primary, last_index = last.index, last_term = last.term, votes = votes.len(), "elected");
-                primary
+        let mut round = ElectionRound::new(shard, term, addrs, needed);
+        let queries = round.queries();
+        let answers = join_all(queries.iter().map(|(a, q)| self.control(&a.addr, q))).await;
+        for ((addr, _), answer) in queries.iter().zip(answers) {
+            round.on_answer(&addr.name, answer.ok());
+        }
+        let lease_ms = self.cfg.lease.as_millis() as u64;
+        let (leader, lead, follow) = match round.outcome(lease_ms) {
+            Outcome::NewerTerm(current) => {
+                // A replica knows a newer term than ours (metadata restored from an old copy?):
+                // move past it and let the next round elect.
+                self.update(|meta| {
+                    if let Some(s) = meta.shards.get_mut(&shard) {
+                        s.term = s.term.max(current);
+                    }
+                })?;
+                return Err(ErrorCode::StaleTerm { current, got: term });
             }
-            Decision::NoQuorum { votes, needed } => {
+            Outcome::NoQuorum { votes, needed } => {
                 self.counters.lock().expect("counters lock").failed_elections += 1;
                 warn!(%shard, term, votes, needed, "no quorum: the shard stays without a primary");
                 return Err(ErrorCode::NoQuorum { shard, acked: votes as u32, needed: needed as u32 });
             }
+            Outcome::Lead { primary, lead, follow } => {
+                info!(%shard, term, primary = %primary.name, votes = round.votes().len(), "elected");
+                (primary, lead, follow)
+            }
         };
-        let followers: Vec<_> = addrs.iter().filter(|a| a.name != primary).cloned().collect();
-        let leader = addrs.iter().find(|a| a.name == primary).expect("the winner is a replica").clone();
-        let lease_ms = self.cfg.lease.as_millis() as u64;
-        let lead = ControlRequest::BecomePrimary { shard, term, followers: followers.clone(), lease_ms };
+        let primary = leader.name.clone();
         match self.control(&leader.addr, &lead).await? {
             ControlResponse::Ok => self.role_changed(shard, &primary),
             ControlResponse::Error(e) => return Err(e),
@@ -86,10 +78,8 @@ impl Coordinator {
                 }
             }
         })?;
-        let follow = ControlRequest::BecomeFollower { shard, term, primary: leader };
-        let voted: Vec<&String> = votes.iter().map(|(n, _)| n).collect();
-        let told = followers.iter().filter(|f| voted.contains(&&f.name)).map(|f| async {
-            if let Ok(ControlResponse::Ok) = self.control(&f.addr, &follow).await {
+        let told = follow.iter().map(|(f, request)| async move {
+            if let Ok(ControlResponse::Ok) = self.control(&f.addr, request).await {
                 self.role_changed(shard, &f.name);
             }
         });

@@ -6,6 +6,8 @@
 //! - [`reconcile`]: from the configuration and heartbeats, the actions the cluster needs
 //!   (elect, re-send a role, respawn) and which replicas may serve reads.
 //! - [`election`]: choosing the new primary from the votes.
+//! - [`round`]: one election as a sans-IO state machine (queries out, answers in, the
+//!   outcome's requests out), driven by `failover` here and by the simulator.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
@@ -33,6 +35,7 @@ mod failover;
 pub mod meta;
 pub mod plan;
 pub mod reconcile;
+pub mod round;
 pub mod service;
 pub mod spawner;
 

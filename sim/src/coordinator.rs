@@ -1,21 +1,22 @@
-//! The simulated coordinator: the coordinator's own decision functions (failure detection,
-//! reconcile, the election decision, majorities) driven by simulated heartbeats and calls.
+//! The simulated coordinator: the coordinator's own logic (failure detection, reconcile,
+//! the [`ElectionRound`] state machine, majorities) driven by simulated heartbeats and calls.
 //!
 //! It follows the real driver's steps: heartbeat every node (renewing leases), reconcile
 //! after each round, and for an election persist a new term, query every replica with it,
 //! decide on the answers (all of them, or whatever arrived when the call timeout ran out),
 //! tell the winner to lead and the voters to follow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::detector::FailureDetector;
-use shardline_coordinator::election::{decide, Decision};
 use shardline_coordinator::meta::ClusterMeta;
 use shardline_coordinator::reconcile::{reconcile, Action, Observed};
-use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, NodeStatus, ShardId, Vote};
+use shardline_coordinator::round::{ElectionRound, Outcome};
+use shardline_protocol::{ControlRequest, ControlResponse, NodeStatus, ShardId};
 
-use crate::world::{Addr, Event, Msg, Nanos, World, MS};
+use crate::world::{Addr, Event, Msg, Nanos, World};
 
 /// The coordinator's timing (its defaults, as in `CoordinatorConfig`).
 #[derive(Debug, Clone)]
@@ -31,8 +32,15 @@ pub struct CoordTiming {
 }
 
 impl Default for CoordTiming {
+    /// The coordinator's own defaults.
     fn default() -> Self {
-        CoordTiming { heartbeat: 100 * MS, dead_after: 400 * MS, lease_ms: 300, call_timeout: 1000 * MS }
+        let c = CoordinatorConfig::new("127.0.0.1:0".parse().expect("an address"), "/nonexistent");
+        CoordTiming {
+            heartbeat: c.heartbeat_interval.as_nanos() as Nanos,
+            dead_after: c.dead_after.as_nanos() as Nanos,
+            lease_ms: c.lease.as_millis() as u64,
+            call_timeout: c.call_timeout.as_nanos() as Nanos,
+        }
     }
 }
 
@@ -43,18 +51,17 @@ enum Call {
     Vote { shard: ShardId, term: u64, node: String },
     Lead { shard: ShardId, term: u64, node: String },
     Follow { shard: ShardId, node: String },
+    Configure { shard: ShardId, node: String },
+    Repoint { shard: ShardId, node: String },
 }
 
-/// An election under way.
+/// An election under way: the coordinator's own round, and when its calls time out.
 #[derive(Debug)]
 struct Election {
-    term: u64,
-    replicas: Vec<String>,
-    votes: Vec<(String, Vote)>,
-    newer: Option<u64>,
-    answered: BTreeSet<String>,
+    round: ElectionRound,
     deadline: Nanos,
-    leading: bool,
+    /// The follow requests to send once the new primary accepts.
+    follow: Option<Vec<(shardline_protocol::ServerAddr, ControlRequest)>>,
 }
 
 /// The simulated coordinator.
@@ -126,7 +133,7 @@ impl SimCoordinator {
     pub fn reconcile(&mut self, world: &mut World) {
         let now = world.now;
         let expired: Vec<(ShardId, bool)> =
-            self.elections.iter().filter(|(_, e)| now >= e.deadline).map(|(s, e)| (*s, e.leading)).collect();
+            self.elections.iter().filter(|(_, e)| now >= e.deadline).map(|(s, e)| (*s, e.follow.is_some())).collect();
         for (shard, leading) in expired {
             if leading {
                 // The new primary never answered: the call failed, the election with it.
@@ -170,50 +177,43 @@ impl SimCoordinator {
     }
 
     fn start_election(&mut self, world: &mut World, shard: ShardId) {
+        self.start_election_needing(world, shard, None);
+    }
+
+    fn start_election_needing(&mut self, world: &mut World, shard: ShardId, needed: Option<usize>) {
         let s = self.meta.shards.get_mut(&shard).expect("a known shard");
         s.term += 1;
         s.primary = None;
         let (term, replicas) = (s.term, s.replicas.clone());
-        for node in &replicas {
-            let request = ControlRequest::ElectionQuery { shard, term };
-            self.call(world, node, request, Call::Vote { shard, term, node: node.clone() });
+        let addrs = replicas.iter().map(|r| self.meta.addr(r)).collect();
+        let needed = needed.unwrap_or_else(|| shardline_coordinator::majority(replicas.len()));
+        let round = ElectionRound::new(shard, term, addrs, needed);
+        for (to, request) in round.queries() {
+            self.call(world, &to.name, request, Call::Vote { shard, term, node: to.name.clone() });
         }
         let deadline = world.now + self.timing.call_timeout;
-        let election = Election {
-            term,
-            replicas,
-            votes: Vec::new(),
-            newer: None,
-            answered: BTreeSet::new(),
-            deadline,
-            leading: false,
-        };
-        self.elections.insert(shard, election);
+        self.elections.insert(shard, Election { round, deadline, follow: None });
     }
 
     /// Decides an election on the votes in hand.
     fn decide(&mut self, world: &mut World, shard: ShardId) {
         let Some(e) = self.elections.get_mut(&shard) else { return };
-        if let Some(current) = e.newer {
-            let s = self.meta.shards.get_mut(&shard).expect("known");
-            s.term = s.term.max(current);
-            self.elections.remove(&shard);
-            self.backoff.insert(shard, world.now);
-            return;
-        }
-        let needed = shardline_coordinator::majority(e.replicas.len());
-        match decide(&e.votes, needed) {
-            Decision::Elect { primary, .. } => {
-                e.leading = true;
-                e.deadline = world.now + self.timing.call_timeout;
-                let (term, replicas) = (e.term, e.replicas.clone());
-                let followers = replicas.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();
-                let request = ControlRequest::BecomePrimary { shard, term, followers, lease_ms: self.timing.lease_ms };
-                self.call(world, &primary.clone(), request, Call::Lead { shard, term, node: primary });
-            }
-            Decision::NoQuorum { .. } => {
+        match e.round.outcome(self.timing.lease_ms) {
+            Outcome::NewerTerm(current) => {
+                let s = self.meta.shards.get_mut(&shard).expect("known");
+                s.term = s.term.max(current);
                 self.elections.remove(&shard);
                 self.backoff.insert(shard, world.now);
+            }
+            Outcome::NoQuorum { .. } => {
+                self.elections.remove(&shard);
+                self.backoff.insert(shard, world.now);
+            }
+            Outcome::Lead { primary, lead, follow } => {
+                e.follow = Some(follow);
+                e.deadline = world.now + self.timing.call_timeout;
+                let term = e.round.term();
+                self.call(world, &primary.name, lead, Call::Lead { shard, term, node: primary.name.clone() });
             }
         }
     }
@@ -231,16 +231,12 @@ impl SimCoordinator {
                 }
             }
             Call::Vote { shard, term, node } => {
-                let Some(e) = self.elections.get_mut(&shard).filter(|e| e.term == term && !e.leading) else { return };
-                e.answered.insert(node.clone());
-                match response {
-                    ControlResponse::Vote(v) => e.votes.push((node, v)),
-                    ControlResponse::Error(ErrorCode::StaleTerm { current, .. }) => {
-                        e.newer = e.newer.max(Some(current))
-                    }
-                    _ => {}
+                let Some(e) = self.elections.get_mut(&shard) else { return };
+                if e.round.term() != term || e.follow.is_some() {
+                    return;
                 }
-                if e.answered.len() == e.replicas.len() {
+                e.round.on_answer(&node, Some(response));
+                if e.round.complete() {
                     self.decide(world, shard);
                 }
             }
@@ -257,10 +253,8 @@ impl SimCoordinator {
                 s.primary = Some(node.clone());
                 self.elections_won += 1;
                 self.roles.insert((shard, node.clone()), now);
-                let primary = self.meta.addr(&node);
-                for (voter, _) in e.votes.iter().filter(|(v, _)| *v != node) {
-                    let request = ControlRequest::BecomeFollower { shard, term, primary: primary.clone() };
-                    self.call(world, voter, request, Call::Follow { shard, node: voter.clone() });
+                for (voter, request) in e.follow.unwrap_or_default() {
+                    self.call(world, &voter.name, request, Call::Follow { shard, node: voter.name.clone() });
                 }
             }
             Call::Follow { shard, node } => {
@@ -268,10 +262,74 @@ impl SimCoordinator {
                     self.roles.insert((shard, node), now);
                 }
             }
+            Call::Configure { shard, node } => {
+                let s = &self.meta.shards[&shard];
+                if !matches!(response, ControlResponse::Ok) || !s.replicas.contains(&node) {
+                    return;
+                }
+                let Some(primary) = s.primary.clone() else { return };
+                let request = ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
+                self.call(world, &node.clone(), request, Call::Follow { shard, node });
+                self.repoint(world, shard);
+            }
+            Call::Repoint { shard, node } => {
+                if matches!(response, ControlResponse::Ok) {
+                    self.roles.insert((shard, node), now);
+                }
+            }
         }
     }
 
-    /// Calls whose answer never came: elections decide on what they have at their deadline.
+    /// AddServers for one replica: `node` joins `shard` (configured empty, then told to
+    /// follow, then the primary told its new follower set at the same term), as the
+    /// coordinator's `add_servers` and `repoint` do.
+    pub fn add_replica(&mut self, world: &mut World, shard: ShardId, node: &str) {
+        let Some(s) = self.meta.shards.get_mut(&shard) else { return };
+        if s.replicas.iter().any(|r| r == node) {
+            return;
+        }
+        s.replicas.push(node.to_owned());
+        s.catch_up.insert(node.to_owned(), u64::MAX);
+        let spec = s.spec;
+        let schema = self.meta.schema.clone().expect("initialized");
+        let request = ControlRequest::ConfigureShard { shard: spec, schema };
+        self.call(world, node, request, Call::Configure { shard, node: node.to_owned() });
+    }
+
+    /// RemoveServers for one replica: `node` leaves `shard`; a removed primary is replaced by
+    /// an election needing the votes the coordinator's `remove_servers` asks for, a removed
+    /// follower by telling the primary its new follower set.
+    pub fn remove_replica(&mut self, world: &mut World, shard: ShardId, node: &str) {
+        let Some(s) = self.meta.shards.get_mut(&shard) else { return };
+        let before = s.replicas.len();
+        if before <= 1 || !s.replicas.iter().any(|r| r == node) || self.elections.contains_key(&shard) {
+            return;
+        }
+        s.replicas.retain(|r| r != node);
+        s.catch_up.remove(node);
+        let was_primary = s.primary.as_deref() == Some(node);
+        if was_primary {
+            s.primary = None;
+            let needed = shardline_coordinator::majority(s.replicas.len())
+                .max(before - shardline_coordinator::majority(before) + 1);
+            self.start_election_needing(world, shard, Some(needed));
+        } else {
+            self.repoint(world, shard);
+        }
+        let request = ControlRequest::DropShard { shard };
+        self.call(world, node, request, Call::Follow { shard, node: node.to_owned() });
+    }
+
+    /// Tells the primary its follower set at the same term.
+    fn repoint(&mut self, world: &mut World, shard: ShardId) {
+        let s = &self.meta.shards[&shard];
+        let Some(primary) = s.primary.clone() else { return };
+        let followers = s.replicas.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();
+        let request = ControlRequest::BecomePrimary { shard, term: s.term, followers, lease_ms: self.timing.lease_ms };
+        self.call(world, &primary.clone(), request, Call::Repoint { shard, node: primary });
+    }
+
+    /// The shard's primary, as the topology names it.
     pub fn primary_of(&self, shard: ShardId) -> Option<&str> {
         self.meta.shards.get(&shard).and_then(|s| s.primary.as_deref())
     }

@@ -64,6 +64,22 @@ pub enum Fault {
     },
     /// Every fault ends: links back, paused nodes woken, crashed nodes restarted.
     HealAll,
+    /// A replica joins the shard (AddServers), on a node chosen by `pick`.
+    AddReplica {
+        /// The shard.
+        shard: u32,
+        /// Picks the node among those without the shard.
+        pick: u64,
+    },
+    /// A replica leaves the shard (RemoveServers); `primary` removes its primary.
+    RemoveReplica {
+        /// The shard.
+        shard: u32,
+        /// Remove the primary rather than a follower.
+        primary: bool,
+        /// Picks the follower.
+        pick: u64,
+    },
     /// Whatever node is the shard's primary when this fires gets `fault` (with its
     /// `node` replaced), and `then` after `after` nanoseconds: for scripted schedules.
     OnPrimary {
@@ -107,17 +123,19 @@ pub struct FaultMix {
     pub partitions: bool,
     /// Bit flips, failed fsyncs and writes.
     pub disk: bool,
+    /// Replicas added and removed (a primary too) while the other faults go on.
+    pub membership: bool,
 }
 
 impl FaultMix {
     /// Every kind.
     pub fn all() -> FaultMix {
-        FaultMix { crashes: true, pauses: true, partitions: true, disk: true }
+        FaultMix { crashes: true, pauses: true, partitions: true, disk: true, membership: true }
     }
 
     /// None: a healthy run.
     pub fn none() -> FaultMix {
-        FaultMix { crashes: false, pauses: false, partitions: false, disk: false }
+        FaultMix { crashes: false, pauses: false, partitions: false, disk: false, membership: false }
     }
 
     /// Parses `all`, `none`, or a comma-separated list of `crashes`, `pauses`,
@@ -135,9 +153,10 @@ impl FaultMix {
                 "pauses" => mix.pauses = true,
                 "partitions" => mix.partitions = true,
                 "disk" => mix.disk = true,
+                "membership" => mix.membership = true,
                 other => {
                     return Err(format!(
-                        "unknown fault kind `{other}`: use all, none, or crashes,pauses,partitions,disk"
+                        "unknown fault kind `{other}`: use all, none, or crashes,pauses,partitions,disk,membership"
                     ))
                 }
             }
@@ -147,7 +166,7 @@ impl FaultMix {
 
     /// Whether any fault is drawn.
     pub fn any(&self) -> bool {
-        self.crashes || self.pauses || self.partitions || self.disk
+        self.crashes || self.pauses || self.partitions || self.disk || self.membership
     }
 }
 
@@ -165,6 +184,9 @@ pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, unt
     }
     if mix.disk {
         kinds.extend([3, 4]);
+    }
+    if mix.membership {
+        kinds.extend([5]);
     }
     let mut at = from;
     while !kinds.is_empty() {
@@ -203,8 +225,18 @@ pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, unt
                 at_offset(world, 1, Fault::Crash { node, torn: None });
                 at_offset(world, 200 * MS, Fault::Restart { node });
             }
-            _ => {
+            4 => {
                 let fault = if world.rng.chance(0.5) { Fault::FailSync { node } } else { Fault::FailWrite { node } };
+                at_offset(world, 0, fault);
+            }
+            _ => {
+                let shard = world.rng.range(1, 3) as u32;
+                let pick = world.rng.next_u64();
+                let fault = match world.rng.range(0, 3) {
+                    0 => Fault::AddReplica { shard, pick },
+                    1 => Fault::RemoveReplica { shard, primary: false, pick },
+                    _ => Fault::RemoveReplica { shard, primary: true, pick },
+                };
                 at_offset(world, 0, fault);
             }
         }
@@ -269,7 +301,9 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 s.disk.fail_appends(1);
             }
         }
-        Fault::OnPrimary { .. } => unreachable!("resolved by the cluster, which knows the primary"),
+        Fault::OnPrimary { .. } | Fault::AddReplica { .. } | Fault::RemoveReplica { .. } => {
+            unreachable!("carried out by the cluster, which knows the coordinator")
+        }
         Fault::HealAll => {
             world.cut.clear();
             for n in nodes.iter_mut() {

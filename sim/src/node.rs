@@ -193,7 +193,7 @@ impl SimNode {
         match msg {
             Msg::Client { id, request } => self.client(world, now, from, id, request),
             Msg::Control { id, request } => {
-                let response = self.control(now, request);
+                let response = self.control(now, world.now, request);
                 world.send(Addr::Node(self.index), from, Msg::ControlAnswer { id, response });
             }
             Msg::Peer { link, shard, request } => {
@@ -255,7 +255,7 @@ impl SimNode {
         }
     }
 
-    fn control(&mut self, now: Time, request: ControlRequest) -> ControlResponse {
+    fn control(&mut self, now: Time, now_global: Nanos, request: ControlRequest) -> ControlResponse {
         let missing = |shard| ControlResponse::Error(ErrorCode::UnknownShard { shard });
         match request {
             ControlRequest::Heartbeat { lease_ms } => {
@@ -277,8 +277,19 @@ impl SimNode {
                 Some(r) => r.become_follower(term, primary),
                 None => missing(shard),
             },
-            ControlRequest::ConfigureShard { .. } | ControlRequest::DropShard { .. } => {
-                ControlResponse::Error(ErrorCode::BadRequest("not simulated".into()))
+            ControlRequest::ConfigureShard { shard, schema } => {
+                if !self.replicas.contains_key(&shard.id) {
+                    self.configure(shard, schema);
+                }
+                ControlResponse::Ok
+            }
+            ControlRequest::DropShard { shard } => {
+                self.replicas.remove(&shard);
+                self.storage.remove(&shard);
+                if let Some(i) = self.open_lease.remove(&shard) {
+                    self.leases[i].until = self.leases[i].until.min(now_global);
+                }
+                ControlResponse::Ok
             }
         }
     }

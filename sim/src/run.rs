@@ -6,13 +6,12 @@
 //! clients go on until `stop_at`, when they stop starting operations; the run ends once
 //! they are idle (bounded). Then every checker runs.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use shardline_coordinator::meta::{ClusterMeta, ServerMeta, ShardMeta};
 use shardline_protocol::{Schema, ShardId, ShardSpec, Value};
+use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::replica::ReplicaConfig;
 use shardline_storage_node::store::TableStore;
+use std::collections::BTreeMap;
 
 use crate::check;
 use crate::client::SimClient;
@@ -76,6 +75,8 @@ pub struct Report {
     pub sim_time: Nanos,
     /// Each checker that fired, with what it saw.
     pub violations: Vec<String>,
+    /// What the clients did and saw.
+    pub history: History,
 }
 
 const NODES: usize = 5;
@@ -104,14 +105,17 @@ fn build(cfg: &RunConfig) -> Cluster {
             max_delay: world.rng.range(200_000, 3 * MS),
         };
     }
+    // The node's defaults, except a short log, so that replicas that fall behind catch up
+    // by snapshot often.
+    let node = NodeConfig::new("", "127.0.0.1:0".parse().expect("an address"), "/nonexistent");
     let settings = ReplicaConfig {
         node: String::new(),
         addr: String::new(),
-        write_timeout: Duration::from_millis(2000),
-        sync_heartbeat: Duration::from_millis(50),
-        peer_timeout: Duration::from_millis(500),
-        snapshot_lag: 40,
-        log_retain: 8,
+        write_timeout: node.write_timeout,
+        sync_heartbeat: node.sync_heartbeat,
+        peer_timeout: node.peer_timeout,
+        snapshot_lag: 20,
+        log_retain: 4,
         incarnation: 1,
         broken_commit_rule: cfg.broken_commit_rule,
     };
@@ -188,6 +192,29 @@ impl Cluster {
                     }
                 }
             }
+            Event::Fault(Fault::AddReplica { shard, pick }) => {
+                let id = ShardId(shard);
+                let holders = &self.coordinator.meta.shards[&id].replicas;
+                let free: Vec<&SimNode> = self.nodes.iter().filter(|n| !holders.contains(&n.name)).collect();
+                if !free.is_empty() {
+                    let name = free[(pick % free.len() as u64) as usize].name.clone();
+                    self.coordinator.add_replica(w, id, &name);
+                }
+            }
+            Event::Fault(Fault::RemoveReplica { shard, primary, pick }) => {
+                let id = ShardId(shard);
+                let s = &self.coordinator.meta.shards[&id];
+                let target = if primary {
+                    s.primary.clone()
+                } else {
+                    let followers: Vec<&String> =
+                        s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
+                    (!followers.is_empty()).then(|| followers[(pick % followers.len() as u64) as usize].clone())
+                };
+                if let Some(node) = target {
+                    self.coordinator.remove_replica(w, id, &node);
+                }
+            }
             Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
         }
     }
@@ -211,6 +238,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         }
     }
     let violations = check_all(&c, cfg);
+    let history = std::mem::take(&mut c.history);
     Report {
         seed: cfg.seed,
         events: c.world.handled,
@@ -219,6 +247,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         acked: c.clients.iter().map(|cl| cl.acks.len()).sum(),
         sim_time: c.world.now,
         violations,
+        history,
     }
 }
 

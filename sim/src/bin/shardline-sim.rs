@@ -27,6 +27,9 @@ struct Args {
     /// Run a named, scripted schedule instead of random faults (`--scenario list` lists them).
     #[arg(long)]
     scenario: Option<String>,
+    /// After each failing run, print every operation on this key.
+    #[arg(long)]
+    history: Option<i64>,
     /// Print every event of each run (use with one seed).
     #[arg(long)]
     trace: bool,
@@ -82,6 +85,11 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("seed {seed} FAILED ({} ops, {} acked):", report.ops, report.acked);
                 for v in &report.violations {
                     eprintln!("  {v}");
+                }
+                if let Some(key) = args.history {
+                    for op in report.history.ops.iter().filter(|op| op.key == key) {
+                        eprintln!("    {op}");
+                    }
                 }
                 let broken = if args.broken_commit_rule { " --broken-commit-rule" } else { "" };
                 let what = match scenario {

@@ -1,0 +1,157 @@
+//! One election for one shard as a sans-IO state machine.
+//!
+//! The driver persists the new term first, then asks [`ElectionRound::queries`], sends
+//! them, feeds every answer (or failed call) to [`ElectionRound::on_answer`], and once
+//! all have answered or its call timeout has run out, carries out
+//! [`ElectionRound::outcome`]: tell the winner to lead, then the voters to follow. The
+//! async coordinator and the simulator drive the same rounds.
+
+use std::collections::BTreeSet;
+
+use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, ServerAddr, ShardId, Vote};
+
+use crate::election::{decide, Decision};
+
+/// An election under way.
+#[derive(Debug, Clone)]
+pub struct ElectionRound {
+    shard: ShardId,
+    term: u64,
+    replicas: Vec<ServerAddr>,
+    needed: usize,
+    votes: Vec<(String, Vote)>,
+    newer: Option<u64>,
+    answered: BTreeSet<String>,
+}
+
+/// What an election decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A replica knows a newer term than the round's: move the shard's term past it and
+    /// elect again later.
+    NewerTerm(u64),
+    /// Too few usable votes: the shard stays without a primary.
+    NoQuorum {
+        /// Usable answers.
+        votes: usize,
+        /// Answers needed.
+        needed: usize,
+    },
+    /// `primary` leads: send it `lead`; once it accepts, send each voter its `follow`.
+    Lead {
+        /// The winner.
+        primary: ServerAddr,
+        /// Its `BecomePrimary`.
+        lead: ControlRequest,
+        /// `BecomeFollower` for every other replica that voted.
+        follow: Vec<(ServerAddr, ControlRequest)>,
+    },
+}
+
+impl ElectionRound {
+    /// A round at `term` (already persisted) among `replicas`, needing `needed` votes.
+    pub fn new(shard: ShardId, term: u64, replicas: Vec<ServerAddr>, needed: usize) -> ElectionRound {
+        ElectionRound { shard, term, replicas, needed, votes: Vec::new(), newer: None, answered: BTreeSet::new() }
+    }
+
+    /// The round's term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The election query for every replica: answering it makes a replica adopt the term.
+    pub fn queries(&self) -> Vec<(ServerAddr, ControlRequest)> {
+        let query = ControlRequest::ElectionQuery { shard: self.shard, term: self.term };
+        self.replicas.iter().map(|r| (r.clone(), query.clone())).collect()
+    }
+
+    /// `from` answered (`None`: the call failed or timed out).
+    pub fn on_answer(&mut self, from: &str, answer: Option<ControlResponse>) {
+        if !self.answered.insert(from.to_owned()) {
+            return;
+        }
+        match answer {
+            Some(ControlResponse::Vote(v)) => self.votes.push((from.to_owned(), v)),
+            Some(ControlResponse::Error(ErrorCode::StaleTerm { current, .. })) => {
+                self.newer = self.newer.max(Some(current));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether every replica has answered (or failed to).
+    pub fn complete(&self) -> bool {
+        self.answered.len() >= self.replicas.len()
+    }
+
+    /// The votes received so far.
+    pub fn votes(&self) -> &[(String, Vote)] {
+        &self.votes
+    }
+
+    /// What the answers so far decide; a primary is told to lead with a `lease_ms` lease.
+    pub fn outcome(&self, lease_ms: u64) -> Outcome {
+        if let Some(current) = self.newer {
+            return Outcome::NewerTerm(current);
+        }
+        match decide(&self.votes, self.needed) {
+            Decision::NoQuorum { votes, needed } => Outcome::NoQuorum { votes, needed },
+            Decision::Elect { primary, .. } => {
+                let leader = self.replicas.iter().find(|r| r.name == primary).expect("the winner voted").clone();
+                let followers: Vec<ServerAddr> = self.replicas.iter().filter(|r| r.name != primary).cloned().collect();
+                let lead = ControlRequest::BecomePrimary {
+                    shard: self.shard,
+                    term: self.term,
+                    followers: followers.clone(),
+                    lease_ms,
+                };
+                let follow_request =
+                    ControlRequest::BecomeFollower { shard: self.shard, term: self.term, primary: leader.clone() };
+                let follow = followers
+                    .into_iter()
+                    .filter(|f| self.votes.iter().any(|(name, _)| *name == f.name))
+                    .map(|f| (f, follow_request.clone()))
+                    .collect();
+                Outcome::Lead { primary: leader, lead, follow }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::LogPosition;
+
+    fn addr(name: &str) -> ServerAddr {
+        ServerAddr { name: name.into(), addr: format!("{name}:1") }
+    }
+
+    fn vote(index: u64) -> Option<ControlResponse> {
+        let last = LogPosition { term: 1, index };
+        Some(ControlResponse::Vote(Vote { shard: ShardId(1), term: 2, last, electable: true }))
+    }
+
+    #[test]
+    fn the_longest_log_of_a_majority_leads_and_only_voters_follow() {
+        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b"), addr("c")], 2);
+        assert_eq!(round.queries().len(), 3);
+        round.on_answer("a", vote(5));
+        assert!(matches!(round.outcome(300), Outcome::NoQuorum { votes: 1, needed: 2 }));
+        round.on_answer("b", vote(7));
+        round.on_answer("c", None);
+        assert!(round.complete());
+        let Outcome::Lead { primary, lead, follow } = round.outcome(300) else { panic!("a leader") };
+        assert_eq!(primary.name, "b");
+        assert!(matches!(lead, ControlRequest::BecomePrimary { term: 2, ref followers, .. } if followers.len() == 2));
+        assert_eq!(follow.iter().map(|(f, _)| f.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn a_newer_term_anywhere_stops_the_round() {
+        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b")], 2);
+        round.on_answer("a", vote(5));
+        round.on_answer("b", Some(ControlResponse::Error(ErrorCode::StaleTerm { current: 9, got: 2 })));
+        assert_eq!(round.outcome(300), Outcome::NewerTerm(9));
+    }
+}
