@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::replication::Follower;
 use super::rules::{majority, quorum_commit};
-use super::validate::validate;
+use super::validate::{validate, Refusal};
 use super::{Effect, Replica, Role, Time};
 use crate::disk::Disk;
 use crate::store::TableStore;
@@ -29,6 +29,8 @@ struct Waiter {
     token: u64,
     started: Time,
     rows: u64,
+    /// A refusal that rests on the entry waited for: answered once it commits.
+    refusal: Option<ErrorCode>,
 }
 
 /// The state a replica holds only while it leads.
@@ -112,7 +114,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let client_seq = op.client_seq();
             if let Some((client_id, seq)) = client_seq {
                 if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
-                    p.waiters.entry(index).or_default().push(Waiter { token, started: now, rows: 0 });
+                    p.waiters.entry(index).or_default().push(Waiter { token, started: now, rows: 0, refusal: None });
                     continue;
                 }
                 let result = match self.table.client_mark(client_id, seq) {
@@ -134,8 +136,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let exists = |key| table.contains(key).map_err(|e| ErrorCode::Internal(e.to_string()));
             let op = match validate(op, &self.spec, &self.schema, &self.overlay, exists) {
                 Ok(op) => op,
-                Err(e) => {
-                    self.effects.push(Effect::WriteDone { token, result: Err(e) });
+                Err(Refusal { error, after: Some(index) }) => {
+                    let Role::Primary(p) = &mut self.role else { unreachable!("still primary") };
+                    let waiter = Waiter { token, started: now, rows: 0, refusal: Some(error) };
+                    p.waiters.entry(index).or_default().push(waiter);
+                    continue;
+                }
+                Err(Refusal { error, after: None }) => {
+                    self.effects.push(Effect::WriteDone { token, result: Err(error) });
                     continue;
                 }
             };
@@ -156,7 +164,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             if let Some(client_seq) = client_seq {
                 p.pending_clients.insert(client_seq, next);
             }
-            p.waiters.entry(next).or_default().push(Waiter { token, started: now, rows });
+            p.waiters.entry(next).or_default().push(Waiter { token, started: now, rows, refusal: None });
             records.push((term, record));
             next += 1;
         }
@@ -234,14 +242,17 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 .chain(p.followers.iter().filter(|f| f.durable >= index).map(|f| f.addr.name.clone()))
                 .collect();
             for w in waiters {
-                let commit = ShardCommit {
-                    shard: self.spec.id,
-                    term: self.term,
-                    index,
-                    replicas: replicas.clone(),
-                    rows: w.rows,
+                let result = match w.refusal {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(ShardCommit {
+                        shard: self.spec.id,
+                        term: self.term,
+                        index,
+                        replicas: replicas.clone(),
+                        rows: w.rows,
+                    }),
                 };
-                self.effects.push(Effect::WriteDone { token: w.token, result: Ok(commit) });
+                self.effects.push(Effect::WriteDone { token: w.token, result });
             }
         }
         if !p.ready && new >= p.noop_index {

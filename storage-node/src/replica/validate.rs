@@ -16,9 +16,10 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Whether `key` exists once pending entries apply, if a pending entry touches it.
-    pub fn exists(&self, key: i64) -> Option<bool> {
-        self.keys.get(&key).map(|(exists, _)| *exists)
+    /// Whether `key` exists once pending entries apply, and the index of the last pending
+    /// entry that decides it, if a pending entry touches it.
+    pub fn exists(&self, key: i64) -> Option<(bool, u64)> {
+        self.keys.get(&key).copied()
     }
 
     /// Records the effect of an entry at `index`.
@@ -50,6 +51,23 @@ impl Overlay {
     }
 }
 
+/// A write refused by validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// Why.
+    pub error: ErrorCode,
+    /// The pending (logged, not yet committed) entry the refusal rests on, if it rests on
+    /// one: a `DuplicateKey` or `NotFound` that only holds if that entry commits may be
+    /// answered only once it has (else the answer would report a state nobody committed).
+    pub after: Option<u64>,
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(error: ErrorCode) -> Refusal {
+        Refusal { error, after: None }
+    }
+}
+
 /// Checks `op` and turns it into the log operation; `exists` looks a key up in the table.
 pub fn validate(
     op: Operation,
@@ -57,16 +75,32 @@ pub fn validate(
     schema: &Schema,
     overlay: &Overlay,
     mut exists: impl FnMut(i64) -> Result<bool, ErrorCode>,
-) -> Result<Operation, ErrorCode> {
+) -> Result<Operation, Refusal> {
+    let mut after = None;
     let mut present = |key: i64| -> Result<bool, ErrorCode> {
         if !spec.contains(key) {
             return Err(ErrorCode::KeyOutOfRange { key });
         }
         match overlay.exists(key) {
-            Some(e) => Ok(e),
+            Some((e, index)) => {
+                after = after.max(Some(index));
+                Ok(e)
+            }
             None => exists(key),
         }
     };
+    let checked = check(op, schema, &mut present);
+    checked.map_err(|error| {
+        let pending = matches!(error, ErrorCode::DuplicateKey { .. } | ErrorCode::NotFound { .. });
+        Refusal { error, after: if pending { after } else { None } }
+    })
+}
+
+fn check(
+    op: Operation,
+    schema: &Schema,
+    present: &mut impl FnMut(i64) -> Result<bool, ErrorCode>,
+) -> Result<Operation, ErrorCode> {
     let check =
         |row: &mut Row| schema.check_row(row).map_err(|e| ErrorCode::SchemaViolation(format!("key {}: {e}", row.key)));
     match op {
@@ -121,7 +155,7 @@ mod tests {
     }
 
     fn run(op: Operation, overlay: &Overlay, table: &[i64]) -> Result<Operation, ErrorCode> {
-        validate(op, &spec(), &Schema::seed(), overlay, |k| Ok(table.contains(&k)))
+        validate(op, &spec(), &Schema::seed(), overlay, |k| Ok(table.contains(&k))).map_err(|r| r.error)
     }
 
     #[test]
@@ -148,7 +182,12 @@ mod tests {
         assert_eq!(run(insert(vec![row(7)]), &overlay, &[]), Err(ErrorCode::DuplicateKey { key: 7 }));
         overlay.record(&Operation::Delete { client_id: 0, seq: 0, key: 7 }, 4);
         assert!(run(insert(vec![row(7)]), &overlay, &[7]).is_ok(), "a pending delete frees the key");
-        overlay.applied_through(4);
+        let refusal = validate(insert(vec![row(7)]), &spec(), &Schema::seed(), &overlay, |_| Ok(false));
+        assert!(refusal.is_ok(), "the pending delete frees the key");
+        overlay.record(&insert(vec![row(7)]), 5);
+        let refusal = validate(insert(vec![row(7)]), &spec(), &Schema::seed(), &overlay, |_| Ok(false)).unwrap_err();
+        assert_eq!(refusal, Refusal { error: ErrorCode::DuplicateKey { key: 7 }, after: Some(5) }, "rests on entry 5");
+        overlay.applied_through(5);
         assert_eq!(overlay.exists(7), None);
     }
 }
