@@ -302,7 +302,8 @@ impl SimCoordinator {
     pub fn remove_replica(&mut self, world: &mut World, shard: ShardId, node: &str) {
         let Some(s) = self.meta.shards.get_mut(&shard) else { return };
         let before = s.replicas.len();
-        if before <= 1 || !s.replicas.iter().any(|r| r == node) || self.elections.contains_key(&shard) {
+        // Three replicas at least: with fewer, one damaged log can lose data no protocol could keep.
+        if before <= 3 || !s.replicas.iter().any(|r| r == node) || self.elections.contains_key(&shard) {
             return;
         }
         s.replicas.retain(|r| r != node);

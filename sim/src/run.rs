@@ -266,7 +266,27 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
     for (&shard, meta) in &c.coordinator.meta.shards {
         let primary = meta.primary.as_deref().and_then(|p| c.nodes.iter().find(|n| n.name == p && n.up));
         let Some(replica) = primary.and_then(|n| n.replicas.get(&shard)).filter(|r| r.ready()) else {
-            out.push(format!("liveness: shard {shard} has no ready primary at the end of the run"));
+            let states: Vec<String> = meta
+                .replicas
+                .iter()
+                .map(|name| match c.nodes.iter().find(|n| &n.name == name).and_then(|n| n.replicas.get(&shard)) {
+                    Some(r) => {
+                        let s = r.state();
+                        let fault = s.fault.map(|f| format!(" fault: {f}")).unwrap_or_default();
+                        format!(
+                            "{name} {:?}@{} last {}@{} serving {}{fault}",
+                            s.role, s.term, s.last.index, s.last.term, s.serving
+                        )
+                    }
+                    None => format!("{name} (no replica)"),
+                })
+                .collect();
+            out.push(format!(
+                "liveness: shard {shard} has no ready primary at the end of the run (term {}, primary {:?}; {})",
+                meta.term,
+                meta.primary,
+                states.join("; ")
+            ));
             complete = false;
             continue;
         };

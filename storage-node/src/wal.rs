@@ -127,32 +127,47 @@ fn segment_name(first: u64) -> String {
 impl<D: Disk> Wal<D> {
     /// Opens (or creates) the log on `disk`, verifying every record.
     pub fn open(disk: D, failpoints: Arc<Failpoints>) -> io::Result<(Wal<D>, ReplayReport)> {
-        let base = read_base(&disk)?;
-        let mut names: Vec<(u64, String)> = Vec::new();
-        for name in disk.list()? {
-            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
-                names.push((first, name));
-            }
-        }
-        names.sort();
         let mut wal = Wal {
             disk,
             segments: Vec::new(),
             offsets: VecDeque::new(),
             pending: Vec::new(),
-            mem: MemLog { base, entries: VecDeque::new() },
+            mem: MemLog::default(),
             failpoints,
         };
+        let report = wal.load()?;
+        Ok((wal, report))
+    }
+
+    /// Forgets everything in memory and reads the log again from its disk: after a failed
+    /// write or fsync, what memory holds may not be what the disk holds.
+    pub fn reload(&mut self) -> io::Result<ReplayReport> {
+        self.segments.clear();
+        self.offsets.clear();
+        self.pending.clear();
+        self.mem = MemLog::default();
+        self.load()
+    }
+
+    fn load(&mut self) -> io::Result<ReplayReport> {
+        self.mem.base = read_base(&self.disk)?;
+        let mut names: Vec<(u64, String)> = Vec::new();
+        for name in self.disk.list()? {
+            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+                names.push((first, name));
+            }
+        }
+        names.sort();
         let mut report = ReplayReport::default();
         let count = names.len();
         for (n, (first, name)) in names.into_iter().enumerate() {
             if report.damage.is_some() {
-                wal.disk.remove(&name)?;
+                self.disk.remove(&name)?;
                 continue;
             }
-            let data = wal.disk.read(&name)?.unwrap_or_default();
-            let seg = wal.segments.len();
-            let (good_len, problem) = wal.load_segment(seg, first, &data, &mut report);
+            let data = self.disk.read(&name)?.unwrap_or_default();
+            let seg = self.segments.len();
+            let (good_len, problem) = self.load_segment(seg, first, &data, &mut report);
             let is_last = n + 1 == count;
             if let Some(problem) = problem {
                 let rest = &data[good_len as usize..];
@@ -160,18 +175,18 @@ impl<D: Disk> Wal<D> {
                 if torn {
                     report.torn_bytes = rest.len() as u64;
                 } else {
-                    let index = wal.mem.last().index + 1;
+                    let index = self.mem.last().index + 1;
                     report.damage = Some((index, problem.describe(&name, good_len)));
                 }
-                wal.disk.truncate(&name, good_len)?;
+                self.disk.truncate(&name, good_len)?;
             }
-            wal.segments.push(Segment { first, name, len: good_len });
+            self.segments.push(Segment { first, name, len: good_len });
         }
-        if wal.segments.is_empty() {
-            let next = wal.mem.last().index + 1;
-            wal.start_segment(next)?;
+        if self.segments.is_empty() {
+            let next = self.mem.last().index + 1;
+            self.start_segment(next)?;
         }
-        Ok((wal, report))
+        Ok(report)
     }
 
     /// Parses one segment into memory; returns the length of its good prefix and what
@@ -262,7 +277,21 @@ impl<D: Disk> Wal<D> {
             return Ok(0);
         }
         let buf = std::mem::take(&mut self.pending);
-        let name = self.segments.last().expect("an active segment").name.clone();
+        let segment = self.segments.last().expect("an active segment");
+        let name = segment.name.clone();
+        let synced = segment.len - buf.len() as u64;
+        let result = self.write_out(&name, &buf);
+        if result.is_err() {
+            // After a failed write or fsync nothing past the last good fsync can be trusted
+            // (Linux may drop those pages and a later fsync report success: "fsyncgate").
+            // Cut the file back to it; the caller reloads the log from the disk.
+            let _ = self.disk.truncate(&name, synced);
+        }
+        result
+    }
+
+    fn write_out(&mut self, name: &str, buf: &[u8]) -> io::Result<usize> {
+        let name = name.to_owned();
         match self.failpoints.hit("log-sync") {
             Some(Action::Tear) => {
                 self.disk.append(&name, &buf[..buf.len() / 2])?;

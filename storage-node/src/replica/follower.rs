@@ -122,7 +122,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     }
                     info!(from, "cutting a divergent log suffix");
                     if let Err(e) = self.wal.truncate_from(from) {
-                        self.storage_failed("log truncate", &e);
+                        self.log_failed("log truncate", &e);
                         return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
                     }
                 }
@@ -135,7 +135,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if n > 0 {
             let result = self.wal.stage(records).and_then(|_| self.wal.sync());
             if let Err(e) = result {
-                self.storage_failed("log append", &e);
+                self.log_failed("log append", &e);
                 return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
             }
             self.syncs.fsyncs += 1;

@@ -415,6 +415,28 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.fault = Some((index, format!("{what} failed: {e}")));
         self.step_down(Role::Idle);
     }
+
+    /// A log write or fsync failed: the log in memory may hold entries the disk does not,
+    /// so the replica leaves its role and reads its log again from the disk (the log cut
+    /// itself back to its last good fsync). It acknowledges nothing it cannot prove
+    /// durable, and serves again once a primary has brought it up to date.
+    fn log_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        warn!(%e, "{what} failed: reloading the log from disk");
+        self.step_down(Role::Idle);
+        self.synced = false;
+        match self.wal.reload() {
+            Ok(report) => {
+                self.fault = report
+                    .damage
+                    .map(|(index, why)| (index, format!("log entry {index} damaged ({why}); repairing from primary")));
+                info!(last = self.wal.last().index, "log reloaded after a failed write");
+            }
+            Err(reload) => {
+                let index = self.wal.last().index + 1;
+                self.fault = Some((index, format!("{what} failed: {e}; reloading the log failed: {reload}")));
+            }
+        }
+    }
 }
 
 fn crc_of(record: &[u8]) -> u32 {

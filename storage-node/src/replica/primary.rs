@@ -200,7 +200,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     pub(super) fn log_and_sync(&mut self, now: Time, records: Vec<(u64, Bytes)>) {
         let n = records.len() as u64;
         if let Err(e) = self.wal.stage(records) {
-            return self.storage_failed("log append", &e);
+            return self.log_failed("log append", &e);
         }
         let last = self.wal.last().index;
         match self.wal.sync() {
@@ -208,7 +208,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 self.syncs.fsyncs += 1;
                 self.syncs.entries += n;
             }
-            Err(e) => return self.storage_failed("log sync", &e),
+            Err(e) => return self.log_failed("log sync", &e),
         }
         if let Role::Primary(p) = &mut self.role {
             p.durable_self = last;
