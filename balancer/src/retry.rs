@@ -3,8 +3,10 @@
 //! An attempt picks its target from the newest topology. A retryable failure (`NotPrimary`,
 //! `LeaseExpired`, `Unavailable`, `NoQuorum`, `Timeout`, a dead connection, no primary
 //! elected) refreshes the topology, waits a backoff (cut short when a newer topology
-//! arrives) and tries again, until the deadline; then the last error is the answer. Any
-//! other error goes straight back. Writes are retried with the same (client id, sequence),
+//! arrives) and tries again, until the deadline; then the last error is the answer, except
+//! that a definite refusal after an attempt that may have been logged becomes `Timeout`
+//! ([`final_error`]): the README's promise that a refusal means "never applied". Any other
+//! error goes straight back. Writes are retried with the same (client id, sequence),
 //! which storage nodes apply at most once: a retry of a write an earlier attempt already
 //! logged (even one a new primary inherited uncommitted) is answered with that write's
 //! commit, never refused as a duplicate of itself.
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::merge::error_of;
-use crate::route::{is_retryable, Routing, Target};
+use crate::route::{final_error, is_retryable, may_have_logged, Routing, Target};
 use crate::service::Balancer;
 
 /// Shortest per-call timeout, even near the deadline.
@@ -35,6 +37,7 @@ impl Balancer {
     ) -> Result<(Frame, Target), ErrorCode> {
         let mut failed: Vec<String> = Vec::new();
         let mut backoff = self.cfg.backoff_min;
+        let mut maybe_logged = false;
         loop {
             let routing = self.topology.current();
             let error = match pick(&routing, &failed) {
@@ -60,8 +63,9 @@ impl Balancer {
                 }
             };
             if !is_retryable(&error) || Instant::now() + backoff >= deadline {
-                return Err(error);
+                return Err(final_error(error, maybe_logged));
             }
+            maybe_logged |= may_have_logged(&error);
             debug!(?shard, %error, ?backoff, "retrying");
             self.stats.retry();
             let seen = routing.version();

@@ -187,6 +187,26 @@ pub fn is_retryable(e: &ErrorCode) -> bool {
     )
 }
 
+/// The answer to give once retries stop at `last`: a definite refusal (`NotPrimary`,
+/// `LeaseExpired`, `NoQuorum`) says the write never happened, which is true only if no
+/// earlier attempt may have been logged. After an attempt that timed out, lost its
+/// connection or was answered `Timeout`/`Unavailable`, the write's fate is unknown, and
+/// so is the answer: `Timeout`.
+pub fn final_error(last: ErrorCode, maybe_logged: bool) -> ErrorCode {
+    let definite =
+        matches!(last, ErrorCode::NotPrimary { .. } | ErrorCode::LeaseExpired { .. } | ErrorCode::NoQuorum { .. });
+    if definite && maybe_logged {
+        ErrorCode::Timeout(format!("{last} on the last attempt, but an earlier attempt may have been logged: the write may or may not be applied"))
+    } else {
+        last
+    }
+}
+
+/// Whether an attempt that failed with `e` may have been logged by a node.
+pub fn may_have_logged(e: &ErrorCode) -> bool {
+    matches!(e, ErrorCode::Timeout(_) | ErrorCode::Unavailable { .. } | ErrorCode::Internal(_))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::CoordinatorConfig;
 use crate::detector::FailureDetector;
+use crate::lease::LeaseBook;
 use crate::meta::{ClusterMeta, MetaError, MetaStore};
 use crate::reconcile::{self, Action, Observed};
 use crate::spawner::{NodeSpec, Spawner};
@@ -66,6 +67,8 @@ pub struct Coordinator {
     heartbeats: Mutex<HashMap<String, JoinHandle<()>>>,
     respawned: Mutex<HashMap<String, Instant>>,
     backoff: Mutex<HashMap<ShardId, Instant>>,
+    /// Leases granted: a new primary leads only once its predecessor's have ended.
+    pub(crate) leases: Mutex<LeaseBook>,
     pub(crate) counters: Mutex<Counters>,
 }
 
@@ -76,6 +79,7 @@ impl Coordinator {
         let meta = store.load()?;
         info!(servers = meta.servers.len(), shards = meta.shards.len(), version = meta.version, "cluster loaded");
         let detector = FailureDetector::new(cfg.dead_after, Instant::now());
+        let leases = Mutex::new(LeaseBook::new(cfg.lease));
         let coordinator = Arc::new(Coordinator {
             topology: watch::channel(Topology { version: meta.version, ..Default::default() }).0,
             cfg,
@@ -92,6 +96,7 @@ impl Coordinator {
             heartbeats: Mutex::new(HashMap::new()),
             respawned: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            leases,
             counters: Mutex::new(Counters::default()),
         });
         let servers: Vec<String> = coordinator.meta().servers.keys().cloned().collect();
@@ -203,6 +208,8 @@ impl Coordinator {
         let mut conn: Option<Conn> = None;
         let lease_ms = self.cfg.lease.as_millis() as u64;
         let timeout = self.cfg.dead_after / 2;
+        let mut seq = 0u64;
+        let mut answered: Option<(u64, Instant)> = None;
         loop {
             tick.tick().await;
             let addr = self.meta().addr(&server).addr;
@@ -210,11 +217,18 @@ impl Coordinator {
                 conn = Conn::connect(&addr, timeout, self.cfg.limits.max_payload).await.ok();
             }
             let Some(c) = conn.as_mut() else { continue };
+            seq += 1;
+            let grant = answered.and_then(|(k, at)| {
+                let meta = self.meta();
+                self.leases.lock().expect("leases lock").grant(&meta, &server, k, at)
+            });
             let asked = Instant::now();
-            match c.call::<_, ControlResponse>(&ControlRequest::Heartbeat { lease_ms }, timeout).await {
+            match c.call::<_, ControlResponse>(&ControlRequest::Heartbeat { seq, lease_ms, grant }, timeout).await {
                 Ok(ControlResponse::Status(status)) => {
+                    let now = Instant::now();
+                    answered = Some((seq, now));
                     let mut health = self.health.lock().expect("health lock");
-                    health.detector.heard(&server, Instant::now());
+                    health.detector.heard(&server, now);
                     health.status.insert(server.clone(), status);
                     health.asked.insert(server.clone(), asked);
                 }

@@ -65,6 +65,13 @@ impl Coordinator {
             }
         };
         let primary = leader.name.clone();
+        // No two primaries hold a lease at once: wait out every lease granted before.
+        let clear_at = self.leases.lock().expect("leases lock").clear_at(shard);
+        if let Some(at) = clear_at.filter(|at| *at > Instant::now()) {
+            info!(%shard, wait_ms = at.duration_since(Instant::now()).as_millis() as u64, "waiting out the old lease");
+            tokio::time::sleep_until(at.into()).await;
+        }
+        self.leases.lock().expect("leases lock").elected(shard, Instant::now());
         match self.control(&leader.addr, &lead).await? {
             ControlResponse::Ok => self.role_changed(shard, &primary),
             ControlResponse::Error(e) => return Err(e),

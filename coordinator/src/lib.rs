@@ -8,6 +8,7 @@
 //! - [`election`]: choosing the new primary from the votes.
 //! - [`round`]: one election as a sans-IO state machine (queries out, answers in, the
 //!   outcome's requests out), driven by `failover` here and by the simulator.
+//! - [`lease`]: lease grants, and when a shard's leases have surely ended.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
@@ -32,6 +33,7 @@ pub mod config;
 pub mod detector;
 pub mod election;
 mod failover;
+pub mod lease;
 pub mod meta;
 pub mod plan;
 pub mod reconcile;

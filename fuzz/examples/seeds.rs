@@ -235,7 +235,7 @@ fn frames() -> Vec<Frame> {
             term: 2,
             primary: addr,
         },
-        ControlRequest::Heartbeat { lease_ms: 500 },
+        ControlRequest::Heartbeat { seq: 2, lease_ms: 500, grant: Some(LeaseGrant { seq: 1, shards: vec![(shard, 2)] }) },
         ControlRequest::ElectionQuery { shard, term: 3 },
     ];
     let control_responses = [

@@ -9,7 +9,7 @@
 //! table of error meanings gives it.
 
 use shardline_balancer::config::BalancerConfig;
-use shardline_balancer::route::is_retryable;
+use shardline_balancer::route::{final_error, is_retryable, may_have_logged};
 use shardline_protocol::{ErrorCode, Operation, Row, ShardId, Value};
 
 use crate::history::{History, Op, OpKind, Outcome};
@@ -27,6 +27,7 @@ struct Pending {
     attempt: u64,
     backoff: Nanos,
     target: Option<String>,
+    maybe_logged: bool,
 }
 
 /// One simulated client.
@@ -124,6 +125,7 @@ impl SimClient {
             attempt: 0,
             backoff: self.backoff_min,
             target: None,
+            maybe_logged: false,
         }
     }
 
@@ -175,8 +177,10 @@ impl SimClient {
         if is_retryable(&e) && world.now + p.backoff < p.deadline {
             world.after(p.backoff, Event::ClientStep(self.id));
             p.backoff = (p.backoff * 2).min(self.backoff_max);
+            p.maybe_logged |= may_have_logged(&e);
             return;
         }
+        let e = final_error(e, p.maybe_logged);
         let outcome = match (p.kind, &e) {
             (OpKind::Read, _) => None,
             (_, ErrorCode::DuplicateKey { .. } | ErrorCode::NotFound { .. }) => Some(Outcome::PreconditionFailed),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::detector::FailureDetector;
+use shardline_coordinator::lease::LeaseBook;
 use shardline_coordinator::meta::ClusterMeta;
 use shardline_coordinator::reconcile::{reconcile, Action, Observed};
 use shardline_coordinator::round::{ElectionRound, Outcome};
@@ -47,7 +48,7 @@ impl Default for CoordTiming {
 /// What an outstanding call was for.
 #[derive(Debug, Clone)]
 enum Call {
-    Heartbeat { node: String, asked: Nanos },
+    Heartbeat { node: String, asked: Nanos, seq: u64 },
     Vote { shard: ShardId, term: u64, node: String },
     Lead { shard: ShardId, term: u64, node: String },
     Follow { shard: ShardId, node: String },
@@ -62,6 +63,8 @@ struct Election {
     deadline: Nanos,
     /// The follow requests to send once the new primary accepts.
     follow: Option<Vec<(shardline_protocol::ServerAddr, ControlRequest)>>,
+    /// The lead request, until it is sent.
+    lead: Option<(shardline_protocol::ServerAddr, ControlRequest)>,
 }
 
 /// The simulated coordinator.
@@ -79,6 +82,9 @@ pub struct SimCoordinator {
     next_call: u64,
     elections: BTreeMap<ShardId, Election>,
     backoff: BTreeMap<ShardId, Nanos>,
+    /// Per node: the last heartbeat number sent, and the last answered (with when).
+    beats: BTreeMap<String, (u64, Option<(u64, Nanos)>)>,
+    leases: LeaseBook,
     /// Elections that chose a primary.
     pub elections_won: u64,
 }
@@ -92,6 +98,7 @@ impl SimCoordinator {
     pub fn new(meta: ClusterMeta, timing: CoordTiming) -> SimCoordinator {
         let origin = Instant::now();
         let detector = FailureDetector::new(Duration::from_nanos(timing.dead_after), origin);
+        let leases = LeaseBook::new(Duration::from_millis(timing.lease_ms));
         SimCoordinator {
             meta,
             timing,
@@ -104,6 +111,8 @@ impl SimCoordinator {
             next_call: 0,
             elections: BTreeMap::new(),
             backoff: BTreeMap::new(),
+            beats: BTreeMap::new(),
+            leases,
             elections_won: 0,
         }
     }
@@ -122,9 +131,13 @@ impl SimCoordinator {
     pub fn heartbeat(&mut self, world: &mut World) {
         let servers: Vec<String> = self.meta.servers.keys().cloned().collect();
         for node in servers {
-            let request = ControlRequest::Heartbeat { lease_ms: self.timing.lease_ms };
+            let (seq, answered) = self.beats.get(&node).copied().unwrap_or((0, None));
+            let seq = seq + 1;
+            self.beats.insert(node.clone(), (seq, answered));
+            let grant = answered.and_then(|(k, at)| self.leases.grant(&self.meta, &node, k, self.instant(at)));
+            let request = ControlRequest::Heartbeat { seq, lease_ms: self.timing.lease_ms, grant };
             let asked = world.now;
-            self.call(world, &node, request, Call::Heartbeat { node: node.clone(), asked });
+            self.call(world, &node, request, Call::Heartbeat { node: node.clone(), asked, seq });
         }
         world.after(self.timing.heartbeat, Event::Heartbeat);
     }
@@ -192,7 +205,7 @@ impl SimCoordinator {
             self.call(world, &to.name, request, Call::Vote { shard, term, node: to.name.clone() });
         }
         let deadline = world.now + self.timing.call_timeout;
-        self.elections.insert(shard, Election { round, deadline, follow: None });
+        self.elections.insert(shard, Election { round, deadline, follow: None, lead: None });
     }
 
     /// Decides an election on the votes in hand.
@@ -211,11 +224,27 @@ impl SimCoordinator {
             }
             Outcome::Lead { primary, lead, follow } => {
                 e.follow = Some(follow);
-                e.deadline = world.now + self.timing.call_timeout;
-                let term = e.round.term();
-                self.call(world, &primary.name, lead, Call::Lead { shard, term, node: primary.name.clone() });
+                e.lead = Some((primary, lead));
+                // No two primaries hold a lease at once: wait out every lease granted before.
+                let clear =
+                    self.leases.clear_at(shard).map_or(0, |at| at.duration_since(self.origin).as_nanos() as Nanos);
+                e.deadline = world.now.max(clear) + self.timing.call_timeout;
+                if clear > world.now {
+                    world.after(clear - world.now, Event::Lead(shard));
+                } else {
+                    self.lead(world, shard);
+                }
             }
         }
+    }
+
+    /// Tells an election's winner to lead (its predecessor's leases have ended).
+    pub fn lead(&mut self, world: &mut World, shard: ShardId) {
+        let Some(e) = self.elections.get_mut(&shard) else { return };
+        let Some((primary, lead)) = e.lead.take() else { return };
+        let term = e.round.term();
+        self.leases.elected(shard, self.instant(world.now));
+        self.call(world, &primary.name, lead, Call::Lead { shard, term, node: primary.name.clone() });
     }
 
     /// An answer from a node.
@@ -223,8 +252,11 @@ impl SimCoordinator {
         let Some(call) = self.calls.remove(&id) else { return };
         let now = world.now;
         match call {
-            Call::Heartbeat { node, asked } => {
+            Call::Heartbeat { node, asked, seq } => {
                 if let ControlResponse::Status(status) = response {
+                    if let Some(beat) = self.beats.get_mut(&node) {
+                        beat.1 = Some((seq, now));
+                    }
                     self.detector.heard(&node, self.instant(now));
                     self.status.insert(node.clone(), status);
                     self.asked.insert(node, asked);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Operation, PeerRequest, PeerResponse, ShardId,
+    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Operation, PeerRequest, PeerResponse, ShardCommit, ShardId,
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::Failpoints;
@@ -76,6 +76,8 @@ pub struct SimNode {
     pub leases: Vec<LeaseRecord>,
     /// Per shard, the lease record still open (an index into `leases`).
     open_lease: BTreeMap<ShardId, usize>,
+    /// When recent heartbeats were handled (this run of the process): grants count from these.
+    heard: std::collections::VecDeque<(u64, Time)>,
 }
 
 impl SimNode {
@@ -96,6 +98,7 @@ impl SimNode {
             settings,
             leases: Vec::new(),
             open_lease: BTreeMap::new(),
+            heard: Default::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl SimNode {
     /// A restart: every replica opens from its storage, as the real node does.
     pub fn restart(&mut self) {
         self.incarnation += 1;
+        self.heard.clear();
         self.up = true;
         let cfg = self.config();
         for (id, s) in &self.storage {
@@ -193,7 +197,7 @@ impl SimNode {
         match msg {
             Msg::Client { id, request } => self.client(world, now, from, id, request),
             Msg::Control { id, request } => {
-                let response = self.control(now, world.now, request);
+                let response = self.control(world, now, request);
                 world.send(Addr::Node(self.index), from, Msg::ControlAnswer { id, response });
             }
             Msg::Peer { link, shard, request } => {
@@ -255,18 +259,28 @@ impl SimNode {
         }
     }
 
-    fn control(&mut self, now: Time, now_global: Nanos, request: ControlRequest) -> ControlResponse {
+    fn control(&mut self, world: &mut World, now: Time, request: ControlRequest) -> ControlResponse {
+        let now_global = world.now;
         let missing = |shard| ControlResponse::Error(ErrorCode::UnknownShard { shard });
         match request {
-            ControlRequest::Heartbeat { lease_ms } => {
-                for r in self.replicas.values_mut() {
-                    r.renew_lease(now, lease_ms);
+            ControlRequest::Heartbeat { seq, lease_ms, grant } => {
+                self.heard.push_back((seq, now));
+                if self.heard.len() > 16 {
+                    self.heard.pop_front();
+                }
+                let since = grant.as_ref().and_then(|g| self.heard.iter().find(|(s, _)| *s == g.seq).map(|(_, t)| *t));
+                if let (Some(grant), Some(since)) = (grant, since) {
+                    for (shard, term) in grant.shards {
+                        if let Some(r) = self.replicas.get_mut(&shard) {
+                            r.renew_lease(since, lease_ms, term);
+                        }
+                    }
                 }
                 let shards = self.replicas.values().map(|r| r.state()).collect();
                 ControlResponse::Status(NodeStatus { node: self.name.clone(), shards })
             }
             ControlRequest::ElectionQuery { shard, term } => match self.replicas.get_mut(&shard) {
-                Some(r) => r.election_query(term),
+                Some(r) => r.election_query(now, term),
                 None => missing(shard),
             },
             ControlRequest::BecomePrimary { shard, term, followers, lease_ms } => match self.replicas.get_mut(&shard) {
@@ -284,7 +298,10 @@ impl SimNode {
                 ControlResponse::Ok
             }
             ControlRequest::DropShard { shard } => {
-                self.replicas.remove(&shard);
+                if let Some(mut r) = self.replicas.remove(&shard) {
+                    r.shut_down();
+                    self.answer_writes(world, shard, r.effects());
+                }
                 self.storage.remove(&shard);
                 if let Some(i) = self.open_lease.remove(&shard) {
                     self.leases[i].until = self.leases[i].until.min(now_global);
@@ -317,17 +334,7 @@ impl SimNode {
             let effects = self.replicas.get_mut(&shard).expect("listed").effects();
             for effect in effects {
                 match effect {
-                    Effect::WriteDone { token, result } => {
-                        if let Some((client, id)) = self.waiting.remove(&(shard, token)) {
-                            let answer = result.map(|c| ClientAnswer::Committed {
-                                shard,
-                                term: c.term,
-                                index: c.index,
-                                rows: c.rows,
-                            });
-                            world.send(me, client, Msg::ClientAnswer { id, answer });
-                        }
-                    }
+                    Effect::WriteDone { token, result } => self.answer_write(world, shard, token, result),
                     Effect::Send { link, to, request } => {
                         if let Some(n) = to.name.strip_prefix('N').and_then(|n| n.parse().ok()) {
                             world.send(me, Addr::Node(n), Msg::Peer { link, shard, request });
@@ -336,6 +343,27 @@ impl SimNode {
                 }
             }
             self.record_lease(world.now, shard);
+        }
+    }
+
+    fn answer_write(&mut self, world: &mut World, shard: ShardId, token: u64, result: Result<ShardCommit, ErrorCode>) {
+        if let Some((client, id)) = self.waiting.remove(&(shard, token)) {
+            let answer = result.map(|c| ClientAnswer::Committed { shard, term: c.term, index: c.index, rows: c.rows });
+            world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });
+        }
+    }
+
+    /// Answers the writes a dropped replica left waiting, then any the core never answered
+    /// (as a stopped shard task does: its reply channels close).
+    fn answer_writes(&mut self, world: &mut World, shard: ShardId, effects: Vec<Effect>) {
+        for effect in effects {
+            if let Effect::WriteDone { token, result } = effect {
+                self.answer_write(world, shard, token, result);
+            }
+        }
+        let stuck: Vec<u64> = self.waiting.keys().filter(|(s, _)| *s == shard).map(|(_, t)| *t).collect();
+        for token in stuck {
+            self.answer_write(world, shard, token, Err(ErrorCode::Internal("shard task stopped".into())));
         }
     }
 

@@ -179,6 +179,7 @@ impl Cluster {
             }
             Event::Heartbeat => self.coordinator.heartbeat(w),
             Event::Reconcile => self.coordinator.reconcile(w),
+            Event::Lead(shard) => self.coordinator.lead(w, shard),
             Event::ClientStep(c) => self.clients[c as usize].step(w, &mut self.history, &self.coordinator),
             Event::ClientTimeout { client, attempt } => {
                 self.clients[client as usize].on_timeout(w, &mut self.history, attempt)
@@ -243,7 +244,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         seed: cfg.seed,
         events: c.world.handled,
         trace_hash: c.world.trace_hash,
-        ops: c.history.len(),
+        ops: history.len(),
         acked: c.clients.iter().map(|cl| cl.acks.len()).sum(),
         sim_time: c.world.now,
         violations,

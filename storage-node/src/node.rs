@@ -1,8 +1,8 @@
 //! The node: the shard replicas it holds, and one `match` that sends every message to
 //! the right one.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures::future::join_all;
@@ -27,7 +27,12 @@ pub struct Node {
     failpoints: Arc<Failpoints>,
     shards: RwLock<BTreeMap<ShardId, ShardHandle>>,
     started: Instant,
+    /// When recent heartbeats were handled, by number: lease grants count from these.
+    heard: Mutex<VecDeque<(u64, Instant)>>,
 }
+
+/// Heartbeats remembered for lease grants (a grant names the one before it).
+const HEARD_KEPT: usize = 16;
 
 impl Node {
     /// Opens every shard replica found under the data directory.
@@ -46,7 +51,13 @@ impl Node {
             shards.insert(ShardId(id), handle);
         }
         info!(node = %cfg.id, shards = shards.len(), "node opened");
-        Ok(Arc::new(Node { cfg, failpoints, shards: RwLock::new(shards), started: Instant::now() }))
+        Ok(Arc::new(Node {
+            cfg,
+            failpoints,
+            shards: RwLock::new(shards),
+            started: Instant::now(),
+            heard: Mutex::new(VecDeque::new()),
+        }))
     }
 
     /// The node's configuration.
@@ -268,9 +279,21 @@ impl Node {
                     .unwrap_or_else(|| ControlResponse::Error(stopped())),
                 Err(e) => ControlResponse::Error(e),
             },
-            ControlRequest::Heartbeat { lease_ms } => {
-                for s in self.all_shards() {
-                    s.tell(Command::RenewLease { lease_ms }).await;
+            ControlRequest::Heartbeat { seq, lease_ms, grant } => {
+                let since = {
+                    let mut heard = self.heard.lock().expect("heard lock");
+                    heard.push_back((seq, Instant::now()));
+                    if heard.len() > HEARD_KEPT {
+                        heard.pop_front();
+                    }
+                    grant.as_ref().and_then(|g| heard.iter().find(|(s, _)| *s == g.seq).map(|(_, at)| *at))
+                };
+                if let (Some(grant), Some(since)) = (grant, since) {
+                    for (shard, term) in grant.shards {
+                        if let Ok(s) = self.shard(shard) {
+                            s.tell(Command::RenewLease { since, lease_ms, term }).await;
+                        }
+                    }
                 }
                 ControlResponse::Status(self.status())
             }

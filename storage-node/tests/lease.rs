@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use harness::cluster::{expect_ok, shard_spec};
 use harness::{within, Budget, Cluster, Ledger, NodeOpts, SHARD};
-use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, Request, Response, Route};
+use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, LeaseGrant, Request, Response, Route};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const SHORT_LEASE_MS: u64 = 400;
@@ -57,11 +57,23 @@ async fn scenario(cluster: &mut Cluster) {
         }
     }
 
-    // A heartbeat renews the lease.
-    match cluster.control(primary, ControlRequest::Heartbeat { lease_ms: 60_000 }).await {
+    // A grant renews the lease, counted from when the node handled the heartbeat it names.
+    let beat = ControlRequest::Heartbeat { seq: 1, lease_ms: 60_000, grant: None };
+    match cluster.control(primary, beat).await {
         Ok(ControlResponse::Status(status)) => eprintln!("heartbeat answered {status:?}"),
         other => panic!("Heartbeat: expected Status, got {other:?}"),
     }
+    let outcome = ledger.write(cluster, primary, &[999]).await;
+    assert_eq!(outcome.refusal(), Some("LeaseExpired"), "a heartbeat without a grant renews nothing: {outcome}");
+    // A grant for another term renews nothing either.
+    let stale = LeaseGrant { seq: 1, shards: vec![(SHARD, term + 1)] };
+    let beat = ControlRequest::Heartbeat { seq: 2, lease_ms: 60_000, grant: Some(stale) };
+    assert!(matches!(cluster.control(primary, beat).await, Ok(ControlResponse::Status(_))));
+    let outcome = ledger.write(cluster, primary, &[998]).await;
+    assert_eq!(outcome.refusal(), Some("LeaseExpired"), "a grant for another term renews nothing: {outcome}");
+    let grant = LeaseGrant { seq: 2, shards: vec![(SHARD, term)] };
+    let beat = ControlRequest::Heartbeat { seq: 3, lease_ms: 60_000, grant: Some(grant) };
+    assert!(matches!(cluster.control(primary, beat).await, Ok(ControlResponse::Status(_))));
     let outcome = ledger.write(cluster, primary, &[1000]).await;
     assert!(outcome.is_acked(), "write after the lease was renewed: {outcome}");
     match cluster.request(primary, &linearizable, Some(Route::Shard(SHARD.0))).await {

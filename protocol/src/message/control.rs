@@ -41,10 +41,19 @@ pub enum ControlRequest {
         /// The primary.
         primary: ServerAddr,
     },
-    /// Liveness probe; renews the lease of every shard this node leads at its current term.
+    /// Liveness probe, numbered; it may carry lease grants for an earlier one.
+    ///
+    /// A lease is granted for one term and counted from when the node handled heartbeat
+    /// `grant.seq` (which the coordinator knows happened before that heartbeat's answer
+    /// reached it), never from when the grant itself is read: a grant read late, after a
+    /// pause or from a stale connection, extends nothing.
     Heartbeat {
-        /// Lease length from receipt, in milliseconds.
+        /// This heartbeat's number (per coordinator connection, increasing).
+        seq: u64,
+        /// Lease length, in milliseconds.
         lease_ms: u64,
+        /// Leases granted, counted from when this node handled heartbeat `grant.seq`.
+        grant: Option<LeaseGrant>,
     },
     /// Election query: adopt `term` (refusing older appends from now on) and report the log.
     ElectionQuery {
@@ -53,6 +62,15 @@ pub enum ControlRequest {
         /// The new term.
         term: u64,
     },
+}
+
+/// Leases the coordinator grants with a heartbeat: for each shard, at one term.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The earlier heartbeat whose handling the leases count from.
+    pub seq: u64,
+    /// (shard, term): the shard's primary at that term holds the lease.
+    pub shards: Vec<(ShardId, u64)>,
 }
 
 /// A replica's answer to an election query.

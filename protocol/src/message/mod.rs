@@ -19,7 +19,7 @@ mod peer;
 mod status;
 
 pub use client::{kind, AddServersRequest, InitRequest, Request, Response, ShardCommit, ShardRows};
-pub use control::{ControlRequest, ControlResponse, Vote};
+pub use control::{ControlRequest, ControlResponse, LeaseGrant, Vote};
 pub use error::ErrorCode;
 pub use peer::{PeerRequest, PeerResponse};
 pub use status::{NodeStatus, ReplicaRole, ServerInfo, ShardState, ShardTopology, Topology};

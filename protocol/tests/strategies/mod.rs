@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proptest::collection::{btree_map, vec};
+use proptest::option;
 use proptest::prelude::*;
 use shardline_protocol::frame::{FLAG_END_OF_STREAM, FLAG_LINEARIZABLE};
 use shardline_protocol::*;
@@ -162,7 +163,13 @@ pub fn control_request() -> impl Strategy<Value = ControlRequest> {
         ),
         (shard_id(), any::<u64>(), server_addr())
             .prop_map(|(shard, term, primary)| { ControlRequest::BecomeFollower { shard, term, primary } }),
-        any::<u64>().prop_map(|lease_ms| ControlRequest::Heartbeat { lease_ms }),
+        (any::<u64>(), any::<u64>(), option::of((any::<u64>(), vec((shard_id(), any::<u64>()), 0..3)))).prop_map(
+            |(seq, lease_ms, grant)| ControlRequest::Heartbeat {
+                seq,
+                lease_ms,
+                grant: grant.map(|(seq, shards)| LeaseGrant { seq, shards })
+            }
+        ),
         (shard_id(), any::<u64>()).prop_map(|(shard, term)| ControlRequest::ElectionQuery { shard, term }),
     ]
 }

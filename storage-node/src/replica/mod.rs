@@ -13,7 +13,7 @@
 //! - `primary`: the primary's write path (group commit, majority commit, acks).
 //! - `follower`: appends and snapshots arriving from a primary.
 //! - `replication`: what the primary sends each follower next, and what answers mean.
-//! - `roles`: elections, role changes and terms.
+//! - `roles`: elections, role changes, terms and leases.
 
 mod follower;
 mod primary;
@@ -168,6 +168,8 @@ pub struct Replica<D: Disk, T: TableStore> {
     /// commit index has been applied, or this replica's own no-op committed as primary.
     synced: bool,
     lease_until: Option<Time>,
+    /// The term whose election query this replica last answered, and when.
+    voted: Option<(u64, Time)>,
     overlay: Overlay,
     epochs: u64,
     effects: Vec<Effect>,
@@ -236,6 +238,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             installing: false,
             synced: false,
             lease_until: None,
+            voted: None,
             overlay: Overlay::default(),
             epochs: 0,
             effects: Vec::new(),
@@ -318,6 +321,12 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     pub fn tick(&mut self, now: Time) {
         self.expire_waiters(now);
         self.pump(now);
+    }
+
+    /// The replica is about to stop (its shard dropped, or the node shutting down): it
+    /// leaves its role, answering the writes still waiting as indeterminate.
+    pub fn shut_down(&mut self) {
+        self.step_down(Role::Idle);
     }
 
     /// The last `count` log entries, for `LOG <shard>`.

@@ -100,8 +100,16 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// [`Effect::WriteDone`] with its token once it commits (or is refused).
     pub fn write_group(&mut self, now: Time, writes: Vec<(Operation, u64)>) {
         if let Some(e) = self.refusal(now) {
-            for (_, token) in writes {
-                self.effects.push(Effect::WriteDone { token, result: Err(e.clone()) });
+            for (op, token) in writes {
+                // A refusal is definite only if this write was never logged here: a retry of
+                // one still pending (or applied) here may yet commit, or has.
+                let logged = op.client_seq().is_some_and(|(client, seq)| self.logged_here(client, seq));
+                let result = if logged {
+                    Err(ErrorCode::Timeout(format!("{e}; an earlier attempt of this write was logged and may commit")))
+                } else {
+                    Err(e.clone())
+                };
+                self.effects.push(Effect::WriteDone { token, result });
             }
             return;
         }
@@ -172,6 +180,19 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             self.log_and_sync(now, records);
             self.advance_commit(now);
         }
+    }
+
+    /// Whether an attempt of (client, seq) is in this replica's log, pending or applied.
+    fn logged_here(&self, client: u64, seq: u64) -> bool {
+        let pending = match &self.role {
+            Role::Primary(p) => p.pending_clients.contains_key(&(client, seq)),
+            _ => false,
+        };
+        let mem = self.wal.mem();
+        let unapplied = (self.applied.index + 1..=mem.last().index)
+            .filter_map(|i| mem.record(i))
+            .any(|r| LogEntry::decode(&r).is_ok_and(|e| e.op.client_seq() == Some((client, seq))));
+        pending || unapplied || self.table.client_mark(client, seq).ok().flatten().is_some()
     }
 
     /// Why writes are refused now, if they are: definite refusals, nothing logged.

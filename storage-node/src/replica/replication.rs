@@ -180,6 +180,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 f.reachable = true;
                 debug!(next = f.next, retry_from, "follower refused: moving back");
                 f.next = retry_from.clamp(1, f.next.max(1));
+                // It came back with less (a wiped directory, a log cut at corruption, a
+                // snapshot reset): it holds nothing from `next` on, whatever it held before.
+                if f.durable >= f.next {
+                    f.durable = f.next - 1;
+                }
             }
             (Ok(PeerResponse::SnapshotStored { chunk, .. }), InFlight::Snapshot { chunk: sent })
                 if chunk as usize == sent =>

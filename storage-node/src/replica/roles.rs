@@ -17,7 +17,7 @@ use crate::store::TableStore;
 
 impl<D: Disk, T: TableStore> Replica<D, T> {
     /// The election query: adopt `term` durably, then report the log's last position.
-    pub fn election_query(&mut self, term: u64) -> ControlResponse {
+    pub fn election_query(&mut self, now: Time, term: u64) -> ControlResponse {
         if term < self.term {
             return ControlResponse::Error(ErrorCode::StaleTerm { current: self.term, got: term });
         }
@@ -29,6 +29,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         let last = self.wal.last();
         let electable = self.fault.is_none() && !self.installing;
+        // A primary of this term counts its first lease from here: the coordinator gets
+        // this answer only after we sent it, so it knows when such a lease ends.
+        self.voted = Some((term, now));
         info!(term, last_index = last.index, last_term = last.term, electable, "answered election query");
         ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable })
     }
@@ -52,10 +55,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         ControlResponse::Ok
     }
 
-    /// A heartbeat from the coordinator: a primary may go on for `lease_ms` from `now`.
-    pub fn renew_lease(&mut self, now: Time, lease_ms: u64) {
-        if matches!(self.role, Role::Primary(_)) {
-            self.lease_until = Some(now + Duration::from_millis(lease_ms));
+    /// A lease granted for `term`, counted from `since` (when this node handled the
+    /// heartbeat the grant refers to, never when it read the grant): a primary of that term
+    /// may take writes and serve primary reads until `since + lease_ms`.
+    pub fn renew_lease(&mut self, since: Time, lease_ms: u64, term: u64) {
+        if term == self.term && matches!(self.role, Role::Primary(_)) {
+            let until = since + Duration::from_millis(lease_ms);
+            self.lease_until = Some(self.lease_until.map_or(until, |t| t.max(until)));
         }
     }
 
@@ -87,13 +93,18 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let reason = "installing a snapshot".into();
             return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason });
         }
-        let lease_until = now + Duration::from_millis(lease_ms);
         if term == self.term && matches!(self.role, Role::Primary(_)) {
+            // The same term with another follower set: the lease is not touched.
             self.change_followers(now, followers);
-            self.lease_until = Some(lease_until);
             self.advance_commit(now);
             return ControlResponse::Ok;
         }
+        // The first lease counts from when this replica answered the election query of
+        // this term; a BecomePrimary read late (after a pause) gets an expired one.
+        let lease_until = match self.voted {
+            Some((t, at)) if t == term => Some(at + Duration::from_millis(lease_ms)),
+            _ => None,
+        };
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
                 return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
@@ -124,7 +135,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let slots = followers.into_iter().map(|addr| Follower::new(addr, last + 1, 0)).collect();
         info!(term, last, "leading");
         self.role = Role::Primary(Box::new(PrimaryState::new(epoch, slots, inherited, last)));
-        self.lease_until = Some(lease_until);
+        self.lease_until = lease_until;
         let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
         match noop.encode() {
             Ok(record) => self.log_and_sync(now, vec![(term, record)]),
@@ -143,6 +154,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if p.followers.iter().map(|f| &f.addr).eq(followers.iter()) {
             return;
         }
+        // What is known of followers that stay is kept only as a start: each answer resets
+        // it to what the follower really holds.
         let slots = followers
             .into_iter()
             .map(|addr| {

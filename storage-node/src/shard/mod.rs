@@ -51,7 +51,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<ControlResponse>,
     },
     RenewLease {
+        /// When the node handled the heartbeat the grant counts from.
+        since: Instant,
         lease_ms: u64,
+        term: u64,
     },
     Append(AppendRequest, oneshot::Sender<PeerResponse>),
     Snapshot(SnapshotChunk, oneshot::Sender<PeerResponse>),

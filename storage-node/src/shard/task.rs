@@ -143,8 +143,7 @@ impl ShardTask {
             }
             self.carry_out();
         }
-        self.replica
-            .become_follower(u64::MAX, shardline_protocol::ServerAddr { name: String::new(), addr: String::new() });
+        self.replica.shut_down();
         self.carry_out();
         info!("shard task stopped");
     }
@@ -194,9 +193,11 @@ impl ShardTask {
                 let _ = reply.send(r.become_follower(term, primary));
             }
             Command::ElectionQuery { term, reply } => {
-                let _ = reply.send(r.election_query(term));
+                let _ = reply.send(r.election_query(now, term));
             }
-            Command::RenewLease { lease_ms } => r.renew_lease(now, lease_ms),
+            Command::RenewLease { since, lease_ms, term } => {
+                r.renew_lease(since.saturating_duration_since(self.origin), lease_ms, term)
+            }
             Command::Append(request, reply) => {
                 let _ = reply.send(r.on_append(request));
             }

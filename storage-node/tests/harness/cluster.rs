@@ -102,8 +102,11 @@ impl Cluster {
         self.control(i, req).await
     }
 
-    /// `BecomePrimary` at `term` on node `i`, every other node its follower.
+    /// `BecomePrimary` at `term` on node `i`, every other node its follower. As the
+    /// coordinator does, node `i` first answers the election query of `term`: a primary's
+    /// first lease counts from that answer.
     pub async fn become_primary(&self, i: usize, term: u64, lease_ms: u64) -> Result<ControlResponse, CallError> {
+        self.control(i, ControlRequest::ElectionQuery { shard: SHARD, term }).await?;
         let followers = (0..self.nodes.len()).filter(|&j| j != i).map(|j| self.server(j)).collect();
         let req = ControlRequest::BecomePrimary { shard: SHARD, term, followers, lease_ms };
         self.control(i, req).await
