@@ -148,9 +148,20 @@ impl SimNode {
             let answer = Err(ErrorCode::Unavailable { shard, reason: "connection reset".into() });
             world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });
         }
+        // Requests that waited in a paused process's sockets are reset with it.
+        for (from, msg) in std::mem::take(&mut self.inbox) {
+            if let (Addr::Client(_), Msg::Client { id, request }) = (from, msg) {
+                let key = match &request {
+                    ClientRequest::Write(op) => op_key(op),
+                    ClientRequest::Read(key) => *key,
+                };
+                let shard = ShardId(if key >= 100 { 2 } else { 1 });
+                let answer = Err(ErrorCode::Unavailable { shard, reason: "connection reset".into() });
+                world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
+            }
+        }
         self.up = false;
         self.paused = false;
-        self.inbox.clear();
         self.replicas.clear();
         self.waiting.clear();
         for s in self.storage.values() {

@@ -171,7 +171,12 @@ impl<D: Disk> Wal<D> {
             let is_last = n + 1 == count;
             if let Some(problem) = problem {
                 let rest = &data[good_len as usize..];
-                let torn = is_last && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0));
+                // A torn write is the last thing in the log: if any intact record follows
+                // the damage (a flipped length field, say), this is corruption of synced
+                // data, not an interrupted write.
+                let torn = is_last
+                    && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0))
+                    && !intact_record_in(&rest[1.min(rest.len())..]);
                 if torn {
                     report.torn_bytes = rest.len() as u64;
                 } else {
@@ -394,6 +399,15 @@ impl Problem {
     }
 }
 
+/// Whether some complete record with a good CRC starts anywhere in `bytes`.
+fn intact_record_in(bytes: &[u8]) -> bool {
+    (0..bytes.len().saturating_sub(ENTRY_HEADER_LEN)).any(|at| {
+        let rest = &bytes[at..];
+        let op_len = u32::from_be_bytes(rest[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4].try_into().expect("4")) as usize;
+        rest.len() >= ENTRY_HEADER_LEN + op_len && log_entry::verify(&rest[..ENTRY_HEADER_LEN + op_len]).is_ok()
+    })
+}
+
 fn read_base(disk: &impl Disk) -> io::Result<LogPosition> {
     let Some(data) = disk.read("BASE")? else {
         return Ok(LogPosition::default());
@@ -477,6 +491,24 @@ mod tests {
         fs::write(&path, data).unwrap();
         let (wal, report) = open(dir.path());
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3));
+        assert_eq!(wal.last().index, 2);
+    }
+
+    #[test]
+    fn a_flipped_length_field_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
+        let (seg, offset) = wal.offsets[2];
+        let path = dir.path().join(&wal.segments[seg].name);
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        // A high bit of entry 3's length: it now claims more bytes than the file holds.
+        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
+        fs::write(&path, data).unwrap();
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "entries 4 and 5 were synced: {report:?}");
+        assert_eq!(report.torn_bytes, 0);
         assert_eq!(wal.last().index, 2);
     }
 

@@ -168,8 +168,9 @@ pub struct Replica<D: Disk, T: TableStore> {
     /// commit index has been applied, or this replica's own no-op committed as primary.
     synced: bool,
     lease_until: Option<Time>,
-    /// The term whose election query this replica last answered, and when.
-    voted: Option<(u64, Time)>,
+    /// The term whose election query this replica last answered, when, and its log's
+    /// last position then.
+    voted: Option<(u64, Time, LogPosition)>,
     overlay: Overlay,
     epochs: u64,
     effects: Vec<Effect>,

@@ -31,7 +31,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let electable = self.fault.is_none() && !self.installing;
         // A primary of this term counts its first lease from here: the coordinator gets
         // this answer only after we sent it, so it knows when such a lease ends.
-        self.voted = Some((term, now));
+        self.voted = Some((term, now, last));
         info!(term, last_index = last.index, last_term = last.term, electable, "answered election query");
         ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable })
     }
@@ -99,11 +99,19 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             self.advance_commit(now);
             return ControlResponse::Ok;
         }
-        // The first lease counts from when this replica answered the election query of
-        // this term; a BecomePrimary read late (after a pause) gets an expired one.
+        // The coordinator chose this replica on the vote it gave for this term: lead only
+        // on that vote, from this run of the process, with the log it voted with (a restart
+        // or a failed write in between may have cut it).
         let lease_until = match self.voted {
-            Some((t, at)) if t == term => Some(at + Duration::from_millis(lease_ms)),
-            _ => None,
+            Some((t, at, voted_last)) if t == term && self.wal.last() >= voted_last => {
+                // The first lease counts from the vote; a BecomePrimary read late (after a
+                // pause) gets an expired one.
+                at + Duration::from_millis(lease_ms)
+            }
+            _ => {
+                let reason = format!("this replica's log is not the one it voted with at term {term}");
+                return ControlResponse::Error(ErrorCode::Unavailable { shard: self.spec.id, reason });
+            }
         };
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
@@ -135,7 +143,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let slots = followers.into_iter().map(|addr| Follower::new(addr, last + 1, 0)).collect();
         info!(term, last, "leading");
         self.role = Role::Primary(Box::new(PrimaryState::new(epoch, slots, inherited, last)));
-        self.lease_until = lease_until;
+        self.lease_until = Some(lease_until);
         let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
         match noop.encode() {
             Ok(record) => self.log_and_sync(now, vec![(term, record)]),
