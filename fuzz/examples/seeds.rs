@@ -265,6 +265,7 @@ fn frames() -> Vec<Frame> {
             last_included: last,
             chunk: 0,
             rows: rows(),
+            marks: vec![ClientSeqMark { client: 7, seq: 3, entry: last }],
             done: true,
         },
         PeerRequest::FetchEntries {

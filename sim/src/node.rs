@@ -330,8 +330,8 @@ impl SimNode {
             PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
                 r.on_append(AppendRequest { term, primary, prev, entries, commit })
             }
-            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, done, .. } => {
-                r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, done })
+            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, marks, done, .. } => {
+                r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, marks, done })
             }
             PeerRequest::FetchEntries { .. } => PeerResponse::Error(ErrorCode::BadRequest("not served".into())),
         }

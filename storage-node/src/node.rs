@@ -310,14 +310,15 @@ impl Node {
                 }
                 Err(e) => return PeerResponse::Error(e),
             },
-            PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, done } => match self.shard(shard)
-            {
-                Ok(s) => {
-                    let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, done };
-                    s.ask(|reply| Command::Snapshot(chunk, reply)).await
+            PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done } => {
+                match self.shard(shard) {
+                    Ok(s) => {
+                        let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, marks, done };
+                        s.ask(|reply| Command::Snapshot(chunk, reply)).await
+                    }
+                    Err(e) => return PeerResponse::Error(e),
                 }
-                Err(e) => return PeerResponse::Error(e),
-            },
+            }
             PeerRequest::FetchEntries { .. } => {
                 return PeerResponse::Error(ErrorCode::BadRequest(
                     "FetchEntries is not served: damaged entries are repaired by the primary's appends".into(),

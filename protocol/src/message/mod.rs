@@ -21,7 +21,7 @@ mod status;
 pub use client::{kind, AddServersRequest, InitRequest, Request, Response, ShardCommit, ShardRows};
 pub use control::{ControlRequest, ControlResponse, LeaseGrant, Vote};
 pub use error::ErrorCode;
-pub use peer::{PeerRequest, PeerResponse};
+pub use peer::{ClientSeqMark, PeerRequest, PeerResponse};
 pub use status::{NodeStatus, ReplicaRole, ServerInfo, ShardState, ShardTopology, Topology};
 
 use bytes::Bytes;

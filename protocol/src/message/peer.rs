@@ -39,6 +39,10 @@ pub enum PeerRequest {
         chunk: u32,
         /// Rows in key order.
         rows: Vec<Row>,
+        /// On the last chunk: the (client, seq) of every write the snapshot includes that a
+        /// retry must still find, with the entry that applied it, so that a replica rebuilt
+        /// from the snapshot applies a retry at most once, as its source would.
+        marks: Vec<ClientSeqMark>,
         /// True on the last chunk.
         done: bool,
     },
@@ -51,6 +55,17 @@ pub enum PeerRequest {
         /// Last index wanted.
         to: u64,
     },
+}
+
+/// Where a client's write was applied: a retry of (client, seq) is answered with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSeqMark {
+    /// The client's id.
+    pub client: u64,
+    /// The client's sequence number.
+    pub seq: u64,
+    /// The entry that applied it.
+    pub entry: LogPosition,
 }
 
 /// What a replica answers a [`PeerRequest`].

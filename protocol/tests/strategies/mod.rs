@@ -203,11 +203,15 @@ pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
                 }
             }
         ),
-        (shard_id(), any::<u64>(), name(), position(), any::<u32>(), rows(), any::<bool>()).prop_map(
-            |(shard, term, primary, last_included, chunk, rows, done)| {
-                PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, done }
-            }
-        ),
+        (
+            (shard_id(), any::<u64>(), name(), position(), any::<u32>(), rows(), any::<bool>()),
+            vec((any::<u64>(), any::<u64>(), position()), 0..3)
+        )
+            .prop_map(|((shard, term, primary, last_included, chunk, rows, done), marks)| {
+                let marks =
+                    marks.into_iter().map(|(client, seq, entry)| ClientSeqMark { client, seq, entry }).collect();
+                PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done }
+            }),
         (shard_id(), any::<u64>(), any::<u64>()).prop_map(|(shard, from, to)| PeerRequest::FetchEntries {
             shard,
             from,

@@ -6,7 +6,7 @@
 //! reports the last index known to match the primary and to be on disk.
 
 use bytes::Bytes;
-use shardline_protocol::{log_entry, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr};
+use shardline_protocol::{log_entry, ClientSeqMark, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr};
 use tracing::{info, warn};
 
 use super::rules::{plan_append, AppendPlan};
@@ -42,6 +42,8 @@ pub struct SnapshotChunk {
     pub chunk: u32,
     /// Its rows.
     pub rows: Vec<Row>,
+    /// On the last chunk: the client marks the snapshot includes.
+    pub marks: Vec<ClientSeqMark>,
     /// Whether it is the last chunk.
     pub done: bool,
 }
@@ -172,16 +174,27 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 info!(upto = chunk.last_included.index, "installing a snapshot");
                 self.table.begin_install()?;
                 self.installing = true;
+                self.install = Some((chunk.term, chunk.last_included, 0));
                 self.wal.reset(chunk.last_included)?;
                 self.applied = LogPosition::default();
                 self.commit = 0;
                 self.overlay.clear();
-            } else if !self.installing {
-                return Err(std::io::Error::other("snapshot chunk arrived without chunk 0").into());
+            } else if self.install != Some((chunk.term, chunk.last_included, chunk.chunk)) {
+                // Chunks name their snapshot (term, last included entry) and their place in
+                // it: a chunk of another snapshot, or out of order, is refused.
+                let why = format!(
+                    "snapshot chunk {} of ({}, {}) does not continue the install under way ({:?})",
+                    chunk.chunk, chunk.term, chunk.last_included.index, self.install
+                );
+                return Err(std::io::Error::other(why).into());
             }
             self.table.install_rows(&chunk.rows)?;
+            if let Some(install) = &mut self.install {
+                install.2 += 1;
+            }
             if chunk.done {
-                self.table.finish_install(chunk.last_included)?;
+                self.table.finish_install(chunk.last_included, &chunk.marks)?;
+                self.install = None;
                 self.applied = chunk.last_included;
                 self.commit = self.commit.max(chunk.last_included.index);
                 self.installing = false;

@@ -163,6 +163,8 @@ pub struct Replica<D: Disk, T: TableStore> {
     applied: LogPosition,
     fault: Option<(u64, String)>,
     installing: bool,
+    /// The snapshot being installed: its primary's term, last included entry, next chunk.
+    install: Option<(u64, LogPosition, u32)>,
     /// Whether the table is known to be as current as the cluster's commit index: false
     /// after a restart (non-durable applies may have been rolled back) until a primary's
     /// commit index has been applied, or this replica's own no-op committed as primary.
@@ -213,7 +215,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 "replica was mid-install or its log starts past its table: starting empty"
             );
             table.begin_install()?;
-            table.finish_install(LogPosition::default())?;
+            table.finish_install(LogPosition::default(), &[])?;
             wal.reset(LogPosition::default()).map_err(StoreError::from)?;
             meta.applied = LogPosition::default();
         }
@@ -237,6 +239,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             applied: meta.applied,
             fault,
             installing: false,
+            install: None,
             synced: false,
             lease_until: None,
             voted: None,

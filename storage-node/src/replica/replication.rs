@@ -7,7 +7,7 @@
 //! of the table instead, in chunks. With nothing to send, an empty append goes out every
 //! sync heartbeat: it carries the commit index and shows the follower is alive.
 
-use shardline_protocol::{ErrorCode, LogPosition, PeerRequest, PeerResponse, Row, ServerAddr};
+use shardline_protocol::{ClientSeqMark, ErrorCode, LogPosition, PeerRequest, PeerResponse, Row, ServerAddr};
 use tracing::{debug, info, warn};
 
 use super::{Effect, Link, Replica, Role, Time};
@@ -35,6 +35,7 @@ enum InFlight {
 struct Outgoing {
     included: LogPosition,
     rows: Vec<Row>,
+    marks: Vec<ClientSeqMark>,
 }
 
 /// One follower as the primary sees it.
@@ -110,9 +111,10 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let prev_term = mem.term_at(prev_index);
         if f.snapshot.is_none() && (prev_term.is_none() || last.saturating_sub(prev_index) > lag) {
             match self.table.snapshot() {
-                Ok((included, rows)) => {
+                Ok(snapshot) => {
+                    let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
                     info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
-                    f.snapshot = Some(Outgoing { included, rows });
+                    f.snapshot = Some(Outgoing { included, rows, marks });
                     f.next_chunk = 0;
                 }
                 Err(e) => {
@@ -136,6 +138,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     last_included: out.included,
                     chunk: chunk as u32,
                     rows: out.rows[from..to].to_vec(),
+                    marks: if chunk + 1 == chunks { out.marks.clone() } else { Vec::new() },
                     done: chunk + 1 == chunks,
                 };
                 (request, InFlight::Snapshot { chunk })

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use shardline_protocol::{LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
+use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
-use super::{ClientMark, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
+use super::{ClientMark, Snapshot, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -143,8 +143,20 @@ impl TableStore for MemTable {
         Ok(self.read(|s| s.clients.get(&(client, seq)).copied()))
     }
 
-    fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
-        Ok(self.read(|s| (s.applied, s.rows.iter().map(|(k, v)| Row { key: *k, values: v.clone() }).collect())))
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.read(|s| Snapshot {
+            applied: s.applied,
+            rows: s.rows.iter().map(|(k, v)| Row { key: *k, values: v.clone() }).collect(),
+            marks: s
+                .clients
+                .iter()
+                .map(|(&(client, seq), m)| ClientSeqMark {
+                    client,
+                    seq,
+                    entry: LogPosition { term: m.term, index: m.index },
+                })
+                .collect(),
+        }))
     }
 
     fn begin_install(&self) -> Result<(), StoreError> {
@@ -165,8 +177,13 @@ impl TableStore for MemTable {
         })
     }
 
-    fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
+    fn finish_install(&self, last_included: LogPosition, marks: &[ClientSeqMark]) -> Result<(), StoreError> {
         self.commit(true, |s| {
+            for m in marks {
+                s.clients
+                    .insert((m.client, m.seq), ClientMark { seq: m.seq, term: m.entry.term, index: m.entry.index });
+                s.by_index.insert(m.entry.index, (m.client, m.seq));
+            }
             s.installing = false;
             s.applied = last_included;
         })

@@ -7,10 +7,21 @@
 pub mod mem;
 pub mod redb;
 
-use shardline_protocol::{LogEntry, LogPosition, Row, Schema, ShardSpec};
+use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Row, Schema, ShardSpec};
 
 pub use self::redb::{ClientMark, StoreError, Table, TableMeta, DEDUP_WINDOW};
 pub use mem::MemTable;
+
+/// A consistent copy of a table, for a replica that is too far behind for the log.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The last log entry the rows reflect.
+    pub applied: LogPosition,
+    /// Every row, in key order.
+    pub rows: Vec<Row>,
+    /// The client marks within the dedup window.
+    pub marks: Vec<ClientSeqMark>,
+}
 
 /// What a replica needs of its table. Commits marked durable survive a crash; the others
 /// may roll back to the last durable one (the log is the durable copy of those).
@@ -31,12 +42,14 @@ pub trait TableStore: Clone + Send + Sync + 'static {
     fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError>;
     /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
     fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError>;
-    /// Every row and the applied position they reflect, in one consistent view.
-    fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError>;
+    /// Every row and the applied position they reflect, with the client marks a retry must
+    /// still find, in one consistent view.
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
     /// Starts a snapshot install: clears rows and marks, durably flags the install.
     fn begin_install(&self) -> Result<(), StoreError>;
     /// Adds one chunk of snapshot rows.
     fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError>;
-    /// Finishes a snapshot install, durably: the rows reflect the log up to `last_included`.
-    fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError>;
+    /// Finishes a snapshot install, durably: the rows (and these client marks) reflect the
+    /// log up to `last_included`.
+    fn finish_install(&self, last_included: LogPosition, marks: &[ClientSeqMark]) -> Result<(), StoreError>;
 }

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use shardline_protocol::{LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
+use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
-use super::TableStore;
+use super::{Snapshot, TableStore};
 use crate::failpoint::{Action, Failpoints};
 
 const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
@@ -245,7 +245,7 @@ impl TableStore for Table {
     }
 
     /// Every row and the applied position they reflect, read in one consistent view.
-    fn snapshot(&self) -> Result<(LogPosition, Vec<Row>), StoreError> {
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let tx = self.db.begin_read()?;
         let applied = get(&tx.open_table(META)?, "applied")?.unwrap_or_default();
         let rows = tx.open_table(ROWS)?;
@@ -254,7 +254,14 @@ impl TableStore for Table {
             let (key, value) = item?;
             out.push(Row { key: key.value(), values: decode("rows", value.value())? });
         }
-        Ok((applied, out))
+        let mut marks = Vec::new();
+        for item in tx.open_table(CLIENTS)?.iter()? {
+            let (key, value) = item?;
+            let (client, seq) = key.value();
+            let mark: ClientMark = decode("clients", value.value())?;
+            marks.push(ClientSeqMark { client, seq, entry: LogPosition { term: mark.term, index: mark.index } });
+        }
+        Ok(Snapshot { applied, rows: out, marks })
     }
 
     /// Starts a snapshot install: clears rows and marks, durably flags the install.
@@ -284,8 +291,15 @@ impl TableStore for Table {
     }
 
     /// Finishes a snapshot install: the rows now reflect the log up to `last_included`.
-    fn finish_install(&self, last_included: LogPosition) -> Result<(), StoreError> {
+    fn finish_install(&self, last_included: LogPosition, marks: &[ClientSeqMark]) -> Result<(), StoreError> {
         self.write(Durability::Immediate, None, |tx| {
+            let mut clients = tx.open_table(CLIENTS)?;
+            let mut by_index = tx.open_table(CLIENTS_BY_INDEX)?;
+            for m in marks {
+                let mark = ClientMark { seq: m.seq, term: m.entry.term, index: m.entry.index };
+                clients.insert((m.client, m.seq), encode(&mark)?.as_slice())?;
+                by_index.insert(m.entry.index, (m.client, m.seq))?;
+            }
             let mut meta = tx.open_table(META)?;
             put(&mut meta, "installing", &false)?;
             put(&mut meta, "applied", &last_included)
@@ -357,9 +371,13 @@ mod tests {
         t.begin_install().unwrap();
         assert!(t.meta().unwrap().unwrap().installing);
         t.install_rows(&[Row::new(50, vec![Value::Str("x".into()), Value::Int(1)])]).unwrap();
-        t.finish_install(LogPosition { term: 3, index: 40 }).unwrap();
+        let mark = ClientSeqMark { client: 7, seq: 9, entry: LogPosition { term: 3, index: 38 } };
+        t.finish_install(LogPosition { term: 3, index: 40 }, &[mark]).unwrap();
         let meta = t.meta().unwrap().unwrap();
         assert_eq!((meta.installing, meta.applied.index, meta.term), (false, 40, 4));
-        assert_eq!(t.snapshot().unwrap().1.len(), 1);
+        let snapshot = t.snapshot().unwrap();
+        assert_eq!(snapshot.rows.len(), 1);
+        assert_eq!(snapshot.marks, vec![mark], "the marks travel with the snapshot");
+        assert_eq!(t.client_mark(7, 9).unwrap(), Some(ClientMark { seq: 9, term: 3, index: 38 }));
     }
 }
