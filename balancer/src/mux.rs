@@ -1,43 +1,47 @@
 //! One multiplexed connection to a peer: many calls in flight, answers matched by id.
 //!
-//! A writer task drains a queue of frames onto the socket (small frames batched into one
-//! write, large payloads written from their own `Bytes` without a copy); a reader task
-//! hands each answer to the call waiting for its request id through a oneshot channel.
-//! Ids are unique per connection, so answers may come back in any order. When either task
-//! fails, the connection closes: every pending call fails at once (so it can be retried
-//! elsewhere) and the pool replaces the connection on next use.
+//! A call encodes its frame straight into the connection's output buffer and wakes the
+//! writer only when that buffer was empty, so requests from many client connections that
+//! arrive together share one `write()` to the node. The reader decodes every answer in its
+//! read buffer and hands each to the call waiting for its request id (a pending table keyed
+//! by the node-side id). Deadlines are not one timer per call: the reader sweeps the table
+//! every [`SWEEP`] and fails the calls past theirs with `Timeout`. Ids are unique per
+//! connection, so answers may come back in any order. When either task fails, the
+//! connection closes: every pending call fails at once (so it can be retried elsewhere)
+//! and the pool replaces the connection on next use.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
 use shardline_protocol::{frame, Frame, FrameCodec};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
 use crate::error::CallError;
 
-/// Payloads above this are written from their own buffer instead of copied into the batch.
-const COPY_LIMIT: usize = 16 * 1024;
-/// Bytes gathered before a batch is written.
-const BATCH_BYTES: usize = 256 * 1024;
-/// Frames queued for the writer before callers wait.
-const QUEUE: usize = 1024;
+/// How often the reader fails calls past their deadline (a timeout fires up to this late).
+pub const SWEEP: Duration = Duration::from_millis(20);
 /// Calls one connection carries at once: a node answers `Overloaded` past its own
 /// in-flight limit (1024 by default), so further calls wait here for a free place.
 pub const MAX_IN_FLIGHT: usize = shardline_protocol::DEFAULT_MAX_IN_FLIGHT;
 
+type Reply = oneshot::Sender<Result<Frame, CallError>>;
+
 #[derive(Debug, Default)]
 struct Pending {
-    calls: HashMap<u64, oneshot::Sender<Frame>>,
+    calls: HashMap<u64, (Instant, Duration, Reply)>,
+    /// Encoded requests not yet written.
+    output: BytesMut,
+    next_id: u64,
     closed: bool,
     tasks: Vec<AbortHandle>,
 }
@@ -46,6 +50,8 @@ struct Pending {
 struct Shared {
     addr: Arc<str>,
     pending: Mutex<Pending>,
+    /// Wakes the writer when the output buffer stops being empty.
+    wake_writer: Notify,
 }
 
 impl Shared {
@@ -54,10 +60,13 @@ impl Shared {
         let (calls, tasks) = {
             let mut p = self.pending.lock().expect("pending lock");
             p.closed = true;
+            p.output = BytesMut::new();
             (std::mem::take(&mut p.calls), std::mem::take(&mut p.tasks))
         };
         debug!(addr = %self.addr, failed = calls.len(), "connection closed");
-        drop(calls);
+        for (_, (_, _, reply)) in calls {
+            let _ = reply.send(Err(CallError::Closed { addr: self.addr.to_string() }));
+        }
         for task in tasks {
             task.abort();
         }
@@ -66,14 +75,24 @@ impl Shared {
     fn forget(&self, id: u64) {
         self.pending.lock().expect("pending lock").calls.remove(&id);
     }
+
+    /// Fails the calls whose deadline has passed.
+    fn sweep(&self, now: Instant) {
+        let expired: Vec<(Duration, Reply)> = {
+            let mut p = self.pending.lock().expect("pending lock");
+            let late: Vec<u64> = p.calls.iter().filter(|(_, (d, _, _))| *d <= now).map(|(id, _)| *id).collect();
+            late.iter().filter_map(|id| p.calls.remove(id)).map(|(_, after, reply)| (after, reply)).collect()
+        };
+        for (after, reply) in expired {
+            let _ = reply.send(Err(CallError::Timeout { addr: self.addr.to_string(), after }));
+        }
+    }
 }
 
 /// A connection shared by many concurrent calls.
 #[derive(Debug)]
 pub struct MuxConn {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Frame>,
-    next_id: AtomicU64,
     max_payload: usize,
     places: Semaphore,
 }
@@ -88,12 +107,12 @@ impl MuxConn {
             .map_err(|e| connect_err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
         let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared { addr, pending: Mutex::new(Pending::default()) });
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let pending = Pending { next_id: 1, ..Pending::default() };
+        let shared = Arc::new(Shared { addr, pending: Mutex::new(pending), wake_writer: Notify::new() });
         let reader = tokio::spawn(read_loop(read, shared.clone(), max_payload));
-        let writer = tokio::spawn(write_loop(write, rx, shared.clone()));
+        let writer = tokio::spawn(write_loop(write, shared.clone()));
         shared.pending.lock().expect("pending lock").tasks.extend([reader.abort_handle(), writer.abort_handle()]);
-        Ok(MuxConn { shared, queue, next_id: AtomicU64::new(1), max_payload, places: Semaphore::new(MAX_IN_FLIGHT) })
+        Ok(MuxConn { shared, max_payload, places: Semaphore::new(MAX_IN_FLIGHT) })
     }
 
     /// Whether the connection can still carry calls.
@@ -113,32 +132,34 @@ impl MuxConn {
             return Err(CallError::TooLarge { len: frame.payload.len(), max: self.max_payload });
         }
         let addr = || self.shared.addr.to_string();
-        let timed_out = || CallError::Timeout { addr: addr(), after: timeout };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let _place = tokio::time::timeout_at(deadline, self.places.acquire())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|_| CallError::Closed { addr: addr() })?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let _place = match self.places.try_acquire() {
+            Ok(place) => place,
+            Err(_) => tokio::time::timeout_at(deadline, self.places.acquire())
+                .await
+                .map_err(|_| CallError::Timeout { addr: addr(), after: timeout })?
+                .map_err(|_| CallError::Closed { addr: addr() })?,
+        };
         let (tx, rx) = oneshot::channel();
-        {
+        let (id, wake) = {
             let mut p = self.shared.pending.lock().expect("pending lock");
             if p.closed {
                 return Err(CallError::Closed { addr: addr() });
             }
-            p.calls.insert(id, tx);
-        }
+            let id = p.next_id;
+            p.next_id += 1;
+            p.calls.insert(id, (deadline, timeout, tx));
+            frame.request_id = id;
+            let wake = p.output.is_empty();
+            frame::encode(&frame, &mut p.output);
+            (id, wake)
+        };
         // Forget the call however this future ends: answered, failed, timed out or dropped.
         let _forget = Forget(&self.shared, id);
-        frame.request_id = id;
-        if self.queue.send(frame).await.is_err() {
-            return Err(CallError::Closed { addr: addr() });
+        if wake {
+            self.shared.wake_writer.notify_one();
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(CallError::Closed { addr: addr() }),
-            Err(_) => Err(timed_out()),
-        }
+        rx.await.unwrap_or_else(|_| Err(CallError::Closed { addr: addr() }))
     }
 }
 
@@ -158,51 +179,47 @@ impl Drop for Forget<'_> {
 
 async fn read_loop(read: OwnedReadHalf, shared: Arc<Shared>, max_payload: usize) {
     let mut frames = FramedRead::new(read, FrameCodec::new(max_payload));
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        match frames.next().await {
-            Some(Ok(answer)) => {
-                let waiter = shared.pending.lock().expect("pending lock").calls.remove(&answer.request_id);
-                // No waiter: the call gave up already; its answer is dropped.
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(answer);
+        tokio::select! {
+            next = frames.next() => match next {
+                Some(Ok(answer)) => {
+                    let waiter = shared.pending.lock().expect("pending lock").calls.remove(&answer.request_id);
+                    // No waiter: the call gave up already; its answer is dropped.
+                    if let Some((_, _, reply)) = waiter {
+                        let _ = reply.send(Ok(answer));
+                    }
                 }
-            }
-            Some(Err(e)) => {
-                debug!(addr = %shared.addr, %e, "corrupt answer stream");
-                break;
-            }
-            None => break,
+                Some(Err(e)) => {
+                    debug!(addr = %shared.addr, %e, "corrupt answer stream");
+                    break;
+                }
+                None => break,
+            },
+            now = sweep.tick() => shared.sweep(now),
         }
     }
     shared.close();
 }
 
-async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>, shared: Arc<Shared>) {
+async fn write_loop(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
     let mut batch = BytesMut::with_capacity(64 * 1024);
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(f) = next.take() {
-            if f.payload.len() > COPY_LIMIT {
-                let mut head = BytesMut::with_capacity(frame::HEADER_LEN);
-                frame::put_header(&f, &mut head);
-                let sent = async {
-                    write.write_all_buf(&mut batch).await?;
-                    write.write_all_buf(&mut head.chain(f.payload)).await
-                };
-                if sent.await.is_err() {
-                    break 'outer;
+    loop {
+        shared.wake_writer.notified().await;
+        loop {
+            {
+                let mut p = shared.pending.lock().expect("pending lock");
+                if p.output.is_empty() {
+                    break;
                 }
-            } else {
-                frame::encode(&f, &mut batch);
+                std::mem::swap(&mut p.output, &mut batch);
             }
-            if batch.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
+            if write.write_all_buf(&mut batch).await.is_err() {
+                shared.close();
+                return;
             }
+            batch.clear();
         }
-        if write.write_all_buf(&mut batch).await.is_err() {
-            break;
-        }
-        batch.clear();
     }
-    shared.close();
 }
