@@ -21,6 +21,7 @@ use futures::Stream;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::io::poll_read_buf;
 use tracing::warn;
 
 use super::serve::{Limits, Service};
@@ -106,22 +107,24 @@ where
     }
 
     /// Reads what the socket holds and answers every whole frame; whether anything happened.
+    /// (A short read clears the socket's readiness, so no extra `recv` is spent learning
+    /// that it is empty.)
     fn poll_read(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
-        match self.stream.poll_read_ready(cx) {
-            Poll::Pending => return Ok(false),
-            Poll::Ready(r) => r?,
-        }
         if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
             self.input.reserve(READ_CHUNK);
         }
-        match self.stream.try_read_buf(&mut self.input) {
-            Ok(0) => self.reading = false,
-            Ok(_) => self.answer_input(),
-            // Readiness was stale and is now cleared: the next poll registers for more.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        match poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.input) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(0)) => {
+                self.reading = false;
+                Ok(true)
+            }
+            Poll::Ready(Ok(_)) => {
+                self.answer_input();
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e),
         }
-        Ok(true)
     }
 
     fn answer_input(&mut self) {
