@@ -16,7 +16,7 @@ use shardline_protocol::Frame;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::CallError;
-use crate::mux::MuxConn;
+use shardline_protocol::net::MuxConn;
 
 /// How long a failed connect makes a slot fail calls without trying again.
 pub const FAIL_FAST: Duration = Duration::from_millis(50);

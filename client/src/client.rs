@@ -83,7 +83,9 @@ struct Inner {
     config: ClientConfig,
     client_id: u64,
     seq: AtomicU64,
-    conn: Mutex<Option<Arc<Connection>>>,
+    conn: std::sync::Mutex<Option<Arc<Connection>>>,
+    /// Held while connecting, so one connect at a time.
+    connecting: Mutex<()>,
 }
 
 /// A connection to a Shardline balancer (or coordinator, for admin calls), shared by its
@@ -122,7 +124,8 @@ impl Client {
                 config,
                 client_id: random_client_id(),
                 seq: AtomicU64::new(1),
-                conn: Mutex::new(None),
+                conn: std::sync::Mutex::new(None),
+                connecting: Mutex::new(()),
             }),
         };
         client.connection().await?;
@@ -146,14 +149,18 @@ impl Client {
 
     /// The open connection, or a new one if there is none or it broke.
     async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
-        let mut slot = self.inner.conn.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+        let open = || self.inner.conn.lock().expect("connection lock").clone().filter(|c| !c.is_closed());
+        if let Some(conn) = open() {
+            return Ok(conn);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(conn) = open() {
+            return Ok(conn);
         }
         let c = &self.inner.config;
         let conn =
             Arc::new(Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight).await?);
-        *slot = Some(conn.clone());
+        *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());
         Ok(conn)
     }
 

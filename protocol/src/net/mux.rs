@@ -1,4 +1,5 @@
-//! One multiplexed connection to a peer: many calls in flight, answers matched by id.
+//! One multiplexed connection to a peer: many calls in flight, answers matched by id. The
+//! balancer's node connections and the `shardline` client's connection are this one type.
 //!
 //! A call encodes its frame straight into the connection's output buffer and wakes the
 //! writer only when that buffer was empty, so requests from many client connections that
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use shardline_protocol::{frame, Frame, FrameCodec};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -26,13 +26,14 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
-use crate::error::CallError;
+use super::CallError;
+use crate::{frame, Frame, FrameCodec};
 
 /// How often the reader fails calls past their deadline (a timeout fires up to this late).
 pub const SWEEP: Duration = Duration::from_millis(20);
 /// Calls one connection carries at once: a node answers `Overloaded` past its own
 /// in-flight limit (1024 by default), so further calls wait here for a free place.
-pub const MAX_IN_FLIGHT: usize = shardline_protocol::DEFAULT_MAX_IN_FLIGHT;
+pub const MAX_IN_FLIGHT: usize = crate::DEFAULT_MAX_IN_FLIGHT;
 
 type Reply = oneshot::Sender<Result<Frame, CallError>>;
 
@@ -98,8 +99,20 @@ pub struct MuxConn {
 }
 
 impl MuxConn {
-    /// Connects to `addr` within `timeout`, Nagle off, and starts the two tasks.
+    /// Connects to `addr` within `timeout`, Nagle off, and starts the two tasks; at most
+    /// [`MAX_IN_FLIGHT`] calls are open at once.
     pub async fn connect(addr: Arc<str>, timeout: Duration, max_payload: usize) -> Result<MuxConn, CallError> {
+        MuxConn::connect_with(addr, timeout, max_payload, MAX_IN_FLIGHT).await
+    }
+
+    /// [`MuxConn::connect`] with at most `max_in_flight` calls open at once (further calls
+    /// wait for a place, within their timeout).
+    pub async fn connect_with(
+        addr: Arc<str>,
+        timeout: Duration,
+        max_payload: usize,
+        max_in_flight: usize,
+    ) -> Result<MuxConn, CallError> {
         let connect_err = |reason: String| CallError::Connect { addr: addr.to_string(), reason };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(&*addr))
             .await
@@ -112,12 +125,17 @@ impl MuxConn {
         let reader = tokio::spawn(read_loop(read, shared.clone(), max_payload));
         let writer = tokio::spawn(write_loop(write, shared.clone()));
         shared.pending.lock().expect("pending lock").tasks.extend([reader.abort_handle(), writer.abort_handle()]);
-        Ok(MuxConn { shared, max_payload, places: Semaphore::new(MAX_IN_FLIGHT) })
+        Ok(MuxConn { shared, max_payload, places: Semaphore::new(max_in_flight.max(1)) })
     }
 
     /// Whether the connection can still carry calls.
     pub fn is_open(&self) -> bool {
         !self.shared.pending.lock().expect("pending lock").closed
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.shared.addr
     }
 
     /// Calls waiting for answers.
