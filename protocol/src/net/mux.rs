@@ -2,8 +2,9 @@
 //! balancer's node connections and the `shardline` client's connection are this one type.
 //!
 //! A call encodes its frame straight into the connection's output buffer and wakes the
-//! writer only when that buffer was empty, so requests from many client connections that
-//! arrive together share one `write()` to the node. The reader decodes every answer in its
+//! writer only when that buffer was empty; the writer first lets every task that is ready
+//! run (a yield), so requests from many client connections that arrive together share one
+//! `write()` to the node. The reader decodes every answer in its
 //! read buffer and hands each to the call waiting for its request id (a pending table keyed
 //! by the node-side id). Deadlines are not one timer per call: the reader sweeps the table
 //! every [`SWEEP`] and fails the calls past theirs with `Timeout`. Ids are unique per
@@ -225,6 +226,9 @@ async fn write_loop(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
     let mut batch = BytesMut::with_capacity(64 * 1024);
     loop {
         shared.wake_writer.notified().await;
+        // Let the tasks that are ready to run now (other callers) add their requests first:
+        // woken by a caller, the writer would otherwise run next and send that one alone.
+        tokio::task::yield_now().await;
         loop {
             {
                 let mut p = shared.pending.lock().expect("pending lock");
