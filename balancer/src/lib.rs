@@ -14,7 +14,7 @@
 //! - [`service`]: the [`net::Service`] and its dispatch; the write and read paths and the
 //!   retry loop live beside it.
 //! - [`topology`]: the topology cache, the coordinator subscription and refreshes.
-//! - [`pool`] and [`mux`]: a few multiplexed connections per node.
+//! - [`pool`]: a few multiplexed connections ([`shardline_protocol::net::MuxConn`]) per node.
 //! - [`stats`]: counters for `STATS`.
 //!
 //! ```no_run
@@ -30,7 +30,6 @@
 pub mod config;
 pub mod error;
 pub mod merge;
-pub mod mux;
 pub mod pool;
 mod read;
 mod retry;

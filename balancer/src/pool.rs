@@ -1,7 +1,8 @@
 //! A few multiplexed connections per peer, opened lazily and replaced when they die.
 //!
-//! Calls to a peer rotate over its `size` slots. A slot whose connection has closed is
-//! reconnected by the next call that lands on it (one connect at a time per slot). A
+//! Calls to a peer rotate over its `size` slots; finding an open connection takes two short
+//! locks and no waiting. A slot whose connection has closed is reconnected by the next call
+//! that lands on it (one connect at a time per slot). A
 //! failed connect is remembered for [`FAIL_FAST`]: calls landing on that slot meanwhile
 //! fail at once instead of queueing behind more connect attempts, which is what the
 //! retry layer wants from a dead node.
@@ -15,7 +16,7 @@ use shardline_protocol::Frame;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::CallError;
-use crate::mux::MuxConn;
+use shardline_protocol::net::MuxConn;
 
 /// How long a failed connect makes a slot fail calls without trying again.
 pub const FAIL_FAST: Duration = Duration::from_millis(50);
@@ -28,7 +29,24 @@ enum State {
     Failed(Instant, CallError),
 }
 
-type Slot = AsyncMutex<State>;
+/// One connection place: its state, read without waiting, and a lock held only while
+/// (re)connecting, so one connect at a time per slot.
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<State>,
+    connecting: AsyncMutex<()>,
+}
+
+impl Slot {
+    /// The open connection, a recent failure, or `None`: connect.
+    fn ready(&self) -> Option<Result<Arc<MuxConn>, CallError>> {
+        match &*self.state.lock().expect("slot lock") {
+            State::Open(conn) if conn.is_open() => Some(Ok(conn.clone())),
+            State::Failed(at, e) if at.elapsed() < FAIL_FAST => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+}
 
 /// Connections to every peer the balancer talks to, keyed by address.
 #[derive(Debug)]
@@ -65,7 +83,7 @@ impl Pool {
         slots.map_or(0, |slots| {
             slots
                 .iter()
-                .filter_map(|s| match &*s.try_lock().ok()? {
+                .filter_map(|s| match &*s.state.lock().expect("slot lock") {
                     State::Open(c) => Some(c.in_flight()),
                     _ => None,
                 })
@@ -76,26 +94,34 @@ impl Pool {
     async fn conn(&self, addr: &Arc<str>) -> Result<Arc<MuxConn>, CallError> {
         let slots = {
             let mut peers = self.peers.lock().expect("pool lock");
-            peers.entry(addr.clone()).or_insert_with(|| (0..self.size).map(|_| Slot::default()).collect()).clone()
+            match peers.get(addr) {
+                Some(slots) => slots.clone(),
+                None => peers
+                    .entry(addr.clone())
+                    .or_insert_with(|| (0..self.size).map(|_| Slot::default()).collect())
+                    .clone(),
+            }
         };
         let turn = self.turn.fetch_add(1, Ordering::Relaxed) % slots.len();
-        let mut slot = slots[turn].lock().await;
-        match &*slot {
-            State::Open(conn) if conn.is_open() => return Ok(conn.clone()),
-            State::Failed(at, e) if at.elapsed() < FAIL_FAST => return Err(e.clone()),
-            _ => {}
+        let slot = &slots[turn];
+        if let Some(ready) = slot.ready() {
+            return ready;
         }
-        *slot = State::Empty;
-        match MuxConn::connect(addr.clone(), self.connect_timeout, self.max_payload).await {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                *slot = State::Open(conn.clone());
-                Ok(conn)
-            }
-            Err(e) => {
-                *slot = State::Failed(Instant::now(), e.clone());
-                Err(e)
-            }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(ready) = slot.ready() {
+            return ready;
         }
+        *slot.state.lock().expect("slot lock") = State::Empty;
+        let state = match MuxConn::connect(addr.clone(), self.connect_timeout, self.max_payload).await {
+            Ok(conn) => State::Open(Arc::new(conn)),
+            Err(e) => State::Failed(Instant::now(), e),
+        };
+        let result = match &state {
+            State::Open(conn) => Ok(conn.clone()),
+            State::Failed(_, e) => Err(e.clone()),
+            State::Empty => unreachable!("just set"),
+        };
+        *slot.state.lock().expect("slot lock") = state;
+        result
     }
 }

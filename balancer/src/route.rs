@@ -127,9 +127,18 @@ impl Routing {
             return self.primary(shard);
         }
         let route = self.shard_route(shard)?;
-        let name = match route.ring.pick_excluding(hash, exclude) {
+        let picked = match exclude {
+            // The common case: nothing failed yet, no ring to rebuild and no name to copy.
+            [] => route.ring.pick(hash).map(std::borrow::Cow::Borrowed),
+            _ => route.ring.pick_excluding(hash, exclude).map(std::borrow::Cow::Owned),
+        };
+        let name = match picked {
             Some(name) => name,
-            None => route.ring.pick(hash).map(str::to_owned).ok_or_else(|| unavailable(shard, "any replica"))?,
+            None => route
+                .ring
+                .pick(hash)
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(|| unavailable(shard, "any replica"))?,
         };
         self.server(&name).map_err(|_| unavailable(shard, &name))
     }

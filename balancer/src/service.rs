@@ -166,6 +166,16 @@ impl Service for Balancer {
         self.handle(frame).instrument(span).await
     }
 
+    fn try_frame(&self, frame: Frame) -> Result<Frame, Frame> {
+        let answer = match frame.kind {
+            kind::PING => encode(&Response::Pong),
+            kind::STATS => self.stats_frame(),
+            _ => return Err(frame),
+        };
+        self.stats.request();
+        Ok(Frame { request_id: frame.request_id, ..answer })
+    }
+
     async fn text(&self, request: Request) -> Response {
         let frame = match request.to_frame(0) {
             Ok(frame) => frame,

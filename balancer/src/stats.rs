@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Instant;
 
-/// Counters: lock-free except the per-server read map (one short lock per read).
+/// Counters, all atomics; the per-server read map takes a shared lock per read (an
+/// exclusive one only the first time a server is seen).
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
@@ -13,7 +14,7 @@ pub struct Stats {
     retries: AtomicU64,
     errors: AtomicU64,
     refreshes: AtomicU64,
-    reads: Mutex<BTreeMap<String, u64>>,
+    reads: RwLock<BTreeMap<String, AtomicU64>>,
 }
 
 impl Default for Stats {
@@ -24,7 +25,7 @@ impl Default for Stats {
             retries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
-            reads: Mutex::new(BTreeMap::new()),
+            reads: RwLock::new(BTreeMap::new()),
         }
     }
 }
@@ -52,18 +53,18 @@ impl Stats {
 
     /// Counts a shard read served by `server`.
     pub fn read_on(&self, server: &str) {
-        let mut reads = self.reads.lock().expect("stats lock");
-        match reads.get_mut(server) {
-            Some(n) => *n += 1,
-            None => {
-                reads.insert(server.to_owned(), 1);
-            }
+        if let Some(n) = self.reads.read().expect("stats lock").get(server) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        let mut reads = self.reads.write().expect("stats lock");
+        reads.entry(server.to_owned()).or_insert_with(|| AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads served per server so far.
     pub fn reads(&self) -> BTreeMap<String, u64> {
-        self.reads.lock().expect("stats lock").clone()
+        let reads = self.reads.read().expect("stats lock");
+        reads.iter().map(|(server, n)| (server.clone(), n.load(Ordering::Relaxed))).collect()
     }
 
     /// Name/value pairs in a stable order.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::future::join_all;
 use shardline_balancer::error::CallError;
-use shardline_balancer::mux::MuxConn;
 use shardline_balancer::pool::Pool;
+use shardline_protocol::net::MuxConn;
 use shardline_protocol::net::{self, Limits, Service};
 use shardline_protocol::{frame, Frame, Message, Request, Response, Row, DEFAULT_MAX_PAYLOAD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,4 +118,20 @@ async fn a_dead_connection_fails_its_calls_and_is_replaced() {
     let nowhere: Arc<str> = Arc::from("127.0.0.1:1");
     let refused = pool.call(&nowhere, ping(), Duration::from_secs(10)).await;
     assert!(matches!(refused, Err(CallError::Connect { .. })), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_times_out_and_the_connection_carries_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: Arc<str> = Arc::from(listener.local_addr().unwrap().to_string());
+    let server = tokio::spawn(net::serve(listener, Arc::new(Slow), Limits::default(), std::future::pending()));
+    let conn = MuxConn::connect(addr, Duration::from_secs(5), DEFAULT_MAX_PAYLOAD).await.unwrap();
+    // Expired by the connection's deadline sweep, not a timer of its own.
+    let late = conn.call(read(2000, 1), Duration::from_millis(100));
+    let late = tokio::time::timeout(Duration::from_secs(1), late).await.expect("the sweep fails it in time");
+    assert!(matches!(late, Err(CallError::Timeout { .. })), "{late:?}");
+    assert_eq!(conn.in_flight(), 0);
+    let answer = conn.call(read(1, 7), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(Response::from_frame(&answer).unwrap(), Response::Rows(vec![Row::new(7, vec![])]));
+    server.abort();
 }

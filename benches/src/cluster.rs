@@ -117,6 +117,11 @@ impl LocalCluster {
         format!("127.0.0.1:{}", self.balancer_port)
     }
 
+    /// The coordinator's address.
+    pub fn coordinator_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.coordinator_port)
+    }
+
     /// The data directory given to `shardline up`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -50,8 +50,10 @@ pub struct PeerRow {
     pub pipeline: usize,
     /// What redis-benchmark printed.
     pub redis: RedisResult,
-    /// Shardline's run.
+    /// Shardline's run through the balancer.
     pub shardline: Report,
+    /// Shardline's run with the client routing by itself, straight to the nodes.
+    pub direct: Report,
 }
 
 /// Shardline's 3 shards of 2 replicas over 6 servers; each shard gets a wide key range.
@@ -107,7 +109,15 @@ pub async fn run(spec: &PeerSpec) -> Result<Vec<PeerRow>, BenchError> {
             let outcome = runner::run(&bench).await?;
             let mut report = Report::new(&bench, &outcome);
             report.write_files(&outcome, &bench.out)?;
-            rows.push(PeerRow { op, pipeline: p, redis, shardline: report });
+            let direct_bench = BenchSpec {
+                direct: Some(cluster.coordinator_addr()),
+                out: spec.out.join(format!("peer-{op}-p{p}-direct")),
+                ..bench.clone()
+            };
+            let outcome = runner::run(&direct_bench).await?;
+            let mut direct = Report::new(&direct_bench, &outcome);
+            direct.write_files(&outcome, &direct_bench.out)?;
+            rows.push(PeerRow { op, pipeline: p, redis, shardline: report, direct });
         }
         Ok::<_, BenchError>(())
     }
@@ -125,8 +135,20 @@ pub fn table(spec: &PeerSpec, rows: &[PeerRow]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<38} {:>4} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>9}",
-        "operation", "pipe", "Redis op/s", "p50 ms", "p99 ms", "Shardline", "p50 ms", "p99 ms", "SL/Redis"
+        "{:<38} {:>4} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>9} | {:>11} {:>8} {:>8} | {:>9}",
+        "operation",
+        "pipe",
+        "Redis op/s",
+        "p50 ms",
+        "p99 ms",
+        "Shardline",
+        "p50 ms",
+        "p99 ms",
+        "SL/Redis",
+        "SL direct",
+        "p50 ms",
+        "p99 ms",
+        "dir/Redis"
     );
     for r in rows {
         let what = match r.op {
@@ -134,9 +156,10 @@ pub fn table(spec: &PeerSpec, rows: &[PeerRow]) -> String {
             _ => "read (Redis GET, no persistence)",
         };
         let sl = r.shardline.ops.first();
+        let dir = r.direct.ops.first();
         let _ = writeln!(
             out,
-            "{:<38} {:>4} | {:>11.0} {:>8.3} {:>8.3} | {:>11.0} {:>8.3} {:>8.3} | {:>8.2}x",
+            "{:<38} {:>4} | {:>11.0} {:>8.3} {:>8.3} | {:>11.0} {:>8.3} {:>8.3} | {:>8.2}x | {:>11.0} {:>8.3} {:>8.3} | {:>8.2}x",
             what,
             r.pipeline,
             r.redis.rps,
@@ -146,7 +169,14 @@ pub fn table(spec: &PeerSpec, rows: &[PeerRow]) -> String {
             sl.map_or(0.0, |o| o.p50_ms),
             sl.map_or(0.0, |o| o.p99_ms),
             r.shardline.throughput / r.redis.rps.max(1e-9),
+            r.direct.throughput,
+            dir.map_or(0.0, |o| o.p50_ms),
+            dir.map_or(0.0, |o| o.p99_ms),
+            r.direct.throughput / r.redis.rps.max(1e-9),
         );
+        if r.direct.errors > 0 {
+            let _ = writeln!(out, "  note: {} Shardline operations failed (client routing)", r.direct.errors);
+        }
         if r.shardline.errors > 0 {
             let _ = writeln!(out, "  note: {} Shardline operations failed", r.shardline.errors);
         }
@@ -156,7 +186,9 @@ pub fn table(spec: &PeerSpec, rows: &[PeerRow]) -> String {
          replica copies asynchronously (a failover can lose it). A Shardline write is acknowledged after \
          a majority of the shard's replicas (here both) have it on disk. redis-benchmark runs a fixed \
          count of requests; shardline-bench runs for a fixed time and measures latency per operation \
-         with HdrHistogram; both report client-observed latency.\n",
+         with HdrHistogram; both report client-observed latency. \"SL direct\": the same load from one \
+         Shardline client that routes by itself (the coordinator's topology, straight to the nodes, the \
+         balancer's retry rules), shared by all workers.\n",
     );
     out
 }

@@ -35,6 +35,19 @@ pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, BenchEr
     }
 }
 
+/// Node connections per node of a routing client (the balancer's default pool).
+pub const DIRECT_POOL: usize = 2;
+
+/// A client that routes by itself on the topology of the coordinator at `coordinator`.
+pub async fn connect_direct(coordinator: &str, config: ClientConfig) -> Result<Client, BenchError> {
+    let limit = CONNECT_TIMEOUT + Duration::from_secs(5);
+    match tokio::time::timeout(limit, Client::connect_direct(coordinator, config, DIRECT_POOL)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(BenchError::client(format!("routing client on the coordinator at {coordinator}"), e)),
+        Err(_) => Err(BenchError::Cluster(format!("no topology from the coordinator at {coordinator} in {limit:?}"))),
+    }
+}
+
 /// The cluster's topology, which must have a schema and shards.
 pub async fn topology(client: &Client) -> Result<(Topology, Schema), BenchError> {
     let t = client.status().await.map_err(|e| BenchError::client(format!("STATUS from {}", client.addr()), e))?;

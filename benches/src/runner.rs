@@ -112,14 +112,21 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
     prep.set_message(format!("preloading rows up to {target}..."));
     let preloaded = prepare::preload(&first, &keys, &rows, target).await?;
     prep.finish_and_clear();
-    let mut clients = vec![first.clone()];
-    for _ in 1..spec.connections {
-        clients.push(prepare::connect(&spec.addr, config.clone()).await?);
-    }
+    let clients = match &spec.direct {
+        Some(coordinator) => vec![prepare::connect_direct(coordinator, config.clone()).await?; spec.connections],
+        None => {
+            let mut clients = vec![first.clone()];
+            for _ in 1..spec.connections {
+                clients.push(prepare::connect(&spec.addr, config.clone()).await?);
+            }
+            clients
+        }
+    };
+    let balancer = balancer_pid(&first, &spec.addr).await;
     let probe = Probe::connect(first, &topology).await;
     let before = probe.read().await;
     let mut procs: Vec<(String, u32)> = before.pids.iter().map(|(n, p)| (n.clone(), *p)).collect();
-    if let Some(pid) = balancer_pid(&clients[0], &spec.addr).await {
+    if let Some(pid) = balancer {
         procs.push(("balancer".into(), pid));
     }
     let sampler = Sampler::start(procs, Duration::from_millis(200));

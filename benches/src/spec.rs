@@ -244,6 +244,11 @@ pub struct BenchSpec {
     pub seed: u64,
     /// Whether to draw the progress bar (default true).
     pub progress: bool,
+    /// Route in the client instead of through the balancer: the coordinator's address
+    /// (default none). The workers then share one client that follows this coordinator's
+    /// topology and sends each request straight to its node; `addr` is still used to
+    /// prepare the run and read the counters.
+    pub direct: Option<String>,
 }
 
 impl Default for BenchSpec {
@@ -265,6 +270,7 @@ impl Default for BenchSpec {
             preload: None,
             seed: 42,
             progress: true,
+            direct: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use shardline_protocol::{
 use tokio::sync::Mutex;
 
 use crate::connection::Connection;
+use crate::direct::Router;
 use crate::error::ClientError;
 
 /// How a [`Client`] talks to its server: a validated value with documented defaults.
@@ -83,7 +84,12 @@ struct Inner {
     config: ClientConfig,
     client_id: u64,
     seq: AtomicU64,
-    conn: Mutex<Option<Arc<Connection>>>,
+    conn: std::sync::Mutex<Option<Arc<Connection>>>,
+    /// Held while connecting, so one connect at a time.
+    connecting: Mutex<()>,
+    /// Routing in the client: requests go straight to the nodes (then `addr` is the
+    /// coordinator's).
+    router: Option<Router>,
 }
 
 /// A connection to a Shardline balancer (or coordinator, for admin calls), shared by its
@@ -122,11 +128,47 @@ impl Client {
                 config,
                 client_id: random_client_id(),
                 seq: AtomicU64::new(1),
-                conn: Mutex::new(None),
+                conn: std::sync::Mutex::new(None),
+                connecting: Mutex::new(()),
+                router: None,
             }),
         };
         client.connection().await?;
         Ok(client)
+    }
+
+    /// A client that routes by itself instead of through a balancer: it follows the
+    /// topology of the coordinator at `coordinator` and sends each request straight to the
+    /// storage node that serves it, with the balancer's rules for routing, retries and
+    /// idempotence (see [`crate::direct`]); `pool_size` connections per node are shared by
+    /// every clone. Admin operations go to the coordinator.
+    pub async fn connect_direct(
+        coordinator: impl Into<String>,
+        config: ClientConfig,
+        pool_size: usize,
+    ) -> Result<Client, ClientError> {
+        config.validate()?;
+        let coordinator = coordinator.into();
+        let router = Router::start(&coordinator, &config, pool_size)?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                addr: coordinator,
+                config,
+                client_id: random_client_id(),
+                seq: AtomicU64::new(1),
+                conn: std::sync::Mutex::new(None),
+                connecting: Mutex::new(()),
+                router: Some(router),
+            }),
+        };
+        // Connected once the router has a topology: ask for one through it.
+        client.status().await?;
+        Ok(client)
+    }
+
+    /// Whether this client routes by itself ([`Client::connect_direct`]).
+    pub fn is_direct(&self) -> bool {
+        self.inner.router.is_some()
     }
 
     /// The server's address.
@@ -144,16 +186,27 @@ impl Client {
         &self.inner.config
     }
 
+    async fn connection_unless_direct(&self) -> Result<Option<Arc<Connection>>, ClientError> {
+        match self.inner.router {
+            Some(_) => Ok(None),
+            None => self.connection().await.map(Some),
+        }
+    }
+
     /// The open connection, or a new one if there is none or it broke.
     async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
-        let mut slot = self.inner.conn.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+        let open = || self.inner.conn.lock().expect("connection lock").clone().filter(|c| !c.is_closed());
+        if let Some(conn) = open() {
+            return Ok(conn);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(conn) = open() {
+            return Ok(conn);
         }
         let c = &self.inner.config;
         let conn =
             Arc::new(Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight).await?);
-        *slot = Some(conn.clone());
+        *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());
         Ok(conn)
     }
 
@@ -171,9 +224,13 @@ impl Client {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            let answer = match self.connection().await {
-                Ok(conn) => conn.call(frame.clone(), timeout).await,
-                Err(e) => Err(e),
+            let answer = match (&self.inner.router, self.connection_unless_direct().await) {
+                (Some(router), _) => tokio::time::timeout(timeout, router.call(frame.clone()))
+                    .await
+                    .map_err(|_| ClientError::Timeout { addr: self.inner.addr.clone(), timeout }),
+                (None, Ok(Some(conn))) => conn.call(frame.clone(), timeout).await,
+                (None, Ok(None)) => unreachable!("a client without a router has a connection"),
+                (None, Err(e)) => Err(e),
             };
             match answer {
                 Ok(answer) => {

@@ -1,8 +1,9 @@
 //! `shardline`: the native Rust client of Shardline, a sharded, replicated record store.
 //!
 //! A [`Client`] holds one TCP connection to a balancer (default `127.0.0.1:7000`) and
-//! pipelines every call over it: a writer task sends frames as calls are made, a reader
-//! task hands each answer to the call with the same request id, so clones of one client
+//! pipelines every call over it (the protocol's `MuxConn`): calls encode into one output
+//! buffer a writer task flushes, a reader task hands each answer to the call with the same
+//! request id, so clones of one client
 //! can have many calls in flight at once from many tasks. Every call has a timeout
 //! ([`ClientConfig::timeout`], 10 s by default) and fails with a typed [`ClientError`]:
 //! a connection or timeout problem, an error the server answered ([`ErrorCode`]), or a
@@ -13,6 +14,8 @@
 //! so a write sent again after a failover or a broken connection is not applied twice.
 //!
 //! - [`client`]: [`Client`], its configuration and [`WriteResult`].
+//! - [`direct`]: routing in the client ([`Client::connect_direct`]): requests straight to
+//!   the storage nodes, on the coordinator's topology, with the balancer's rules.
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`layout`]: init and add layouts from the seed's JSON or our TOML.
 //! - [`rows`]: rows from words, CSV and JSON lines, typed by the schema, and back to JSON.
@@ -46,6 +49,7 @@
 
 pub mod client;
 mod connection;
+pub mod direct;
 pub mod error;
 pub mod layout;
 pub mod rows;

@@ -1,6 +1,7 @@
 //! A primary is SIGKILLed while clients write through the balancer: the clients see no
 //! error (the balancer retries on the new primary, with the same client id and sequence),
-//! and afterwards every acknowledged write is readable, none twice.
+//! and afterwards every acknowledged write is readable, none twice. The same with a client
+//! that routes by itself, straight to the nodes.
 
 mod harness;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{poll, row, signal, Up};
-use shardline::{Client, ShardId};
+use shardline::{Client, ClientConfig, ShardId};
 
 /// Concurrent writers; writer `w` writes keys `w, w + WRITERS, ...` (all in sh1).
 const WRITERS: i64 = 4;
@@ -20,6 +21,15 @@ const MAX_WRITES: i64 = 1000;
 async fn killing_a_primary_loses_no_acknowledged_write() {
     let up = Up::start().await;
     let c = up.client().await;
+    tokio::time::timeout(Duration::from_secs(180), scenario(&c)).await.expect("the scenario finishes within 180 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_routing_by_itself_loses_none_either() {
+    let up = Up::start().await;
+    let coordinator = format!("127.0.0.1:{}", up.coordinator_port);
+    let c = Client::connect_direct(coordinator, ClientConfig::default(), 2).await.unwrap();
+    assert!(c.is_direct());
     tokio::time::timeout(Duration::from_secs(180), scenario(&c)).await.expect("the scenario finishes within 180 s");
 }
 

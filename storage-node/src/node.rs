@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
 use shardline_protocol::net;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Frame, Message, NodeStatus, Operation, PeerRequest, PeerResponse,
-    Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
+    kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation, PeerRequest,
+    PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
 };
 use tracing::{info, warn};
 
@@ -108,21 +108,36 @@ impl Node {
             Response::Error(ErrorCode::BadRequest(format!("frame kind {:#04x} is not a request", frame.kind)))
                 .to_frame(id)
         };
-        encoded.unwrap_or_else(|e| {
-            let error = Response::Error(ErrorCode::Internal(format!("answer too large to encode: {e}")));
-            error.to_frame(id).expect("a short error encodes")
-        })
+        encoded_or_error(id, encoded)
+    }
+
+    /// Answers at once, with no waiting, the client requests that need none (reads, which
+    /// read the table directly, pings, status, stats); gives any other frame back.
+    pub fn try_handle_frame(&self, frame: Frame) -> Result<Frame, Frame> {
+        if !matches!(frame.kind, kind::READ | kind::READ_SERVER | kind::PING | kind::STATUS | kind::STATS) {
+            return Err(frame);
+        }
+        let id = frame.request_id;
+        let response = match Request::from_frame(&frame) {
+            Ok(request) => match self.request_now(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)) {
+                Ok(response) => response,
+                Err(_) => return Err(frame),
+            },
+            Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+        };
+        Ok(encoded_or_error(id, response.to_frame(id)))
     }
 
     /// Serves a client request (from the balancer, a test, or the text mode).
     pub async fn request(&self, request: Request, route: Route, linearizable: bool) -> Response {
+        let request = match self.request_now(request, route, linearizable) {
+            Ok(response) => return response,
+            Err(request) => request,
+        };
         let result = match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::Status => Ok(Response::Node(self.status())),
-            Request::Stats => Ok(Response::Stats(self.stats())),
-            Request::Read { low, high, primary } => self.read(low, high, primary || linearizable, route),
-            Request::ReadServer { server } if server == self.cfg.id => self.read_all(),
-            Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }),
+            Request::Ping | Request::Status | Request::Stats | Request::Read { .. } | Request::ReadServer { .. } => {
+                unreachable!("answered by request_now")
+            }
             Request::Write(batch) => match batch.rows() {
                 Ok(rows) => self.insert(batch.client_id(), batch.seq(), rows).await,
                 Err(e) => Err(ErrorCode::BadRequest(e.to_string())),
@@ -145,6 +160,20 @@ impl Node {
             }
         };
         result.unwrap_or_else(Response::Error)
+    }
+
+    /// Answers the requests that need no waiting; gives the others back.
+    fn request_now(&self, request: Request, route: Route, linearizable: bool) -> Result<Response, Request> {
+        let result = match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::Status => Ok(Response::Node(self.status())),
+            Request::Stats => Ok(Response::Stats(self.stats())),
+            Request::Read { low, high, primary } => self.read(low, high, primary || linearizable, route),
+            Request::ReadServer { server } if server == self.cfg.id => self.read_all(),
+            Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }),
+            other => return Err(other),
+        };
+        Ok(result.unwrap_or_else(Response::Error))
     }
 
     fn read(&self, low: i64, high: i64, primary: bool, route: Route) -> Result<Response, ErrorCode> {
@@ -329,6 +358,14 @@ impl Node {
     }
 }
 
+/// An encoded answer, or an `Internal` error in its place when it does not encode.
+fn encoded_or_error(id: u64, encoded: Result<Frame, MessageError>) -> Frame {
+    encoded.unwrap_or_else(|e| {
+        let error = Response::Error(ErrorCode::Internal(format!("answer too large to encode: {e}")));
+        error.to_frame(id).expect("a short error encodes")
+    })
+}
+
 fn stopped() -> ErrorCode {
     ErrorCode::Internal("shard task stopped".into())
 }
@@ -336,6 +373,10 @@ fn stopped() -> ErrorCode {
 impl net::Service for Node {
     async fn frame(&self, frame: Frame) -> Frame {
         self.handle_frame(frame).await
+    }
+
+    fn try_frame(&self, frame: Frame) -> Result<Frame, Frame> {
+        self.try_handle_frame(frame)
     }
 
     async fn text(&self, request: Request) -> Response {

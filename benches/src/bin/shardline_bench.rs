@@ -104,6 +104,10 @@ struct RunArgs {
     /// Seed for key and operation choices.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Route in the client, straight to the nodes, on the topology of the coordinator at
+    /// this address (the workers share one routing client) instead of through --addr.
+    #[arg(long, value_name = "COORDINATOR")]
+    direct: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +235,7 @@ fn spec_from(a: RunArgs) -> Result<BenchSpec, BenchError> {
         preload: a.preload,
         seed: a.seed,
         progress: !a.json,
+        direct: a.direct,
     };
     spec.validate()?;
     Ok(spec)

@@ -1,30 +1,38 @@
 //! Serving a listener: accept, tell binary peers from people at `nc`, and serve each.
 //!
-//! Binary connections are pipelined: every frame is handled in its own task and answered
-//! when ready, so answers may come back out of order (request ids pair them up). A
-//! connection may have `max_in_flight` requests open; past that a request is answered
-//! `Overloaded` at once instead of queueing without bound. A stream that stops being
-//! frames gets one error frame and is closed. Text connections are answered a line at a
-//! time.
+//! Binary connections are pipelined and served run-to-completion ([`super::frames`]): one
+//! task per connection answers what it can at once and keeps the rest as futures of its
+//! own, so answers may come back out of order (request ids pair them up). A connection may
+//! have `max_in_flight` requests open; past that a request is answered `Overloaded` at once
+//! instead of queueing without bound. A stream that stops being frames gets one error frame
+//! and is closed. Text connections are answered a line at a time.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
+use tokio_util::codec::{FramedRead, LinesCodec};
 use tracing::{debug, info, warn};
 
+use super::frames::serve_frames;
 use crate::frame::is_binary_start;
 use crate::text::{self, TextCommand};
-use crate::{ErrorCode, Frame, FrameCodec, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
+use crate::{ErrorCode, Frame, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 
 /// A server's logic: one frame in, one frame out; one text request in, one answer out.
 pub trait Service: Send + Sync + 'static {
     /// Answers a binary frame (any message kind the service takes).
     fn frame(&self, frame: Frame) -> impl Future<Output = Frame> + Send;
+
+    /// Answers a frame at once, inside the connection's own turn, when that needs no
+    /// waiting (a read of local state, a ping); otherwise gives the frame back for
+    /// [`Service::frame`]. The default answers nothing at once. It must not block.
+    fn try_frame(&self, frame: Frame) -> Result<Frame, Frame> {
+        Err(frame)
+    }
     /// Answers a request typed in the text mode.
     fn text(&self, request: Request) -> impl Future<Output = Response> + Send;
 
@@ -109,70 +117,6 @@ async fn serve_connection<S: Service>(stream: TcpStream, service: Arc<S>, limits
     } else {
         serve_text(stream, service).await
     }
-}
-
-async fn serve_frames<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> std::io::Result<()> {
-    let (read, write) = stream.into_split();
-    let codec = FrameCodec::new(limits.max_payload);
-    let mut frames = FramedRead::new(read, codec);
-    let mut sink = FramedWrite::new(write, codec);
-    let (tx, mut rx) = mpsc::channel::<Frame>(256);
-    let writer = tokio::spawn(async move {
-        // Every answer ready when the writer wakes goes out in one write: under pipelined
-        // load that is one syscall for many frames instead of one each.
-        while let Some(frame) = rx.recv().await {
-            let mut fed = sink.feed(&frame).await;
-            while let (Ok(()), Ok(more)) = (&fed, rx.try_recv()) {
-                fed = sink.feed(&more).await;
-            }
-            if fed.is_err() || SinkExt::<&Frame>::flush(&mut sink).await.is_err() {
-                break;
-            }
-        }
-    });
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-    while let Some(frame) = frames.next().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                warn!(%e, "corrupt stream: closing");
-                let answer = Response::Error(ErrorCode::BadRequest(e.to_string())).to_frame(0);
-                if let Ok(answer) = answer {
-                    let _ = tx.send(answer).await;
-                }
-                break;
-            }
-        };
-        if let Some(mut stream) = service.stream(&frame) {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = stream.recv().await {
-                    if tx.send(frame).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            continue;
-        }
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            let limit = limits.max_in_flight;
-            let busy = Response::Error(ErrorCode::Overloaded(format!("over {limit} requests in flight")));
-            if let Ok(answer) = busy.to_frame(frame.request_id) {
-                let _ = tx.send(answer).await;
-            }
-            continue;
-        };
-        let service = service.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let answer = service.frame(frame).await;
-            let _ = tx.send(answer).await;
-            drop(permit);
-        });
-    }
-    drop(tx);
-    let _ = writer.await;
-    Ok(())
 }
 
 async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>) -> std::io::Result<()> {

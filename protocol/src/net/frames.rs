@@ -1,0 +1,203 @@
+//! One binary connection, served run-to-completion in a single task.
+//!
+//! Each turn reads what the socket has, decodes every whole frame in the read buffer and
+//! answers it: inline when the service can ([`Service::try_frame`]), otherwise as a future
+//! kept in this connection's own set (no task per frame) whose answer joins the output
+//! when it is ready. Answers gather in one output buffer that goes out in one write per
+//! turn, so a pipelined batch costs one read and one write. Streams (subscriptions) feed
+//! the same buffer. The in-flight limit counts the waiting futures; past it a request is
+//! answered `Overloaded` at once. While the output is above [`HIGH_WATER`] (a peer that does
+//! not read) nothing more is read.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use futures::stream::FuturesUnordered;
+use futures::Stream;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::io::poll_read_buf;
+use tracing::warn;
+
+use super::serve::{Limits, Service};
+use crate::{frame, ErrorCode, Frame, Message, Response};
+
+/// Room kept free in the read buffer before each read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Output bytes past which the connection stops reading until the peer catches up.
+pub const HIGH_WATER: usize = 1 << 20;
+
+/// Serves binary frames on `stream` until the peer closes it and every answer is out.
+pub(super) async fn serve_frames<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> io::Result<()> {
+    let mut conn = FrameConn {
+        stream,
+        service,
+        limits,
+        input: BytesMut::with_capacity(READ_CHUNK),
+        output: BytesMut::with_capacity(READ_CHUNK),
+        pending: FuturesUnordered::new(),
+        streams: Vec::new(),
+        reading: true,
+        later: answer_later::<S>,
+    };
+    poll_fn(|cx| conn.poll_turn(cx)).await
+}
+
+/// The deferred path: the service's async answer, owning what it needs.
+async fn answer_later<S: Service>(service: Arc<S>, frame: Frame) -> Frame {
+    service.frame(frame).await
+}
+
+struct FrameConn<S, F, L> {
+    stream: TcpStream,
+    service: Arc<S>,
+    limits: Limits,
+    input: BytesMut,
+    output: BytesMut,
+    pending: FuturesUnordered<F>,
+    streams: Vec<mpsc::Receiver<Frame>>,
+    /// False once the peer closed its side or sent something that is not a frame.
+    reading: bool,
+    later: L,
+}
+
+impl<S, F, L> FrameConn<S, F, L>
+where
+    S: Service,
+    F: Future<Output = Frame>,
+    L: Fn(Arc<S>, Frame) -> F,
+{
+    /// Does everything that can be done now; `Ready` when the connection is finished.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut progress = false;
+            if self.reading && self.output.len() < HIGH_WATER {
+                progress |= self.poll_read(cx)?;
+            }
+            while let Poll::Ready(Some(answer)) = Pin::new(&mut self.pending).poll_next(cx) {
+                self.push(&answer);
+                progress = true;
+            }
+            if !self.streams.is_empty() && self.output.len() < HIGH_WATER {
+                progress |= self.poll_streams(cx);
+            }
+            if !self.output.is_empty() {
+                match Pin::new(&mut self.stream).poll_write(cx, &self.output) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.output.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !self.reading && self.pending.is_empty() && self.streams.is_empty() && self.output.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Reads what the socket holds and answers every whole frame; whether anything happened.
+    /// (A short read clears the socket's readiness, so no extra `recv` is spent learning
+    /// that it is empty.)
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
+            self.input.reserve(READ_CHUNK);
+        }
+        match poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.input) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(0)) => {
+                self.reading = false;
+                Ok(true)
+            }
+            Poll::Ready(Ok(_)) => {
+                self.answer_input();
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e),
+        }
+    }
+
+    fn answer_input(&mut self) {
+        while self.reading {
+            match frame::decode(&mut self.input, self.limits.max_payload) {
+                Ok(Some(frame)) => self.answer(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(%e, "corrupt stream: closing");
+                    self.push_error(0, ErrorCode::BadRequest(e.to_string()));
+                    self.reading = false;
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, frame: Frame) {
+        if let Some(stream) = self.service.stream(&frame) {
+            self.streams.push(stream);
+            return;
+        }
+        match self.service.try_frame(frame) {
+            Ok(answer) => self.push(&answer),
+            Err(frame) if self.pending.len() >= self.limits.max_in_flight => {
+                let limit = self.limits.max_in_flight;
+                self.push_error(frame.request_id, ErrorCode::Overloaded(format!("over {limit} requests in flight")));
+            }
+            Err(frame) => self.pending.push((self.later)(self.service.clone(), frame)),
+        }
+    }
+
+    fn poll_streams(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let output = &mut self.output;
+        let max = self.limits.max_payload;
+        self.streams.retain_mut(|rx| loop {
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(f)) => {
+                    progress = true;
+                    push_frame(output, max, &f);
+                }
+                Poll::Ready(None) => {
+                    progress = true;
+                    return false;
+                }
+                Poll::Pending => return true,
+            }
+        });
+        progress
+    }
+
+    fn push(&mut self, answer: &Frame) {
+        push_frame(&mut self.output, self.limits.max_payload, answer);
+    }
+
+    fn push_error(&mut self, id: u64, code: ErrorCode) {
+        if let Ok(answer) = Response::Error(code).to_frame(id) {
+            frame::encode(&answer, &mut self.output);
+        }
+    }
+}
+
+/// Appends `answer` to `output`, or an `Internal` error in its place if it is too large
+/// for a frame.
+fn push_frame(output: &mut BytesMut, max_payload: usize, answer: &Frame) {
+    if answer.payload.len() <= max_payload {
+        frame::encode(answer, output);
+        return;
+    }
+    let len = answer.payload.len();
+    let error =
+        Response::Error(ErrorCode::Internal(format!("answer of {len} bytes is over the {max_payload}-byte limit")));
+    if let Ok(error) = error.to_frame(answer.request_id) {
+        frame::encode(&error, output);
+    }
+}

@@ -1,0 +1,247 @@
+//! One multiplexed connection to a peer: many calls in flight, answers matched by id. The
+//! balancer's node connections and the `shardline` client's connection are this one type.
+//!
+//! A call encodes its frame straight into the connection's output buffer and wakes the
+//! writer only when that buffer was empty; the writer first lets every task that is ready
+//! run (a yield), so requests from many client connections that arrive together share one
+//! `write()` to the node. The reader decodes every answer in its
+//! read buffer and hands each to the call waiting for its request id (a pending table keyed
+//! by the node-side id). Deadlines are not one timer per call: the reader sweeps the table
+//! every [`SWEEP`] and fails the calls past theirs with `Timeout`. Ids are unique per
+//! connection, so answers may come back in any order. When either task fails, the
+//! connection closes: every pending call fails at once (so it can be retried elsewhere)
+//! and the pool replaces the connection on next use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::codec::FramedRead;
+use tracing::debug;
+
+use super::CallError;
+use crate::{frame, Frame, FrameCodec};
+
+/// How often the reader fails calls past their deadline (a timeout fires up to this late).
+pub const SWEEP: Duration = Duration::from_millis(20);
+/// Calls one connection carries at once: a node answers `Overloaded` past its own
+/// in-flight limit (1024 by default), so further calls wait here for a free place.
+pub const MAX_IN_FLIGHT: usize = crate::DEFAULT_MAX_IN_FLIGHT;
+
+type Reply = oneshot::Sender<Result<Frame, CallError>>;
+
+#[derive(Debug, Default)]
+struct Pending {
+    calls: HashMap<u64, (Instant, Duration, Reply)>,
+    /// Encoded requests not yet written.
+    output: BytesMut,
+    next_id: u64,
+    closed: bool,
+    tasks: Vec<AbortHandle>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addr: Arc<str>,
+    pending: Mutex<Pending>,
+    /// Wakes the writer when the output buffer stops being empty.
+    wake_writer: Notify,
+}
+
+impl Shared {
+    /// Fails every pending call and stops both tasks.
+    fn close(&self) {
+        let (calls, tasks) = {
+            let mut p = self.pending.lock().expect("pending lock");
+            p.closed = true;
+            p.output = BytesMut::new();
+            (std::mem::take(&mut p.calls), std::mem::take(&mut p.tasks))
+        };
+        debug!(addr = %self.addr, failed = calls.len(), "connection closed");
+        for (_, (_, _, reply)) in calls {
+            let _ = reply.send(Err(CallError::Closed { addr: self.addr.to_string() }));
+        }
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.pending.lock().expect("pending lock").calls.remove(&id);
+    }
+
+    /// Fails the calls whose deadline has passed.
+    fn sweep(&self, now: Instant) {
+        let expired: Vec<(Duration, Reply)> = {
+            let mut p = self.pending.lock().expect("pending lock");
+            let late: Vec<u64> = p.calls.iter().filter(|(_, (d, _, _))| *d <= now).map(|(id, _)| *id).collect();
+            late.iter().filter_map(|id| p.calls.remove(id)).map(|(_, after, reply)| (after, reply)).collect()
+        };
+        for (after, reply) in expired {
+            let _ = reply.send(Err(CallError::Timeout { addr: self.addr.to_string(), after }));
+        }
+    }
+}
+
+/// A connection shared by many concurrent calls.
+#[derive(Debug)]
+pub struct MuxConn {
+    shared: Arc<Shared>,
+    max_payload: usize,
+    places: Semaphore,
+}
+
+impl MuxConn {
+    /// Connects to `addr` within `timeout`, Nagle off, and starts the two tasks; at most
+    /// [`MAX_IN_FLIGHT`] calls are open at once.
+    pub async fn connect(addr: Arc<str>, timeout: Duration, max_payload: usize) -> Result<MuxConn, CallError> {
+        MuxConn::connect_with(addr, timeout, max_payload, MAX_IN_FLIGHT).await
+    }
+
+    /// [`MuxConn::connect`] with at most `max_in_flight` calls open at once (further calls
+    /// wait for a place, within their timeout).
+    pub async fn connect_with(
+        addr: Arc<str>,
+        timeout: Duration,
+        max_payload: usize,
+        max_in_flight: usize,
+    ) -> Result<MuxConn, CallError> {
+        let connect_err = |reason: String| CallError::Connect { addr: addr.to_string(), reason };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(&*addr))
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
+        let (read, write) = stream.into_split();
+        let pending = Pending { next_id: 1, ..Pending::default() };
+        let shared = Arc::new(Shared { addr, pending: Mutex::new(pending), wake_writer: Notify::new() });
+        let reader = tokio::spawn(read_loop(read, shared.clone(), max_payload));
+        let writer = tokio::spawn(write_loop(write, shared.clone()));
+        shared.pending.lock().expect("pending lock").tasks.extend([reader.abort_handle(), writer.abort_handle()]);
+        Ok(MuxConn { shared, max_payload, places: Semaphore::new(max_in_flight.max(1)) })
+    }
+
+    /// Whether the connection can still carry calls.
+    pub fn is_open(&self) -> bool {
+        !self.shared.pending.lock().expect("pending lock").closed
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.shared.addr
+    }
+
+    /// Calls waiting for answers.
+    pub fn in_flight(&self) -> usize {
+        self.shared.pending.lock().expect("pending lock").calls.len()
+    }
+
+    /// Sends `frame` under a connection-unique id and waits up to `timeout` for the answer
+    /// (which comes back with that id; the caller restores its own).
+    pub async fn call(&self, mut frame: Frame, timeout: Duration) -> Result<Frame, CallError> {
+        if frame.payload.len() > self.max_payload {
+            return Err(CallError::TooLarge { len: frame.payload.len(), max: self.max_payload });
+        }
+        let addr = || self.shared.addr.to_string();
+        let deadline = Instant::now() + timeout;
+        let _place = match self.places.try_acquire() {
+            Ok(place) => place,
+            Err(_) => tokio::time::timeout_at(deadline, self.places.acquire())
+                .await
+                .map_err(|_| CallError::Timeout { addr: addr(), after: timeout })?
+                .map_err(|_| CallError::Closed { addr: addr() })?,
+        };
+        let (tx, rx) = oneshot::channel();
+        let (id, wake) = {
+            let mut p = self.shared.pending.lock().expect("pending lock");
+            if p.closed {
+                return Err(CallError::Closed { addr: addr() });
+            }
+            let id = p.next_id;
+            p.next_id += 1;
+            p.calls.insert(id, (deadline, timeout, tx));
+            frame.request_id = id;
+            let wake = p.output.is_empty();
+            frame::encode(&frame, &mut p.output);
+            (id, wake)
+        };
+        // Forget the call however this future ends: answered, failed, timed out or dropped.
+        let _forget = Forget(&self.shared, id);
+        if wake {
+            self.shared.wake_writer.notify_one();
+        }
+        rx.await.unwrap_or_else(|_| Err(CallError::Closed { addr: addr() }))
+    }
+}
+
+impl Drop for MuxConn {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+struct Forget<'a>(&'a Shared, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
+async fn read_loop(read: OwnedReadHalf, shared: Arc<Shared>, max_payload: usize) {
+    let mut frames = FramedRead::new(read, FrameCodec::new(max_payload));
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = frames.next() => match next {
+                Some(Ok(answer)) => {
+                    let waiter = shared.pending.lock().expect("pending lock").calls.remove(&answer.request_id);
+                    // No waiter: the call gave up already; its answer is dropped.
+                    if let Some((_, _, reply)) = waiter {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(addr = %shared.addr, %e, "corrupt answer stream");
+                    break;
+                }
+                None => break,
+            },
+            now = sweep.tick() => shared.sweep(now),
+        }
+    }
+    shared.close();
+}
+
+async fn write_loop(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+    let mut batch = BytesMut::with_capacity(64 * 1024);
+    loop {
+        shared.wake_writer.notified().await;
+        // Let the tasks that are ready to run now (other callers) add their requests first:
+        // woken by a caller, the writer would otherwise run next and send that one alone.
+        tokio::task::yield_now().await;
+        loop {
+            {
+                let mut p = shared.pending.lock().expect("pending lock");
+                if p.output.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut p.output, &mut batch);
+            }
+            if write.write_all_buf(&mut batch).await.is_err() {
+                shared.close();
+                return;
+            }
+            batch.clear();
+        }
+    }
+}
