@@ -266,7 +266,20 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
     let mut complete = true;
     for (&shard, meta) in &c.coordinator.meta.shards {
         let primary = meta.primary.as_deref().and_then(|p| c.nodes.iter().find(|n| n.name == p && n.up));
+        let damaged = meta
+            .replicas
+            .iter()
+            .filter_map(|name| c.nodes.iter().find(|n| &n.name == name).and_then(|n| n.replicas.get(&shard)))
+            .filter(|r| r.state().fault.is_some_and(|f| f.contains("damaged")))
+            .count();
+        let beyond_tolerance = damaged > meta.replicas.len() - shardline_coordinator::majority(meta.replicas.len());
         let Some(replica) = primary.and_then(|n| n.replicas.get(&shard)).filter(|r| r.ready()) else {
+            if beyond_tolerance {
+                // More replicas lost data than the shard tolerates: standing still is the
+                // correct answer (electing would risk losing an acknowledged write).
+                complete = false;
+                continue;
+            }
             let states: Vec<String> = meta
                 .replicas
                 .iter()

@@ -257,14 +257,14 @@ impl World {
     }
 
     /// Sends a message through the network: maybe lost, maybe twice, after a delay.
-    /// Messages to and from clients are never lost (their TCP connection retransmits);
-    /// they are only delayed, or cut by a partition.
+    /// Messages to and from clients are never lost or duplicated (TCP retransmits and
+    /// deduplicates); they are only delayed, or cut by a partition.
     pub fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
         let client = matches!(from, Addr::Client(_)) || matches!(to, Addr::Client(_));
         if self.cut.contains(&(from, to)) || (!client && self.rng.chance(self.net.loss)) {
             return;
         }
-        let copies = if self.rng.chance(self.net.duplicate) { 2 } else { 1 };
+        let copies = if !client && self.rng.chance(self.net.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
             let delay = self.rng.range(self.net.min_delay, self.net.max_delay + 1);
             self.after(delay, Event::Deliver { from, to, msg: msg.clone() });

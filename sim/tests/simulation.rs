@@ -29,7 +29,7 @@ fn healthy_runs_pass_every_checker() {
 
 #[test]
 fn a_broken_commit_rule_is_caught_within_a_few_seeds() {
-    let scenario = scenarios::find("paused-primary").expect("a named scenario");
+    let scenario = scenarios::find("isolated-primary").expect("a named scenario");
     let caught = (1..=20).find(|&seed| {
         let mut cfg = scenario.config(seed);
         cfg.broken_commit_rule = true;
