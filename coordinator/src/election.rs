@@ -35,8 +35,9 @@ pub fn decide(votes: &[(String, Vote)], needed: usize) -> Decision {
         .max_by(|(a_name, a), (b_name, b)| a.last.cmp(&b.last).then_with(|| b_name.cmp(a_name)));
     // A replica that may have lost acknowledged entries (its log was cut at corruption) is
     // not electable, and its vote does not count either: with it, a majority might not
-    // include any replica that holds an acknowledged entry.
-    let usable = votes.iter().filter(|(_, v)| v.electable).count();
+    // include any replica that holds an acknowledged entry. (A replica mid-install is not
+    // electable, but its log lost nothing it acknowledged: it still counts.)
+    let usable = votes.iter().filter(|(_, v)| v.whole).count();
     match winner {
         Some((name, vote)) if usable >= needed => Decision::Elect { primary: name.clone(), last: vote.last },
         _ => Decision::NoQuorum { votes: usable, needed },
@@ -50,7 +51,7 @@ mod tests {
 
     fn vote(name: &str, term: u64, index: u64, electable: bool) -> (String, Vote) {
         let last = LogPosition { term, index };
-        (name.to_owned(), Vote { shard: ShardId(1), term: 9, last, electable })
+        (name.to_owned(), Vote { shard: ShardId(1), term: 9, last, electable, whole: electable })
     }
 
     #[test]
@@ -69,6 +70,17 @@ mod tests {
         let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true)];
         assert_eq!(decide(&votes, 2), Decision::NoQuorum { votes: 1, needed: 2 });
         let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true), vote("c", 5, 30, true)];
+        assert_eq!(
+            decide(&votes, 2),
+            Decision::Elect { primary: "b".into(), last: LogPosition { term: 5, index: 40 } }
+        );
+    }
+
+    #[test]
+    fn a_replica_mid_install_counts_but_cannot_win() {
+        let (name, mut installing) = vote("a", 5, 50, false);
+        installing.whole = true;
+        let votes = [(name, installing), vote("b", 5, 40, true)];
         assert_eq!(
             decide(&votes, 2),
             Decision::Elect { primary: "b".into(), last: LogPosition { term: 5, index: 40 } }

@@ -129,7 +129,7 @@ mod tests {
 
     fn vote(index: u64) -> Option<ControlResponse> {
         let last = LogPosition { term: 1, index };
-        Some(ControlResponse::Vote(Vote { shard: ShardId(1), term: 2, last, electable: true }))
+        Some(ControlResponse::Vote(Vote { shard: ShardId(1), term: 2, last, electable: true, whole: true }))
     }
 
     #[test]

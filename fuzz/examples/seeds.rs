@@ -247,6 +247,7 @@ fn frames() -> Vec<Frame> {
             term: 3,
             last,
             electable: true,
+            whole: true,
         }),
     ];
     let peer = [

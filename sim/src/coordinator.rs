@@ -183,7 +183,16 @@ impl SimCoordinator {
                         ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
                     self.call(world, &server.clone(), request, Call::Follow { shard, node: server });
                 }
-                Action::Configure { .. } | Action::Respawn(_) => {}
+                Action::Configure { shard, server } => {
+                    // Alive without the shard (a replacement, or an AddServers whose
+                    // configure was lost): create it, then it follows, as `configure` does.
+                    let spec = self.meta.shards[&shard].spec;
+                    let schema = self.meta.schema.clone().expect("initialized");
+                    let request = ControlRequest::ConfigureShard { shard: spec, schema };
+                    self.call(world, &server.clone(), request, Call::Configure { shard, node: server });
+                }
+                // The fault schedule restarts what it crashed.
+                Action::Respawn(_) => {}
             }
         }
         world.after(self.timing.heartbeat / 2, Event::Reconcile);

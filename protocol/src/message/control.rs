@@ -82,8 +82,11 @@ pub struct Vote {
     pub term: u64,
     /// Its last log entry.
     pub last: LogPosition,
-    /// False if its log is damaged and unrepaired: it must not be chosen.
+    /// False if its log is damaged and unrepaired, or it is mid-install: it must not lead.
     pub electable: bool,
+    /// False if its log may lack an entry it acknowledged (cut at damage, or after a failed
+    /// write): its vote then does not count toward the election's majority.
+    pub whole: bool,
 }
 
 /// What a storage node answers the coordinator.

@@ -303,6 +303,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         matches!(&self.role, Role::Primary(p) if p.ready)
     }
 
+    /// Whether this replica may lead: its log is whole (not cut at damage, not mid-install).
+    pub fn electable(&self) -> bool {
+        self.fault.is_none() && !self.installing
+    }
+
     /// Whether a read may be served at `now` (see [`read_gate`]).
     pub fn read_gate(&self, now: Time, primary: bool) -> Result<(), ErrorCode> {
         read_gate(&self.state(), self.primary_hint().as_ref(), self.lease_until, self.ready(), now, primary)

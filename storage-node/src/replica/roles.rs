@@ -28,12 +28,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             self.step_down(Role::Idle);
         }
         let last = self.wal.last();
-        let electable = self.fault.is_none() && !self.installing;
+        let electable = self.electable();
         // A primary of this term counts its first lease from here: the coordinator gets
         // this answer only after we sent it, so it knows when such a lease ends.
         self.voted = Some((term, now, last));
         info!(term, last_index = last.index, last_term = last.term, electable, "answered election query");
-        ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable })
+        let whole = self.fault.is_none();
+        ControlResponse::Vote(Vote { shard: self.spec.id, term: self.term, last, electable, whole })
     }
 
     /// Follows `primary` at `term`.
