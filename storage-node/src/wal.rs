@@ -304,11 +304,11 @@ impl<D: Disk> Wal<D> {
                 Failpoints::crash("log-sync", Action::Tear);
             }
             Some(Action::CrashBefore) => {
-                self.disk.append(&name, &buf)?;
+                self.disk.append(&name, buf)?;
                 Failpoints::crash("log-sync", Action::CrashBefore);
             }
             after => {
-                self.disk.append(&name, &buf)?;
+                self.disk.append(&name, buf)?;
                 self.disk.sync(&name)?;
                 if after == Some(Action::CrashAfter) {
                     Failpoints::crash("log-sync", Action::CrashAfter);

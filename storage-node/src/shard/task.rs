@@ -32,6 +32,9 @@ const MAX_GROUP: usize = 1024;
 
 type Reply = oneshot::Sender<Result<ShardCommit, ErrorCode>>;
 
+/// A follower connection: the primary epoch and the follower's slot.
+type LinkKey = ((u64, u64, u64), usize);
+
 /// The shard task's state: the core and what it takes to carry out its effects.
 struct ShardTask {
     replica: Replica<FsDisk, Table>,
@@ -40,7 +43,7 @@ struct ShardTask {
     shared: Arc<Shared>,
     writes: HashMap<u64, Reply>,
     tokens: u64,
-    links: HashMap<((u64, u64, u64), usize), mpsc::UnboundedSender<(Link, shardline_protocol::PeerRequest)>>,
+    links: HashMap<LinkKey, mpsc::UnboundedSender<(Link, shardline_protocol::PeerRequest)>>,
     answers: mpsc::UnboundedSender<Answer>,
 }
 
