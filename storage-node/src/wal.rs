@@ -116,6 +116,10 @@ pub struct Wal<D: Disk> {
     offsets: VecDeque<(usize, u64)>,
     /// Staged bytes not yet written.
     pending: Vec<u8>,
+    /// Corruption found on open stays on disk (segment, good length) until the first write
+    /// replaces it: a restart before the repair must find the damage again, not a clean,
+    /// shorter log that looks whole.
+    damaged_tail: Option<(String, u64)>,
     mem: MemLog,
     failpoints: Arc<Failpoints>,
 }
@@ -132,6 +136,7 @@ impl<D: Disk> Wal<D> {
             segments: Vec::new(),
             offsets: VecDeque::new(),
             pending: Vec::new(),
+            damaged_tail: None,
             mem: MemLog::default(),
             failpoints,
         };
@@ -145,6 +150,7 @@ impl<D: Disk> Wal<D> {
         self.segments.clear();
         self.offsets.clear();
         self.pending.clear();
+        self.damaged_tail = None;
         self.mem = MemLog::default();
         self.load()
     }
@@ -179,11 +185,12 @@ impl<D: Disk> Wal<D> {
                     && !intact_record_in(&rest[1.min(rest.len())..]);
                 if torn {
                     report.torn_bytes = rest.len() as u64;
+                    self.disk.truncate(&name, good_len)?;
                 } else {
                     let index = self.mem.last().index + 1;
                     report.damage = Some((index, problem.describe(&name, good_len)));
+                    self.damaged_tail = Some((name.clone(), good_len));
                 }
-                self.disk.truncate(&name, good_len)?;
             }
             self.segments.push(Segment { first, name, len: good_len });
         }
@@ -261,6 +268,10 @@ impl<D: Disk> Wal<D> {
         if records.is_empty() {
             return Ok(());
         }
+        if let Some((damaged, len)) = self.damaged_tail.take() {
+            // The primary's entries replace the damaged ones: only now is the damage cut.
+            self.disk.truncate(&damaged, len)?;
+        }
         if self.pending.is_empty() && self.segments.last().is_some_and(|s| s.len >= SEGMENT_MAX) {
             let next = self.last().index + 1;
             self.start_segment(next)?;
@@ -325,6 +336,7 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         };
         let (seg, offset) = self.offsets[slot];
+        self.damaged_tail = None;
         self.mem.entries.truncate(slot);
         self.offsets.truncate(slot);
         for s in self.segments.drain(seg + 1..) {
@@ -363,6 +375,7 @@ impl<D: Disk> Wal<D> {
     /// Empties the log and sets its base (a snapshot now covers everything up to `base`).
     pub fn reset(&mut self, base: LogPosition) -> io::Result<()> {
         self.pending.clear();
+        self.damaged_tail = None;
         write_base(&mut self.disk, base)?;
         for s in self.segments.drain(..) {
             self.disk.remove(&s.name)?;
@@ -492,6 +505,16 @@ mod tests {
         let (wal, report) = open(dir.path());
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3));
         assert_eq!(wal.last().index, 2);
+        drop(wal);
+        // Until repaired, the damage is found again on every open.
+        let (mut wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "a restart must not forget the damage");
+        // The primary's entries replace it: then the log is whole.
+        wal.append((3..=4).map(|i| record(2, i)).collect()).unwrap();
+        drop(wal);
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.damage, None);
+        assert_eq!(wal.last(), LogPosition { term: 2, index: 4 });
     }
 
     #[test]
