@@ -43,10 +43,28 @@ pub fn init(request: &InitRequest, meta: &ClusterMeta) -> Result<AddPlan, ErrorC
     Ok(plan)
 }
 
+/// The most servers a cluster may have: an admin request past it is refused before the
+/// coordinator allocates anything for it (a huge `n` must not exhaust memory while the
+/// admin lock is held).
+pub const MAX_SERVERS: usize = 1024;
+
+/// The most shards one request may create.
+pub const MAX_NEW_SHARDS: usize = 4096;
+
 /// Checks an AddServers request (also used by Init) against the cluster.
 pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<AddPlan, ErrorCode> {
     if request.n == 0 {
         return Err(bad("n must be at least 1"));
+    }
+    if request.n > MAX_SERVERS.saturating_sub(meta.servers.len()) {
+        return Err(bad(format!(
+            "n = {} would take the cluster past {MAX_SERVERS} servers (it has {})",
+            request.n,
+            meta.servers.len()
+        )));
+    }
+    if request.new_shards.len() > MAX_NEW_SHARDS {
+        return Err(bad(format!("{} new shards in one request; at most {MAX_NEW_SHARDS}", request.new_shards.len())));
     }
     if request.n < request.servers.len() {
         return Err(bad(format!("n = {} is less than the {} servers named", request.n, request.servers.len())));
@@ -254,5 +272,13 @@ mod tests {
             .contains("no replica"));
         assert_eq!(remove_servers(1, &["Nope".into()], &meta), Err(ErrorCode::UnknownServer { name: "Nope".into() }));
         assert!(remove_servers(0, &[], &meta).is_err());
+    }
+
+    #[test]
+    fn a_huge_n_is_refused_before_anything_is_allocated() {
+        let meta = ClusterMeta::default();
+        let add = AddServersRequest { n: usize::MAX, new_shards: vec![], servers: BTreeMap::new() };
+        let e = add_servers(&add, &meta).unwrap_err();
+        assert!(matches!(&e, ErrorCode::BadRequest(m) if m.contains("past 1024 servers")), "{e:?}");
     }
 }
