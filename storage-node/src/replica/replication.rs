@@ -18,8 +18,9 @@ use crate::store::TableStore;
 const MAX_BATCH_ENTRIES: usize = 512;
 /// Bytes of entries sent in one append, about.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Rows in one snapshot chunk.
-const SNAPSHOT_CHUNK_ROWS: usize = 2000;
+/// Bytes of rows in one snapshot chunk, about: chunks are cut by size, not by row count, so
+/// wide rows cannot make a chunk larger than a frame may be.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// What the one message in flight to a follower was.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,34 @@ struct Outgoing {
     included: LogPosition,
     rows: Vec<Row>,
     marks: Vec<ClientSeqMark>,
+    /// Where each chunk's rows start; the last chunk ends at the last row.
+    starts: Vec<usize>,
+}
+
+impl Outgoing {
+    fn new(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>) -> Outgoing {
+        let mut starts = vec![0];
+        let mut bytes = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let size = postcard::experimental::serialized_size(row).unwrap_or(SNAPSHOT_CHUNK_BYTES);
+            if bytes > 0 && bytes + size > SNAPSHOT_CHUNK_BYTES {
+                starts.push(i);
+                bytes = 0;
+            }
+            bytes += size;
+        }
+        Outgoing { included, rows, marks, starts }
+    }
+
+    fn chunks(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn range(&self, chunk: usize) -> std::ops::Range<usize> {
+        let from = self.starts[chunk.min(self.starts.len() - 1)];
+        let to = self.starts.get(chunk + 1).copied().unwrap_or(self.rows.len());
+        from..to
+    }
 }
 
 /// One follower as the primary sees it.
@@ -114,7 +143,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 Ok(snapshot) => {
                     let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
                     info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
-                    f.snapshot = Some(Outgoing { included, rows, marks });
+                    f.snapshot = Some(Outgoing::new(included, rows, marks));
                     f.next_chunk = 0;
                 }
                 Err(e) => {
@@ -128,16 +157,15 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let (request, kind) = match &f.snapshot {
             Some(out) => {
                 let chunk = f.next_chunk;
-                let chunks = out.rows.len().div_ceil(SNAPSHOT_CHUNK_ROWS).max(1);
-                let from = (chunk * SNAPSHOT_CHUNK_ROWS).min(out.rows.len());
-                let to = (from + SNAPSHOT_CHUNK_ROWS).min(out.rows.len());
+                let chunks = out.chunks();
+                let range = out.range(chunk);
                 let request = PeerRequest::Snapshot {
                     shard,
                     term,
                     primary: me,
                     last_included: out.included,
                     chunk: chunk as u32,
-                    rows: out.rows[from..to].to_vec(),
+                    rows: out.rows[range].to_vec(),
                     marks: if chunk + 1 == chunks { out.marks.clone() } else { Vec::new() },
                     done: chunk + 1 == chunks,
                 };
@@ -194,8 +222,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             {
                 f.reachable = true;
                 let out = f.snapshot.as_ref().expect("a snapshot in flight");
-                let chunks = out.rows.len().div_ceil(SNAPSHOT_CHUNK_ROWS).max(1);
-                if sent + 1 >= chunks {
+                if sent + 1 >= out.chunks() {
                     let included = out.included.index;
                     f.snapshot = None;
                     f.next = included + 1;
@@ -225,5 +252,24 @@ impl Follower {
         // A snapshot starts over: the follower may have lost what it stored.
         self.snapshot = None;
         self.next_chunk = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_protocol::Value;
+
+    #[test]
+    fn snapshot_chunks_are_cut_by_bytes() {
+        let wide = |key| Row::new(key, vec![Value::Str("x".repeat(400_000)), Value::Int(1)]);
+        let narrow = |key| Row::new(key, vec![Value::Str("x".into()), Value::Int(1)]);
+        let rows: Vec<Row> = (0..5).map(wide).chain((5..10).map(narrow)).collect();
+        let out = Outgoing::new(LogPosition::default(), rows, vec![]);
+        assert_eq!(out.chunks(), 3, "two wide rows a chunk: {:?}", out.starts);
+        let all: usize = (0..out.chunks()).map(|c| out.range(c).len()).sum();
+        assert_eq!(all, 10, "every row is in exactly one chunk");
+        let empty = Outgoing::new(LogPosition::default(), vec![], vec![]);
+        assert_eq!((empty.chunks(), empty.range(0)), (1, 0..0), "an empty table is one empty chunk");
     }
 }
