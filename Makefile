@@ -17,7 +17,7 @@ SEEDS ?= 2000
 FAULTS ?= all
 sim: ## deterministic cluster simulation: SEEDS seeds (default 2000) of FAULTS (all|none|crashes,pauses,partitions,disk,membership); SCENARIO=name for a scripted one
 	$(CARGO) build --release -p shardline-sim
-	./target/release/shardline-sim --seeds $(SEEDS) --faults $(FAULTS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(SIM_ARGS)
+	$(or $(CARGO_TARGET_DIR),target)/release/shardline-sim --seeds $(SEEDS) --faults $(FAULTS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(SIM_ARGS)
 
 fuzz-smoke: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly
 	bash fuzz/smoke.sh
