@@ -197,15 +197,25 @@ pub fn is_retryable(e: &ErrorCode) -> bool {
 }
 
 /// The answer to give once retries stop at `last`: a definite refusal (`NotPrimary`,
-/// `LeaseExpired`, `NoQuorum`) says the write never happened, which is true only if no
-/// earlier attempt may have been logged. After an attempt that timed out, lost its
-/// connection or was answered `Timeout`/`Unavailable`, the write's fate is unknown, and
-/// so is the answer: `Timeout`.
+/// `LeaseExpired`, `NoQuorum`, and a `DuplicateKey`/`NotFound` seen by a retry) says the
+/// write never happened, which is true only if no earlier attempt may have been logged.
+/// After an attempt that timed out, lost its connection or was answered
+/// `Timeout`/`Unavailable`, the write's fate is unknown, and so is the answer: `Timeout`.
+/// (A retry's `NotFound` can come from a new primary that never saw the first attempt of
+/// a delete, which may still commit under a later one.)
 pub fn final_error(last: ErrorCode, maybe_logged: bool) -> ErrorCode {
-    let definite =
-        matches!(last, ErrorCode::NotPrimary { .. } | ErrorCode::LeaseExpired { .. } | ErrorCode::NoQuorum { .. });
+    let definite = matches!(
+        last,
+        ErrorCode::NotPrimary { .. }
+            | ErrorCode::LeaseExpired { .. }
+            | ErrorCode::NoQuorum { .. }
+            | ErrorCode::DuplicateKey { .. }
+            | ErrorCode::NotFound { .. }
+    );
     if definite && maybe_logged {
-        ErrorCode::Timeout(format!("{last} on the last attempt, but an earlier attempt may have been logged: the write may or may not be applied"))
+        ErrorCode::Timeout(format!(
+            "{last} on the last attempt, but an earlier attempt may have been logged: the write may or may not be applied"
+        ))
     } else {
         last
     }
@@ -315,5 +325,22 @@ mod tests {
         assert!(is_retryable(&e), "{e:?}");
         assert!(!is_retryable(&ErrorCode::DuplicateKey { key: 1 }));
         assert!(!is_retryable(&ErrorCode::KeyOutOfRange { key: 1 }));
+    }
+
+    #[test]
+    fn a_refusal_after_an_attempt_that_may_have_been_logged_is_not_definite() {
+        let shard = ShardId(1);
+        let refusals = [
+            ErrorCode::NotPrimary { shard, term: 2, primary: None },
+            ErrorCode::NoQuorum { shard, acked: 1, needed: 2 },
+            ErrorCode::NotFound { key: 4 },
+        ];
+        for e in refusals {
+            assert_eq!(final_error(e.clone(), false), e, "nothing logged: the refusal stands");
+            assert!(matches!(final_error(e, true), ErrorCode::Timeout(_)), "maybe logged: unknown");
+        }
+        assert_eq!(final_error(ErrorCode::KeyOutOfRange { key: 9 }, true), ErrorCode::KeyOutOfRange { key: 9 });
+        assert!(may_have_logged(&ErrorCode::Timeout("t".into())));
+        assert!(!may_have_logged(&ErrorCode::NotPrimary { shard, term: 1, primary: None }));
     }
 }
