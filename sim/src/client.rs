@@ -94,7 +94,7 @@ impl SimClient {
         };
         let node = primary.strip_prefix('N').and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
         p.target = Some(primary.to_owned());
-        let msg = Msg::Client { id: p.attempt, request: p.request.clone() };
+        let msg = Msg::Client { id: p.attempt, shard: p.shard, request: p.request.clone() };
         world.send(Addr::Client(self.id), Addr::Node(node), msg);
         let wait = self.call_timeout.min(p.deadline.saturating_sub(world.now)).max(MS);
         world.after(wait, Event::ClientTimeout { client: self.id, attempt: p.attempt });

@@ -14,6 +14,7 @@ use shardline_protocol::{
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::Failpoints;
+use shardline_storage_node::heartbeats::HeardBeats;
 use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
 use shardline_storage_node::store::{MemTable, TableStore};
 
@@ -77,7 +78,7 @@ pub struct SimNode {
     /// Per shard, the lease record still open (an index into `leases`).
     open_lease: BTreeMap<ShardId, usize>,
     /// When recent heartbeats were handled (this run of the process): grants count from these.
-    heard: std::collections::VecDeque<(u64, Time)>,
+    heard: HeardBeats<Time>,
 }
 
 impl SimNode {
@@ -143,21 +144,14 @@ impl SimNode {
         for (_, i) in std::mem::take(&mut self.open_lease) {
             self.leases[i].until = self.leases[i].until.min(world.now);
         }
-        // The clients' connections break: they see a reset, not silence.
+        // The clients' connections break: they see a reset, not silence, both for requests
+        // in the replicas and for those that waited in a paused process's sockets.
         for ((shard, _), (client, id)) in std::mem::take(&mut self.waiting) {
-            let answer = Err(ErrorCode::Unavailable { shard, reason: "connection reset".into() });
-            world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });
+            self.unreachable(world, client, id, shard, "connection reset");
         }
-        // Requests that waited in a paused process's sockets are reset with it.
         for (from, msg) in std::mem::take(&mut self.inbox) {
-            if let (Addr::Client(_), Msg::Client { id, request }) = (from, msg) {
-                let key = match &request {
-                    ClientRequest::Write(op) => op_key(op),
-                    ClientRequest::Read(key) => *key,
-                };
-                let shard = ShardId(if key >= 100 { 2 } else { 1 });
-                let answer = Err(ErrorCode::Unavailable { shard, reason: "connection reset".into() });
-                world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
+            if let Msg::Client { id, shard, .. } = msg {
+                self.unreachable(world, from, id, shard, "connection reset");
             }
         }
         self.up = false;
@@ -173,7 +167,7 @@ impl SimNode {
     /// A restart: every replica opens from its storage, as the real node does.
     pub fn restart(&mut self) {
         self.incarnation += 1;
-        self.heard.clear();
+        self.heard = HeardBeats::default();
         self.up = true;
         let cfg = self.config();
         for (id, s) in &self.storage {
@@ -188,15 +182,9 @@ impl SimNode {
     /// Handles one message that arrived from `from`.
     pub fn handle(&mut self, world: &mut World, from: Addr, msg: Msg) {
         if !self.up {
-            if let (Addr::Client(_), Msg::Client { id, request }) = (from, &msg) {
+            if let Msg::Client { id, shard, .. } = msg {
                 // Nothing listens on the port: the client's connect is refused at once.
-                let key = match request {
-                    ClientRequest::Write(op) => op_key(op),
-                    ClientRequest::Read(key) => *key,
-                };
-                let shard = ShardId(if key >= 100 { 2 } else { 1 });
-                let answer = Err(ErrorCode::Unavailable { shard, reason: "connection refused".into() });
-                world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id: *id, answer });
+                self.unreachable(world, from, id, shard, "connection refused");
             }
             return;
         }
@@ -206,7 +194,7 @@ impl SimNode {
         }
         let now = self.local(world.now);
         match msg {
-            Msg::Client { id, request } => self.client(world, now, from, id, request),
+            Msg::Client { id, shard, request } => self.client(world, now, from, id, shard, request),
             Msg::Control { id, request } => {
                 let response = self.control(world, now, request);
                 world.send(Addr::Node(self.index), from, Msg::ControlAnswer { id, response });
@@ -245,14 +233,20 @@ impl SimNode {
         }
     }
 
-    fn client(&mut self, world: &mut World, now: Time, from: Addr, id: u64, request: ClientRequest) {
+    /// What a client sees when the node's process is gone: an `Unavailable` at once.
+    fn unreachable(&self, world: &mut World, client: Addr, id: u64, shard: ShardId, why: &str) {
+        let answer = Err(ErrorCode::Unavailable { shard, reason: why.into() });
+        world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });
+    }
+
+    fn client(&mut self, world: &mut World, now: Time, from: Addr, id: u64, routed: ShardId, request: ClientRequest) {
         let key = match &request {
             ClientRequest::Write(op) => op_key(op),
             ClientRequest::Read(key) => *key,
         };
         let Some((&shard, replica)) = self.replicas.iter_mut().find(|(_, r)| r.spec().contains(key)) else {
             // As a node answers a request routed to a shard it does not hold.
-            let answer = Err(ErrorCode::UnknownShard { shard: ShardId(if key >= 100 { 2 } else { 1 }) });
+            let answer = Err(ErrorCode::UnknownShard { shard: routed });
             return world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
         };
         match request {
@@ -276,11 +270,7 @@ impl SimNode {
         let missing = |shard| ControlResponse::Error(ErrorCode::UnknownShard { shard });
         match request {
             ControlRequest::Heartbeat { seq, lease_ms, grant } => {
-                self.heard.push_back((seq, now));
-                if self.heard.len() > 16 {
-                    self.heard.pop_front();
-                }
-                let since = grant.as_ref().and_then(|g| self.heard.iter().find(|(s, _)| *s == g.seq).map(|(_, t)| *t));
+                let since = self.heard.handled(seq, now, grant.as_ref());
                 if let (Some(grant), Some(since)) = (grant, since) {
                     for (shard, term) in grant.shards {
                         if let Some(r) = self.replicas.get_mut(&shard) {

@@ -66,6 +66,8 @@ pub enum Msg {
     Client {
         /// The attempt's number.
         id: u64,
+        /// The shard the client routed it to (as the balancer stamps the frame's route).
+        shard: ShardId,
         /// What is asked.
         request: ClientRequest,
     },

@@ -223,11 +223,6 @@ impl SimDisk {
     pub fn disarm(&self) {
         self.with(|fs| fs.armed = Armed::default())
     }
-
-    /// Total bytes on the platter, over all files.
-    pub fn durable_bytes(&self) -> usize {
-        self.with(|fs| fs.files.values().map(|f| f.durable.len()).sum())
-    }
 }
 
 fn injected(what: &str) -> io::Error {

@@ -9,6 +9,7 @@
 //! - [`wal`]: the log's segment files and in-memory view, on a [`disk::Disk`].
 //! - [`disk`]: the log's disk: real files, or a simulated disk that can crash and fail.
 //! - [`store`]: the table of rows, metadata and client marks: redb, or in memory.
+//! - [`heartbeats`]: the coordinator's recent heartbeats, which lease grants count from.
 //! - [`failpoint`]: crash points for process-level fault tests.
 //!
 //! A node starts with no roles: the coordinator (or a test playing it) configures shard
@@ -29,6 +30,7 @@
 pub mod config;
 pub mod disk;
 pub mod failpoint;
+pub mod heartbeats;
 pub mod node;
 pub mod replica;
 pub mod shard;

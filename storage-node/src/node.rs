@@ -1,7 +1,7 @@
 //! The node: the shard replicas it holds, and one `match` that sends every message to
 //! the right one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::failpoint::Failpoints;
+use crate::heartbeats::HeardBeats;
 use crate::replica::{AppendRequest, SnapshotChunk};
 use crate::shard::{self, Command, ShardHandle};
 use crate::store::StoreError;
@@ -28,11 +29,8 @@ pub struct Node {
     shards: RwLock<BTreeMap<ShardId, ShardHandle>>,
     started: Instant,
     /// When recent heartbeats were handled, by number: lease grants count from these.
-    heard: Mutex<VecDeque<(u64, Instant)>>,
+    heard: Mutex<HeardBeats<Instant>>,
 }
-
-/// Heartbeats remembered for lease grants (a grant names the one before it).
-const HEARD_KEPT: usize = 16;
 
 impl Node {
     /// Opens every shard replica found under the data directory.
@@ -56,7 +54,7 @@ impl Node {
             failpoints,
             shards: RwLock::new(shards),
             started: Instant::now(),
-            heard: Mutex::new(VecDeque::new()),
+            heard: Mutex::new(HeardBeats::default()),
         }))
     }
 
@@ -318,14 +316,7 @@ impl Node {
                 Err(e) => ControlResponse::Error(e),
             },
             ControlRequest::Heartbeat { seq, lease_ms, grant } => {
-                let since = {
-                    let mut heard = self.heard.lock().expect("heard lock");
-                    heard.push_back((seq, Instant::now()));
-                    if heard.len() > HEARD_KEPT {
-                        heard.pop_front();
-                    }
-                    grant.as_ref().and_then(|g| heard.iter().find(|(s, _)| *s == g.seq).map(|(_, at)| *at))
-                };
+                let since = self.heard.lock().expect("heard lock").handled(seq, Instant::now(), grant.as_ref());
                 if let (Some(grant), Some(since)) = (grant, since) {
                     for (shard, term) in grant.shards {
                         if let Ok(s) = self.shard(shard) {

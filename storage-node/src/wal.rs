@@ -307,20 +307,19 @@ impl<D: Disk> Wal<D> {
     }
 
     fn write_out(&mut self, name: &str, buf: &[u8]) -> io::Result<usize> {
-        let name = name.to_owned();
         match self.failpoints.hit("log-sync") {
             Some(Action::Tear) => {
-                self.disk.append(&name, &buf[..buf.len() / 2])?;
-                self.disk.sync(&name)?;
+                self.disk.append(name, &buf[..buf.len() / 2])?;
+                self.disk.sync(name)?;
                 Failpoints::crash("log-sync", Action::Tear);
             }
             Some(Action::CrashBefore) => {
-                self.disk.append(&name, buf)?;
+                self.disk.append(name, buf)?;
                 Failpoints::crash("log-sync", Action::CrashBefore);
             }
             after => {
-                self.disk.append(&name, buf)?;
-                self.disk.sync(&name)?;
+                self.disk.append(name, buf)?;
+                self.disk.sync(name)?;
                 if after == Some(Action::CrashAfter) {
                     Failpoints::crash("log-sync", Action::CrashAfter);
                 }

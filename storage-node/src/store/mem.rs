@@ -47,11 +47,6 @@ impl MemTable {
         c.now = c.durable.clone();
     }
 
-    /// The rows as a reader sees them now (key → values).
-    pub fn rows(&self) -> BTreeMap<i64, Vec<Value>> {
-        self.inner.lock().expect("mem table lock").now.rows.clone()
-    }
-
     fn commit(&self, durable: bool, change: impl FnOnce(&mut State)) -> Result<(), StoreError> {
         let mut c = self.inner.lock().expect("mem table lock");
         change(&mut c.now);
