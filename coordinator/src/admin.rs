@@ -2,19 +2,19 @@
 //!
 //! Each is checked in full by `plan` first (a refused request changes nothing), then
 //! persisted, then carried out: spawn, wait until the nodes answer, configure replicas,
-//! elect or re-point primaries. One admin operation runs at a time, and not while the
-//! reconcile loop acts.
+//! elect or re-point primaries, retire voters one at a time. One admin operation runs at a
+//! time; meanwhile the reconcile loop still runs elections, and nothing else.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::join_all;
 use shardline_protocol::{
-    AddServersRequest, ControlRequest, ControlResponse, ErrorCode, InitRequest, ServerAddr, ShardId, Topology,
+    AddServersRequest, ControlRequest, ControlResponse, ErrorCode, InitRequest, ShardId, Topology,
 };
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
-use crate::failover::majority;
 use crate::meta::{ServerMeta, ShardMeta};
 use crate::plan::{self, AddPlan};
 
@@ -31,8 +31,8 @@ impl Coordinator {
         Ok(self.topology())
     }
 
-    /// Adds servers (and shards); new replicas of existing shards catch up from their
-    /// primary and serve reads only once they hold everything it had committed.
+    /// Adds servers (and shards); new replicas of existing shards join as learners: they
+    /// catch up from their primary, then serve reads and, one at a time, become voters.
     pub async fn add_servers(self: &Arc<Self>, request: AddServersRequest) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         if self.meta().schema.is_none() {
@@ -59,6 +59,8 @@ impl Coordinator {
                     primary: None,
                     replicas: Vec::new(),
                     catch_up: Default::default(),
+                    learners: Vec::new(),
+                    unsettled: false,
                 };
                 m.shards.insert(spec.id, shard);
             }
@@ -68,9 +70,12 @@ impl Coordinator {
             for (name, shards) in &plan.servers {
                 for id in shards {
                     let shard = m.shards.get_mut(id).expect("planned shards exist");
-                    shard.replicas.push(name.clone());
-                    if !new_shards.contains(id) {
-                        // Not readable until it has caught up; the target is set below.
+                    if new_shards.contains(id) {
+                        shard.replicas.push(name.clone());
+                    } else {
+                        // A learner of an existing shard: it votes, and serves reads, only
+                        // once it has caught up (its target is set when it follows).
+                        shard.learners.push(name.clone());
                         shard.catch_up.insert(name.clone(), u64::MAX);
                     }
                 }
@@ -78,6 +83,8 @@ impl Coordinator {
             m.next_server = plan.next_server;
         })?;
         for (name, _) in &addrs {
+            // A server being started is not a dead one: no respawn while it boots.
+            self.just_started(name);
             self.watch_server(name);
         }
         let started = join_all(addrs.iter().map(|(name, _)| self.start_node(name))).await;
@@ -101,7 +108,7 @@ impl Coordinator {
                 Err(e) => return Err(e),
             }
         }
-        let elections = join_all(new_shards.iter().map(|&id| self.elect(id, None))).await;
+        let elections = join_all(new_shards.iter().map(|&id| self.elect(id))).await;
         for (id, result) in new_shards.iter().zip(elections) {
             if let Err(e) = result {
                 warn!(shard = %id, %e, "first election failed; the reconcile loop will retry");
@@ -115,7 +122,9 @@ impl Coordinator {
             .map(|s| s.spec.id)
             .collect();
         for id in grown {
-            self.repoint(id).await?;
+            if let Err(e) = self.repoint(id).await {
+                warn!(shard = %id, %e, "could not tell the primary its new learner; the reconcile loop will retry");
+            }
         }
         self.publish();
         Ok(())
@@ -127,88 +136,48 @@ impl Coordinator {
         self.wait_ready(name, &spec.addr).await
     }
 
-    /// Tells a shard's primary its (changed) follower set at the same term, and new
-    /// replicas to follow it; new replicas get their catch-up target.
-    async fn repoint(&self, shard: ShardId) -> Result<(), ErrorCode> {
-        let (term, primary, followers, fresh) = {
-            let meta = self.meta();
-            let s = &meta.shards[&shard];
-            let Some(p) = &s.primary else { return Ok(()) };
-            let followers: Vec<ServerAddr> = s.replicas.iter().filter(|r| *r != p).map(|r| meta.addr(r)).collect();
-            let fresh: Vec<String> =
-                s.catch_up.iter().filter(|(_, t)| **t == u64::MAX).map(|(n, _)| n.clone()).collect();
-            (s.term, meta.addr(p), followers, fresh)
-        };
-        let target = {
-            let health = self.health.lock().expect("health lock");
-            health.status.get(&primary.name).and_then(|st| st.shard(shard)).map_or(0, |st| st.last.index)
-        };
-        self.update(|m| {
-            if let Some(s) = m.shards.get_mut(&shard) {
-                for name in &fresh {
-                    s.catch_up.insert(name.clone(), target);
-                }
-            }
-        })?;
-        let follow = ControlRequest::BecomeFollower { shard, term, primary: primary.clone() };
-        for f in followers.iter().filter(|f| fresh.contains(&f.name)) {
-            self.control(&f.addr, &follow).await?;
-            self.role_changed(shard, &f.name);
-        }
-        let lease_ms = self.cfg.lease.as_millis() as u64;
-        let lead = ControlRequest::BecomePrimary { shard, term, followers, lease_ms };
-        match self.control(&primary.addr, &lead).await? {
-            ControlResponse::Ok => {
-                self.role_changed(shard, &primary.name);
-                info!(%shard, primary = %primary.name, new = ?fresh, "primary told its new followers");
-                Ok(())
-            }
-            ControlResponse::Error(e) => Err(e),
-            other => Err(ErrorCode::Internal(format!("unexpected answer {other:?}"))),
-        }
-    }
-
-    /// Removes `n` servers, the named ones first; re-elects where a primary leaves.
+    /// Removes `n` servers, the named ones first. Learners go at once; each shard's voters
+    /// are retired one at a time, each once the last change has settled (a retired primary
+    /// is replaced by an election). A server is stopped once it holds no replica; if a
+    /// shard cannot settle in time, what is done stays done and the error says so.
     pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");
-        let specs: Vec<_> = chosen.iter().map(|s| self.node_spec(s)).collect();
-        let mut reelect = Vec::new();
-        let mut repoint = Vec::new();
-        self.update(|m| {
+        let retire: Vec<(ShardId, Vec<String>)> = self.update(|m| {
+            let mut retire = Vec::new();
             for shard in m.shards.values_mut() {
-                let before = shard.replicas.len();
-                shard.replicas.retain(|r| !chosen.contains(r));
-                shard.catch_up.retain(|r, _| !chosen.contains(r));
-                if shard.replicas.len() == before {
-                    continue;
-                }
-                if shard.primary.as_ref().is_some_and(|p| chosen.contains(p)) {
-                    shard.primary = None;
-                    // Votes needed so that any entry committed by the old set is seen.
-                    let needed = majority(shard.replicas.len()).max(before - majority(before) + 1);
-                    reelect.push((shard.spec.id, needed));
-                } else {
-                    repoint.push(shard.spec.id);
+                shard.learners.retain(|r| !chosen.contains(r));
+                let voters = shard.replicas.clone();
+                shard.catch_up.retain(|r, _| !chosen.contains(r) || voters.contains(r));
+                let voters: Vec<String> = shard.replicas.iter().filter(|r| chosen.contains(r)).cloned().collect();
+                if !voters.is_empty() {
+                    retire.push((shard.spec.id, voters));
                 }
             }
-            for name in &chosen {
+            retire
+        })?;
+        self.publish();
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        let retired = join_all(retire.into_iter().map(|(shard, voters)| async move {
+            for server in voters {
+                self.retire(shard, &server, deadline).await?;
+            }
+            Ok::<(), ErrorCode>(())
+        }))
+        .await;
+        let gone: Vec<String> = {
+            let meta = self.meta();
+            chosen.iter().filter(|s| meta.shards_of(s).next().is_none()).cloned().collect()
+        };
+        let specs: Vec<_> = gone.iter().map(|s| self.node_spec(s)).collect();
+        self.update(|m| {
+            for name in &gone {
                 m.servers.remove(name);
             }
         })?;
-        for name in &chosen {
+        for name in &gone {
             self.unwatch_server(name);
-        }
-        for (shard, needed) in reelect {
-            if let Err(e) = self.elect(shard, Some(needed)).await {
-                warn!(%shard, %e, "re-election after removal failed; the reconcile loop will retry");
-            }
-        }
-        for shard in repoint {
-            if let Err(e) = self.repoint(shard).await {
-                warn!(%shard, %e, "could not tell the primary its new followers");
-            }
         }
         for spec in specs {
             if let Err(e) = self.spawner.remove(&spec).await {
@@ -216,6 +185,7 @@ impl Coordinator {
             }
         }
         self.publish();
+        retired.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
         Ok(self.topology())
     }
 }

@@ -2,7 +2,7 @@
 //! reconcile loop and the published topology. The decisions themselves are pure
 //! (`detector`, `reconcile`, `election`, `plan`); this module does the I/O they ask for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,8 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::CoordinatorConfig;
 use crate::detector::FailureDetector;
 use crate::lease::LeaseBook;
-use crate::meta::{ClusterMeta, MetaError, MetaStore};
+use crate::meta::ShardMeta;
+use crate::meta::{ClusterMeta, MetaError, MetaStore, ReplicaSet};
 use crate::reconcile::{self, Action, Observed};
 use crate::spawner::{NodeSpec, Spawner};
 
@@ -31,6 +32,8 @@ pub(crate) struct Health {
     pub asked: HashMap<String, Instant>,
     /// When each (shard, server) role change was acknowledged.
     pub roles: HashMap<(ShardId, String), Instant>,
+    /// The replica set each shard's primary last acknowledged.
+    pub told: HashMap<ShardId, ReplicaSet>,
 }
 
 impl Health {
@@ -61,8 +64,10 @@ pub struct Coordinator {
     pub(crate) meta: Mutex<ClusterMeta>,
     pub(crate) health: Mutex<Health>,
     pub(crate) spawner: Box<dyn Spawner>,
-    /// Serializes admin operations with the reconcile loop's actions.
+    /// Serializes admin operations; while one runs, the reconcile loop only elects.
     pub(crate) admin: tokio::sync::Mutex<()>,
+    /// Shards with an election under way.
+    pub(crate) electing: Mutex<HashSet<ShardId>>,
     topology: watch::Sender<Topology>,
     heartbeats: Mutex<HashMap<String, JoinHandle<()>>>,
     respawned: Mutex<HashMap<String, Instant>>,
@@ -90,9 +95,11 @@ impl Coordinator {
                 status: HashMap::new(),
                 asked: HashMap::new(),
                 roles: HashMap::new(),
+                told: HashMap::new(),
             }),
             spawner,
             admin: tokio::sync::Mutex::new(()),
+            electing: Mutex::new(HashSet::new()),
             heartbeats: Mutex::new(HashMap::new()),
             respawned: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
@@ -144,7 +151,8 @@ impl Coordinator {
                 spec: s.spec,
                 term: s.term,
                 primary: s.primary.clone(),
-                replicas: s.replicas.clone(),
+                // Voters, then learners still catching up (not readable until they have).
+                replicas: s.holders().cloned().collect(),
                 readable: reconcile::readable(s, observe),
             })
             .collect();
@@ -202,6 +210,19 @@ impl Coordinator {
         health.roles.retain(|(_, s), _| s != server);
     }
 
+    /// Gives a server the coordinator is starting now the grace of a fresh one: neither
+    /// dead nor due a respawn until it has had the time to answer.
+    pub(crate) fn just_started(&self, server: &str) {
+        let now = Instant::now();
+        self.health.lock().expect("health lock").detector.heard(server, now);
+        self.respawned.lock().expect("respawn lock").insert(server.to_owned(), now);
+    }
+
+    /// Records that `shard`'s primary acknowledged replica set `set`.
+    pub(crate) fn told(&self, shard: ShardId, set: ReplicaSet) {
+        self.health.lock().expect("health lock").told.insert(shard, set);
+    }
+
     async fn heartbeat_loop(self: Arc<Self>, server: String) {
         let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,15 +271,16 @@ impl Coordinator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Ok(_admin) = self.admin.try_lock() else {
-                continue;
-            };
+            // An admin operation under way (spawning, configuring, retiring replicas) does
+            // not hold up failover elsewhere: elections run whatever else is going on.
+            let admin = self.admin.try_lock().ok();
             let actions = {
                 let now = Instant::now();
                 let meta = self.meta();
                 let health = self.health.lock().expect("health lock");
                 let observe = |s: &str| Observed { alive: health.detector.alive(s, now), status: health.status.get(s) };
-                reconcile::reconcile(&meta, observe, |shard, s| health.fresh(shard, s))
+                let told = |s: &ShardMeta| health.told.get(&s.spec.id) == Some(&s.replica_set());
+                reconcile::reconcile(&meta, observe, |shard, s| health.fresh(shard, s), told)
             };
             // Elections first: a shard without a primary takes no writes, while a restart
             // (a container start can take half a second) only restores a replica.
@@ -269,7 +291,7 @@ impl Coordinator {
                     _ => None,
                 })
                 .collect();
-            let results = futures::future::join_all(elections.iter().map(|&s| self.elect(s, None))).await;
+            let results = futures::future::join_all(elections.iter().map(|&s| self.elect(s))).await;
             for (shard, result) in elections.into_iter().zip(results) {
                 if let Err(e) = result {
                     warn!(%shard, %e, "election failed; will retry");
@@ -277,12 +299,22 @@ impl Coordinator {
                 }
             }
             self.publish();
+            if admin.is_none() {
+                continue;
+            }
             for action in actions {
                 match action {
                     Action::Elect(_) => {}
                     Action::Follow { shard, server } => self.follow(shard, &server).await,
                     Action::Configure { shard, server } => self.configure(shard, &server).await,
                     Action::Respawn(server) => self.respawn(&server).await,
+                    Action::Repoint(shard) => {
+                        if let Err(e) = self.repoint(shard).await {
+                            debug!(%shard, %e, "could not tell the primary its replica set");
+                        }
+                    }
+                    Action::Settled { shard, term } => self.settled(shard, term),
+                    Action::Promote { shard, server } => self.promote(shard, &server).await,
                 }
             }
             self.publish();

@@ -8,8 +8,33 @@ use futures::future::join_all;
 use shardline_protocol::{ControlResponse, ErrorCode, ShardId};
 use tracing::{info, warn};
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use crate::cluster::Coordinator;
+use crate::meta::ReplicaSet;
 use crate::round::{ElectionRound, Outcome};
+
+/// One election per shard at a time: the reconcile loop and an admin operation may both
+/// want one. Dropping it ends the claim.
+pub(crate) struct Electing<'a> {
+    set: &'a Mutex<HashSet<ShardId>>,
+    shard: ShardId,
+}
+
+impl<'a> Electing<'a> {
+    /// Claims `shard`, unless an election of it is already under way.
+    pub(crate) fn start(set: &'a Mutex<HashSet<ShardId>>, shard: ShardId) -> Option<Electing<'a>> {
+        let claimed = set.lock().expect("electing lock").insert(shard);
+        claimed.then(|| Electing { set, shard })
+    }
+}
+
+impl Drop for Electing<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("electing lock").remove(&self.shard);
+    }
+}
 
 /// The majority of `n` replicas.
 pub fn majority(n: usize) -> usize {
@@ -17,26 +42,28 @@ pub fn majority(n: usize) -> usize {
 }
 
 impl Coordinator {
-    /// Elects a primary for `shard` at a new term; `needed` overrides the votes required
-    /// (RemoveServers passes what the old replica set needs). Returns the new primary.
-    pub(crate) async fn elect(&self, shard: ShardId, needed: Option<usize>) -> Result<String, ErrorCode> {
+    /// Elects a primary for `shard` at a new term, on a majority of its voting replicas
+    /// (one election per shard at a time). Returns the new primary.
+    pub(crate) async fn elect(&self, shard: ShardId) -> Result<String, ErrorCode> {
+        let Some(_electing) = Electing::start(&self.electing, shard) else {
+            return Err(ErrorCode::Unavailable { shard, reason: "an election is already under way".into() });
+        };
         let started = Instant::now();
         // The term is persisted before any replica hears of it: never handed out twice.
-        let (term, replicas) = self
+        let (term, voters, learners) = self
             .update(|meta| {
                 let s = meta.shards.get_mut(&shard)?;
                 s.term += 1;
                 s.primary = None;
-                Some((s.term, s.replicas.clone()))
+                Some((s.term, s.replicas.clone(), s.learners.clone()))
             })?
             .ok_or(ErrorCode::UnknownShard { shard })?;
         self.publish();
-        let addrs: Vec<_> = {
+        let (voters, learners): (Vec<_>, Vec<_>) = {
             let meta = self.meta();
-            replicas.iter().map(|r| meta.addr(r)).collect()
+            (voters.iter().map(|r| meta.addr(r)).collect(), learners.iter().map(|r| meta.addr(r)).collect())
         };
-        let needed = needed.unwrap_or_else(|| majority(replicas.len()));
-        let mut round = ElectionRound::new(shard, term, addrs, needed);
+        let mut round = ElectionRound::new(shard, term, voters, learners);
         let queries = round.queries();
         let answers = join_all(queries.iter().map(|(a, q)| self.control(&a.addr, q))).await;
         for ((addr, _), answer) in queries.iter().zip(answers) {
@@ -77,14 +104,25 @@ impl Coordinator {
             ControlResponse::Error(e) => return Err(e),
             other => return Err(ErrorCode::Internal(format!("unexpected answer {other:?}"))),
         }
+        let (voters, learners) = round.members();
+        let won_with = round.votes().iter().find(|(n, _)| *n == primary).map_or(0, |(_, v)| v.last.index);
+        let set = ReplicaSet { term, primary: Some(primary.clone()), voters, learners };
         self.update(|meta| {
             if let Some(s) = meta.shards.get_mut(&shard) {
                 if s.term == term {
                     s.primary = Some(primary.clone());
                     s.catch_up.remove(&primary);
+                    // Learners not yet given a target catch up to the log the winner won with.
+                    for target in s.catch_up.values_mut().filter(|t| **t == u64::MAX) {
+                        *target = won_with;
+                    }
+                    // What earlier primaries committed must reach a majority of this set
+                    // before the set may change again.
+                    s.unsettled = true;
                 }
             }
         })?;
+        self.told(shard, set);
         let told = follow.iter().map(|(f, request)| async move {
             if let Ok(ControlResponse::Ok) = self.control(&f.addr, request).await {
                 self.role_changed(shard, &f.name);

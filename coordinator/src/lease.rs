@@ -82,7 +82,15 @@ mod tests {
         let replicas = vec!["a".to_owned(), "b".to_owned()];
         meta.shards.insert(
             ShardId(1),
-            ShardMeta { spec, term: 3, primary: Some("a".into()), replicas, catch_up: Default::default() },
+            ShardMeta {
+                spec,
+                term: 3,
+                primary: Some("a".into()),
+                replicas,
+                catch_up: Default::default(),
+                learners: vec![],
+                unsettled: false,
+            },
         );
         let mut book = LeaseBook::new(ms(300));
         assert_eq!(book.clear_at(ShardId(1)), None);

@@ -13,8 +13,8 @@
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
 //!   someone else.
-//! - `cluster`, `failover`, `admin`: the driver: heartbeat tasks, the reconcile loop,
-//!   elections and admin operations. [`service`]: the network face.
+//! - `cluster`, `failover`, `membership`, `admin`: the driver: heartbeat tasks, the
+//!   reconcile loop, elections, one-voter-at-a-time replica set changes and admin operations. [`service`]: the network face.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -34,6 +34,7 @@ pub mod detector;
 pub mod election;
 mod failover;
 pub mod lease;
+mod membership;
 pub mod meta;
 pub mod plan;
 pub mod reconcile;

@@ -12,8 +12,18 @@ use serde::{Deserialize, Serialize};
 use shardline_protocol::{Schema, ServerAddr, ShardId, ShardSpec};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Where the configuration is stored.
+const KEY: &str = "cluster-v2";
+/// Where versions before learners stored it (read once, then replaced by [`KEY`]).
+const LEGACY_KEY: &str = "cluster";
 
 /// One shard: range, term, primary and replicas.
+///
+/// The replica set changes one voter at a time: a new replica joins as a learner (it gets
+/// the log, counts toward no majority), becomes a voter once it has caught up, and a
+/// leaving voter is retired; after each change the set is `unsettled` until its primary
+/// shows that a majority of the new set holds everything the old one may have committed.
+/// So any majority of the set now meets any majority that ever committed an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMeta {
     /// Identity and key range.
@@ -22,10 +32,50 @@ pub struct ShardMeta {
     pub term: u64,
     /// The primary elected at `term`, if an election succeeded.
     pub primary: Option<String>,
-    /// Every replica's server, the primary included.
+    /// The voting replicas' servers, the primary included: elections and commits count a
+    /// majority of these.
     pub replicas: Vec<String>,
-    /// Replicas that must reach this applied index before they serve reads.
+    /// Replicas that must reach this applied index before they serve reads (or vote).
     pub catch_up: BTreeMap<String, u64>,
+    /// Replicas catching up: they follow the primary but vote in nothing yet.
+    pub learners: Vec<String>,
+    /// The last change of the set (or of primary) is not yet known to be settled.
+    pub unsettled: bool,
+}
+
+impl ShardMeta {
+    /// Every server holding a replica: voters, then learners.
+    pub fn holders(&self) -> impl Iterator<Item = &String> + '_ {
+        self.replicas.iter().chain(&self.learners)
+    }
+
+    /// Whether `server` holds a replica (voter or learner).
+    pub fn holds(&self, server: &str) -> bool {
+        self.holders().any(|r| r == server)
+    }
+
+    /// The replica set a primary of this shard must be told.
+    pub fn replica_set(&self) -> ReplicaSet {
+        ReplicaSet {
+            term: self.term,
+            primary: self.primary.clone(),
+            voters: self.replicas.clone(),
+            learners: self.learners.clone(),
+        }
+    }
+}
+
+/// A shard's replica set as one primary was told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSet {
+    /// The term.
+    pub term: u64,
+    /// The primary.
+    pub primary: Option<String>,
+    /// Voters, the primary included.
+    pub voters: Vec<String>,
+    /// Learners.
+    pub learners: Vec<String>,
 }
 
 /// One server: where it listens.
@@ -59,7 +109,7 @@ impl ClusterMeta {
 
     /// The shards `server` holds a replica of.
     pub fn shards_of<'a>(&'a self, server: &'a str) -> impl Iterator<Item = &'a ShardMeta> + 'a {
-        self.shards.values().filter(move |s| s.replicas.iter().any(|r| r == server))
+        self.shards.values().filter(move |s| s.holds(server))
     }
 
     /// Every server name in use.
@@ -114,8 +164,11 @@ impl MetaStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(ClusterMeta::default()),
             Err(e) => return Err(Wrap(e).into()),
         };
-        match table.get("cluster").map_err(Wrap)? {
-            Some(v) => postcard::from_bytes(v.value()).map_err(|e| MetaError::Decode(e.to_string())),
+        if let Some(v) = table.get(KEY).map_err(Wrap)? {
+            return postcard::from_bytes(v.value()).map_err(|e| MetaError::Decode(e.to_string()));
+        }
+        match table.get(LEGACY_KEY).map_err(Wrap)? {
+            Some(v) => legacy::decode(v.value()),
             None => Ok(ClusterMeta::default()),
         }
     }
@@ -124,9 +177,63 @@ impl MetaStore {
     pub fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError> {
         let bytes = postcard::to_allocvec(meta).map_err(|e| MetaError::Decode(e.to_string()))?;
         let tx = self.db.begin_write().map_err(Wrap)?;
-        tx.open_table(META).map_err(Wrap)?.insert("cluster", bytes.as_slice()).map_err(Wrap)?;
+        {
+            let mut table = tx.open_table(META).map_err(Wrap)?;
+            table.insert(KEY, bytes.as_slice()).map_err(Wrap)?;
+            table.remove(LEGACY_KEY).map_err(Wrap)?;
+        }
         tx.commit().map_err(Wrap)?;
         Ok(())
+    }
+}
+
+/// The configuration as versions before learners wrote it.
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Shard {
+        spec: ShardSpec,
+        term: u64,
+        primary: Option<String>,
+        replicas: Vec<String>,
+        catch_up: BTreeMap<String, u64>,
+    }
+
+    #[derive(Deserialize)]
+    struct Cluster {
+        schema: Option<Schema>,
+        shards: BTreeMap<ShardId, Shard>,
+        servers: BTreeMap<String, ServerMeta>,
+        version: u64,
+        next_server: u64,
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<ClusterMeta, MetaError> {
+        let old: Cluster = postcard::from_bytes(bytes).map_err(|e| MetaError::Decode(e.to_string()))?;
+        let shards = old
+            .shards
+            .into_iter()
+            .map(|(id, s)| {
+                let shard = ShardMeta {
+                    spec: s.spec,
+                    term: s.term,
+                    primary: s.primary,
+                    replicas: s.replicas,
+                    catch_up: s.catch_up,
+                    learners: Vec::new(),
+                    unsettled: true,
+                };
+                (id, shard)
+            })
+            .collect();
+        Ok(ClusterMeta {
+            schema: old.schema,
+            shards,
+            servers: old.servers,
+            version: old.version,
+            next_server: old.next_server,
+        })
     }
 }
 

@@ -150,7 +150,7 @@ pub fn remove_servers(n: usize, named: &[String], meta: &ClusterMeta) -> Result<
         return Err(bad(format!("cannot remove {n} servers: the cluster has {}", meta.servers.len())));
     }
     for shard in meta.shards.values() {
-        if shard.replicas.iter().all(|r| chosen.contains(r)) {
+        if shard.holders().all(|r| chosen.contains(r)) {
             return Err(bad(format!(
                 "removing {} would leave shard {} with no replica",
                 chosen.join(", "),
@@ -213,6 +213,8 @@ mod tests {
                     primary: Some(replicas[0].clone()),
                     replicas,
                     catch_up: Default::default(),
+                    learners: vec![],
+                    unsettled: false,
                 },
             );
         }

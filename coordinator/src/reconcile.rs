@@ -45,17 +45,37 @@ pub enum Action {
     },
     /// Start the server again on its data (it is not answering).
     Respawn(String),
+    /// Tell the shard's primary its current replica set (voters and learners): it has not
+    /// acknowledged this one yet.
+    Repoint(ShardId),
+    /// The primary at `term` shows the shard's last change settled: record it, so the set
+    /// may change again.
+    Settled {
+        /// The shard.
+        shard: ShardId,
+        /// The term the primary showed it at.
+        term: u64,
+    },
+    /// `server`, a learner that has caught up, becomes a voter (the set is settled).
+    Promote {
+        /// The shard.
+        shard: ShardId,
+        /// The learner.
+        server: String,
+    },
 }
 
 /// Works out the actions the cluster needs now.
 ///
 /// `fresh(shard, server)` says whether the server's last heartbeat answer was asked for
 /// after the last role change the coordinator made for it on that shard: an older answer
-/// shows the role before the change, and acting on it would undo the change.
+/// shows the role before the change, and acting on it would undo the change. `told(shard)`
+/// says whether the shard's primary acknowledged the shard's current replica set.
 pub fn reconcile<'a>(
     meta: &ClusterMeta,
     observe: impl Fn(&str) -> Observed<'a>,
     fresh: impl Fn(ShardId, &str) -> bool,
+    told: impl Fn(&ShardMeta) -> bool,
 ) -> BTreeSet<Action> {
     let mut actions = BTreeSet::new();
     for name in meta.servers.keys() {
@@ -78,7 +98,16 @@ pub fn reconcile<'a>(
             actions.insert(Action::Elect(id));
             continue;
         }
-        for replica in shard.replicas.iter().filter(|r| *r != primary) {
+        if shard.unsettled {
+            if !told(shard) {
+                actions.insert(Action::Repoint(id));
+            } else if fresh(id, primary) && leads && seen.shard(id).is_some_and(|s| s.settled) {
+                actions.insert(Action::Settled { shard: id, term: shard.term });
+            }
+        } else if let Some(server) = shard.learners.iter().find(|l| caught_up(shard, l, observe(l), &fresh)) {
+            actions.insert(Action::Promote { shard: id, server: server.clone() });
+        }
+        for replica in shard.holders().filter(|r| *r != primary) {
             let seen = observe(replica);
             match seen.shard(id) {
                 _ if !seen.alive || !fresh(id, replica) => {}
@@ -100,11 +129,24 @@ pub fn reconcile<'a>(
     actions
 }
 
+/// Whether learner `server` follows at the shard's term and has applied its catch-up target.
+fn caught_up(shard: &ShardMeta, server: &str, seen: Observed<'_>, fresh: impl Fn(ShardId, &str) -> bool) -> bool {
+    let id = shard.spec.id;
+    let Some(&target) = shard.catch_up.get(server) else { return false };
+    let Some(state) = seen.shard(id) else { return false };
+    seen.alive
+        && fresh(id, server)
+        && target != u64::MAX
+        && state.role == ReplicaRole::Follower
+        && state.term == shard.term
+        && state.serving
+        && state.applied_index >= target
+}
+
 /// The replicas of `shard` that may serve reads now.
 pub fn readable<'a>(shard: &ShardMeta, observe: impl Fn(&str) -> Observed<'a>) -> Vec<String> {
     shard
-        .replicas
-        .iter()
+        .holders()
         .filter(|r| {
             let seen = observe(r);
             let Some(state) = seen.shard(shard.spec.id) else {
@@ -135,7 +177,15 @@ mod tests {
         let replicas = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
         meta.shards.insert(
             ShardId(1),
-            ShardMeta { spec, term: 4, primary: Some("a".into()), replicas, catch_up: Default::default() },
+            ShardMeta {
+                spec,
+                term: 4,
+                primary: Some("a".into()),
+                replicas,
+                catch_up: Default::default(),
+                learners: vec![],
+                unsettled: false,
+            },
         );
         for s in ["a", "b", "c"] {
             meta.servers.insert(s.into(), ServerMeta { addr: String::new() });
@@ -154,6 +204,7 @@ mod tests {
             applied_index: applied,
             serving: true,
             fault: None,
+            settled: true,
         };
         NodeStatus { node: node.into(), shards: vec![state] }
     }
@@ -171,7 +222,7 @@ mod tests {
 
     fn run(meta: &ClusterMeta, statuses: &HashMap<String, NodeStatus>, dead: &[&str]) -> BTreeSet<Action> {
         let observe = |s: &str| Observed { alive: !dead.contains(&s), status: statuses.get(s) };
-        reconcile(meta, observe, |_, _| true)
+        reconcile(meta, observe, |_, _| true, |_| true)
     }
 
     #[test]
@@ -199,9 +250,9 @@ mod tests {
         // The new primary's last answer still shows it following: the election just ran.
         statuses.insert("a".into(), status("a", ReplicaRole::Follower, 3, 9));
         let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
-        assert!(reconcile(&meta(), observe, |_, server| server != "a").is_empty());
+        assert!(reconcile(&meta(), observe, |_, server| server != "a", |_| true).is_empty());
         let want = BTreeSet::from([Action::Elect(ShardId(1))]);
-        assert_eq!(reconcile(&meta(), observe, |_, _| true), want);
+        assert_eq!(reconcile(&meta(), observe, |_, _| true, |_| true), want);
     }
 
     #[test]
@@ -228,5 +279,29 @@ mod tests {
         assert_eq!(readable(&m.shards[&ShardId(1)], observe), vec!["a", "b", "c"]);
         m.shards.get_mut(&ShardId(1)).unwrap().catch_up.insert("c".into(), 10);
         assert_eq!(readable(&m.shards[&ShardId(1)], observe), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_caught_up_learner_is_promoted_only_once_the_set_has_settled() {
+        let mut m = meta();
+        let mut statuses = healthy();
+        m.servers.insert("d".into(), ServerMeta { addr: String::new() });
+        let shard = m.shards.get_mut(&ShardId(1)).unwrap();
+        shard.learners.push("d".into());
+        shard.catch_up.insert("d".into(), 9);
+        statuses.insert("d".into(), status("d", ReplicaRole::Follower, 4, 8));
+        assert!(run(&m, &statuses, &[]).is_empty(), "not caught up yet");
+        statuses.insert("d".into(), status("d", ReplicaRole::Follower, 4, 9));
+        let promote = Action::Promote { shard: ShardId(1), server: "d".into() };
+        assert_eq!(run(&m, &statuses, &[]), BTreeSet::from([promote]));
+        m.shards.get_mut(&ShardId(1)).unwrap().unsettled = true;
+        assert_eq!(run(&m, &statuses, &[]), BTreeSet::from([Action::Settled { shard: ShardId(1), term: 4 }]));
+        let mut unsettled = status("a", ReplicaRole::Primary, 4, 9);
+        unsettled.shards[0].settled = false;
+        statuses.insert("a".into(), unsettled);
+        assert!(run(&m, &statuses, &[]).is_empty(), "the primary has not shown the set settled");
+        let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
+        let want = BTreeSet::from([Action::Repoint(ShardId(1))]);
+        assert_eq!(reconcile(&m, observe, |_, _| true, |_| false), want, "the primary was not told the set");
     }
 }

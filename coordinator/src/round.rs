@@ -18,6 +18,7 @@ pub struct ElectionRound {
     shard: ShardId,
     term: u64,
     replicas: Vec<ServerAddr>,
+    learners: Vec<ServerAddr>,
     needed: usize,
     votes: Vec<(String, Vote)>,
     newer: Option<u64>,
@@ -49,9 +50,18 @@ pub enum Outcome {
 }
 
 impl ElectionRound {
-    /// A round at `term` (already persisted) among `replicas`, needing `needed` votes.
-    pub fn new(shard: ShardId, term: u64, replicas: Vec<ServerAddr>, needed: usize) -> ElectionRound {
-        ElectionRound { shard, term, replicas, needed, votes: Vec::new(), newer: None, answered: BTreeSet::new() }
+    /// A round at `term` (already persisted) among the voting `replicas`, needing a
+    /// majority of them; `learners` vote in nothing and are told to follow the winner.
+    pub fn new(shard: ShardId, term: u64, replicas: Vec<ServerAddr>, learners: Vec<ServerAddr>) -> ElectionRound {
+        let needed = crate::failover::majority(replicas.len());
+        let (votes, newer, answered) = (Vec::new(), None, BTreeSet::new());
+        ElectionRound { shard, term, replicas, learners, needed, votes, newer, answered }
+    }
+
+    /// The voters' names, then the learners'.
+    pub fn members(&self) -> (Vec<String>, Vec<String>) {
+        let names = |set: &[ServerAddr]| set.iter().map(|a| a.name.clone()).collect();
+        (names(&self.replicas), names(&self.learners))
     }
 
     /// The round's term.
@@ -103,15 +113,13 @@ impl ElectionRound {
                     shard: self.shard,
                     term: self.term,
                     followers: followers.clone(),
+                    learners: self.learners.clone(),
                     lease_ms,
                 };
                 let follow_request =
                     ControlRequest::BecomeFollower { shard: self.shard, term: self.term, primary: leader.clone() };
-                let follow = followers
-                    .into_iter()
-                    .filter(|f| self.votes.iter().any(|(name, _)| *name == f.name))
-                    .map(|f| (f, follow_request.clone()))
-                    .collect();
+                let voted = followers.into_iter().filter(|f| self.votes.iter().any(|(name, _)| *name == f.name));
+                let follow = voted.chain(self.learners.iter().cloned()).map(|f| (f, follow_request.clone())).collect();
                 Outcome::Lead { primary: leader, lead, follow }
             }
         }
@@ -134,8 +142,8 @@ mod tests {
 
     #[test]
     fn the_longest_log_of_a_majority_leads_and_only_voters_follow() {
-        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b"), addr("c")], 2);
-        assert_eq!(round.queries().len(), 3);
+        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b"), addr("c")], vec![addr("d")]);
+        assert_eq!(round.queries().len(), 3, "learners are not asked to vote");
         round.on_answer("a", vote(5));
         assert!(matches!(round.outcome(300), Outcome::NoQuorum { votes: 1, needed: 2 }));
         round.on_answer("b", vote(7));
@@ -144,12 +152,14 @@ mod tests {
         let Outcome::Lead { primary, lead, follow } = round.outcome(300) else { panic!("a leader") };
         assert_eq!(primary.name, "b");
         assert!(matches!(lead, ControlRequest::BecomePrimary { term: 2, ref followers, .. } if followers.len() == 2));
-        assert_eq!(follow.iter().map(|(f, _)| f.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert!(matches!(lead, ControlRequest::BecomePrimary { ref learners, .. } if learners.len() == 1));
+        // Voters that answered, and the learner; never the silent voter.
+        assert_eq!(follow.iter().map(|(f, _)| f.name.as_str()).collect::<Vec<_>>(), ["a", "d"]);
     }
 
     #[test]
     fn a_newer_term_anywhere_stops_the_round() {
-        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b")], 2);
+        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b")], vec![]);
         round.on_answer("a", vote(5));
         round.on_answer("b", Some(ControlResponse::Error(ErrorCode::StaleTerm { current: 9, got: 2 })));
         assert_eq!(round.outcome(300), Outcome::NewerTerm(9));

@@ -140,6 +140,7 @@ fn frames() -> Vec<Frame> {
             applied_index: 8,
             serving: true,
             fault: Some("crc mismatch at 4".into()),
+            settled: true,
         }],
     };
     let error = ErrorCode::NotPrimary {
@@ -228,6 +229,7 @@ fn frames() -> Vec<Frame> {
             shard,
             term: 2,
             followers: vec![addr.clone()],
+            learners: vec![],
             lease_ms: 500,
         },
         ControlRequest::BecomeFollower {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::detector::FailureDetector;
 use shardline_coordinator::lease::LeaseBook;
-use shardline_coordinator::meta::ClusterMeta;
+use shardline_coordinator::meta::{ClusterMeta, ReplicaSet};
 use shardline_coordinator::reconcile::{reconcile, Action, Observed};
 use shardline_coordinator::round::{ElectionRound, Outcome};
 use shardline_protocol::{ControlRequest, ControlResponse, NodeStatus, ShardId};
@@ -51,9 +51,10 @@ enum Call {
     Heartbeat { node: String, asked: Nanos, seq: u64 },
     Vote { shard: ShardId, term: u64, node: String },
     Lead { shard: ShardId, term: u64, node: String },
-    Follow { shard: ShardId, node: String },
+    Follow { shard: ShardId, node: String, target: u64 },
     Configure { shard: ShardId, node: String },
-    Repoint { shard: ShardId, node: String },
+    Repoint { shard: ShardId, node: String, set: ReplicaSet },
+    Drop,
 }
 
 /// An election under way: the coordinator's own round, and when its calls time out.
@@ -85,6 +86,10 @@ pub struct SimCoordinator {
     /// Per node: the last heartbeat number sent, and the last answered (with when).
     beats: BTreeMap<String, (u64, Option<(u64, Nanos)>)>,
     leases: LeaseBook,
+    /// The replica set each shard's primary last acknowledged.
+    told: BTreeMap<ShardId, ReplicaSet>,
+    /// Voters to retire, per shard, one at a time (RemoveServers' queue).
+    leaving: BTreeMap<ShardId, Vec<String>>,
     /// Elections that chose a primary.
     pub elections_won: u64,
 }
@@ -113,6 +118,8 @@ impl SimCoordinator {
             backoff: BTreeMap::new(),
             beats: BTreeMap::new(),
             leases,
+            told: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             elections_won: 0,
         }
     }
@@ -163,7 +170,8 @@ impl SimCoordinator {
                 let asked = self.asked.get(s).copied();
                 self.roles.get(&(shard, s.to_owned())).is_none_or(|&changed| asked.is_some_and(|a| a > changed))
             };
-            reconcile(&self.meta, observe, fresh)
+            let told = |s: &shardline_coordinator::meta::ShardMeta| self.told.get(&s.spec.id) == Some(&s.replica_set());
+            reconcile(&self.meta, observe, fresh, told)
         };
         for action in actions {
             match action {
@@ -174,14 +182,27 @@ impl SimCoordinator {
                     }
                 }
                 Action::Follow { shard, server } => {
-                    if self.elections.contains_key(&shard) {
-                        continue;
+                    if !self.elections.contains_key(&shard) {
+                        self.follow(world, shard, &server);
                     }
-                    let s = &self.meta.shards[&shard];
-                    let Some(primary) = s.primary.clone() else { continue };
-                    let request =
-                        ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
-                    self.call(world, &server.clone(), request, Call::Follow { shard, node: server });
+                }
+                Action::Repoint(shard) => {
+                    if !self.elections.contains_key(&shard) {
+                        self.repoint(world, shard);
+                    }
+                }
+                Action::Settled { shard, term } => {
+                    let s = self.meta.shards.get_mut(&shard).expect("known");
+                    if s.term == term && s.primary.is_some() {
+                        s.unsettled = false;
+                    }
+                }
+                Action::Promote { shard, server } => {
+                    let s = self.meta.shards.get_mut(&shard).expect("known");
+                    s.learners.retain(|l| *l != server);
+                    s.replicas.push(server);
+                    s.unsettled = true;
+                    self.repoint(world, shard);
                 }
                 Action::Configure { shard, server } => {
                     // Alive without the shard (a replacement, or an AddServers whose
@@ -195,21 +216,58 @@ impl SimCoordinator {
                 Action::Respawn(_) => {}
             }
         }
+        self.retire_next(world);
         world.after(self.timing.heartbeat / 2, Event::Reconcile);
     }
 
-    fn start_election(&mut self, world: &mut World, shard: ShardId) {
-        self.start_election_needing(world, shard, None);
+    /// Tells `server` to follow the shard's primary; once it does, it serves reads after
+    /// reaching the primary's commit index of now (as the coordinator's `follow`).
+    fn follow(&mut self, world: &mut World, shard: ShardId, server: &str) {
+        let s = &self.meta.shards[&shard];
+        let Some(primary) = s.primary.clone() else { return };
+        let target = self.status.get(&primary).and_then(|st| st.shard(shard)).map_or(0, |st| st.commit_index);
+        let request = ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
+        self.call(world, server, request, Call::Follow { shard, node: server.to_owned(), target });
     }
 
-    fn start_election_needing(&mut self, world: &mut World, shard: ShardId, needed: Option<usize>) {
+    /// Retires the next leaving voter of each shard whose last change has settled, as the
+    /// coordinator's `remove_servers` does, one voter at a time.
+    fn retire_next(&mut self, world: &mut World) {
+        let ready: Vec<(ShardId, String)> = self
+            .leaving
+            .iter()
+            .filter_map(|(id, queue)| {
+                let s = &self.meta.shards[id];
+                let settled = !s.unsettled && s.primary.is_some() && !self.elections.contains_key(id);
+                queue.first().filter(|_| settled).map(|n| (*id, n.clone()))
+            })
+            .collect();
+        for (shard, node) in ready {
+            self.leaving.get_mut(&shard).expect("queued").remove(0);
+            let s = self.meta.shards.get_mut(&shard).expect("known");
+            if !s.replicas.contains(&node) {
+                continue;
+            }
+            s.replicas.retain(|r| *r != node);
+            s.catch_up.remove(&node);
+            s.unsettled = true;
+            if s.primary.as_deref() == Some(node.as_str()) {
+                s.primary = None;
+                self.start_election(world, shard);
+            } else {
+                self.repoint(world, shard);
+            }
+            self.call(world, &node, ControlRequest::DropShard { shard }, Call::Drop);
+        }
+    }
+
+    fn start_election(&mut self, world: &mut World, shard: ShardId) {
         let s = self.meta.shards.get_mut(&shard).expect("a known shard");
         s.term += 1;
         s.primary = None;
-        let (term, replicas) = (s.term, s.replicas.clone());
-        let addrs = replicas.iter().map(|r| self.meta.addr(r)).collect();
-        let needed = needed.unwrap_or_else(|| shardline_coordinator::majority(replicas.len()));
-        let round = ElectionRound::new(shard, term, addrs, needed);
+        let (term, voters, learners) = (s.term, s.replicas.clone(), s.learners.clone());
+        let addrs = |names: Vec<String>| names.iter().map(|r| self.meta.addr(r)).collect();
+        let round = ElectionRound::new(shard, term, addrs(voters), addrs(learners));
         for (to, request) in round.queries() {
             self.call(world, &to.name, request, Call::Vote { shard, term, node: to.name.clone() });
         }
@@ -292,44 +350,59 @@ impl SimCoordinator {
                     return;
                 }
                 s.primary = Some(node.clone());
+                s.catch_up.remove(&node);
+                s.unsettled = true;
+                let won_with = e.round.votes().iter().find(|(n, _)| *n == node).map_or(0, |(_, v)| v.last.index);
+                for target in s.catch_up.values_mut().filter(|t| **t == u64::MAX) {
+                    *target = won_with;
+                }
+                let (voters, learners) = e.round.members();
+                self.told.insert(shard, ReplicaSet { term, primary: Some(node.clone()), voters, learners });
                 self.elections_won += 1;
                 self.roles.insert((shard, node.clone()), now);
                 for (voter, request) in e.follow.unwrap_or_default() {
-                    self.call(world, &voter.name, request, Call::Follow { shard, node: voter.name.clone() });
+                    let target = self.meta.shards[&shard].catch_up.get(&voter.name).copied().unwrap_or(0);
+                    self.call(world, &voter.name, request, Call::Follow { shard, node: voter.name.clone(), target });
                 }
             }
-            Call::Follow { shard, node } => {
+            Call::Follow { shard, node, target } => {
                 if matches!(response, ControlResponse::Ok) {
-                    self.roles.insert((shard, node), now);
+                    self.roles.insert((shard, node.clone()), now);
+                    if let Some(s) = self.meta.shards.get_mut(&shard).filter(|s| s.holds(&node)) {
+                        s.catch_up.insert(node, target);
+                    }
                 }
             }
+            Call::Drop => {}
             Call::Configure { shard, node } => {
                 let s = &self.meta.shards[&shard];
-                if !matches!(response, ControlResponse::Ok) || !s.replicas.contains(&node) {
+                if !matches!(response, ControlResponse::Ok) || !s.holds(&node) {
                     return;
                 }
-                let Some(primary) = s.primary.clone() else { return };
-                let request = ControlRequest::BecomeFollower { shard, term: s.term, primary: self.meta.addr(&primary) };
-                self.call(world, &node.clone(), request, Call::Follow { shard, node });
+                if s.primary.is_none() {
+                    return;
+                }
+                self.follow(world, shard, &node);
                 self.repoint(world, shard);
             }
-            Call::Repoint { shard, node } => {
+            Call::Repoint { shard, node, set } => {
                 if matches!(response, ControlResponse::Ok) {
                     self.roles.insert((shard, node), now);
+                    self.told.insert(shard, set);
                 }
             }
         }
     }
 
-    /// AddServers for one replica: `node` joins `shard` (configured empty, then told to
-    /// follow, then the primary told its new follower set at the same term), as the
-    /// coordinator's `add_servers` and `repoint` do.
+    /// AddServers for one replica: `node` joins `shard` as a learner (configured empty,
+    /// then told to follow, then the primary told its new replica set at the same term), as
+    /// the coordinator's `add_servers` does; the reconcile rounds promote it once caught up.
     pub fn add_replica(&mut self, world: &mut World, shard: ShardId, node: &str) {
         let Some(s) = self.meta.shards.get_mut(&shard) else { return };
-        if s.replicas.iter().any(|r| r == node) {
+        if s.holds(node) || self.leaving.get(&shard).is_some_and(|q| q.iter().any(|n| n == node)) {
             return;
         }
-        s.replicas.push(node.to_owned());
+        s.learners.push(node.to_owned());
         s.catch_up.insert(node.to_owned(), u64::MAX);
         let spec = s.spec;
         let schema = self.meta.schema.clone().expect("initialized");
@@ -337,38 +410,38 @@ impl SimCoordinator {
         self.call(world, node, request, Call::Configure { shard, node: node.to_owned() });
     }
 
-    /// RemoveServers for one replica: `node` leaves `shard`; a removed primary is replaced by
-    /// an election needing the votes the coordinator's `remove_servers` asks for, a removed
-    /// follower by telling the primary its new follower set.
+    /// RemoveServers for one replica: a learner leaves at once; a voter is queued, and
+    /// retired (one at a time, once the last change settled) by the reconcile rounds.
     pub fn remove_replica(&mut self, world: &mut World, shard: ShardId, node: &str) {
         let Some(s) = self.meta.shards.get_mut(&shard) else { return };
-        let before = s.replicas.len();
-        // Three replicas at least: with fewer, one damaged log can lose data no protocol could keep.
-        if before <= 3 || !s.replicas.iter().any(|r| r == node) || self.elections.contains_key(&shard) {
+        if s.learners.iter().any(|l| l == node) {
+            s.learners.retain(|l| l != node);
+            s.catch_up.remove(node);
+            self.repoint(world, shard);
+            self.call(world, node, ControlRequest::DropShard { shard }, Call::Drop);
             return;
         }
-        s.replicas.retain(|r| r != node);
-        s.catch_up.remove(node);
-        let was_primary = s.primary.as_deref() == Some(node);
-        if was_primary {
-            s.primary = None;
-            let needed = shardline_coordinator::majority(s.replicas.len())
-                .max(before - shardline_coordinator::majority(before) + 1);
-            self.start_election_needing(world, shard, Some(needed));
-        } else {
-            self.repoint(world, shard);
+        let queue = self.leaving.entry(shard).or_default();
+        // Three voters at least: with fewer, one damaged log can lose data no protocol could keep.
+        if s.replicas.len() - queue.len() <= 3
+            || !s.replicas.iter().any(|r| r == node)
+            || queue.iter().any(|n| n == node)
+        {
+            return;
         }
-        let request = ControlRequest::DropShard { shard };
-        self.call(world, node, request, Call::Follow { shard, node: node.to_owned() });
+        queue.push(node.to_owned());
     }
 
-    /// Tells the primary its follower set at the same term.
+    /// Tells the primary its replica set at the same term.
     fn repoint(&mut self, world: &mut World, shard: ShardId) {
         let s = &self.meta.shards[&shard];
         let Some(primary) = s.primary.clone() else { return };
-        let followers = s.replicas.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();
-        let request = ControlRequest::BecomePrimary { shard, term: s.term, followers, lease_ms: self.timing.lease_ms };
-        self.call(world, &primary.clone(), request, Call::Repoint { shard, node: primary });
+        let others = |names: &[String]| names.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();
+        let (followers, learners) = (others(&s.replicas), others(&s.learners));
+        let lease_ms = self.timing.lease_ms;
+        let request = ControlRequest::BecomePrimary { shard, term: s.term, followers, learners, lease_ms };
+        let set = s.replica_set();
+        self.call(world, &primary.clone(), request, Call::Repoint { shard, node: primary, set });
     }
 
     /// The shard's primary, as the topology names it.

@@ -62,7 +62,8 @@ pub enum Fault {
         /// The node.
         node: usize,
     },
-    /// Every fault ends: links back, paused nodes woken, crashed nodes restarted.
+    /// Every fault ends: links back (and no more lost or duplicated messages), paused
+    /// nodes woken, crashed nodes restarted.
     HealAll,
     /// A replica joins the shard (AddServers), on a node chosen by `pick`.
     AddReplica {
@@ -305,7 +306,11 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
             unreachable!("carried out by the cluster, which knows the coordinator")
         }
         Fault::HealAll => {
+            // Lost and duplicated messages are faults too: liveness is judged on a network
+            // that only delays (as TCP would look to the program).
             world.cut.clear();
+            world.net.loss = 0.0;
+            world.net.duplicate = 0.0;
             for n in nodes.iter_mut() {
                 for s in n.storage.values() {
                     s.disk.disarm();

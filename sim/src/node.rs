@@ -173,6 +173,8 @@ impl SimNode {
         for (id, s) in &self.storage {
             let opened =
                 Replica::open(cfg.clone(), s.table.clone(), s.disk.clone(), Arc::new(Failpoints::none()), None);
+            // A replica that cannot open (its log's BASE damaged, say) is missing, as the
+            // real node would be: the checkers count it as a damaged replica.
             if let Ok(replica) = opened {
                 self.replicas.insert(*id, replica);
             }
@@ -285,10 +287,12 @@ impl SimNode {
                 Some(r) => r.election_query(now, term),
                 None => missing(shard),
             },
-            ControlRequest::BecomePrimary { shard, term, followers, lease_ms } => match self.replicas.get_mut(&shard) {
-                Some(r) => r.become_primary(now, term, followers, lease_ms),
-                None => missing(shard),
-            },
+            ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => {
+                match self.replicas.get_mut(&shard) {
+                    Some(r) => r.become_primary(now, term, followers, learners, lease_ms),
+                    None => missing(shard),
+                }
+            }
             ControlRequest::BecomeFollower { shard, term, primary } => match self.replicas.get_mut(&shard) {
                 Some(r) => r.become_follower(term, primary),
                 None => missing(shard),

@@ -139,8 +139,18 @@ fn build(cfg: &RunConfig) -> Cluster {
         for n in &mut nodes[..replicas] {
             n.configure(spec, schema.clone());
         }
-        meta.shards
-            .insert(spec.id, ShardMeta { spec, term: 0, primary: None, replicas: names, catch_up: Default::default() });
+        meta.shards.insert(
+            spec.id,
+            ShardMeta {
+                spec,
+                term: 0,
+                primary: None,
+                replicas: names,
+                catch_up: Default::default(),
+                learners: vec![],
+                unsettled: false,
+            },
+        );
         keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
     }
     let coordinator = SimCoordinator::new(meta, CoordTiming::default());
@@ -197,8 +207,8 @@ impl Cluster {
             }
             Event::Fault(Fault::AddReplica { shard, pick }) => {
                 let id = ShardId(shard);
-                let holders = &self.coordinator.meta.shards[&id].replicas;
-                let free: Vec<&SimNode> = self.nodes.iter().filter(|n| !holders.contains(&n.name)).collect();
+                let s = &self.coordinator.meta.shards[&id];
+                let free: Vec<&SimNode> = self.nodes.iter().filter(|n| !s.holds(&n.name)).collect();
                 if !free.is_empty() {
                     let name = free[(pick % free.len() as u64) as usize].name.clone();
                     self.coordinator.add_replica(w, id, &name);
@@ -210,8 +220,7 @@ impl Cluster {
                 let target = if primary {
                     s.primary.clone()
                 } else {
-                    let followers: Vec<&String> =
-                        s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
+                    let followers: Vec<&String> = s.holders().filter(|r| Some(*r) != s.primary.as_ref()).collect();
                     (!followers.is_empty()).then(|| followers[(pick % followers.len() as u64) as usize].clone())
                 };
                 if let Some(node) = target {
@@ -219,9 +228,10 @@ impl Cluster {
                 }
             }
             Event::Fault(Fault::HealAll) => {
+                faults::apply(&mut self.world, &mut self.nodes, Fault::HealAll);
+                // Judged once crashed nodes are back: a flipped bit shows when a log is opened.
                 self.beyond_tolerance_at_heal =
                     self.coordinator.meta.shards.keys().any(|&id| beyond_tolerance(self, id));
-                faults::apply(&mut self.world, &mut self.nodes, Fault::HealAll);
             }
             Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
         }
@@ -270,11 +280,13 @@ fn value_of(values: &[Value]) -> u64 {
 /// than it tolerates: then standing still is correct, not a liveness failure.
 fn beyond_tolerance(c: &Cluster, shard: ShardId) -> bool {
     let Some(meta) = c.coordinator.meta.shards.get(&shard) else { return false };
+    // Damaged: its log was cut at corruption, or it could not open at all (its node is up,
+    // the replica is not there, and it was configured once: it is a voter).
     let damaged = meta
         .replicas
         .iter()
-        .filter_map(|name| c.nodes.iter().find(|n| &n.name == name).and_then(|n| n.replicas.get(&shard)))
-        .filter(|r| r.state().fault.is_some())
+        .filter_map(|name| c.nodes.iter().find(|n| &n.name == name && n.up))
+        .filter(|n| n.replicas.get(&shard).is_none_or(|r| r.state().fault.is_some()))
         .count();
     damaged > meta.replicas.len() - shardline_coordinator::majority(meta.replicas.len())
 }
@@ -296,8 +308,7 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
                 continue;
             }
             let states: Vec<String> = meta
-                .replicas
-                .iter()
+                .holders()
                 .map(|name| match c.nodes.iter().find(|n| &n.name == name).and_then(|n| n.replicas.get(&shard)) {
                     Some(r) => {
                         let s = r.state();
@@ -326,7 +337,7 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
         let state = replica.state();
         let mut logs = Vec::new();
         let mut tables = Vec::new();
-        for name in &meta.replicas {
+        for name in meta.holders() {
             let Some(r) = c.nodes.iter().find(|n| &n.name == name && n.up).and_then(|n| n.replicas.get(&shard)) else {
                 continue;
             };

@@ -294,9 +294,9 @@ impl Node {
                     }
                 }
             }
-            ControlRequest::BecomePrimary { shard, term, followers, lease_ms } => match self.shard(shard) {
+            ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => match self.shard(shard) {
                 Ok(s) => s
-                    .ask(|reply| Command::BecomePrimary { term, followers, lease_ms, reply })
+                    .ask(|reply| Command::BecomePrimary { term, followers, learners, lease_ms, reply })
                     .await
                     .unwrap_or_else(|| ControlResponse::Error(stopped())),
                 Err(e) => ControlResponse::Error(e),

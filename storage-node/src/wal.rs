@@ -178,11 +178,13 @@ impl<D: Disk> Wal<D> {
             if let Some(problem) = problem {
                 let rest = &data[good_len as usize..];
                 // A torn write is the last thing in the log: if any intact record follows
-                // the damage (a flipped length field, say), this is corruption of synced
-                // data, not an interrupted write.
+                // the damage (a flipped length field, say), or the last record is whole but
+                // for its length field, this is corruption of synced data, not an
+                // interrupted write.
                 let torn = is_last
                     && (problem == Problem::Incomplete || rest.iter().all(|&b| b == 0))
-                    && !intact_record_in(&rest[1.min(rest.len())..]);
+                    && !intact_record_in(&rest[1.min(rest.len())..])
+                    && !whole_but_for_length(rest);
                 if torn {
                     report.torn_bytes = rest.len() as u64;
                     self.disk.truncate(&name, good_len)?;
@@ -412,6 +414,20 @@ impl Problem {
 }
 
 /// Whether some complete record with a good CRC starts anywhere in `bytes`.
+/// Whether `rest` (from a record's start to the end of its segment) is one whole record
+/// whose length field alone is wrong: its checksum matches once the length says what the
+/// bytes there are. An interrupted write leaves a record short, never like that; a flipped
+/// bit in the length of a synced record does.
+fn whole_but_for_length(rest: &[u8]) -> bool {
+    if rest.len() < ENTRY_HEADER_LEN {
+        return false;
+    }
+    let Ok(len) = u32::try_from(rest.len() - ENTRY_HEADER_LEN) else { return false };
+    let mut fixed = rest.to_vec();
+    fixed[ENTRY_OFF_LEN..ENTRY_OFF_LEN + 4].copy_from_slice(&len.to_be_bytes());
+    log_entry::verify(&fixed).is_ok()
+}
+
 fn intact_record_in(bytes: &[u8]) -> bool {
     (0..bytes.len().saturating_sub(ENTRY_HEADER_LEN)).any(|at| {
         let rest = &bytes[at..];
@@ -532,6 +548,24 @@ mod tests {
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "entries 4 and 5 were synced: {report:?}");
         assert_eq!(report.torn_bytes, 0);
         assert_eq!(wal.last().index, 2);
+    }
+
+    #[test]
+    fn a_flipped_length_in_the_last_record_is_corruption_not_a_torn_tail() {
+        // Found by the simulator (seed 26038): the last record was synced and acknowledged;
+        // a longer length made it look cut short, and replay dropped it quietly.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path());
+        wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
+        let (seg, offset) = wal.offsets[4];
+        let path = dir.path().join(&wal.segments[seg].name);
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
+        fs::write(&path, data).unwrap();
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(5), "entry 5 was synced: {report:?}");
+        assert_eq!((report.torn_bytes, wal.last().index), (0, 4));
     }
 
     #[test]

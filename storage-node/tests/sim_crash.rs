@@ -40,7 +40,7 @@ fn open(disk: &SimDisk, table: &MemTable, incarnation: u64, fresh: bool) -> Repl
     let term = r.state().term + 1;
     let now = Duration::from_millis(1);
     assert!(matches!(r.election_query(now, term), ControlResponse::Vote(_)));
-    assert_eq!(r.become_primary(now, term, vec![], 60_000), ControlResponse::Ok);
+    assert_eq!(r.become_primary(now, term, vec![], vec![], 60_000), ControlResponse::Ok);
     r
 }
 

@@ -142,7 +142,8 @@ impl Cluster {
     async fn assign(&self, s: usize, primary: usize, term: u64) {
         let (spec, replicas, _) = self.layout.shards[s].clone();
         let followers = replicas.iter().filter(|&&i| i != primary).map(|&i| self.nodes[i].server()).collect();
-        let lead = ControlRequest::BecomePrimary { shard: spec.id, term, followers, lease_ms: LEASE_MS };
+        let lead =
+            ControlRequest::BecomePrimary { shard: spec.id, term, followers, learners: vec![], lease_ms: LEASE_MS };
         // The first lease counts from the winner's answer to the election query.
         self.control(primary, ControlRequest::ElectionQuery { shard: spec.id, term }).await;
         self.expect_ok(primary, lead).await;

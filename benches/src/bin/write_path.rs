@@ -111,7 +111,13 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
     let lease_ms = 3_600_000;
     // The first lease counts from the primary's answer to the election query.
     control(addrs[0], ControlRequest::ElectionQuery { shard: SHARD, term: 1 }).await?;
-    expect_ok(control(addrs[0], ControlRequest::BecomePrimary { shard: SHARD, term: 1, followers, lease_ms }).await?)?;
+    expect_ok(
+        control(
+            addrs[0],
+            ControlRequest::BecomePrimary { shard: SHARD, term: 1, followers, learners: vec![], lease_ms },
+        )
+        .await?,
+    )?;
 
     let warmup = Duration::from_secs(1);
     let measure_from = Instant::now() + warmup;

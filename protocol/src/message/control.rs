@@ -21,14 +21,16 @@ pub enum ControlRequest {
         /// The shard.
         shard: ShardId,
     },
-    /// Lead `shard` at `term`, replicating to `followers`.
+    /// Lead `shard` at `term`, replicating to `followers` and `learners`.
     BecomePrimary {
         /// The shard.
         shard: ShardId,
         /// The term to lead in.
         term: u64,
-        /// The other replicas.
+        /// The other voting replicas: a write commits on a majority of them and the primary.
         followers: Vec<ServerAddr>,
+        /// Replicas still catching up: they get the log but count toward no majority.
+        learners: Vec<ServerAddr>,
         /// How long the lease lasts from receipt, in milliseconds.
         lease_ms: u64,
     },

@@ -87,6 +87,10 @@ pub struct ShardState {
     pub serving: bool,
     /// A problem it needs help with (a corrupt log entry, a failed snapshot), if any.
     pub fault: Option<String>,
+    /// (Primary only) a majority of its current replica set durably holds everything it
+    /// had logged when it took that set: every entry an earlier set may have committed is
+    /// now on a majority of this one, so the coordinator may change the set again.
+    pub settled: bool,
 }
 
 /// A storage node's report: who it is and the state of every shard replica it holds.

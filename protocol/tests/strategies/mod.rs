@@ -120,8 +120,9 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
         any::<u64>(),
         any::<bool>(),
         proptest::option::of(".{0,10}"),
+        any::<bool>(),
     )
-        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault)| ShardState {
+        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault, settled)| ShardState {
             spec,
             role,
             term,
@@ -130,6 +131,7 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
             applied_index,
             serving,
             fault,
+            settled,
         })
 }
 
@@ -158,8 +160,14 @@ pub fn control_request() -> impl Strategy<Value = ControlRequest> {
     prop_oneof![
         (shard_spec(), schema()).prop_map(|(shard, schema)| ControlRequest::ConfigureShard { shard, schema }),
         shard_id().prop_map(|shard| ControlRequest::DropShard { shard }),
-        (shard_id(), any::<u64>(), vec(server_addr(), 0..3), any::<u64>()).prop_map(
-            |(shard, term, followers, lease_ms)| ControlRequest::BecomePrimary { shard, term, followers, lease_ms }
+        (shard_id(), any::<u64>(), vec(server_addr(), 0..3), vec(server_addr(), 0..2), any::<u64>()).prop_map(
+            |(shard, term, followers, learners, lease_ms)| ControlRequest::BecomePrimary {
+                shard,
+                term,
+                followers,
+                learners,
+                lease_ms
+            }
         ),
         (shard_id(), any::<u64>(), server_addr())
             .prop_map(|(shard, term, primary)| { ControlRequest::BecomeFollower { shard, term, primary } }),

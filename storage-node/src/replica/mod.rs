@@ -281,6 +281,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             applied_index: self.applied.index,
             serving: self.fault.is_none() && !self.installing && self.synced,
             fault: self.fault.as_ref().map(|f| f.1.clone()),
+            settled: matches!(&self.role, Role::Primary(p) if p.settled()),
         }
     }
 

@@ -44,6 +44,9 @@ pub(super) struct PrimaryState {
     noop_index: u64,
     /// The no-op of this term has committed: everything before it is applied.
     pub ready: bool,
+    /// The last entry logged when this replica set was taken: once a majority of the set
+    /// holds it, so does a majority hold everything an earlier set may have committed.
+    settle_mark: u64,
 }
 
 impl PrimaryState {
@@ -62,7 +65,31 @@ impl PrimaryState {
             durable_self: last,
             noop_index: last + 1,
             ready: false,
+            settle_mark: last + 1,
         }
+    }
+
+    /// The replica set changed with the log ending at `last`.
+    pub fn settle_from(&mut self, last: u64) {
+        self.settle_mark = last;
+    }
+
+    /// Voting followers.
+    pub fn voters(&self) -> usize {
+        self.followers.iter().filter(|f| f.voter).count()
+    }
+
+    /// Every voter's last durable index, this replica's first.
+    fn durable(&self) -> Vec<u64> {
+        std::iter::once(self.durable_self).chain(self.followers.iter().filter(|f| f.voter).map(|f| f.durable)).collect()
+    }
+
+    /// Whether a majority of the current replica set durably holds everything logged when
+    /// the set was taken (see [`ShardState::settled`](shardline_protocol::ShardState)).
+    pub fn settled(&self) -> bool {
+        let mut durable = self.durable();
+        durable.sort_unstable_by(|a, b| b.cmp(a));
+        durable[majority(durable.len()) - 1] >= self.settle_mark
     }
 
     /// Fails every waiting write as indeterminate.
@@ -91,7 +118,7 @@ impl PrimaryState {
     }
 
     fn replicas(&self) -> usize {
-        1 + self.followers.len()
+        1 + self.voters()
     }
 }
 
@@ -200,7 +227,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let shard = self.spec.id;
         match &self.role {
             Role::Primary(p) => {
-                let reachable = 1 + p.followers.iter().filter(|f| f.reachable).count();
+                let reachable = 1 + p.followers.iter().filter(|f| f.voter && f.reachable).count();
                 let needed = majority(p.replicas());
                 if self.lease_until.is_none_or(|t| now >= t) {
                     Some(ErrorCode::LeaseExpired { shard })
@@ -240,11 +267,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Moves the commit index as far as a majority allows, applies, and acks.
     pub(super) fn advance_commit(&mut self, now: Time) {
         let Role::Primary(p) = &self.role else { return };
-        let durable: Vec<u64> = if self.cfg.broken_commit_rule {
-            vec![p.durable_self]
-        } else {
-            std::iter::once(p.durable_self).chain(p.followers.iter().map(|f| f.durable)).collect()
-        };
+        let durable: Vec<u64> = if self.cfg.broken_commit_rule { vec![p.durable_self] } else { p.durable() };
         let mem = self.wal.mem();
         let new = quorum_commit(&durable, self.commit, self.term, |i| mem.term_at(i));
         if new <= self.commit {

@@ -71,6 +71,8 @@ impl Outgoing {
 #[derive(Debug)]
 pub(super) struct Follower {
     pub addr: ServerAddr,
+    /// Whether it counts toward majorities (a learner, still catching up, does not).
+    pub voter: bool,
     /// The follower's last entry known to be on its disk and matching ours.
     pub durable: u64,
     /// Whether it answered recently.
@@ -85,10 +87,11 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    /// A follower to send entries from `next`, known to hold `durable`.
-    pub fn new(addr: ServerAddr, next: u64, durable: u64) -> Follower {
+    /// A follower (a voter or a learner) to send entries from `next`, known to hold `durable`.
+    pub fn new(addr: ServerAddr, voter: bool, next: u64, durable: u64) -> Follower {
         Follower {
             addr,
+            voter,
             durable,
             reachable: true,
             next,

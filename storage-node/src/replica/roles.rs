@@ -76,12 +76,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
-    /// Takes the primary role at `term` and commits a no-op in it.
+    /// Takes the primary role at `term` and commits a no-op in it; writes commit on a
+    /// majority of it and `followers`, while `learners` get the log without counting.
     pub fn become_primary(
         &mut self,
         now: Time,
         term: u64,
         followers: Vec<ServerAddr>,
+        learners: Vec<ServerAddr>,
         lease_ms: u64,
     ) -> ControlResponse {
         if term < self.term {
@@ -96,7 +98,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if term == self.term && matches!(self.role, Role::Primary(_)) {
             // The same term with another follower set: the lease is not touched.
-            self.change_followers(now, followers);
+            self.change_followers(now, followers, learners);
             self.advance_commit(now);
             return ControlResponse::Ok;
         }
@@ -141,9 +143,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         let last = self.wal.last().index;
         let epoch = self.next_epoch();
-        let slots = followers.into_iter().map(|addr| Follower::new(addr, last + 1, 0)).collect();
+        let set = slots(followers, learners, |addr, voter| Follower::new(addr, voter, last + 1, 0));
         info!(term, last, "leading");
-        self.role = Role::Primary(Box::new(PrimaryState::new(epoch, slots, inherited, last)));
+        self.role = Role::Primary(Box::new(PrimaryState::new(epoch, set, inherited, last)));
         self.lease_until = Some(lease_until);
         let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
         match noop.encode() {
@@ -154,27 +156,32 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         ControlResponse::Ok
     }
 
-    /// A new follower set at the same term (servers added or removed): keep the log, the
-    /// waiters and what is known of followers that stay.
-    fn change_followers(&mut self, now: Time, followers: Vec<ServerAddr>) {
+    /// A new replica set at the same term (a replica added, promoted or removed): keep the
+    /// log, the waiters and what is known of followers that stay.
+    fn change_followers(&mut self, now: Time, followers: Vec<ServerAddr>, learners: Vec<ServerAddr>) {
         let epoch = self.next_epoch();
         let last = self.wal.last().index;
         let Role::Primary(p) = &mut self.role else { return };
-        if p.followers.iter().map(|f| &f.addr).eq(followers.iter()) {
+        let wanted = followers.iter().map(|a| (a, true)).chain(learners.iter().map(|a| (a, false)));
+        if p.followers.iter().map(|f| (&f.addr, f.voter)).eq(wanted) {
             return;
         }
         // What is known of followers that stay is kept only as a start: each answer resets
         // it to what the follower really holds.
-        let slots = followers
-            .into_iter()
-            .map(|addr| {
-                let durable = p.followers.iter().find(|f| f.addr.name == addr.name).map_or(0, |f| f.durable);
-                Follower::new(addr, last + 1, durable)
-            })
-            .collect();
-        p.followers = slots;
+        let known: Vec<(String, u64)> = p.followers.iter().map(|f| (f.addr.name.clone(), f.durable)).collect();
+        p.followers = slots(followers, learners, |addr, voter| {
+            let durable = known.iter().find(|(name, _)| *name == addr.name).map_or(0, |k| k.1);
+            Follower::new(addr, voter, last + 1, durable)
+        });
         p.epoch = epoch;
-        info!(term = self.term, followers = p.followers.len(), "follower set changed");
+        // Entries up to here may have committed on a majority of the old set only.
+        p.settle_from(last);
+        info!(
+            term = self.term,
+            followers = p.voters(),
+            learners = p.followers.len() - p.voters(),
+            "replica set changed"
+        );
         self.pump(now);
     }
 
@@ -182,4 +189,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.epochs += 1;
         (self.cfg.incarnation, self.term, self.epochs)
     }
+}
+
+/// The primary's follower slots: voters first, then learners.
+fn slots(
+    followers: Vec<ServerAddr>,
+    learners: Vec<ServerAddr>,
+    new: impl Fn(ServerAddr, bool) -> Follower,
+) -> Vec<Follower> {
+    let voters = followers.into_iter().map(|a| (a, true));
+    voters.chain(learners.into_iter().map(|a| (a, false))).map(|(a, voter)| new(a, voter)).collect()
 }

@@ -38,6 +38,7 @@ pub(crate) enum Command {
     BecomePrimary {
         term: u64,
         followers: Vec<shardline_protocol::ServerAddr>,
+        learners: Vec<shardline_protocol::ServerAddr>,
         lease_ms: u64,
         reply: oneshot::Sender<ControlResponse>,
     },

@@ -189,8 +189,8 @@ impl ShardTask {
         let r = &mut self.replica;
         match command {
             Command::Write { .. } => unreachable!("writes are grouped"),
-            Command::BecomePrimary { term, followers, lease_ms, reply } => {
-                let _ = reply.send(r.become_primary(now, term, followers, lease_ms));
+            Command::BecomePrimary { term, followers, learners, lease_ms, reply } => {
+                let _ = reply.send(r.become_primary(now, term, followers, learners, lease_ms));
             }
             Command::BecomeFollower { term, primary, reply } => {
                 let _ = reply.send(r.become_follower(term, primary));

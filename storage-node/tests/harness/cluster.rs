@@ -108,7 +108,7 @@ impl Cluster {
     pub async fn become_primary(&self, i: usize, term: u64, lease_ms: u64) -> Result<ControlResponse, CallError> {
         self.control(i, ControlRequest::ElectionQuery { shard: SHARD, term }).await?;
         let followers = (0..self.nodes.len()).filter(|&j| j != i).map(|j| self.server(j)).collect();
-        let req = ControlRequest::BecomePrimary { shard: SHARD, term, followers, lease_ms };
+        let req = ControlRequest::BecomePrimary { shard: SHARD, term, followers, learners: vec![], lease_ms };
         self.control(i, req).await
     }
 
