@@ -33,6 +33,9 @@ struct Pending {
 /// One simulated client.
 #[derive(Debug)]
 pub struct SimClient {
+    /// Test-only ([`Broken::DefiniteRefusals`](crate::run::Broken)): answer the last
+    /// attempt's error as it is.
+    pub last_error_only: bool,
     id: u32,
     keys: Vec<(i64, ShardId)>,
     seq: u64,
@@ -56,6 +59,7 @@ impl SimClient {
     pub fn new(id: u32, keys: Vec<(i64, ShardId)>) -> SimClient {
         let b = BalancerConfig::default();
         SimClient {
+            last_error_only: false,
             id,
             keys,
             seq: 0,
@@ -180,7 +184,7 @@ impl SimClient {
             p.maybe_logged |= may_have_logged(&e);
             return;
         }
-        let e = final_error(e, p.maybe_logged);
+        let e = if self.last_error_only { e } else { final_error(e, p.maybe_logged) };
         let outcome = match (p.kind, &e) {
             (OpKind::Read, _) => None,
             (_, ErrorCode::DuplicateKey { .. } | ErrorCode::NotFound { .. }) => Some(Outcome::PreconditionFailed),

@@ -17,6 +17,7 @@ use shardline_coordinator::reconcile::{reconcile, Action, Observed};
 use shardline_coordinator::round::{ElectionRound, Outcome};
 use shardline_protocol::{ControlRequest, ControlResponse, NodeStatus, ShardId};
 
+use crate::run::Broken;
 use crate::world::{Addr, Event, Msg, Nanos, World};
 
 /// The coordinator's timing (its defaults, as in `CoordinatorConfig`).
@@ -92,6 +93,8 @@ pub struct SimCoordinator {
     leaving: BTreeMap<ShardId, Vec<String>>,
     /// Elections that chose a primary.
     pub elections_won: u64,
+    /// Test-only: a rule put back as it was before its fix.
+    pub broken: Option<Broken>,
 }
 
 fn node_of(name: &str) -> Addr {
@@ -121,6 +124,7 @@ impl SimCoordinator {
             told: BTreeMap::new(),
             leaving: BTreeMap::new(),
             elections_won: 0,
+            broken: None,
         }
     }
 
@@ -334,6 +338,14 @@ impl SimCoordinator {
                 if e.round.term() != term || e.follow.is_some() {
                     return;
                 }
+                let response = match response {
+                    // Before scenario 2's fix: a replica that lost entries still counted.
+                    ControlResponse::Vote(mut v) if self.broken == Some(Broken::DamagedVotes) => {
+                        v.whole = true;
+                        ControlResponse::Vote(v)
+                    }
+                    other => other,
+                };
                 e.round.on_answer(&node, Some(response));
                 if e.round.complete() {
                     self.decide(world, shard);
@@ -402,7 +414,12 @@ impl SimCoordinator {
         if s.holds(node) || self.leaving.get(&shard).is_some_and(|q| q.iter().any(|n| n == node)) {
             return;
         }
-        s.learners.push(node.to_owned());
+        if self.broken == Some(Broken::Membership) {
+            // Before scenario 1's fix: a new replica votes at once.
+            s.replicas.push(node.to_owned());
+        } else {
+            s.learners.push(node.to_owned());
+        }
         s.catch_up.insert(node.to_owned(), u64::MAX);
         let spec = s.spec;
         let schema = self.meta.schema.clone().expect("initialized");
@@ -419,6 +436,16 @@ impl SimCoordinator {
             s.catch_up.remove(node);
             self.repoint(world, shard);
             self.call(world, node, ControlRequest::DropShard { shard }, Call::Drop);
+            return;
+        }
+        if self.broken == Some(Broken::Membership) {
+            // Before scenario 1's fix: removed at once, whatever is still settling.
+            if s.replicas.len() <= 3 || !s.replicas.iter().any(|r| r == node) || self.elections.contains_key(&shard) {
+                return;
+            }
+            self.leaving.entry(shard).or_default().push(node.to_owned());
+            self.meta.shards.get_mut(&shard).expect("known").unsettled = false;
+            self.retire_next(world);
             return;
         }
         let queue = self.leaving.entry(shard).or_default();

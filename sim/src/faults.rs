@@ -52,6 +52,26 @@ pub enum Fault {
         /// Which bit of it.
         bit: u8,
     },
+    /// One bit flips `back` bytes before the end of the shard's newest log segment on the
+    /// node: damage to what was synced last (seen when it next opens its log).
+    FlipTail {
+        /// The node.
+        node: usize,
+        /// The shard.
+        shard: u32,
+        /// How far from the end.
+        back: usize,
+        /// Which bit.
+        bit: u8,
+    },
+    /// The length field of the last record in the shard's newest log segment on the node
+    /// gets a high bit flipped: a synced record that now looks cut short.
+    FlipLastLength {
+        /// The node.
+        node: usize,
+        /// The shard.
+        shard: u32,
+    },
     /// The node's next log fsync fails.
     FailSync {
         /// The node.
@@ -81,6 +101,20 @@ pub enum Fault {
         /// Picks the follower.
         pick: u64,
     },
+    /// The shard's `nth` follower (a voter other than the primary, by name) when this
+    /// fires gets `fault`, and `then` after `after` nanoseconds: for scripted schedules.
+    OnFollower {
+        /// The shard.
+        shard: u32,
+        /// Which follower, in name order.
+        nth: usize,
+        /// The fault (its node is filled in).
+        fault: Box<Fault>,
+        /// What ends it (its node is filled in too).
+        then: Option<Box<Fault>>,
+        /// How long until `then`.
+        after: Nanos,
+    },
     /// Whatever node is the shard's primary when this fires gets `fault` (with its
     /// `node` replaced), and `then` after `after` nanoseconds: for scripted schedules.
     OnPrimary {
@@ -106,6 +140,8 @@ impl Fault {
             Fault::Isolate { one_way, .. } => Fault::Isolate { node: target, one_way },
             Fault::Reconnect { .. } => Fault::Reconnect { node: target },
             Fault::Flip { at, bit, .. } => Fault::Flip { node: target, at, bit },
+            Fault::FlipTail { shard, back, bit, .. } => Fault::FlipTail { node: target, shard, back, bit },
+            Fault::FlipLastLength { shard, .. } => Fault::FlipLastLength { node: target, shard },
             Fault::FailSync { .. } => Fault::FailSync { node: target },
             Fault::FailWrite { .. } => Fault::FailWrite { node: target },
             other => other,
@@ -292,6 +328,19 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 s.disk.flip(at / storage.len() as u64, bit);
             }
         }
+        Fault::FlipTail { node, shard, back, bit } => {
+            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
+                s.disk.flip_tail(".seg", back, bit);
+            }
+        }
+        Fault::FlipLastLength { node, shard } => {
+            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
+                if let Some(back) = last_length_field(&s.disk) {
+                    // The length's high byte: the record now claims more bytes than there are.
+                    s.disk.flip_tail(".seg", back, 4);
+                }
+            }
+        }
         Fault::FailSync { node } => {
             for s in nodes[node].storage.values() {
                 s.disk.fail_syncs(1);
@@ -302,7 +351,7 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 s.disk.fail_appends(1);
             }
         }
-        Fault::OnPrimary { .. } | Fault::AddReplica { .. } | Fault::RemoveReplica { .. } => {
+        Fault::OnPrimary { .. } | Fault::OnFollower { .. } | Fault::AddReplica { .. } | Fault::RemoveReplica { .. } => {
             unreachable!("carried out by the cluster, which knows the coordinator")
         }
         Fault::HealAll => {
@@ -324,4 +373,21 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
             }
         }
     }
+}
+
+/// How far from the end of the newest non-empty log segment the last record's length field
+/// starts, if there is a record.
+fn last_length_field(disk: &shardline_storage_node::disk::SimDisk) -> Option<usize> {
+    use shardline_protocol::log_entry::{ENTRY_HEADER_LEN, ENTRY_OFF_LEN};
+    use shardline_storage_node::disk::Disk;
+    let mut names: Vec<String> = disk.list().ok()?.into_iter().filter(|n| n.ends_with(".seg")).collect();
+    names.sort();
+    let data = names.iter().rev().find_map(|n| disk.read(n).ok().flatten().filter(|d| !d.is_empty()))?;
+    let (mut at, mut last) = (0usize, None);
+    while at + ENTRY_HEADER_LEN <= data.len() {
+        let len = u32::from_be_bytes(data[at + ENTRY_OFF_LEN..at + ENTRY_OFF_LEN + 4].try_into().ok()?) as usize;
+        last = Some(at);
+        at += ENTRY_HEADER_LEN + len;
+    }
+    last.map(|start| data.len() - (start + ENTRY_OFF_LEN))
 }

@@ -18,7 +18,7 @@ use shardline_storage_node::heartbeats::HeardBeats;
 use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
 use shardline_storage_node::store::{MemTable, TableStore};
 
-use crate::world::{Addr, ClientAnswer, ClientRequest, Msg, Nanos, World};
+use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
 
 /// The replica core as the simulator runs it.
 pub type SimReplica = Replica<SimDisk, MemTable>;
@@ -79,6 +79,9 @@ pub struct SimNode {
     open_lease: BTreeMap<ShardId, usize>,
     /// When recent heartbeats were handled (this run of the process): grants count from these.
     heard: HeardBeats<Time>,
+    /// Test-only ([`Broken::LeaseFromReceipt`](crate::run::Broken)): a grant counts from
+    /// when it is read.
+    pub lease_from_receipt: bool,
 }
 
 impl SimNode {
@@ -100,6 +103,7 @@ impl SimNode {
             leases: Vec::new(),
             open_lease: BTreeMap::new(),
             heard: Default::default(),
+            lease_from_receipt: false,
         }
     }
 
@@ -228,10 +232,25 @@ impl SimNode {
     }
 
     /// Wakes from a pause and handles what arrived meanwhile, in order.
+    ///
+    /// What queued up is read as a woken process reads its sockets: each connection in
+    /// order, the connections side by side, working through the backlog over the next
+    /// milliseconds. Heartbeats, other control calls, peer links and clients come on
+    /// different connections, so a queued lease grant may well be read before a queued
+    /// election query is.
     pub fn wake(&mut self, world: &mut World) {
         self.paused = false;
+        let mut connections: BTreeMap<(Addr, u8), Nanos> = BTreeMap::new();
         for (from, msg) in std::mem::take(&mut self.inbox) {
-            self.handle(world, from, msg);
+            let channel = match &msg {
+                Msg::Control { request: ControlRequest::Heartbeat { .. }, .. } => 0,
+                Msg::Control { .. } => 1,
+                Msg::Client { .. } => 2,
+                _ => 3,
+            };
+            let at = connections.entry((from, channel)).or_insert(0);
+            *at += world.rng.range(10_000, MS);
+            world.after(*at, Event::Deliver { from, to: Addr::Node(self.index), msg });
         }
     }
 
@@ -273,6 +292,7 @@ impl SimNode {
         match request {
             ControlRequest::Heartbeat { seq, lease_ms, grant } => {
                 let since = self.heard.handled(seq, now, grant.as_ref());
+                let since = if self.lease_from_receipt { grant.as_ref().map(|_| now) } else { since };
                 if let (Some(grant), Some(since)) = (grant, since) {
                     for (shard, term) in grant.shards {
                         if let Some(r) = self.replicas.get_mut(&shard) {

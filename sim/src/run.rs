@@ -21,6 +21,27 @@ use crate::history::{History, Key};
 use crate::node::SimNode;
 use crate::world::{Addr, Event, Msg, Nanos, NetConfig, World, MS};
 
+/// A rule of the protocol put back as it was before its fix (issue 11), to show that the
+/// scenario written for it catches the old behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Broken {
+    /// The primary commits on its own fsync, without a majority.
+    CommitRule,
+    /// Scenario 1: a new replica votes (and counts toward commits) at once, and the
+    /// replica set changes again without waiting for the last change to settle.
+    Membership,
+    /// Scenario 2: a replica whose log was cut at corruption still counts toward the
+    /// election's majority.
+    DamagedVotes,
+    /// Scenario 3: a lease counts from when the node reads the grant, not from when it
+    /// handled the heartbeat the grant answers.
+    LeaseFromReceipt,
+    /// Scenario 5: a retry is refused definitely (`LeaseExpired`, `NoQuorum`) by a primary
+    /// that logged an earlier attempt of it, and the client is told the last attempt's
+    /// error, even a definite refusal after an attempt that may have been logged.
+    DefiniteRefusals,
+}
+
 /// What one run does.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -32,8 +53,8 @@ pub struct RunConfig {
     pub fault_end: Nanos,
     /// When clients stop starting operations.
     pub stop_at: Nanos,
-    /// Test-only: the primary commits on its own fsync (the checkers must catch it).
-    pub broken_commit_rule: bool,
+    /// Test-only: one rule put back as it was before its fix (the checkers must catch it).
+    pub broken: Option<Broken>,
     /// Print every event.
     pub verbose: bool,
     /// Clock drift bound, in parts per million.
@@ -50,7 +71,7 @@ impl RunConfig {
             faults: FaultMix::all(),
             fault_end: 3_000 * MS,
             stop_at: 7_000 * MS,
-            broken_commit_rule: false,
+            broken: None,
             verbose: false,
             drift_ppm: 500,
             script: Vec::new(),
@@ -119,14 +140,17 @@ fn build(cfg: &RunConfig) -> Cluster {
         snapshot_lag: 20,
         log_retain: 4,
         incarnation: 1,
-        broken_commit_rule: cfg.broken_commit_rule,
+        broken_commit_rule: cfg.broken == Some(Broken::CommitRule),
+        broken_refusals: cfg.broken == Some(Broken::DefiniteRefusals),
     };
     let schema = Schema::seed();
     let mut meta = ClusterMeta { schema: Some(schema.clone()), ..ClusterMeta::default() };
     let mut nodes: Vec<SimNode> = (0..NODES)
         .map(|i| {
             let drift = world.rng.range(0, 2 * cfg.drift_ppm as u64 + 1) as i64 - cfg.drift_ppm;
-            SimNode::new(i, drift, settings.clone())
+            let mut node = SimNode::new(i, drift, settings.clone());
+            node.lease_from_receipt = cfg.broken == Some(Broken::LeaseFromReceipt);
+            node
         })
         .collect();
     for n in &nodes {
@@ -153,8 +177,15 @@ fn build(cfg: &RunConfig) -> Cluster {
         );
         keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
     }
-    let coordinator = SimCoordinator::new(meta, CoordTiming::default());
-    let clients = (0..CLIENTS).map(|c| SimClient::new(c, keys.clone())).collect();
+    let mut coordinator = SimCoordinator::new(meta, CoordTiming::default());
+    coordinator.broken = cfg.broken;
+    let clients = (0..CLIENTS)
+        .map(|c| {
+            let mut client = SimClient::new(c, keys.clone());
+            client.last_error_only = cfg.broken == Some(Broken::DefiniteRefusals);
+            client
+        })
+        .collect();
     world.after(0, Event::Heartbeat);
     world.after(50 * MS, Event::Reconcile);
     for n in 0..NODES {
@@ -199,6 +230,18 @@ impl Cluster {
             Event::Fault(Fault::OnPrimary { shard, fault, then, after }) => {
                 let primary = self.coordinator.primary_of(ShardId(shard)).and_then(|p| p.strip_prefix('N'));
                 if let Some(node) = primary.and_then(|n| n.parse().ok()) {
+                    faults::apply(w, &mut self.nodes, fault.at(node));
+                    if let Some(then) = then {
+                        w.after(after, Event::Fault(then.at(node)));
+                    }
+                }
+            }
+            Event::Fault(Fault::OnFollower { shard, nth, fault, then, after }) => {
+                let s = &self.coordinator.meta.shards[&ShardId(shard)];
+                let mut followers: Vec<&String> =
+                    s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
+                followers.sort();
+                if let Some(node) = followers.get(nth).and_then(|n| n.strip_prefix('N')).and_then(|n| n.parse().ok()) {
                     faults::apply(w, &mut self.nodes, fault.at(node));
                     if let Some(then) = then {
                         w.after(after, Event::Fault(then.at(node)));

@@ -2,7 +2,7 @@
 //! write, on top of an otherwise healthy run (no random faults), so it replays exactly.
 
 use crate::faults::{Fault, FaultMix};
-use crate::run::RunConfig;
+use crate::run::{Broken, RunConfig};
 use crate::world::MS;
 
 /// A named schedule.
@@ -12,6 +12,9 @@ pub struct Scenario {
     pub name: &'static str,
     /// What it stages and what must hold.
     pub about: &'static str,
+    /// The rule it guards, if one: with this put back as before its fix, the schedule must
+    /// fail.
+    pub guards: Option<Broken>,
     build: fn(&mut RunConfig),
 }
 
@@ -29,10 +32,22 @@ fn on_primary(shard: u32, fault: Fault, then: Option<Fault>, after: u64) -> Faul
     Fault::OnPrimary { shard, fault: Box::new(fault), then: then.map(Box::new), after }
 }
 
+fn on_follower(shard: u32, nth: usize, fault: Fault, then: Option<Fault>, after: u64) -> Fault {
+    Fault::OnFollower { shard, nth, fault: Box::new(fault), then: then.map(Box::new), after }
+}
+
+/// Shard 1's second follower is cut off from 500 ms to 1.2 s: writes in between are
+/// acknowledged by the primary and the first follower only.
+fn lagging_second_follower(cfg: &mut RunConfig) {
+    let cut = Fault::Isolate { node: 0, one_way: None };
+    cfg.script.push((500 * MS, on_follower(1, 1, cut, Some(Fault::Reconnect { node: 0 }), 700 * MS)));
+}
+
 /// Every named schedule.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "isolated-primary",
+        guards: Some(Broken::CommitRule),
         about: "shard 2's primary is cut off from the other nodes and the coordinator (clients still reach it) \
                 for 1.5 s; it must stop acknowledging before a successor is elected, and nothing acknowledged \
                 may be lost",
@@ -43,6 +58,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "paused-primary",
+        guards: Some(Broken::LeaseFromReceipt),
         about: "shard 2's primary is paused (SIGSTOP) for 2.5 s while heartbeats queue on its connections, then \
                 woken: no two primaries may hold a lease at once, and a PRIMARY read must not miss an \
                 acknowledged write (issue 11, scenario 3)",
@@ -53,12 +69,75 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "crashed-primary",
+        guards: None,
         about: "shard 1's primary is killed (losing what it had not synced) and restarted 1 s later; writes \
-                in flight must be reported as unknown or succeed, never refused if they commit (issue 11, \
-                scenario 5)",
+                in flight must be reported as unknown or succeed, never refused if they commit",
         build: |cfg| {
             let crash = Fault::Crash { node: 0, torn: None };
             cfg.script.push((1_000 * MS, on_primary(1, crash, Some(Fault::Restart { node: 0 }), 1_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "grow-by-two",
+        guards: Some(Broken::Membership),
+        about: "shard 1 (3 replicas) gets two new replicas in one go while its second follower lags; at once its \
+                primary and first follower die for 2 s: the two empty newcomers must not outvote the replicas \
+                holding acknowledged writes (issue 11, scenario 1)",
+        build: |cfg| {
+            lagging_second_follower(cfg);
+            cfg.script.push((1_000 * MS, Fault::AddReplica { shard: 1, pick: 0 }));
+            cfg.script.push((1_000 * MS + 1, Fault::AddReplica { shard: 1, pick: 0 }));
+            let crash = || Fault::Crash { node: 0, torn: None };
+            let restart = || Some(Fault::Restart { node: 0 });
+            cfg.script.push((1_000 * MS + 2, on_primary(1, crash(), restart(), 2_000 * MS)));
+            cfg.script.push((1_000 * MS + 3, on_follower(1, 0, crash(), restart(), 2_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "damaged-voter",
+        guards: Some(Broken::DamagedVotes),
+        about: "shard 1's second follower lags; its first follower's newest log record is damaged (a flipped \
+                bit) while it is down; the primary dies for 2 s and the damaged follower comes back: it may \
+                have lost acknowledged entries, so its vote must not complete a majority (issue 11, scenario 2)",
+        build: |cfg| {
+            lagging_second_follower(cfg);
+            let flip = Fault::FlipTail { node: 0, shard: 1, back: 4, bit: 1 };
+            let crash = || Fault::Crash { node: 0, torn: None };
+            cfg.script.push((1_000 * MS, on_follower(1, 0, crash(), Some(flip), 1)));
+            cfg.script.push((1_150 * MS, on_follower(1, 0, Fault::Restart { node: 0 }, None, 0)));
+            cfg.script.push((1_100 * MS, on_primary(1, crash(), Some(Fault::Restart { node: 0 }), 2_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "flipped-length",
+        guards: None,
+        about: "shard 1's second follower lags; the length field of the first follower's last (synced, \
+                acknowledged) log record flips while it is down, and the primary dies: replay must see \
+                corruption, not a torn write, so the follower does not vote as whole with the record cut \
+                (issue 11, scenario 7; found by the simulator as seed 26038; without the fix 4 of the first \
+                10 seeds fail)",
+        build: |cfg| {
+            lagging_second_follower(cfg);
+            let flip = Fault::FlipLastLength { node: 0, shard: 1 };
+            let crash = || Fault::Crash { node: 0, torn: None };
+            cfg.script.push((1_000 * MS, on_follower(1, 0, crash(), Some(flip), 1)));
+            cfg.script.push((1_150 * MS, on_follower(1, 0, Fault::Restart { node: 0 }, None, 0)));
+            cfg.script.push((1_100 * MS, on_primary(1, crash(), Some(Fault::Restart { node: 0 }), 2_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "refused-retry",
+        guards: Some(Broken::DefiniteRefusals),
+        about: "shard 1's followers are cut off for 5.5 s: writes in flight are logged on the primary only, \
+                time out, and their retries meet a primary without a quorum; once the followers are back the \
+                logged writes commit, so none of them may have been reported as definitely refused (issue 11, \
+                scenario 5)",
+        build: |cfg| {
+            cfg.stop_at = 9_000 * MS;
+            for nth in [1, 0] {
+                let cut = Fault::Isolate { node: 0, one_way: None };
+                cfg.script.push((1_000 * MS, on_follower(1, nth, cut, Some(Fault::Reconnect { node: 0 }), 5_500 * MS)));
+            }
         },
     },
 ];

@@ -209,6 +209,21 @@ impl SimDisk {
         })
     }
 
+    /// Flips one bit of the stored byte `back` bytes before the end of the last file whose
+    /// name ends with `suffix` (in name order) that holds that many; returns where.
+    pub fn flip_tail(&self, suffix: &str, back: usize, bit: u8) -> Option<(String, usize)> {
+        self.with(|fs| {
+            let (name, file) =
+                fs.files.iter_mut().rev().find(|(n, f)| n.ends_with(suffix) && f.durable.len() >= back.max(1))?;
+            let at = file.durable.len() - back.max(1);
+            file.durable[at] ^= 1 << (bit % 8);
+            if at < file.cache.len() {
+                file.cache[at] ^= 1 << (bit % 8);
+            }
+            Some((name.clone(), at))
+        })
+    }
+
     /// The next `n` fsyncs fail (and lose what they were to write).
     pub fn fail_syncs(&self, n: u32) {
         self.with(|fs| fs.armed.fail_syncs += n)

@@ -28,6 +28,7 @@ fn config(incarnation: u64) -> Arc<ReplicaConfig> {
         log_retain: 4,
         incarnation,
         broken_commit_rule: false,
+        broken_refusals: false,
     })
 }
 

@@ -3,9 +3,9 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use shardline_sim::faults::FaultMix;
-use shardline_sim::run::{run, RunConfig};
+use shardline_sim::run::{run, Broken, RunConfig};
 use shardline_sim::scenarios;
 
 /// Runs the cluster simulator: each seed is one history of clients, faults and healing,
@@ -33,10 +33,10 @@ struct Args {
     /// Print every event of each run (use with one seed).
     #[arg(long)]
     trace: bool,
-    /// Test-only: break the commit rule (commit on the primary's own fsync) to see the
-    /// checkers fire.
-    #[arg(long)]
-    broken_commit_rule: bool,
+    /// Test-only: put one rule back as it was before its fix, to see the checkers fire
+    /// (each named scenario guards one: `--scenario list` says which).
+    #[arg(long, value_enum)]
+    broken: Option<Broken>,
     /// Stop at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
@@ -53,7 +53,11 @@ fn main() -> anyhow::Result<()> {
     let faults = FaultMix::parse(&args.faults).map_err(anyhow::Error::msg)?;
     if args.scenario.as_deref() == Some("list") {
         for s in scenarios::SCENARIOS {
-            println!("{}: {}", s.name, s.about.split_whitespace().collect::<Vec<_>>().join(" "));
+            let about = s.about.split_whitespace().collect::<Vec<_>>().join(" ");
+            match s.guards.and_then(|g| g.to_possible_value()) {
+                Some(g) => println!("{} (fails with --broken {}): {about}", s.name, g.get_name()),
+                None => println!("{}: {about}", s.name),
+            }
         }
         return Ok(());
     }
@@ -75,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         cfg.verbose = args.trace;
-        cfg.broken_commit_rule = args.broken_commit_rule;
+        cfg.broken = args.broken;
         let report = run(&cfg);
         events += report.events;
         if !report.violations.is_empty() {
@@ -91,7 +95,10 @@ fn main() -> anyhow::Result<()> {
                         eprintln!("    {op}");
                     }
                 }
-                let broken = if args.broken_commit_rule { " --broken-commit-rule" } else { "" };
+                let broken = args
+                    .broken
+                    .map(|b| format!(" --broken {}", b.to_possible_value().expect("a name").get_name()))
+                    .unwrap_or_default();
                 let what = match scenario {
                     Some(s) => format!("--scenario {}", s.name),
                     None => format!("--faults {}", args.faults),

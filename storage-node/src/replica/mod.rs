@@ -66,6 +66,9 @@ pub struct ReplicaConfig {
     /// Test-only: commit on the primary's own fsync, without a majority. The simulator's
     /// self-test turns it on to show that its checkers catch a broken commit rule.
     pub broken_commit_rule: bool,
+    /// Test-only (the simulator's `--broken definite-refusals`): refuse a retry definitely
+    /// even when an earlier attempt of it was logged here, as before issue 11's scenario 5.
+    pub broken_refusals: bool,
 }
 
 /// Whether a read may be served now, from what a replica publishes: `primary` asks for a

@@ -75,6 +75,7 @@ pub fn open_shard(
         log_retain: cfg.log_retain,
         incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         broken_commit_rule: false,
+        broken_refusals: false,
     });
     let replica = Replica::open(replica_cfg, table.clone(), disk, failpoints, config).map_err(|e| match e {
         OpenError::Store(e) => e,
