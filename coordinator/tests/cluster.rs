@@ -261,3 +261,100 @@ async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
     let log = std::fs::read_to_string(coord.node_dir(&victim).with_extension("log")).unwrap_or_default();
     assert!(log.contains("snapshot installed"), "the replacement caught up by snapshot");
 }
+
+/// Issue 11, scenario 1, with real processes: two replicas added to a three-replica shard
+/// in one request join as learners. The primary and one follower are killed right after
+/// the add while the third replica lags (stopped): the two empty newcomers and the lagging
+/// follower are three of five, but the newcomers do not vote, so no election can go ahead
+/// without a replica that holds the acknowledged writes, and none of them is lost. Then the
+/// newcomers become voters one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_added_at_once_cannot_outvote_the_replicas_holding_acknowledged_writes() {
+    let coord = Coord::start(27000).await;
+    init(&coord).await;
+    let t = coord.topology().await;
+    let primary = primary_of(&t, 1);
+    let followers: Vec<String> = t.shards[0].replicas.iter().filter(|r| **r != primary).cloned().collect();
+    let lagging = node_pid(&addr_of(&t, &followers[1])).await;
+    signal(lagging, libc::SIGSTOP);
+    let mut acked = Vec::new();
+    for key in 0..40 {
+        if let Outcome::Acked(_) = write_routed(&coord, key * 10, 13, key as u64 + 1, Duration::from_secs(10)).await {
+            acked.push(key * 10);
+        }
+    }
+    assert!(!acked.is_empty(), "writes are acknowledged by the primary and the first follower");
+    let add = AddServersRequest {
+        n: 2,
+        new_shards: vec![],
+        servers: BTreeMap::from([
+            ("Server[6]".to_owned(), vec![ShardId(1)]),
+            ("Server[7]".to_owned(), vec![ShardId(1)]),
+        ]),
+    };
+    match request(&coord.addr(), &Request::AddServers(add)).await {
+        Ok(Response::Topology(t)) => {
+            let replicas = &t.shards[0].replicas;
+            assert!(replicas.contains(&"Server6".to_owned()) && replicas.contains(&"Server7".to_owned()), "{t:?}");
+        }
+        other => panic!("add: {other:?}"),
+    }
+    let term = coord.topology().await.shards[0].term;
+    for victim in [&primary, &followers[0]] {
+        signal(node_pid(&addr_of(&t, victim)).await, libc::SIGKILL);
+    }
+    signal(lagging, libc::SIGCONT);
+    // The coordinator restarts the killed nodes on their data; only then can shard 1 elect.
+    coord
+        .wait_topology("shard 1 elects at a new term and all five replicas serve", SETTLE, |t| {
+            t.shards[0].term > term && t.shards[0].primary.is_some() && t.shards[0].readable.len() == 5
+        })
+        .await;
+    let keys: Vec<i64> = shard_rows(&coord, ShardId(1)).await.iter().map(|r| r.key).collect();
+    for k in &acked {
+        assert!(keys.contains(k), "acknowledged key {k} lost: the newcomers outvoted the replicas holding it");
+    }
+    // Then the newcomers become voters, one promotion at a time.
+    poll("both newcomers become voters", SETTLE, || async {
+        (coord.log().matches("now a voter").count() == 2).then_some(())
+    })
+    .await;
+}
+
+/// Issue 11, scenario 10: while an admin operation holds the admin lock (here a removal
+/// waiting for a shard's replica set to settle, which it cannot while a replica is
+/// stopped), a dead primary of an unrelated shard is still replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_goes_on_while_an_admin_operation_waits() {
+    let coord = Coord::start(28000).await;
+    init(&coord).await;
+    let t = coord.topology().await;
+    // sh1 is {Server0, Server2, Server4}; the removal below leaves sh2 {Server0, Server3,
+    // Server5} alone.
+    let stopped = node_pid(&addr_of(&t, "Server4")).await;
+    signal(stopped, libc::SIGSTOP);
+    let written = write_routed(&coord, 7, 17, 1, Duration::from_secs(10)).await;
+    assert!(matches!(written, Outcome::Acked(_)), "sh1 writes on Server0 and Server2: {written:?}");
+    // Removing Server2 and Server4 retires both from sh1 one at a time: the second waits
+    // until a majority of {Server0, Server4} holds the write, which cannot happen while
+    // Server4 is stopped.
+    let addr = coord.addr();
+    let removal = tokio::spawn(async move {
+        request(&addr, &Request::RemoveServers { n: 2, servers: vec!["Server2".into(), "Server4".into()] }).await
+    });
+    poll("the removal waits on sh1", SETTLE, || async {
+        coord.log().contains(r#"replica retired shard=sh1 node="Server2""#).then_some(())
+    })
+    .await;
+    let victim = primary_of(&t, 2);
+    signal(node_pid(&addr_of(&t, &victim)).await, libc::SIGKILL);
+    let term = t.shards[1].term;
+    coord
+        .wait_topology("sh2 elects a new primary", SETTLE, |t| {
+            t.shards[1].term > term && t.shards[1].primary.as_ref().is_some_and(|p| *p != victim)
+        })
+        .await;
+    assert!(!removal.is_finished(), "the removal was still waiting when sh2 failed over");
+    signal(stopped, libc::SIGCONT);
+    let _ = removal.await;
+}

@@ -155,6 +155,11 @@ impl Coord {
     }
 
     /// The tail of the coordinator's log, for failure messages.
+    /// The coordinator's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
