@@ -355,8 +355,14 @@ impl Coordinator {
     }
 
     /// Creates the shard's replica on a node that came back without it, then has it follow:
-    /// it catches up from the primary (by snapshot when far behind).
+    /// it catches up from the primary (by snapshot when far behind). A voter that lost its
+    /// replica rejoins as a learner (see [`ShardMeta::demote`]).
     async fn configure(&self, shard: ShardId, server: &str) {
+        match self.update(|m| m.shards.get_mut(&shard).is_some_and(|s| s.demote(server))) {
+            Ok(true) => warn!(%shard, node = server, "a voter came back without its replica: it rejoins as a learner"),
+            Ok(false) => {}
+            Err(e) => return warn!(%shard, %e, "could not record the lost replica"),
+        }
         let (spec, schema, addr) = {
             let meta = self.meta();
             let Some(s) = meta.shards.get(&shard) else {

@@ -54,6 +54,22 @@ impl ShardMeta {
         self.holders().any(|r| r == server)
     }
 
+    /// `server`, a voter that came back without its replica (a wiped or replaced data
+    /// directory), lost whatever it held: it rejoins as a learner, to vote again once it has
+    /// caught up, instead of counting toward majorities with an empty log. Removing a voter
+    /// that holds nothing keeps every majority of the rest meeting every majority that
+    /// committed an entry; keeping it would not. Returns whether it was a voter.
+    pub fn demote(&mut self, server: &str) -> bool {
+        if !self.replicas.iter().any(|r| r == server) || self.primary.as_deref() == Some(server) {
+            return false;
+        }
+        self.replicas.retain(|r| r != server);
+        self.learners.push(server.to_owned());
+        self.catch_up.insert(server.to_owned(), u64::MAX);
+        self.unsettled = true;
+        true
+    }
+
     /// The replica set a primary of this shard must be told.
     pub fn replica_set(&self) -> ReplicaSet {
         ReplicaSet {

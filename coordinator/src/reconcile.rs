@@ -115,10 +115,13 @@ pub fn reconcile<'a>(
                     actions.insert(Action::Elect(id));
                 }
                 Some(s) if s.role == ReplicaRole::Follower && s.term == shard.term => {}
-                None if seen.status.is_some() => {
-                    // Alive without the shard: a replacement on a fresh data directory.
+                // Alive without the shard: a replacement on a fresh data directory. A voter
+                // is re-created (as a learner) only once the last change has settled, since
+                // losing it as a voter is itself a change.
+                None if seen.status.is_some() && !(shard.unsettled && shard.replicas.contains(replica)) => {
                     actions.insert(Action::Configure { shard: id, server: replica.clone() });
                 }
+                None if seen.status.is_some() => {}
                 _ if seen.status.is_some() => {
                     actions.insert(Action::Follow { shard: id, server: replica.clone() });
                 }

@@ -210,7 +210,12 @@ impl SimCoordinator {
                 }
                 Action::Configure { shard, server } => {
                     // Alive without the shard (a replacement, or an AddServers whose
-                    // configure was lost): create it, then it follows, as `configure` does.
+                    // configure was lost): create it, then it follows, as `configure` does;
+                    // a voter that lost its replica rejoins as a learner.
+                    // (Before either fix, a voter was configured as a voter.)
+                    if !matches!(self.broken, Some(Broken::WipedVoter | Broken::Membership)) {
+                        self.meta.shards.get_mut(&shard).expect("known").demote(&server);
+                    }
                     let spec = self.meta.shards[&shard].spec;
                     let schema = self.meta.schema.clone().expect("initialized");
                     let request = ControlRequest::ConfigureShard { shard: spec, schema };

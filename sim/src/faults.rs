@@ -72,6 +72,14 @@ pub enum Fault {
         /// The shard.
         shard: u32,
     },
+    /// The node loses the shard's data (a wiped or replaced disk): it dies, the shard's
+    /// storage is gone, and it starts again without that replica.
+    Wipe {
+        /// The node.
+        node: usize,
+        /// The shard.
+        shard: u32,
+    },
     /// The node's next log fsync fails.
     FailSync {
         /// The node.
@@ -142,6 +150,7 @@ impl Fault {
             Fault::Flip { at, bit, .. } => Fault::Flip { node: target, at, bit },
             Fault::FlipTail { shard, back, bit, .. } => Fault::FlipTail { node: target, shard, back, bit },
             Fault::FlipLastLength { shard, .. } => Fault::FlipLastLength { node: target, shard },
+            Fault::Wipe { shard, .. } => Fault::Wipe { node: target, shard },
             Fault::FailSync { .. } => Fault::FailSync { node: target },
             Fault::FailWrite { .. } => Fault::FailWrite { node: target },
             other => other,
@@ -158,7 +167,7 @@ pub struct FaultMix {
     pub pauses: bool,
     /// Partitions, one-way ones included.
     pub partitions: bool,
-    /// Bit flips, failed fsyncs and writes.
+    /// Bit flips, failed fsyncs and writes, a shard's data wiped.
     pub disk: bool,
     /// Replicas added and removed (a primary too) while the other faults go on.
     pub membership: bool,
@@ -256,6 +265,10 @@ pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, unt
                 at_offset(world, 0, Fault::Isolate { node, one_way });
                 at_offset(world, length, Fault::Reconnect { node });
             }
+            3 if world.rng.chance(0.2) => {
+                let shard = world.rng.range(1, 3) as u32;
+                at_offset(world, 0, Fault::Wipe { node, shard });
+            }
             3 => {
                 let (pos, bit) = (world.rng.next_u64(), world.rng.range(0, 8) as u8);
                 at_offset(world, 0, Fault::Flip { node, at: pos, bit });
@@ -340,6 +353,13 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                     s.disk.flip_tail(".seg", back, 4);
                 }
             }
+        }
+        Fault::Wipe { node, shard } => {
+            if nodes[node].up {
+                nodes[node].crash(world, CrashTail::Drop);
+            }
+            nodes[node].storage.remove(&shardline_protocol::ShardId(shard));
+            nodes[node].restart();
         }
         Fault::FailSync { node } => {
             for s in nodes[node].storage.values() {

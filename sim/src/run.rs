@@ -40,6 +40,8 @@ pub enum Broken {
     /// that logged an earlier attempt of it, and the client is told the last attempt's
     /// error, even a definite refusal after an attempt that may have been logged.
     DefiniteRefusals,
+    /// A voter re-created on an empty data directory counts toward majorities at once.
+    WipedVoter,
 }
 
 /// What one run does.

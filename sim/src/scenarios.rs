@@ -126,6 +126,27 @@ pub const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "wiped-voter",
+        guards: Some(Broken::WipedVoter),
+        about: "shard 2 (5 replicas): two followers lag; a third loses its data (wiped disk) and comes back \
+                empty; then the primary and the fourth follower die for 2 s: the emptied replica must rejoin \
+                as a learner, not count toward a majority with nothing in its log (issue 11, scenarios 2 and 6)",
+        build: |cfg| {
+            for nth in [2, 3] {
+                let cut = Fault::Isolate { node: 0, one_way: None };
+                cfg.script.push((500 * MS, on_follower(2, nth, cut, Some(Fault::Reconnect { node: 0 }), 900 * MS)));
+            }
+            cfg.script.push((1_000 * MS, on_follower(2, 0, Fault::Wipe { node: 0, shard: 2 }, None, 0)));
+            let crash = || Fault::Crash { node: 0, torn: None };
+            let restart = || Some(Fault::Restart { node: 0 });
+            // The coordinator re-creates the replica at its reconcile round at 1.05 s; the
+            // primary dies before it can send it anything.
+            let after_configure = 1_050 * MS + 150_000;
+            cfg.script.push((after_configure, on_primary(2, crash(), restart(), 2_000 * MS)));
+            cfg.script.push((after_configure + 1, on_follower(2, 1, crash(), restart(), 2_000 * MS)));
+        },
+    },
+    Scenario {
         name: "refused-retry",
         guards: Some(Broken::DefiniteRefusals),
         about: "shard 1's followers are cut off for 5.5 s: writes in flight are logged on the primary only, \
