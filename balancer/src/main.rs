@@ -37,6 +37,10 @@ struct Args {
     /// Multiplexed connections kept open to each storage node.
     #[arg(long, default_value_t = 2)]
     pool_size: usize,
+    /// Largest frame payload accepted or sent, in bytes (at least 1024); give the nodes the
+    /// same --max-payload. An answer over it is answered TooLarge.
+    #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_PAYLOAD)]
+    max_payload: usize,
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         retry_deadline: Duration::from_millis(args.retry_deadline_ms),
         pool_size: args.pool_size,
+        max_payload: args.max_payload,
         ..BalancerConfig::new(args.coordinator)
     };
     config.validate()?;

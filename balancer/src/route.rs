@@ -197,7 +197,7 @@ pub fn is_retryable(e: &ErrorCode) -> bool {
 }
 
 /// The answer to give once retries stop at `last`: a definite refusal (`NotPrimary`,
-/// `LeaseExpired`, `NoQuorum`, and a `DuplicateKey`/`NotFound` seen by a retry) says the
+/// `LeaseExpired`, `NoQuorum`, `TooLarge`, and a `DuplicateKey`/`NotFound` seen by a retry) says the
 /// write never happened, which is true only if no earlier attempt may have been logged.
 /// After an attempt that timed out, lost its connection or was answered
 /// `Timeout`/`Unavailable`, the write's fate is unknown, and so is the answer: `Timeout`.
@@ -211,6 +211,7 @@ pub fn final_error(last: ErrorCode, maybe_logged: bool) -> ErrorCode {
             | ErrorCode::NoQuorum { .. }
             | ErrorCode::DuplicateKey { .. }
             | ErrorCode::NotFound { .. }
+            | ErrorCode::TooLarge { .. }
     );
     if definite && maybe_logged {
         ErrorCode::Timeout(format!(

@@ -3,7 +3,8 @@
 //!
 //! Only the header is read to dispatch. Write batches are split by their index, single-shard
 //! answers are forwarded as they came (the client's request id restored), and the text mode
-//! encodes its typed request into the same frame a binary client would send.
+//! encodes its typed request into the same frame a binary client would send. Every answer
+//! over the frame limit (a merged read, a forwarded one) becomes a `TooLarge` error.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +100,13 @@ impl Balancer {
             kind::LOG => Err(ErrorCode::BadRequest("LOG is served by storage nodes: connect to one".into())),
             other => Err(ErrorCode::BadRequest(format!("frame kind {other:#04x} is not a client request"))),
         };
+        // Checked here, not only when the frame goes out, so the text mode and the error
+        // counter see it too: a merged multi-shard read can outgrow every part.
+        let max = self.cfg.max_payload;
+        let answer = answer.and_then(|a| match a.payload.len() {
+            len if len > max => Err(ErrorCode::too_large(len, max)),
+            _ => Ok(a),
+        });
         let mut answer = answer.unwrap_or_else(|e| {
             self.stats.error();
             encode(&Response::Error(e))

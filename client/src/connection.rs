@@ -51,9 +51,9 @@ fn client_error(e: CallError) -> ClientError {
         CallError::Connect { addr, reason } => ClientError::Connection { addr, reason },
         CallError::Closed { addr } => ClientError::Connection { addr, reason: "the connection closed".into() },
         CallError::Timeout { addr, after } => ClientError::Timeout { addr, timeout: after },
-        CallError::TooLarge { len, max } => ClientError::InvalidRequest(format!(
-            "a {len}-byte request is over the {max}-byte frame limit; send fewer rows at once"
-        )),
+        CallError::TooLarge { len, max } | CallError::AnswerTooLarge { len, max, .. } => {
+            ClientError::TooLarge { len, max }
+        }
         other => ClientError::Protocol(other.to_string()),
     }
 }

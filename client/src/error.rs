@@ -31,6 +31,17 @@ pub enum ClientError {
     /// The server's answer was not what the request calls for, or did not decode.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A request, or the server's answer, over this client's frame limit
+    /// ([`ClientConfig::max_payload`](crate::ClientConfig)); sending it again will not help:
+    /// read a narrower key range, or write fewer rows at once. (A server's own limit comes
+    /// back as [`ClientError::Server`] with [`ErrorCode::TooLarge`].)
+    #[error("{len} bytes is over this client's {max}-byte frame limit")]
+    TooLarge {
+        /// Bytes the request or answer takes.
+        len: usize,
+        /// The client's frame limit.
+        max: usize,
+    },
     /// The request could not be built from the arguments (e.g. an empty write).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -1,24 +1,32 @@
 //! `net::serve` on real sockets: pipelined frames answered inline and deferred on one
-//! connection, the in-flight limit, a corrupt stream, and the text mode.
+//! connection, the in-flight limit, a corrupt stream, the text mode, and answers and
+//! requests over the frame limit (typed errors; a connection that fails is closed).
 #![cfg(feature = "net")]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use shardline_protocol::net::{self, Limits, Service};
-use shardline_protocol::{frame, ErrorCode, Frame, Message, Request, Response, Row, DEFAULT_MAX_PAYLOAD};
+use shardline_protocol::net::{self, CallError, Limits, MuxConn, Service};
+use shardline_protocol::{frame, ErrorCode, Frame, Message, Request, Response, Row, Value, DEFAULT_MAX_PAYLOAD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// Pings are answered inline; `Read { low, high }` after `low` ms with one row keyed `high`.
+/// Pings are answered inline; `Read { low, high }` after `low` ms with one row keyed `high`;
+/// a `Read` with a negative `low` at once, with one row of `-low` bytes.
 struct Echo;
+
+/// One row of about `bytes` bytes.
+fn wide(key: i64, bytes: i64) -> Response {
+    Response::Rows(vec![Row::new(key, vec![Value::Str("x".repeat(bytes as usize))])])
+}
 
 impl Service for Echo {
     async fn frame(&self, frame: Frame) -> Frame {
         let id = frame.request_id;
         let answer = match Request::from_frame(&frame) {
+            Ok(Request::Read { low, high, .. }) if low < 0 => wide(high, -low),
             Ok(Request::Read { low, high, .. }) => {
                 tokio::time::sleep(Duration::from_millis(low as u64)).await;
                 Response::Rows(vec![Row::new(high, vec![])])
@@ -38,6 +46,7 @@ impl Service for Echo {
     async fn text(&self, request: Request) -> Response {
         match request {
             Request::Ping => Response::Pong,
+            Request::Read { low, high, .. } if low < 0 => wide(high, -low),
             _ => Response::Error(ErrorCode::BadRequest("no".into())),
         }
     }
@@ -148,4 +157,84 @@ async fn the_text_mode_still_answers_on_the_same_port() {
     let mut text = String::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await.unwrap().unwrap();
     assert!(text.starts_with("OK"), "{text}");
+}
+
+const SMALL: usize = 4096;
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_too_large_and_the_connection_serves_on() {
+    let (addr, _stop) = start(Limits { max_payload: SMALL, ..Limits::default() }).await;
+    let conn = MuxConn::connect(Arc::from(addr.as_str()), Duration::from_secs(5), SMALL).await.unwrap();
+    let started = std::time::Instant::now();
+    let big = conn.call(read(-10_000, 1, 0), Duration::from_secs(5)).await.unwrap();
+    match Response::from_frame(&big) {
+        Ok(Response::Error(ErrorCode::TooLarge { len, max })) => assert!(len > 10_000 && max == SMALL as u64),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once, not after a timeout");
+    // The same connection carries on: a small answer and a ping.
+    let small = conn.call(read(-100, 2, 0), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(Response::from_frame(&small).unwrap(), wide(2, 100));
+    let pong = conn.call(Request::Ping.to_frame(0).unwrap(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(Response::from_frame(&pong).unwrap(), Response::Pong);
+    assert!(conn.is_open());
+}
+
+#[tokio::test]
+async fn an_answer_over_the_callers_limit_fails_its_call_and_closes_the_connection() {
+    // The server allows more than the caller does (mismatched limits).
+    let (addr, _stop) = start(Limits::default()).await;
+    let conn = Arc::new(MuxConn::connect(Arc::from(addr.as_str()), Duration::from_secs(5), SMALL).await.unwrap());
+    let slow = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.call(read(2_000, 3, 0), Duration::from_secs(10)).await }
+    });
+    // Let the slow call go out first, so it is in flight when the connection closes.
+    for _ in 0..100 {
+        if conn.in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let big = conn.call(read(-10_000, 1, 0), Duration::from_secs(10)).await;
+    assert!(matches!(big, Err(CallError::AnswerTooLarge { max: SMALL, .. })), "{big:?}");
+    let slow = slow.await.unwrap();
+    assert!(matches!(slow, Err(CallError::Closed { .. })), "the other call fails at once: {slow:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "no call waited for its timeout");
+    assert!(!conn.is_open(), "the connection is closed, so a pool replaces it");
+    let later = conn.call(Request::Ping.to_frame(0).unwrap(), Duration::from_secs(10)).await;
+    assert!(matches!(later, Err(CallError::Closed { .. })), "{later:?}");
+    let code = big.unwrap_err().to_code(None);
+    assert!(matches!(code, ErrorCode::TooLarge { max, .. } if max == SMALL as u64), "{code:?}");
+}
+
+#[tokio::test]
+async fn a_request_over_the_limit_is_answered_too_large_then_closed() {
+    let (addr, _stop) = start(Limits { max_payload: SMALL, ..Limits::default() }).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let big = Request::Update { client_id: 1, seq: 1, row: Row::new(5, vec![Value::Str("y".repeat(2 * SMALL))]) }
+        .to_frame(42)
+        .unwrap();
+    send(&mut stream, &[big]).await;
+    let got = answers(&mut stream, 2).await;
+    assert_eq!(got.len(), 1, "one answer, then the end of the stream");
+    assert_eq!(got[0].request_id, 42, "the answer names the request");
+    let answer = Response::from_frame(&got[0]);
+    assert!(
+        matches!(answer, Ok(Response::Error(ErrorCode::TooLarge { max, .. })) if max == SMALL as u64),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_text_mode_answers_too_large_under_the_same_limit() {
+    let (addr, _stop) = start(Limits { max_payload: SMALL, ..Limits::default() }).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(b"READ -10000 1\nREAD -10 2\nQUIT\n").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await.unwrap().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ERR TooLarge: "), "{text}");
+    assert_eq!(lines[1..], ["2 xxxxxxxxxx", "OK 1 row"], "{text}");
 }

@@ -141,6 +141,7 @@ fn build(cfg: &RunConfig) -> Cluster {
         peer_timeout: node.peer_timeout,
         snapshot_lag: 20,
         log_retain: 4,
+        max_payload: node.max_payload,
         incarnation: 1,
         broken_commit_rule: cfg.broken == Some(Broken::CommitRule),
         broken_refusals: cfg.broken == Some(Broken::DefiniteRefusals),

@@ -41,7 +41,8 @@ struct Args {
     /// Log entries kept behind the point every replica has applied.
     #[arg(long, default_value_t = 1000)]
     log_retain: u64,
-    /// Largest frame payload accepted, in bytes.
+    /// Largest frame payload accepted or sent, in bytes (at least 1024): an answer over it is
+    /// answered TooLarge, and so is a write whose log entry could not be replicated under it.
     #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_PAYLOAD)]
     max_payload: usize,
     /// Requests one connection may have in flight.

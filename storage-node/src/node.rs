@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
 use shardline_protocol::net;
 use shardline_protocol::{
-    kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation, PeerRequest,
-    PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
+    error_frame, kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation,
+    PeerRequest, PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
 };
 use tracing::{info, warn};
 
@@ -83,7 +83,7 @@ impl Node {
 
     /// Answers one frame with one frame.
     pub async fn handle_frame(&self, frame: Frame) -> Frame {
-        let id = frame.request_id;
+        let (id, kind) = (frame.request_id, frame.kind);
         let encoded = if Request::owns_kind(frame.kind) {
             let response = match Request::from_frame(&frame) {
                 Ok(request) => self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)).await,
@@ -106,7 +106,7 @@ impl Node {
             Response::Error(ErrorCode::BadRequest(format!("frame kind {:#04x} is not a request", frame.kind)))
                 .to_frame(id)
         };
-        encoded_or_error(id, encoded)
+        encoded_or_error(kind, id, encoded)
     }
 
     /// Answers at once, with no waiting, the client requests that need none (reads, which
@@ -123,7 +123,7 @@ impl Node {
             },
             Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
         };
-        Ok(encoded_or_error(id, response.to_frame(id)))
+        Ok(encoded_or_error(frame.kind, id, response.to_frame(id)))
     }
 
     /// Serves a client request (from the balancer, a test, or the text mode).
@@ -358,12 +358,10 @@ impl Node {
     }
 }
 
-/// An encoded answer, or an `Internal` error in its place when it does not encode.
-fn encoded_or_error(id: u64, encoded: Result<Frame, MessageError>) -> Frame {
-    encoded.unwrap_or_else(|e| {
-        let error = Response::Error(ErrorCode::Internal(format!("answer too large to encode: {e}")));
-        error.to_frame(id).expect("a short error encodes")
-    })
+/// An encoded answer, or an `Internal` error in its place (in the enum the request's sender
+/// expects) when it does not encode. Size is checked where the frame goes out.
+fn encoded_or_error(kind: u8, id: u64, encoded: Result<Frame, MessageError>) -> Frame {
+    encoded.unwrap_or_else(|e| error_frame(kind, id, ErrorCode::Internal(format!("answer does not encode: {e}"))))
 }
 
 fn stopped() -> ErrorCode {

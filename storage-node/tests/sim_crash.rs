@@ -26,6 +26,7 @@ fn config(incarnation: u64) -> Arc<ReplicaConfig> {
         peer_timeout: Duration::from_millis(500),
         snapshot_lag: 1000,
         log_retain: 4,
+        max_payload: shardline_protocol::DEFAULT_MAX_PAYLOAD,
         incarnation,
         broken_commit_rule: false,
         broken_refusals: false,

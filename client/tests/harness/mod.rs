@@ -116,12 +116,19 @@ pub struct Up {
     pub coordinator_port: u16,
     /// The nodes' first port.
     pub node_base_port: u16,
+    /// Further flags for `shardline up` (e.g. `--config`, `--max-payload`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Up {
     /// Starts `shardline up` with a fresh data directory and waits until the cluster settles.
     pub async fn start() -> Up {
+        Up::start_with(&[]).await
+    }
+
+    /// Like [`Up::start`], passing `extra` flags to `shardline up`.
+    pub async fn start_with(extra: &[&str]) -> Up {
         ensure_binaries();
         let dir = tempfile::Builder::new().prefix("shardline-client-test").tempdir().expect("temporary directory");
         let mut up = Up {
@@ -129,6 +136,7 @@ impl Up {
             balancer_port: free_port(),
             coordinator_port: free_port(),
             node_base_port: node_base_port(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         up.spawn().await;
@@ -146,6 +154,7 @@ impl Up {
             .args(["--balancer-port", &self.balancer_port.to_string()])
             .args(["--coordinator-port", &self.coordinator_port.to_string()])
             .args(["--node-base-port", &self.node_base_port.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

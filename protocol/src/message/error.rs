@@ -101,9 +101,27 @@ pub enum ErrorCode {
     /// A failure inside the server (I/O, storage); the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The answer (or a log entry the write would make) is over the frame limit: nothing
+    /// was sent or logged. Appended last so the earlier variants keep their wire indices.
+    #[error(
+        "too large: {len} bytes, over the {max}-byte limit; read a narrower key range, or write \
+         smaller rows or fewer at once"
+    )]
+    TooLarge {
+        /// Bytes the answer or entry would take.
+        len: u64,
+        /// The limit it was checked against: the frame limit, or for a log entry the room
+        /// an append leaves under it.
+        max: u64,
+    },
 }
 
 impl ErrorCode {
+    /// The error for `len` bytes that do not fit a `max`-byte frame payload.
+    pub fn too_large(len: usize, max: usize) -> ErrorCode {
+        ErrorCode::TooLarge { len: len as u64, max: max as u64 }
+    }
+
     /// A short stable name, used by the text mode (`ERR NotPrimary: …`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -123,6 +141,7 @@ impl ErrorCode {
             ErrorCode::BadRequest(_) => "BadRequest",
             ErrorCode::Timeout(_) => "Timeout",
             ErrorCode::Internal(_) => "Internal",
+            ErrorCode::TooLarge { .. } => "TooLarge",
         }
     }
 

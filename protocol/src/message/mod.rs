@@ -62,6 +62,21 @@ pub enum MessageError {
     Encode(String),
 }
 
+/// An error frame answering (or replacing) a frame of `kind`, in the message enum the peer
+/// expects back: a control or peer request (or answer) gets its own enum's `Error`, so the
+/// caller decodes a typed error instead of a frame of the wrong kind.
+pub fn error_frame(kind: u8, request_id: u64, code: ErrorCode) -> Frame {
+    let encoded = if ControlRequest::owns_kind(kind) || ControlResponse::owns_kind(kind) {
+        ControlResponse::Error(code).to_frame(request_id)
+    } else if PeerRequest::owns_kind(kind) || PeerResponse::owns_kind(kind) {
+        PeerResponse::Error(code).to_frame(request_id)
+    } else {
+        Response::Error(code).to_frame(request_id)
+    };
+    // An error is a variant index, a few integers and a short message: it always encodes.
+    encoded.expect("an error frame encodes")
+}
+
 /// Decodes a postcard value that must fill `bytes` exactly: trailing bytes are refused, so
 /// a damaged length cannot hide behind a message that still decodes.
 pub(crate) fn decode_exact<T: DeserializeOwned>(expected: &'static str, bytes: &[u8]) -> Result<T, MessageError> {

@@ -39,9 +39,10 @@ pub enum PeerRequest {
         chunk: u32,
         /// Rows in key order.
         rows: Vec<Row>,
-        /// On the last chunk: the (client, seq) of every write the snapshot includes that a
-        /// retry must still find, with the entry that applied it, so that a replica rebuilt
-        /// from the snapshot applies a retry at most once, as its source would.
+        /// The (client, seq) of every write the snapshot includes that a retry must still
+        /// find, with the entry that applied it, so that a replica rebuilt from the snapshot
+        /// applies a retry at most once, as its source would. They follow the rows, spread
+        /// over as many chunks as fit frames, and take effect with the last chunk.
         marks: Vec<ClientSeqMark>,
         /// True on the last chunk.
         done: bool,

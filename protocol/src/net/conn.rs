@@ -2,12 +2,17 @@
 //!
 //! For control-plane hops (replication, heartbeats, elections) where calls are ordered
 //! anyway: a plain call keeps timeouts simple. Callers that pipeline use [`super::MuxConn`].
+//!
+//! A call that fails after anything was sent (a write error, a corrupt or oversized answer,
+//! a timeout) leaves the stream in an unknown place, so the connection is spent: every
+//! later call fails with `Closed` at once and the caller opens a new one. Only a request
+//! refused before sending (`TooLarge`) leaves it usable.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 
-use crate::{ErrorCode, FrameCodec, Message, ShardId};
+use crate::{CodecError, DecodeError, ErrorCode, FrameCodec, Message, ShardId};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -45,6 +50,17 @@ pub enum CallError {
         /// Limit.
         max: usize,
     },
+    /// The peer's answer is over the frame limit: the connection was closed, and asking
+    /// again would get the same answer.
+    #[error("the answer from {addr} is {len} bytes, over the {max}-byte frame limit")]
+    AnswerTooLarge {
+        /// The address.
+        addr: String,
+        /// Declared payload length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
     /// A frame or message that does not decode, or an answer that is not the one asked for.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -53,13 +69,15 @@ pub enum CallError {
 impl CallError {
     /// Whether trying again (after a topology refresh) may help.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, CallError::TooLarge { .. })
+        !matches!(self, CallError::TooLarge { .. } | CallError::AnswerTooLarge { .. })
     }
 
     /// The error code a client sees for this failure on behalf of `shard` (if any).
     pub fn to_code(&self, shard: Option<ShardId>) -> ErrorCode {
         match (self, shard) {
-            (CallError::TooLarge { .. }, _) => ErrorCode::BadRequest(self.to_string()),
+            (CallError::TooLarge { len, max } | CallError::AnswerTooLarge { len, max, .. }, _) => {
+                ErrorCode::too_large(*len, *max)
+            }
             (CallError::Timeout { .. }, _) => ErrorCode::Timeout(self.to_string()),
             (_, Some(shard)) => ErrorCode::Unavailable { shard, reason: self.to_string() },
             (_, None) => ErrorCode::Internal(self.to_string()),
@@ -73,6 +91,8 @@ pub struct Conn {
     addr: String,
     framed: Framed<TcpStream, FrameCodec>,
     next_id: u64,
+    /// A call failed mid-way: the stream's state is unknown.
+    spent: bool,
 }
 
 impl Conn {
@@ -84,7 +104,12 @@ impl Conn {
             .map_err(|_| connect_err("timed out".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
-        Ok(Conn { addr: addr.to_owned(), framed: Framed::new(stream, FrameCodec::new(max_payload)), next_id: 1 })
+        Ok(Conn {
+            addr: addr.to_owned(),
+            framed: Framed::new(stream, FrameCodec::new(max_payload)),
+            next_id: 1,
+            spent: false,
+        })
     }
 
     /// Sends `request` and waits up to `timeout` for the answer with the same id.
@@ -93,21 +118,38 @@ impl Conn {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
+        let addr = self.addr.clone();
+        if self.spent {
+            return Err(CallError::Closed { addr });
+        }
         let id = self.next_id;
         self.next_id += 1;
         let frame = request.to_frame(id).map_err(|e| CallError::Protocol(e.to_string()))?;
-        let addr = self.addr.clone();
+        let max = self.framed.codec().max_payload();
+        if frame.payload.len() > max {
+            return Err(CallError::TooLarge { len: frame.payload.len(), max });
+        }
         let closed = || CallError::Closed { addr: addr.clone() };
         let exchange = async {
             self.framed.send(&frame).await.map_err(|e| CallError::Protocol(e.to_string()))?;
             loop {
-                let reply = self.framed.next().await.ok_or_else(closed)?;
-                let reply = reply.map_err(|e| CallError::Protocol(e.to_string()))?;
+                let reply = match self.framed.next().await.ok_or_else(closed)? {
+                    Ok(reply) => reply,
+                    Err(CodecError::Decode(DecodeError::TooLarge { len, max })) => {
+                        return Err(CallError::AnswerTooLarge { addr: addr.clone(), len, max })
+                    }
+                    Err(e) => return Err(CallError::Protocol(e.to_string())),
+                };
                 if reply.request_id == id {
                     return Resp::from_frame(&reply).map_err(|e| CallError::Protocol(e.to_string()));
                 }
             }
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout { addr, after: timeout })?
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(CallError::Timeout { addr: addr.clone(), after: timeout }));
+        // Sent, then failed: part of a frame may be out, or an answer still on its way.
+        self.spent = result.is_err();
+        result
     }
 }

@@ -8,6 +8,14 @@
 //! the same buffer. The in-flight limit counts the waiting futures; past it a request is
 //! answered `Overloaded` at once. While the output is above [`HIGH_WATER`] (a peer that does
 //! not read) nothing more is read.
+//!
+//! Every frame that goes out passes one size check ([`push_frame`]): an answer over the
+//! frame limit is replaced by a `TooLarge` error for its request, so the peer's decoder is
+//! never handed a frame it must refuse (which would close the connection under every other
+//! call on it). A request over the limit gets a `TooLarge` answer (its header is checked
+//! before the length, so its id is known), then the connection is closed: the stream
+//! cannot be resynchronized without reading the oversized payload. A failed write ends the
+//! task, which drops the socket: the connection is never left half alive.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -25,7 +33,8 @@ use tokio_util::io::poll_read_buf;
 use tracing::warn;
 
 use super::serve::{Limits, Service};
-use crate::{frame, ErrorCode, Frame, Message, Response};
+use crate::frame::DecodeError;
+use crate::{error_frame, frame, ErrorCode, Frame};
 
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -132,9 +141,17 @@ where
             match frame::decode(&mut self.input, self.limits.max_payload) {
                 Ok(Some(frame)) => self.answer(frame),
                 Ok(None) => break,
+                Err(DecodeError::TooLarge { len, max }) => {
+                    // The header passed its CRC: its id and kind are the sender's own.
+                    let header = frame::decode_header(&self.input, usize::MAX).ok().flatten();
+                    let (kind, id) = header.map_or((0, 0), |h| (h.kind, h.request_id));
+                    warn!(len, max, id, "request over the frame limit: answering TooLarge, closing");
+                    self.push_error(kind, id, ErrorCode::too_large(len, max));
+                    self.reading = false;
+                }
                 Err(e) => {
                     warn!(%e, "corrupt stream: closing");
-                    self.push_error(0, ErrorCode::BadRequest(e.to_string()));
+                    self.push_error(0, 0, ErrorCode::BadRequest(e.to_string()));
                     self.reading = false;
                 }
             }
@@ -150,7 +167,8 @@ where
             Ok(answer) => self.push(&answer),
             Err(frame) if self.pending.len() >= self.limits.max_in_flight => {
                 let limit = self.limits.max_in_flight;
-                self.push_error(frame.request_id, ErrorCode::Overloaded(format!("over {limit} requests in flight")));
+                let code = ErrorCode::Overloaded(format!("over {limit} requests in flight"));
+                self.push_error(frame.kind, frame.request_id, code);
             }
             Err(frame) => self.pending.push((self.later)(self.service.clone(), frame)),
         }
@@ -180,24 +198,54 @@ where
         push_frame(&mut self.output, self.limits.max_payload, answer);
     }
 
-    fn push_error(&mut self, id: u64, code: ErrorCode) {
-        if let Ok(answer) = Response::Error(code).to_frame(id) {
-            frame::encode(&answer, &mut self.output);
-        }
+    /// Answers the request of `kind` and `id` with `code`, in the enum its sender expects.
+    fn push_error(&mut self, kind: u8, id: u64, code: ErrorCode) {
+        frame::encode(&error_frame(kind, id, code), &mut self.output);
     }
 }
 
-/// Appends `answer` to `output`, or an `Internal` error in its place if it is too large
-/// for a frame.
+/// Appends `answer` to `output`, or a `TooLarge` error for its request in its place if it
+/// is over the frame limit (the peer would refuse it and close the connection).
 fn push_frame(output: &mut BytesMut, max_payload: usize, answer: &Frame) {
     if answer.payload.len() <= max_payload {
         frame::encode(answer, output);
         return;
     }
     let len = answer.payload.len();
-    let error =
-        Response::Error(ErrorCode::Internal(format!("answer of {len} bytes is over the {max_payload}-byte limit")));
-    if let Ok(error) = error.to_frame(answer.request_id) {
-        frame::encode(&error, output);
+    warn!(len, max_payload, id = answer.request_id, "answer over the frame limit: answering TooLarge");
+    frame::encode(&error_frame(answer.kind, answer.request_id, ErrorCode::too_large(len, max_payload)), output);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ControlResponse, Message, PeerResponse, Response, Row};
+
+    fn decode_one(buf: &mut BytesMut) -> Frame {
+        frame::decode(buf, usize::MAX).expect("a frame").expect("whole")
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_becomes_too_large_in_its_own_enum() {
+        let rows = Response::Rows(vec![Row::new(1, vec![crate::Value::Str("x".repeat(2000))])]);
+        let mut out = BytesMut::new();
+        push_frame(&mut out, 1024, &rows.to_frame(7).unwrap());
+        let got = decode_one(&mut out);
+        assert_eq!(got.request_id, 7);
+        assert!(
+            matches!(Response::from_frame(&got), Ok(Response::Error(ErrorCode::TooLarge { max: 1024, .. }))),
+            "{got:?}"
+        );
+        let peer = PeerResponse::Error(ErrorCode::Internal("y".repeat(2000))).to_frame(8).unwrap();
+        push_frame(&mut out, 1024, &peer);
+        let got = PeerResponse::from_frame(&decode_one(&mut out));
+        assert!(matches!(got, Ok(PeerResponse::Error(ErrorCode::TooLarge { .. }))), "{got:?}");
+        let control = ControlResponse::Error(ErrorCode::Internal("z".repeat(2000))).to_frame(9).unwrap();
+        push_frame(&mut out, 1024, &control);
+        let got = ControlResponse::from_frame(&decode_one(&mut out));
+        assert!(matches!(got, Ok(ControlResponse::Error(ErrorCode::TooLarge { .. }))), "{got:?}");
+        // Within the limit, the answer goes out as it is.
+        push_frame(&mut out, 1 << 20, &rows.to_frame(10).unwrap());
+        assert_eq!(Response::from_frame(&decode_one(&mut out)).unwrap(), rows);
     }
 }

@@ -8,9 +8,12 @@
 //! read buffer and hands each to the call waiting for its request id (a pending table keyed
 //! by the node-side id). Deadlines are not one timer per call: the reader sweeps the table
 //! every [`SWEEP`] and fails the calls past theirs with `Timeout`. Ids are unique per
-//! connection, so answers may come back in any order. When either task fails, the
-//! connection closes: every pending call fails at once (so it can be retried elsewhere)
-//! and the pool replaces the connection on next use.
+//! connection, so answers may come back in any order. When either task ends (a failed
+//! write, end of stream, a frame that does not decode or is over the limit), the connection
+//! closes: both tasks stop, the socket is dropped, every pending call fails at once (so it
+//! can be retried elsewhere), later calls fail without waiting, and [`MuxConn::is_open`]
+//! turns false so the pool replaces the connection on next use. An answer over the limit
+//! fails its own call with `AnswerTooLarge` (not worth retrying) and the others `Closed`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,10 +28,11 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::CallError;
-use crate::{frame, Frame, FrameCodec};
+use crate::frame::DecodeError;
+use crate::{frame, CodecError, Frame, FrameCodec};
 
 /// How often the reader fails calls past their deadline (a timeout fires up to this late).
 pub const SWEEP: Duration = Duration::from_millis(20);
@@ -57,6 +61,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Fails the call waiting for `id`, if any, with `error`.
+    fn fail(&self, id: u64, error: CallError) {
+        let waiter = self.pending.lock().expect("pending lock").calls.remove(&id);
+        if let Some((_, _, reply)) = waiter {
+            let _ = reply.send(Err(error));
+        }
+    }
+
     /// Fails every pending call and stops both tasks.
     fn close(&self) {
         let (calls, tasks) = {
@@ -125,7 +137,16 @@ impl MuxConn {
         let shared = Arc::new(Shared { addr, pending: Mutex::new(pending), wake_writer: Notify::new() });
         let reader = tokio::spawn(read_loop(read, shared.clone(), max_payload));
         let writer = tokio::spawn(write_loop(write, shared.clone()));
-        shared.pending.lock().expect("pending lock").tasks.extend([reader.abort_handle(), writer.abort_handle()]);
+        let mut p = shared.pending.lock().expect("pending lock");
+        if p.closed {
+            // A task ended before it could be registered (the peer hung up at once): stop
+            // the other too, or it would keep its half of the socket open.
+            reader.abort();
+            writer.abort();
+        } else {
+            p.tasks.extend([reader.abort_handle(), writer.abort_handle()]);
+        }
+        drop(p);
         Ok(MuxConn { shared, max_payload, places: Semaphore::new(max_in_flight.max(1)) })
     }
 
@@ -209,6 +230,15 @@ async fn read_loop(read: OwnedReadHalf, shared: Arc<Shared>, max_payload: usize)
                     if let Some((_, _, reply)) = waiter {
                         let _ = reply.send(Ok(answer));
                     }
+                }
+                Some(Err(CodecError::Decode(DecodeError::TooLarge { len, max }))) => {
+                    // The header passed its CRC, so its request id is the answer's own.
+                    if let Ok(Some(header)) = frame::decode_header(frames.read_buffer(), usize::MAX) {
+                        let addr = shared.addr.to_string();
+                        shared.fail(header.request_id, CallError::AnswerTooLarge { addr, len, max });
+                    }
+                    warn!(addr = %shared.addr, len, max, "answer over the frame limit: closing the connection");
+                    break;
                 }
                 Some(Err(e)) => {
                     debug!(addr = %shared.addr, %e, "corrupt answer stream");

@@ -5,7 +5,9 @@
 //! own, so answers may come back out of order (request ids pair them up). A connection may
 //! have `max_in_flight` requests open; past that a request is answered `Overloaded` at once
 //! instead of queueing without bound. A stream that stops being frames gets one error frame
-//! and is closed. Text connections are answered a line at a time.
+//! and is closed. Text connections are answered a line at a time, under the same frame
+//! limit: an answer whose binary form would be over it is answered `ERR TooLarge`, so
+//! `nc` and a binary client see the same outcome for the same request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,6 +108,14 @@ async fn refuse(mut stream: TcpStream) {
     }
 }
 
+/// `response`, or a `TooLarge` error if its binary form would be over `max_payload`.
+fn within_limit(response: Response, max_payload: usize) -> Response {
+    match postcard::experimental::serialized_size(&response) {
+        Ok(len) if len > max_payload => Response::Error(ErrorCode::too_large(len, max_payload)),
+        _ => response,
+    }
+}
+
 async fn serve_connection<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut first = [0u8; 1];
@@ -115,11 +125,11 @@ async fn serve_connection<S: Service>(stream: TcpStream, service: Arc<S>, limits
     if is_binary_start(first[0]) {
         serve_frames(stream, service, limits).await
     } else {
-        serve_text(stream, service).await
+        serve_text(stream, service, limits.max_payload).await
     }
 }
 
-async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>) -> std::io::Result<()> {
+async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>, max_payload: usize) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(BufReader::new(read), LinesCodec::new_with_max_length(text::MAX_LINE));
     while let Some(line) = lines.next().await {
@@ -128,7 +138,9 @@ async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>) -> std::io::
                 Ok(TextCommand::Empty) => continue,
                 Ok(TextCommand::Quit) => break,
                 Ok(TextCommand::Help) => text::HELP.to_owned(),
-                Ok(TextCommand::Request(request)) => text::format_response(&service.text(request).await),
+                Ok(TextCommand::Request(request)) => {
+                    text::format_response(&within_limit(service.text(request).await, max_payload))
+                }
                 Err(e) => text::format_text_error(&e),
             },
             Err(e) => {

@@ -220,6 +220,9 @@ mod tests {
         assert_eq!(format_response(&rows), "1 \"ann lee\" 3\nOK 1 row\n");
         let e = Response::Error(ErrorCode::KeyOutOfRange { key: 99999 });
         assert_eq!(format_response(&e), "ERR KeyOutOfRange: key 99999 is outside every shard\n");
+        let big = format_response(&Response::Error(ErrorCode::TooLarge { len: 70_000, max: 65_536 }));
+        assert!(big.starts_with("ERR TooLarge: too large: 70000 bytes, over the 65536-byte limit; "), "{big}");
+        assert_eq!(big.lines().count(), 1);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct SnapshotChunk {
     pub chunk: u32,
     /// Its rows.
     pub rows: Vec<Row>,
-    /// On the last chunk: the client marks the snapshot includes.
+    /// Some of the client marks the snapshot includes (installed with the last chunk).
     pub marks: Vec<ClientSeqMark>,
     /// Whether it is the last chunk.
     pub done: bool,
@@ -175,6 +175,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 self.table.begin_install()?;
                 self.installing = true;
                 self.install = Some((chunk.term, chunk.last_included, 0));
+                self.install_marks.clear();
                 self.wal.reset(chunk.last_included)?;
                 self.applied = LogPosition::default();
                 self.commit = 0;
@@ -189,11 +190,15 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 return Err(std::io::Error::other(why).into());
             }
             self.table.install_rows(&chunk.rows)?;
+            // Marks come after the rows, spread over as many chunks as they need to fit
+            // frames; they take effect together, with the last chunk.
+            self.install_marks.extend(chunk.marks);
             if let Some(install) = &mut self.install {
                 install.2 += 1;
             }
             if chunk.done {
-                self.table.finish_install(chunk.last_included, &chunk.marks)?;
+                let marks = std::mem::take(&mut self.install_marks);
+                self.table.finish_install(chunk.last_included, &marks)?;
                 self.install = None;
                 self.applied = chunk.last_included;
                 self.commit = self.commit.max(chunk.last_included.index);

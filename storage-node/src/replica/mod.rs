@@ -14,11 +14,13 @@
 //! - `follower`: appends and snapshots arriving from a primary.
 //! - `replication`: what the primary sends each follower next, and what answers mean.
 //! - `roles`: elections, role changes, terms and leases.
+//! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
 
 mod follower;
 mod primary;
 mod replication;
 mod roles;
+pub mod room;
 pub mod rules;
 pub mod validate;
 
@@ -26,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr, ShardCommit, ShardSpec,
-    ShardState,
+    ClientSeqMark, ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
+    ShardCommit, ShardSpec, ShardState,
 };
 use tracing::{info, warn};
 
@@ -60,6 +62,8 @@ pub struct ReplicaConfig {
     pub snapshot_lag: u64,
     /// Log entries kept behind the applied point.
     pub log_retain: u64,
+    /// The frame limit: every message to a follower must fit it (see [`room`]).
+    pub max_payload: usize,
     /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
     /// messages are never taken for answers to ours.
     pub incarnation: u64,
@@ -168,6 +172,10 @@ pub struct Replica<D: Disk, T: TableStore> {
     installing: bool,
     /// The snapshot being installed: its primary's term, last included entry, next chunk.
     install: Option<(u64, LogPosition, u32)>,
+    /// The client marks of the snapshot being installed, gathered from its chunks.
+    install_marks: Vec<ClientSeqMark>,
+    /// What fits in one frame to a follower, from the frame limit.
+    room: room::Room,
     /// Whether the table is known to be as current as the cluster's commit index: false
     /// after a restart (non-durable applies may have been rolled back) until a primary's
     /// commit index has been applied, or this replica's own no-op committed as primary.
@@ -230,6 +238,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             (index, format!("log entry {index} damaged ({why}); repairing from primary"))
         });
         info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
+        let room = room::Room::new(cfg.max_payload, &cfg.node);
         Ok(Replica {
             cfg,
             spec: meta.spec,
@@ -243,6 +252,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             fault,
             installing: false,
             install: None,
+            install_marks: Vec::new(),
+            room,
             synced: false,
             lease_until: None,
             voted: None,

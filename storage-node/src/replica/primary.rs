@@ -6,7 +6,7 @@
 //! the table and only then acknowledged, so a read after an ack sees the write.
 //!
 //! Refusals are definite: a write refused (`NotPrimary`, `LeaseExpired`, `NoQuorum`, a
-//! validation error) was never logged. A logged write that does not commit in time is
+//! validation error, `TooLarge` for an entry that could not fit an append) was never logged. A logged write that does not commit in time is
 //! answered `Timeout`: its outcome is unknown, and a retry with the same (client, seq)
 //! is applied at most once.
 
@@ -189,6 +189,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             };
             let entry = LogEntry { term, index: next, op };
             let record = match entry.encode() {
+                // An entry that could not travel to a follower in an append would stall
+                // replication for good: refused before it is logged, so definitely.
+                Ok(r) if r.len() > self.room.entry() => {
+                    let error = ErrorCode::too_large(r.len(), self.room.entry());
+                    self.effects.push(Effect::WriteDone { token, result: Err(error) });
+                    continue;
+                }
                 Ok(r) => r,
                 Err(e) => {
                     self.effects.push(Effect::WriteDone { token, result: Err(ErrorCode::BadRequest(e.to_string())) });

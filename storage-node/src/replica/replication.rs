@@ -4,23 +4,19 @@
 //! (from `next`), learns from each answer how far the follower's log matches its own,
 //! and counts majorities from that. A refusal moves `next` back to where the follower
 //! asks; a follower too far behind, or behind the log's truncated prefix, gets a snapshot
-//! of the table instead, in chunks. With nothing to send, an empty append goes out every
+//! of the table instead, in chunks. Appends and chunks are cut by bytes to fit a frame
+//! ([`super::room`]). With nothing to send, an empty append goes out every
 //! sync heartbeat: it carries the commit index and shows the follower is alive.
+
+use std::ops::Range;
 
 use shardline_protocol::{ClientSeqMark, ErrorCode, LogPosition, PeerRequest, PeerResponse, Row, ServerAddr};
 use tracing::{debug, info, warn};
 
+use super::room::{mark_size, row_size, MAX_BATCH_ENTRIES};
 use super::{Effect, Link, Replica, Role, Time};
 use crate::disk::Disk;
 use crate::store::TableStore;
-
-/// Entries sent in one append at most.
-const MAX_BATCH_ENTRIES: usize = 512;
-/// Bytes of entries sent in one append, about.
-const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Bytes of rows in one snapshot chunk, about: chunks are cut by size, not by row count, so
-/// wide rows cannot make a chunk larger than a frame may be.
-const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// What the one message in flight to a follower was.
 #[derive(Debug, Clone, Copy)]
@@ -31,39 +27,51 @@ enum InFlight {
     Snapshot { chunk: usize },
 }
 
-/// A snapshot being sent.
+/// A snapshot being sent: its rows, then its client marks, cut into chunks by bytes so
+/// that no chunk is larger than a frame may be, however wide the rows or many the marks.
 #[derive(Debug)]
 struct Outgoing {
     included: LogPosition,
     rows: Vec<Row>,
     marks: Vec<ClientSeqMark>,
-    /// Where each chunk's rows start; the last chunk ends at the last row.
-    starts: Vec<usize>,
+    /// Each chunk's rows and marks.
+    chunks: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl Outgoing {
-    fn new(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>) -> Outgoing {
+    /// Cuts the snapshot into chunks of at most `room` bytes each (a single row larger than
+    /// that still goes, alone: it was written under a larger limit).
+    fn new(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>, room: usize) -> Outgoing {
+        let sizes = rows.iter().map(row_size).chain(marks.iter().map(mark_size));
+        // Cut points in the sequence of rows followed by marks.
         let mut starts = vec![0];
         let mut bytes = 0;
-        for (i, row) in rows.iter().enumerate() {
-            let size = postcard::experimental::serialized_size(row).unwrap_or(SNAPSHOT_CHUNK_BYTES);
-            if bytes > 0 && bytes + size > SNAPSHOT_CHUNK_BYTES {
+        for (i, size) in sizes.enumerate() {
+            if bytes > 0 && bytes + size > room {
                 starts.push(i);
                 bytes = 0;
             }
             bytes += size;
         }
-        Outgoing { included, rows, marks, starts }
+        let total = rows.len() + marks.len();
+        let n = rows.len();
+        let chunks = starts
+            .iter()
+            .enumerate()
+            .map(|(c, &from)| {
+                let to = starts.get(c + 1).copied().unwrap_or(total);
+                (from.min(n)..to.min(n), from.max(n) - n..to.max(n) - n)
+            })
+            .collect();
+        Outgoing { included, rows, marks, chunks }
     }
 
     fn chunks(&self) -> usize {
-        self.starts.len()
+        self.chunks.len()
     }
 
-    fn range(&self, chunk: usize) -> std::ops::Range<usize> {
-        let from = self.starts[chunk.min(self.starts.len() - 1)];
-        let to = self.starts.get(chunk + 1).copied().unwrap_or(self.rows.len());
-        from..to
+    fn chunk(&self, chunk: usize) -> (Range<usize>, Range<usize>) {
+        self.chunks[chunk.min(self.chunks.len() - 1)].clone()
     }
 }
 
@@ -120,6 +128,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let (commit, term, me) = (self.commit, self.term, self.cfg.node.clone());
         let (shard, beat, timeout, lag) =
             (self.spec.id, self.cfg.sync_heartbeat, self.cfg.peer_timeout, self.cfg.snapshot_lag);
+        let room = self.room;
         let Role::Primary(p) = &mut self.role else { return };
         let epoch = p.epoch;
         let f = &mut p.followers[slot];
@@ -146,7 +155,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 Ok(snapshot) => {
                     let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
                     info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
-                    f.snapshot = Some(Outgoing::new(included, rows, marks));
+                    f.snapshot = Some(Outgoing::new(included, rows, marks, room.chunk()));
                     f.next_chunk = 0;
                 }
                 Err(e) => {
@@ -160,22 +169,21 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let (request, kind) = match &f.snapshot {
             Some(out) => {
                 let chunk = f.next_chunk;
-                let chunks = out.chunks();
-                let range = out.range(chunk);
+                let (rows, marks) = out.chunk(chunk);
                 let request = PeerRequest::Snapshot {
                     shard,
                     term,
                     primary: me,
                     last_included: out.included,
                     chunk: chunk as u32,
-                    rows: out.rows[range].to_vec(),
-                    marks: if chunk + 1 == chunks { out.marks.clone() } else { Vec::new() },
-                    done: chunk + 1 == chunks,
+                    rows: out.rows[rows].to_vec(),
+                    marks: out.marks[marks].to_vec(),
+                    done: chunk + 1 == out.chunks(),
                 };
                 (request, InFlight::Snapshot { chunk })
             }
             None => {
-                let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES);
+                let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
                 let sent_last = prev_index + entries.len() as u64;
                 let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
                 let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
@@ -263,16 +271,40 @@ mod tests {
     use super::*;
     use shardline_protocol::Value;
 
+    fn mark(k: u64) -> ClientSeqMark {
+        ClientSeqMark { client: 1, seq: k, entry: LogPosition { term: 1, index: k } }
+    }
+
     #[test]
     fn snapshot_chunks_are_cut_by_bytes() {
         let wide = |key| Row::new(key, vec![Value::Str("x".repeat(400_000)), Value::Int(1)]);
         let narrow = |key| Row::new(key, vec![Value::Str("x".into()), Value::Int(1)]);
         let rows: Vec<Row> = (0..5).map(wide).chain((5..10).map(narrow)).collect();
-        let out = Outgoing::new(LogPosition::default(), rows, vec![]);
-        assert_eq!(out.chunks(), 3, "two wide rows a chunk: {:?}", out.starts);
-        let all: usize = (0..out.chunks()).map(|c| out.range(c).len()).sum();
+        let out = Outgoing::new(LogPosition::default(), rows, vec![], 1 << 20);
+        assert_eq!(out.chunks(), 3, "two wide rows a chunk: {:?}", out.chunks);
+        let all: usize = (0..out.chunks()).map(|c| out.chunk(c).0.len()).sum();
         assert_eq!(all, 10, "every row is in exactly one chunk");
-        let empty = Outgoing::new(LogPosition::default(), vec![], vec![]);
-        assert_eq!((empty.chunks(), empty.range(0)), (1, 0..0), "an empty table is one empty chunk");
+        let empty = Outgoing::new(LogPosition::default(), vec![], vec![], 1 << 20);
+        assert_eq!((empty.chunks(), empty.chunk(0)), (1, (0..0, 0..0)), "an empty table is one empty chunk");
+    }
+
+    #[test]
+    fn marks_are_spread_over_chunks_after_the_rows() {
+        let rows: Vec<Row> = (0..20).map(|k| Row::new(k, vec![Value::Str("y".repeat(100))])).collect();
+        let marks: Vec<ClientSeqMark> = (0..500).map(mark).collect();
+        let room = 1024;
+        let out = Outgoing::new(LogPosition::default(), rows.clone(), marks.clone(), room);
+        assert!(out.chunks() > 3, "{:?}", out.chunks);
+        let (mut next_row, mut next_mark) = (0, 0);
+        for c in 0..out.chunks() {
+            let (r, m) = out.chunk(c);
+            assert_eq!((r.start, m.start), (next_row, next_mark), "chunk {c} continues the last");
+            assert!(m.is_empty() || r.end == rows.len(), "marks only once every row is out");
+            let bytes: usize = rows[r.clone()].iter().map(row_size).sum::<usize>()
+                + marks[m.clone()].iter().map(mark_size).sum::<usize>();
+            assert!(bytes <= room, "chunk {c}: {bytes} bytes");
+            (next_row, next_mark) = (r.end, m.end);
+        }
+        assert_eq!((next_row, next_mark), (rows.len(), marks.len()), "everything is sent once");
     }
 }

@@ -73,6 +73,7 @@ pub fn open_shard(
         peer_timeout: cfg.peer_timeout,
         snapshot_lag: cfg.snapshot_lag,
         log_retain: cfg.log_retain,
+        max_payload: cfg.max_payload,
         incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         broken_commit_rule: false,
         broken_refusals: false,

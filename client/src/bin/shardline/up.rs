@@ -38,6 +38,10 @@ pub struct UpArgs {
     /// schema and layout, 6 servers, 4 shards of 4096 keys, 3 replicas each.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Frame limit in bytes for the balancer and every node (at least 1024; default 16 MiB).
+    /// An answer over it is answered TooLarge.
+    #[arg(long)]
+    max_payload: Option<usize>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -248,7 +252,7 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     let mut procs = Procs::default();
-    let coordinator_args = vec![
+    let mut coordinator_args = vec![
         "--data-dir".into(),
         dir.join("coordinator").display().to_string(),
         "--listen".into(),
@@ -258,11 +262,15 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         "--node-bin".into(),
         node_bin.display().to_string(),
     ];
+    let mut balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
+    if let Some(max) = args.max_payload {
+        coordinator_args.push(format!("--node-arg=--max-payload={max}"));
+        balancer_args.extend(["--max-payload".into(), max.to_string()]);
+    }
     let log = logs.join("coordinator.log");
     procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
     let started = async {
         wait_ready(&mut procs, "the coordinator", &coord_addr).await?;
-        let balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
         let log = logs.join("balancer.log");
         procs.0.push(spawn("shardline-balancer", &balancer_bin, &balancer_args, log)?);
         wait_ready(&mut procs, "the balancer", &balancer_addr).await?;
