@@ -12,7 +12,7 @@ use shardline_protocol::{
     error_frame, kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation,
     PeerRequest, PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::failpoint::Failpoints;
@@ -45,7 +45,18 @@ impl Node {
             let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let handle = shard::open_shard(&cfg.data_dir, cfg.clone(), failpoints.clone(), ShardId(id), None)?;
+            let handle = match shard::open_shard(&cfg.data_dir, cfg.clone(), failpoints.clone(), ShardId(id), None) {
+                Ok(handle) => handle,
+                Err(e) if e.is_damage() => {
+                    // One damaged replica must not keep the node's other shards down. Its files
+                    // are kept aside, never deleted; the coordinator re-creates the replica
+                    // (as a learner, from its primary) once the shard has one.
+                    let aside = set_aside(&root, id)?;
+                    error!(shard = id, %e, aside = %aside.display(), "shard replica cannot be opened: set aside");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             shards.insert(ShardId(id), handle);
         }
         info!(node = %cfg.id, shards = shards.len(), "node opened");
@@ -380,4 +391,17 @@ impl net::Service for Node {
     async fn text(&self, request: Request) -> Response {
         self.request(request, Route::None, false).await
     }
+}
+
+/// Moves shard `id`'s directory under `root` aside, to `<id>.damaged[-N]`; returns where.
+fn set_aside(root: &std::path::Path, id: u32) -> std::io::Result<std::path::PathBuf> {
+    let from = root.join(id.to_string());
+    let mut to = root.join(format!("{id}.damaged"));
+    let mut n = 1;
+    while to.exists() {
+        n += 1;
+        to = root.join(format!("{id}.damaged-{n}"));
+    }
+    std::fs::rename(&from, &to)?;
+    Ok(to)
 }

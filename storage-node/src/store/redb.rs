@@ -49,6 +49,18 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+impl StoreError {
+    /// Whether the stored data itself is damaged (a checksum, a length, a value that does
+    /// not decode), as opposed to the disk or the system failing now.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Redb(::redb::Error::Corrupted(_)) | StoreError::Decode(..) => true,
+            StoreError::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
+            StoreError::Redb(_) => false,
+        }
+    }
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
