@@ -29,6 +29,7 @@ fn primary_with_a_follower() -> Replica<SimDisk, MemTable> {
         max_payload: MAX,
         incarnation: 1,
         broken_commit_rule: false,
+        broken_refusals: false,
     });
     let spec = ShardSpec { id: ShardId(1), low: 0, size: 1000 };
     let failpoints = Arc::new(Failpoints::none());

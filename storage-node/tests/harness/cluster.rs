@@ -85,6 +85,15 @@ impl Cluster {
         }
     }
 
+    /// Kills node `i`, deletes its data directory, restarts it empty and waits until it
+    /// answers `Ping`. It holds no shard until configured again.
+    pub async fn wipe_and_restart(&mut self, i: usize) {
+        self.nodes[i].wipe_and_restart().expect("wipe and respawn shardline-node");
+        if let Err(e) = self.nodes[i].wait_ready().await {
+            panic!("node did not restart after the wipe: {e}");
+        }
+    }
+
     /// Sends a client request to node `i` and waits up to [`CALL_TIMEOUT`].
     pub async fn request(&self, i: usize, req: &Request, route: Option<Route>) -> Result<Response, CallError> {
         call_once(&self.nodes[i].addr(), req, route, CALL_TIMEOUT).await

@@ -3,7 +3,7 @@
 //!
 //! - [`node`]: one child process with its own port and temporary data dir, killed by pid
 //!   (also when a test panics), stopped and continued with SIGSTOP / SIGCONT, restarted on
-//!   the same port and data dir.
+//!   the same port and data dir, or wiped and restarted empty.
 //! - [`client`]: a framed client whose every await has a deadline.
 //! - [`cluster`]: a set of nodes holding one shard (shard 1, keys `[0, 4096)`, the seed
 //!   schema), with the coordinator's moves: configure, promote, follow.

@@ -32,11 +32,13 @@ pub struct NodeOpts {
     pub sync_heartbeat_ms: u64,
     /// `--snapshot-lag`, or the node's default.
     pub snapshot_lag: Option<u64>,
+    /// `--log-retain`, or the node's default.
+    pub log_retain: Option<u64>,
 }
 
 impl Default for NodeOpts {
     fn default() -> NodeOpts {
-        NodeOpts { write_timeout_ms: 2000, sync_heartbeat_ms: 50, snapshot_lag: None }
+        NodeOpts { write_timeout_ms: 2000, sync_heartbeat_ms: 50, snapshot_lag: None, log_retain: None }
     }
 }
 
@@ -113,6 +115,9 @@ impl NodeProc {
         if let Some(lag) = self.opts.snapshot_lag {
             cmd.arg("--snapshot-lag").arg(lag.to_string());
         }
+        if let Some(retain) = self.opts.log_retain {
+            cmd.arg("--log-retain").arg(retain.to_string());
+        }
         cmd.env_remove("SHARDLINE_FAILPOINT");
         cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
@@ -181,6 +186,35 @@ impl NodeProc {
     /// SIGSTOP: the process keeps its sockets (connects still complete) but answers nothing.
     pub fn stop(&mut self) {
         self.signal(libc::SIGSTOP);
+    }
+
+    /// Waits up to `limit` until the kernel shows the process stopped (state `T` in
+    /// `/proc/<pid>/stat`): SIGSTOP is asynchronous, and a test that needs the process to
+    /// read nothing more must not race it.
+    pub async fn wait_stopped(&mut self, limit: Duration) -> bool {
+        let mut budget = Budget::every(format!("{} stopped", self.name), limit, Duration::from_millis(5));
+        loop {
+            if let Some(pid) = self.pid() {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // The state follows the parenthesised command name, which may hold spaces.
+                let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+                if matches!(state, Some("T" | "t")) {
+                    return true;
+                }
+            }
+            if !budget.retry().await {
+                return false;
+            }
+        }
+    }
+
+    /// Kills the process, deletes its whole data directory (a lost or replaced disk) and
+    /// starts it again, empty, on the same port. Does not wait for it to be ready.
+    pub fn wipe_and_restart(&mut self) -> io::Result<()> {
+        self.kill();
+        std::fs::remove_dir_all(self.data_dir())?;
+        std::fs::create_dir_all(self.data_dir())?;
+        self.start(&[])
     }
 
     /// SIGCONT after [`NodeProc::stop`].
