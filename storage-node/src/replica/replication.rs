@@ -242,6 +242,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     f.next_chunk = sent + 1;
                 }
             }
+            (Ok(PeerResponse::Error(e @ ErrorCode::UnknownShard { .. })), _) => {
+                // Its node has no replica of the shard (a wiped or replaced directory not yet
+                // re-created): it holds nothing, whatever it acknowledged before, and must not
+                // be counted toward a majority at its old position.
+                f.durable = 0;
+                f.next = 1;
+                f.failed(&ErrorCode::to_string(&e));
+            }
             (Ok(PeerResponse::Error(e)), _) => f.failed(&ErrorCode::to_string(&e)),
             (Ok(other), _) => f.failed(&format!("unexpected answer {other:?}")),
             (Err(e), _) => f.failed(&e),
