@@ -532,38 +532,34 @@ mod tests {
         assert_eq!(wal.last(), LogPosition { term: 2, index: 4 });
     }
 
-    #[test]
-    fn a_flipped_length_field_is_corruption_not_a_torn_tail() {
+    /// Five synced entries, then a high bit of entry `index`'s length flipped: it now
+    /// claims more bytes than the file holds. Returns the log and report of the next open.
+    fn reopen_with_flipped_length(index: usize) -> (tempfile::TempDir, Wal<FsDisk>, ReplayReport) {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = open(dir.path());
         wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
-        let (seg, offset) = wal.offsets[2];
+        let (seg, offset) = wal.offsets[index - 1];
         let path = dir.path().join(&wal.segments[seg].name);
         drop(wal);
         let mut data = fs::read(&path).unwrap();
-        // A high bit of entry 3's length: it now claims more bytes than the file holds.
         data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
         fs::write(&path, data).unwrap();
         let (wal, report) = open(dir.path());
+        (dir, wal, report)
+    }
+
+    #[test]
+    fn a_flipped_length_field_is_corruption_not_a_torn_tail() {
+        let (_dir, wal, report) = reopen_with_flipped_length(3);
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "entries 4 and 5 were synced: {report:?}");
-        assert_eq!(report.torn_bytes, 0);
-        assert_eq!(wal.last().index, 2);
+        assert_eq!((report.torn_bytes, wal.last().index), (0, 2));
     }
 
     #[test]
     fn a_flipped_length_in_the_last_record_is_corruption_not_a_torn_tail() {
         // Found by the simulator (seed 26038): the last record was synced and acknowledged;
         // a longer length made it look cut short, and replay dropped it quietly.
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = open(dir.path());
-        wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
-        let (seg, offset) = wal.offsets[4];
-        let path = dir.path().join(&wal.segments[seg].name);
-        drop(wal);
-        let mut data = fs::read(&path).unwrap();
-        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
-        fs::write(&path, data).unwrap();
-        let (wal, report) = open(dir.path());
+        let (_dir, wal, report) = reopen_with_flipped_length(5);
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(5), "entry 5 was synced: {report:?}");
         assert_eq!((report.torn_bytes, wal.last().index), (0, 4));
     }
