@@ -144,9 +144,11 @@ impl Coordinator {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");
-        let retire: Vec<(ShardId, Vec<String>)> = self.update(|m| {
-            let mut retire = Vec::new();
+        let (retire, dropped) = self.update(|m| {
+            let (mut retire, mut dropped) = (Vec::new(), Vec::new());
             for shard in m.shards.values_mut() {
+                let id = shard.spec.id;
+                dropped.extend(shard.learners.iter().filter(|r| chosen.contains(r)).map(|r| (id, r.clone())));
                 shard.learners.retain(|r| !chosen.contains(r));
                 let voters = shard.replicas.clone();
                 shard.catch_up.retain(|r, _| !chosen.contains(r) || voters.contains(r));
@@ -155,9 +157,14 @@ impl Coordinator {
                     retire.push((shard.spec.id, voters));
                 }
             }
-            retire
+            (retire, dropped)
         })?;
         self.publish();
+        for (shard, server) in dropped {
+            // Best effort: a node that keeps other replicas should not keep following for this one.
+            let addr = self.meta().addr(&server).addr;
+            let _ = self.control(&addr, &ControlRequest::DropShard { shard }).await;
+        }
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let retired = join_all(retire.into_iter().map(|(shard, voters)| async move {
             for server in voters {
@@ -185,7 +192,12 @@ impl Coordinator {
             }
         }
         self.publish();
-        retired.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
+        if let Err(e) = retired.into_iter().collect::<Result<Vec<()>, ErrorCode>>() {
+            let left: Vec<&String> = chosen.iter().filter(|s| !gone.contains(s)).collect();
+            return Err(ErrorCode::Timeout(format!(
+                "{e}; removed {gone:?}, still to remove {left:?}: run the removal again naming them"
+            )));
+        }
         Ok(self.topology())
     }
 }

@@ -358,9 +358,21 @@ impl Coordinator {
     /// it catches up from the primary (by snapshot when far behind). A voter that lost its
     /// replica rejoins as a learner (see [`ShardMeta::demote`]).
     async fn configure(&self, shard: ShardId, server: &str) {
-        match self.update(|m| m.shards.get_mut(&shard).is_some_and(|s| s.demote(server))) {
-            Ok(true) => warn!(%shard, node = server, "a voter came back without its replica: it rejoins as a learner"),
-            Ok(false) => {}
+        // A voter is re-created only as a learner; if it cannot be demoted now (the set is
+        // settling), it stays without a replica, voting in nothing, until it can.
+        let decided = self.update(|m| {
+            let s = m.shards.get_mut(&shard)?;
+            if !s.replicas.iter().any(|r| r == server) {
+                return Some(false);
+            }
+            s.demote(server).then_some(true)
+        });
+        match decided {
+            Ok(Some(true)) => {
+                warn!(%shard, node = server, "a voter came back without its replica: it rejoins as a learner")
+            }
+            Ok(Some(false)) => {}
+            Ok(None) => return,
             Err(e) => return warn!(%shard, %e, "could not record the lost replica"),
         }
         let (spec, schema, addr) = {

@@ -55,6 +55,8 @@ impl Coordinator {
                 let s = meta.shards.get_mut(&shard)?;
                 s.term += 1;
                 s.primary = None;
+                // Until the winner shows its set settled, the set may not change.
+                s.unsettled = true;
                 Some((s.term, s.replicas.clone(), s.learners.clone()))
             })?
             .ok_or(ErrorCode::UnknownShard { shard })?;
@@ -107,21 +109,30 @@ impl Coordinator {
         let (voters, learners) = round.members();
         let won_with = round.votes().iter().find(|(n, _)| *n == primary).map_or(0, |(_, v)| v.last.index);
         let set = ReplicaSet { term, primary: Some(primary.clone()), voters, learners };
-        self.update(|meta| {
-            if let Some(s) = meta.shards.get_mut(&shard) {
-                if s.term == term {
-                    s.primary = Some(primary.clone());
-                    s.catch_up.remove(&primary);
-                    // Learners not yet given a target catch up to the log the winner won with.
-                    for target in s.catch_up.values_mut().filter(|t| **t == u64::MAX) {
-                        *target = won_with;
-                    }
-                    // What earlier primaries committed must reach a majority of this set
-                    // before the set may change again.
-                    s.unsettled = true;
-                }
+        let recorded = self.update(|meta| {
+            let Some(s) = meta.shards.get_mut(&shard) else { return false };
+            // The round's voters must still be the shard's: a set changed meanwhile (a
+            // removal) must not get a primary chosen by, or from, the old one.
+            if s.term != term || s.replicas != set.voters {
+                return false;
             }
+            s.primary = Some(primary.clone());
+            s.catch_up.remove(&primary);
+            // Learners not yet given a target catch up to the log the winner won with.
+            for target in s.catch_up.values_mut().filter(|t| **t == u64::MAX) {
+                *target = won_with;
+            }
+            // What earlier primaries committed must reach a majority of this set before the
+            // set may change again.
+            s.unsettled = true;
+            true
         })?;
+        if !recorded {
+            return Err(ErrorCode::Unavailable {
+                shard,
+                reason: format!("the replica set changed during the election at term {term}; electing again"),
+            });
+        }
         self.told(shard, set);
         let told = follow.iter().map(|(f, request)| async move {
             if let Ok(ControlResponse::Ok) = self.control(&f.addr, request).await {

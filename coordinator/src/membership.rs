@@ -14,6 +14,7 @@ use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, ReplicaRole
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
+use crate::failover::Electing;
 
 /// How often a retirement checks whether the shard has settled.
 const POLL: Duration = Duration::from_millis(20);
@@ -137,21 +138,42 @@ impl Coordinator {
     /// Retires voter `server` from `shard` once the set has settled: one voter at a time.
     /// A retired primary is replaced by an election among the voters left.
     pub(crate) async fn retire(&self, shard: ShardId, server: &str, deadline: Instant) -> Result<(), ErrorCode> {
-        self.wait_settled(shard, deadline).await?;
-        let was_primary = self.update(|m| {
-            let s = m.shards.get_mut(&shard)?;
-            if !s.replicas.iter().any(|r| r == server) {
-                return None;
+        let was_primary = loop {
+            self.wait_settled(shard, deadline).await?;
+            // No election may run while the set changes (it would choose among, and from,
+            // the old set): claim the shard as an election does.
+            let claim = Electing::start(&self.electing, shard);
+            let retired = match claim {
+                None => None,
+                Some(_) => self.update(|m| {
+                    let s = m.shards.get_mut(&shard)?;
+                    if !s.replicas.iter().any(|r| r == server) {
+                        return Some(None);
+                    }
+                    if s.unsettled || s.primary.is_none() {
+                        return None;
+                    }
+                    s.replicas.retain(|r| r != server);
+                    s.catch_up.remove(server);
+                    s.unsettled = true;
+                    let was_primary = s.primary.as_deref() == Some(server);
+                    if was_primary {
+                        s.primary = None;
+                    }
+                    Some(Some(was_primary))
+                })?,
+            };
+            drop(claim);
+            match retired {
+                Some(done) => break done,
+                None if Instant::now() >= deadline => {
+                    return Err(ErrorCode::Timeout(format!(
+                        "shard {shard} had no settled primary in time to retire {server}; run the removal again"
+                    )))
+                }
+                None => tokio::time::sleep(POLL).await,
             }
-            s.replicas.retain(|r| r != server);
-            s.catch_up.remove(server);
-            s.unsettled = true;
-            let was_primary = s.primary.as_deref() == Some(server);
-            if was_primary {
-                s.primary = None;
-            }
-            Some(was_primary)
-        })?;
+        };
         let Some(was_primary) = was_primary else { return Ok(()) };
         info!(%shard, node = server, was_primary, "replica retired");
         self.publish();
@@ -159,7 +181,11 @@ impl Coordinator {
         // Stop the retired replica serving at once (best effort: it may be down).
         let _ = self.control(&addr, &ControlRequest::DropShard { shard }).await;
         if !was_primary {
-            return self.repoint(shard).await;
+            if let Err(e) = self.repoint(shard).await {
+                // The reconcile loop tells it again (the set it acknowledged is not this one).
+                warn!(%shard, %e, "could not tell the primary its smaller replica set");
+            }
+            return Ok(());
         }
         loop {
             match self.elect(shard).await {

@@ -58,9 +58,12 @@ impl ShardMeta {
     /// directory), lost whatever it held: it rejoins as a learner, to vote again once it has
     /// caught up, instead of counting toward majorities with an empty log. Removing a voter
     /// that holds nothing keeps every majority of the rest meeting every majority that
-    /// committed an entry; keeping it would not. Returns whether it was a voter.
+    /// committed an entry; keeping it would not. Like any change, only once the last one has
+    /// settled (two demoted at once could leave a majority without a holder). Returns
+    /// whether it was demoted.
     pub fn demote(&mut self, server: &str) -> bool {
-        if !self.replicas.iter().any(|r| r == server) || self.primary.as_deref() == Some(server) {
+        let voter = self.replicas.iter().any(|r| r == server);
+        if !voter || self.unsettled || self.primary.is_none() || self.primary.as_deref() == Some(server) {
             return false;
         }
         self.replicas.retain(|r| r != server);

@@ -150,12 +150,15 @@ pub fn remove_servers(n: usize, named: &[String], meta: &ClusterMeta) -> Result<
         return Err(bad(format!("cannot remove {n} servers: the cluster has {}", meta.servers.len())));
     }
     for shard in meta.shards.values() {
-        if shard.holders().all(|r| chosen.contains(r)) {
-            return Err(bad(format!(
-                "removing {} would leave shard {} with no replica",
-                chosen.join(", "),
-                shard.spec.id
-            )));
+        if shard.replicas.iter().all(|r| chosen.contains(r)) {
+            let what = if shard.learners.iter().all(|r| chosen.contains(r)) {
+                "no replica".to_owned()
+            } else {
+                "no voting replica; wait until its new replicas have caught up and become voters (STATUS), \
+                 then try again"
+                    .to_owned()
+            };
+            return Err(bad(format!("removing {} would leave shard {} with {what}", chosen.join(", "), shard.spec.id)));
         }
     }
     Ok(chosen)

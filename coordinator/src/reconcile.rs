@@ -98,10 +98,12 @@ pub fn reconcile<'a>(
             actions.insert(Action::Elect(id));
             continue;
         }
-        if shard.unsettled {
-            if !told(shard) {
-                actions.insert(Action::Repoint(id));
-            } else if fresh(id, primary) && leads && seen.shard(id).is_some_and(|s| s.settled) {
+        if !told(shard) {
+            // Told in any case (a learner added or removed, a restarted coordinator): the
+            // primary must replicate to exactly this set.
+            actions.insert(Action::Repoint(id));
+        } else if shard.unsettled {
+            if fresh(id, primary) && leads && seen.shard(id).is_some_and(|s| s.settled) {
                 actions.insert(Action::Settled { shard: id, term: shard.term });
             }
         } else if let Some(server) = shard.learners.iter().find(|l| caught_up(shard, l, observe(l), &fresh)) {
@@ -306,5 +308,25 @@ mod tests {
         let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
         let want = BTreeSet::from([Action::Repoint(ShardId(1))]);
         assert_eq!(reconcile(&m, observe, |_, _| true, |_| false), want, "the primary was not told the set");
+        m.shards.get_mut(&ShardId(1)).unwrap().unsettled = false;
+        let observe = |s: &str| Observed { alive: true, status: statuses.get(s) };
+        assert_eq!(reconcile(&m, observe, |_, _| true, |_| false), want, "settled or not, it is told its set");
+    }
+
+    #[test]
+    fn a_voter_back_without_its_replica_waits_while_the_set_settles() {
+        let mut m = meta();
+        let mut statuses = healthy();
+        statuses.insert("c".into(), NodeStatus { node: "c".into(), shards: vec![] });
+        m.shards.get_mut(&ShardId(1)).unwrap().unsettled = true;
+        let mut want = BTreeSet::from([Action::Settled { shard: ShardId(1), term: 4 }]);
+        assert_eq!(run(&m, &statuses, &[]), want, "no Configure while settling");
+        m.shards.get_mut(&ShardId(1)).unwrap().unsettled = false;
+        want = BTreeSet::from([Action::Configure { shard: ShardId(1), server: "c".into() }]);
+        assert_eq!(run(&m, &statuses, &[]), want);
+        let shard = m.shards.get_mut(&ShardId(1)).unwrap();
+        assert!(shard.demote("c"), "a settled voter is demoted");
+        assert_eq!((shard.replicas.len(), shard.learners.clone(), shard.unsettled), (2, vec!["c".to_owned()], true));
+        assert!(!shard.demote("b"), "and no second one before the first has settled");
     }
 }

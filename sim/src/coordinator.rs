@@ -213,8 +213,14 @@ impl SimCoordinator {
                     // configure was lost): create it, then it follows, as `configure` does;
                     // a voter that lost its replica rejoins as a learner.
                     // (Before either fix, a voter was configured as a voter.)
-                    if !matches!(self.broken, Some(Broken::WipedVoter | Broken::Membership)) {
-                        self.meta.shards.get_mut(&shard).expect("known").demote(&server);
+                    let s = self.meta.shards.get_mut(&shard).expect("known");
+                    let voter = s.replicas.contains(&server);
+                    if voter
+                        && !matches!(self.broken, Some(Broken::WipedVoter | Broken::Membership))
+                        && !s.demote(&server)
+                    {
+                        // Settling: it stays without a replica, voting in nothing, for now.
+                        continue;
                     }
                     let spec = self.meta.shards[&shard].spec;
                     let schema = self.meta.schema.clone().expect("initialized");

@@ -191,11 +191,18 @@ impl ShardTask {
         let r = &mut self.replica;
         match command {
             Command::Write { .. } => unreachable!("writes are grouped"),
+            // A role change is published before it is answered: a heartbeat the coordinator
+            // sends after the answer must show the new role and replica set (whose `settled`
+            // it acts on), never the state from before.
             Command::BecomePrimary { term, followers, learners, lease_ms, reply } => {
-                let _ = reply.send(r.become_primary(now, term, followers, learners, lease_ms));
+                let answer = r.become_primary(now, term, followers, learners, lease_ms);
+                self.publish();
+                let _ = reply.send(answer);
             }
             Command::BecomeFollower { term, primary, reply } => {
-                let _ = reply.send(r.become_follower(term, primary));
+                let answer = r.become_follower(term, primary);
+                self.publish();
+                let _ = reply.send(answer);
             }
             Command::ElectionQuery { term, reply } => {
                 let _ = reply.send(r.election_query(now, term));
