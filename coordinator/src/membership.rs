@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
 use crate::failover::Electing;
+use crate::reconcile::{can_retire, Observed};
 
 /// How often a retirement checks whether the shard has settled.
 const POLL: Duration = Duration::from_millis(20);
@@ -140,9 +141,16 @@ impl Coordinator {
     pub(crate) async fn retire(&self, shard: ShardId, server: &str, deadline: Instant) -> Result<(), ErrorCode> {
         let was_primary = loop {
             self.wait_settled(shard, deadline).await?;
+            let healthy = {
+                let now = Instant::now();
+                let meta = self.meta();
+                let health = self.health.lock().expect("health lock");
+                let observe = |n: &str| Observed { alive: health.detector.alive(n, now), status: health.status.get(n) };
+                meta.shards.get(&shard).is_none_or(|s| can_retire(s, server, observe))
+            };
             // No election may run while the set changes (it would choose among, and from,
             // the old set): claim the shard as an election does.
-            let claim = Electing::start(&self.electing, shard);
+            let claim = if healthy { Electing::start(&self.electing, shard) } else { None };
             let retired = match claim {
                 None => None,
                 Some(_) => self.update(|m| {
@@ -168,7 +176,8 @@ impl Coordinator {
                 Some(done) => break done,
                 None if Instant::now() >= deadline => {
                     return Err(ErrorCode::Timeout(format!(
-                        "shard {shard} had no settled primary in time to retire {server}; run the removal again"
+                        "could not retire {server} from shard {shard} in time: that needs a primary whose \
+                         replica set has settled, and a majority of healthy voters left without it"
                     )))
                 }
                 None => tokio::time::sleep(POLL).await,

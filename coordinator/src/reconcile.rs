@@ -148,6 +148,22 @@ fn caught_up(shard: &ShardMeta, server: &str, seen: Observed<'_>, fresh: impl Fn
         && state.applied_index >= target
 }
 
+/// Whether voter `server` may be retired now as far as health goes: a majority of the
+/// voters left must be answering and hold the shard without a fault. Otherwise the shard
+/// could neither elect nor commit without replicas that hold nothing (two voters whose
+/// disks were wiped, say), and a planned removal must wait rather than strand it.
+pub fn can_retire<'a>(shard: &ShardMeta, server: &str, observe: impl Fn(&str) -> Observed<'a>) -> bool {
+    let rest: Vec<&String> = shard.replicas.iter().filter(|r| *r != server).collect();
+    let healthy = rest
+        .iter()
+        .filter(|r| {
+            let seen = observe(r);
+            seen.alive && seen.shard(shard.spec.id).is_some_and(|s| s.fault.is_none())
+        })
+        .count();
+    healthy >= crate::majority(rest.len())
+}
+
 /// The replicas of `shard` that may serve reads now.
 pub fn readable<'a>(shard: &ShardMeta, observe: impl Fn(&str) -> Observed<'a>) -> Vec<String> {
     shard

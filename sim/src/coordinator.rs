@@ -13,7 +13,7 @@ use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::detector::FailureDetector;
 use shardline_coordinator::lease::LeaseBook;
 use shardline_coordinator::meta::{ClusterMeta, ReplicaSet};
-use shardline_coordinator::reconcile::{reconcile, Action, Observed};
+use shardline_coordinator::reconcile::{can_retire, reconcile, Action, Observed};
 use shardline_coordinator::round::{ElectionRound, Outcome};
 use shardline_protocol::{ControlRequest, ControlResponse, NodeStatus, ShardId};
 
@@ -248,13 +248,17 @@ impl SimCoordinator {
     /// Retires the next leaving voter of each shard whose last change has settled, as the
     /// coordinator's `remove_servers` does, one voter at a time.
     fn retire_next(&mut self, world: &mut World) {
+        let instant = self.instant(world.now);
+        let observe = |s: &str| Observed { alive: self.detector.alive(s, instant), status: self.status.get(s) };
         let ready: Vec<(ShardId, String)> = self
             .leaving
             .iter()
             .filter_map(|(id, queue)| {
                 let s = &self.meta.shards[id];
                 let settled = !s.unsettled && s.primary.is_some() && !self.elections.contains_key(id);
-                queue.first().filter(|_| settled).map(|n| (*id, n.clone()))
+                let next = queue.first().filter(|_| settled)?;
+                let healthy = self.broken == Some(Broken::Membership) || can_retire(s, next, observe);
+                healthy.then(|| (*id, next.clone()))
             })
             .collect();
         for (shard, node) in ready {
