@@ -129,6 +129,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let (shard, beat, timeout, lag) =
             (self.spec.id, self.cfg.sync_heartbeat, self.cfg.peer_timeout, self.cfg.snapshot_lag);
         let room = self.room;
+        let applied = self.applied.index;
         let Role::Primary(p) = &mut self.role else { return };
         let epoch = p.epoch;
         let f = &mut p.followers[slot];
@@ -150,7 +151,12 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let mem = self.wal.mem();
         let prev_index = f.next - 1;
         let prev_term = mem.term_at(prev_index);
-        if f.snapshot.is_none() && (prev_term.is_none() || last.saturating_sub(prev_index) > lag) {
+        // A snapshot when the log no longer holds what the follower needs, or when it is far
+        // behind and the table is ahead of it. A primary whose table is itself behind (rolled
+        // back in a crash, re-applied only as entries commit) sends entries instead: its
+        // snapshot would hold nothing the follower lacks, and it would be sent again forever.
+        let far_behind = last.saturating_sub(prev_index) > lag && applied > prev_index;
+        if f.snapshot.is_none() && (prev_term.is_none() || far_behind) {
             match self.table.snapshot() {
                 Ok(snapshot) => {
                     let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
