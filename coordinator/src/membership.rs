@@ -80,16 +80,7 @@ impl Coordinator {
 
     /// Makes learner `server` a voter (it has caught up and the set is settled).
     pub(crate) async fn promote(&self, shard: ShardId, server: &str) {
-        let promoted = self.update(|m| {
-            let Some(s) = m.shards.get_mut(&shard) else { return false };
-            if s.unsettled || s.primary.is_none() || !s.learners.iter().any(|l| l == server) {
-                return false;
-            }
-            s.learners.retain(|l| l != server);
-            s.replicas.push(server.to_owned());
-            s.unsettled = true;
-            true
-        });
+        let promoted = self.update(|m| m.shards.get_mut(&shard).is_some_and(|s| s.promote(server)));
         if let Ok(true) = promoted {
             info!(%shard, node = server, "caught up: now a voter");
             if let Err(e) = self.repoint(shard).await {
@@ -158,17 +149,7 @@ impl Coordinator {
                     if !s.replicas.iter().any(|r| r == server) {
                         return Some(None);
                     }
-                    if s.unsettled || s.primary.is_none() {
-                        return None;
-                    }
-                    s.replicas.retain(|r| r != server);
-                    s.catch_up.remove(server);
-                    s.unsettled = true;
-                    let was_primary = s.primary.as_deref() == Some(server);
-                    if was_primary {
-                        s.primary = None;
-                    }
-                    Some(Some(was_primary))
+                    s.retire(server).map(Some)
                 })?,
             };
             drop(claim);

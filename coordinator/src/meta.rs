@@ -54,6 +54,34 @@ impl ShardMeta {
         self.holders().any(|r| r == server)
     }
 
+    /// Makes learner `server` a voter, if the set has settled and has a primary; returns
+    /// whether it did.
+    pub fn promote(&mut self, server: &str) -> bool {
+        if self.unsettled || self.primary.is_none() || !self.learners.iter().any(|l| l == server) {
+            return false;
+        }
+        self.learners.retain(|l| l != server);
+        self.replicas.push(server.to_owned());
+        self.unsettled = true;
+        true
+    }
+
+    /// Retires voter `server`, if the set has settled and has a primary: `Some(whether it
+    /// was the primary)` (the shard then has none), or `None` when it cannot now.
+    pub fn retire(&mut self, server: &str) -> Option<bool> {
+        if self.unsettled || self.primary.is_none() || !self.replicas.iter().any(|r| r == server) {
+            return None;
+        }
+        self.replicas.retain(|r| r != server);
+        self.catch_up.remove(server);
+        self.unsettled = true;
+        let was_primary = self.primary.as_deref() == Some(server);
+        if was_primary {
+            self.primary = None;
+        }
+        Some(was_primary)
+    }
+
     /// `server`, a voter that came back without its replica (a wiped or replaced data
     /// directory), lost whatever it held: it rejoins as a learner, to vote again once it has
     /// caught up, instead of counting toward majorities with an empty log. Removing a voter

@@ -202,11 +202,9 @@ impl SimCoordinator {
                     }
                 }
                 Action::Promote { shard, server } => {
-                    let s = self.meta.shards.get_mut(&shard).expect("known");
-                    s.learners.retain(|l| *l != server);
-                    s.replicas.push(server);
-                    s.unsettled = true;
-                    self.repoint(world, shard);
+                    if self.meta.shards.get_mut(&shard).expect("known").promote(&server) {
+                        self.repoint(world, shard);
+                    }
                 }
                 Action::Configure { shard, server } => {
                     // Alive without the shard (a replacement, or an AddServers whose
@@ -264,14 +262,8 @@ impl SimCoordinator {
         for (shard, node) in ready {
             self.leaving.get_mut(&shard).expect("queued").remove(0);
             let s = self.meta.shards.get_mut(&shard).expect("known");
-            if !s.replicas.contains(&node) {
-                continue;
-            }
-            s.replicas.retain(|r| *r != node);
-            s.catch_up.remove(&node);
-            s.unsettled = true;
-            if s.primary.as_deref() == Some(node.as_str()) {
-                s.primary = None;
+            let Some(was_primary) = s.retire(&node) else { continue };
+            if was_primary {
                 self.start_election(world, shard);
             } else {
                 self.repoint(world, shard);
