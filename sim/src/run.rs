@@ -42,6 +42,9 @@ pub enum Broken {
     DefiniteRefusals,
     /// A voter re-created on an empty data directory counts toward majorities at once.
     WipedVoter,
+    /// Scenario 10: while an admin operation waits (a RemoveServers whose next voter cannot
+    /// retire yet), the coordinator holds every election back.
+    AdminBlocksFailover,
 }
 
 /// What one run does.

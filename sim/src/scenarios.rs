@@ -161,6 +161,21 @@ pub const SCENARIOS: &[Scenario] = &[
             }
         },
     },
+    Scenario {
+        name: "failover-during-removal",
+        guards: Some(Broken::AdminBlocksFailover),
+        about: "two of shard 2's five replicas die for good; a RemoveServers of a third cannot retire it (too \
+                few healthy voters would be left), so it waits; then the node leading both shards dies for 1 s: \
+                both shards must elect new primaries while the removal waits (issue 11, scenario 10)",
+        build: |cfg| {
+            let crash = || Fault::Crash { node: 0, torn: None };
+            cfg.script.push((1_000 * MS, on_follower(2, 2, crash(), None, 0)));
+            cfg.script.push((1_000 * MS + 1, on_follower(2, 3, crash(), None, 0)));
+            // Once the coordinator has seen them dead (400 ms of silence), the removal waits.
+            cfg.script.push((1_600 * MS, Fault::RemoveReplica { shard: 2, primary: false, pick: 0 }));
+            cfg.script.push((2_000 * MS, on_primary(1, crash(), Some(Fault::Restart { node: 0 }), 1_000 * MS)));
+        },
+    },
 ];
 
 /// The scenario called `name`.
