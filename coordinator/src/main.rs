@@ -124,9 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let coordinator = Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
     tracing::info!(listen = %args.listen, "coordinator listening");
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
     net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;
     reconcile.abort();
     coordinator.shutdown().await;
