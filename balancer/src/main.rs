@@ -67,4 +67,3 @@ async fn main() -> anyhow::Result<()> {
     shardline_balancer::run(listener, config, shutdown).await?;
     Ok(())
 }
-

@@ -1,6 +1,10 @@
 //! Sending one frame to a shard's replica, retrying across failovers until a deadline.
 //!
-//! An attempt picks its target from the newest topology. A retryable failure (`NotPrimary`,
+//! An attempt picks its target from the newest topology, and is given up as soon as a newer
+//! topology sends the request elsewhere (a hung or cut-off primary is replaced: its calls
+//! would otherwise wait out the whole call timeout); that counts as a failure that may have
+//! been logged, and the request is retried where the topology now points. A retryable
+//! failure (`NotPrimary`,
 //! `LeaseExpired`, `Unavailable`, `NoQuorum`, `Timeout`, a dead connection, no primary
 //! elected) refreshes the topology, waits a backoff (cut short when a newer topology
 //! arrives) and tries again, until the deadline; then the last error is the answer, except
@@ -13,6 +17,7 @@
 
 use std::time::Duration;
 
+use shardline_protocol::net::CallError;
 use shardline_protocol::{kind, ErrorCode, Frame, ShardId};
 use tokio::time::Instant;
 use tracing::debug;
@@ -45,7 +50,17 @@ impl Balancer {
                 Ok(target) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let timeout = self.cfg.call_timeout.min(left.max(MIN_CALL));
-                    match self.pool.call(&target.addr, frame.clone(), timeout).await {
+                    let still_there = |r: &Routing| pick(r, &failed).is_ok_and(|t| t.addr == target.addr);
+                    let sent = Instant::now();
+                    let call = tokio::select! {
+                        answer = self.pool.call(&target.addr, frame.clone(), timeout) => answer,
+                        () = self.topology.moved(routing.version(), still_there) => {
+                            debug!(?shard, from = %target.name, "topology moved the request while in flight");
+                            // Given up like a call that timed out: it may yet take effect there.
+                            Err(CallError::Timeout { addr: target.addr.to_string(), after: sent.elapsed() })
+                        }
+                    };
+                    match call {
                         Ok(answer) if answer.kind != kind::ERROR => return Ok((answer, target)),
                         Ok(answer) => {
                             let e = error_of(&answer);

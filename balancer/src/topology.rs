@@ -81,6 +81,16 @@ impl TopologyCache {
         let _ = tokio::time::timeout(max, rx.wait_for(|r| r.version() > seen)).await;
     }
 
+    /// Completes once a routing newer than `seen` makes `still` false: the server a call
+    /// went to is no longer where the call belongs (a new primary was elected, say).
+    pub async fn moved(&self, seen: u64, still: impl Fn(&Routing) -> bool) {
+        let mut rx = self.current.subscribe();
+        if rx.wait_for(|r| r.version() > seen && !still(r)).await.is_err() {
+            // The cache is gone: nothing will ever move.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Asks the coordinator for a topology newer than `seen`, unless a newer one is held
     /// already or another refresh ran a moment ago.
     pub async fn refresh(&self, pool: &Pool, stats: &Stats, seen: u64) {

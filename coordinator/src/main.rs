@@ -97,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
                 bail!("node binary {} not found: build it (cargo build) or pass --node-bin", node_bin.display());
             }
             let nodes_dir = args.data_dir.join("nodes");
-            Box::new(ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args).adopting(nodes_dir))
+            Box::new(
+                ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args).adopting(nodes_dir),
+            )
         }
         SpawnerKind::External => {
             let mut addresses = BTreeMap::new();

@@ -219,8 +219,11 @@ fn holder_of(port: u16) -> Option<String> {
         });
         if holds {
             let cmdline = std::fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
-            let words: Vec<String> =
-                cmdline.split(|&b| b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into()).collect();
+            let words: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into())
+                .collect();
             return Some(format!("{pid} ({})", words.join(" ")));
         }
     }
