@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{ControlResponse, Operation, Row, Schema, ShardId, ShardSpec, Value};
-use shardline_storage_node::disk::{CrashTail, SimDisk};
+use shardline_storage_node::disk::{CrashTail, Disk, SimDisk};
 use shardline_storage_node::failpoint::{Action, Failpoints, Point};
 use shardline_storage_node::replica::{Effect, Replica, ReplicaConfig};
 use shardline_storage_node::store::{MemTable, TableStore};
@@ -88,6 +88,12 @@ fn crash_and_reopen(
     let r = open(disk, table, 2, false);
     assert!(r.state().fault.is_none(), "{what}: {:?}", r.state().fault);
     r.table().read_range(0, 1000).unwrap()
+}
+
+/// The log segments' bytes (as the page cache holds them).
+fn log_bytes(disk: &SimDisk) -> usize {
+    let segments = disk.list().unwrap().into_iter().filter(|name| name.ends_with(".seg"));
+    segments.map(|name| disk.read(&name).unwrap().map_or(0, |d| d.len())).sum()
 }
 
 /// Writes batches until `crash_after` of them were submitted; returns the acknowledged ones.
@@ -169,12 +175,14 @@ fn every_failpoint_kills_a_one_replica_shard_at_exactly_its_sync() {
                 failpoints.arm(point, action, hit);
                 let mut acked = Vec::new();
                 let mut died_writing = None;
+                let mut logged = 0;
                 for b in 1..=BATCHES {
                     // A death in the election (its term, or its no-op's sync or apply) is no
                     // batch's: whatever the election answered, the process is gone.
                     if b % 2 == 0 && (!elect(&mut r) || failpoints.fired().is_some()) {
                         break;
                     }
+                    logged = log_bytes(&disk);
                     r.write_group(Duration::from_millis(2), vec![(batch(b), b)]);
                     let effects = r.effects();
                     if failpoints.fired().is_some() {
@@ -188,7 +196,14 @@ fn every_failpoint_kills_a_one_replica_shard_at_exactly_its_sync() {
                 }
                 assert!(failpoints.fired().is_some(), "{what}: never fired");
                 fired += 1;
-                let rows = crash_and_reopen(r, &disk, &table, CrashTail::Drop, "after a failed fsync");
+                if let (Some(_), Point::LogSync) = (died_writing, point) {
+                    // What the death left on the disk: nothing of the batch before the sync,
+                    // all of it after, a torn part of it with `tear` (replay cuts that off).
+                    disk.crash(CrashTail::Drop);
+                    let grew = log_bytes(&disk) - logged;
+                    assert_eq!(grew > 0, action != Action::CrashBefore, "{what}: {grew} bytes of the batch kept");
+                }
+                let rows = crash_and_reopen(r, &disk, &table, CrashTail::Drop, &what);
                 let present = |b: u64| rows.iter().filter(|row| row.key / 10 == b as i64).count() as i64;
                 for b in 1..=BATCHES {
                     let n = present(b);
