@@ -63,23 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let shutdown = stop_signal()?;
+    let shutdown = shardline_protocol::net::stop_signal().context("cannot watch for SIGTERM")?;
     shardline_balancer::run(listener, config, shutdown).await?;
     Ok(())
-}
-
-/// Completes on Ctrl-C or (on Unix) SIGTERM, as sent by `docker stop` and systemd.
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

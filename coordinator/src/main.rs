@@ -96,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
             if !node_bin.exists() {
                 bail!("node binary {} not found: build it (cargo build) or pass --node-bin", node_bin.display());
             }
-            Box::new(ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args))
+            let nodes_dir = args.data_dir.join("nodes");
+            Box::new(
+                ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args).adopting(nodes_dir),
+            )
         }
         SpawnerKind::External => {
             let mut addresses = BTreeMap::new();
@@ -123,9 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let coordinator = Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
     tracing::info!(listen = %args.listen, "coordinator listening");
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
     net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;
     reconcile.abort();
     coordinator.shutdown().await;

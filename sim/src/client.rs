@@ -36,6 +36,8 @@ pub struct SimClient {
     /// Test-only ([`Broken::DefiniteRefusals`](crate::run::Broken)): answer the last
     /// attempt's error as it is.
     pub last_error_only: bool,
+    /// Bytes of filler in every row written (wide rows).
+    pub filler: usize,
     id: u32,
     keys: Vec<(i64, ShardId)>,
     seq: u64,
@@ -60,6 +62,7 @@ impl SimClient {
         let b = BalancerConfig::default();
         SimClient {
             last_error_only: false,
+            filler: 0,
             id,
             keys,
             seq: 0,
@@ -108,7 +111,7 @@ impl SimClient {
         let (key, shard) = *world.rng.pick(&self.keys);
         self.values += 1;
         let value = u64::from(self.id) * 1_000_000_000 + self.values;
-        let row = Row::new(key, vec![Value::Str(String::new()), Value::Int(value as i64)]);
+        let row = Row::new(key, vec![Value::Str("x".repeat(self.filler)), Value::Int(value as i64)]);
         self.seq += 1;
         let (client_id, seq) = (1000 + u64::from(self.id), self.seq);
         let (kind, request) = match world.rng.range(0, 100) {

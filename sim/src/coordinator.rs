@@ -181,7 +181,11 @@ impl SimCoordinator {
             match action {
                 Action::Elect(shard) => {
                     let backed_off = self.backoff.get(&shard).is_some_and(|&t| now < t + 2 * self.timing.heartbeat);
-                    if !self.elections.contains_key(&shard) && !backed_off {
+                    // Before scenario 10's fix, the reconcile loop skipped its round while an
+                    // admin operation held the lock: failover waited for the removal.
+                    let held_back = self.broken == Some(Broken::AdminBlocksFailover)
+                        && self.leaving.values().any(|queue| !queue.is_empty());
+                    if !self.elections.contains_key(&shard) && !backed_off && !held_back {
                         self.start_election(world, shard);
                     }
                 }

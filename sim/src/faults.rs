@@ -44,6 +44,36 @@ pub enum Fault {
         /// The node.
         node: usize,
     },
+    /// Messages from other nodes to the node take up to `extra` longer each (a congested
+    /// or lossy path with retransmissions): they arrive late and out of order.
+    SlowLinks {
+        /// The node.
+        node: usize,
+        /// The most extra delay.
+        extra: Nanos,
+    },
+    /// Every message from another node to the node also arrives a second time, up to
+    /// `within` later (a connection given up on still delivers after its replacement).
+    LateCopies {
+        /// The node.
+        node: usize,
+        /// The latest a copy arrives.
+        within: Nanos,
+    },
+    /// Clients `0..clients` can no longer reach the node (a firewall rule between their
+    /// balancer and it): their open connections are reset and new ones refused; the node
+    /// and the other clients run on.
+    CutClients {
+        /// The node.
+        node: usize,
+        /// How many clients (the lowest numbered) lose it.
+        clients: u32,
+    },
+    /// Clients reach the node again.
+    ReachClients {
+        /// The node.
+        node: usize,
+    },
     /// One bit of the node's stored log bytes flips (seen when it next opens its log).
     Flip {
         /// The node.
@@ -164,6 +194,10 @@ impl Fault {
             Fault::Wake { .. } => Fault::Wake { node: target },
             Fault::Isolate { one_way, .. } => Fault::Isolate { node: target, one_way },
             Fault::Reconnect { .. } => Fault::Reconnect { node: target },
+            Fault::SlowLinks { extra, .. } => Fault::SlowLinks { node: target, extra },
+            Fault::LateCopies { within, .. } => Fault::LateCopies { node: target, within },
+            Fault::CutClients { clients, .. } => Fault::CutClients { node: target, clients },
+            Fault::ReachClients { .. } => Fault::ReachClients { node: target },
             Fault::Flip { at, bit, .. } => Fault::Flip { node: target, at, bit },
             Fault::FlipTail { shard, back, bit, .. } => Fault::FlipTail { node: target, shard, back, bit },
             Fault::FlipLastLength { shard, .. } => Fault::FlipLastLength { node: target, shard },
@@ -353,7 +387,17 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
         Fault::Reconnect { node } => {
             let me = Addr::Node(node);
             world.cut.retain(|(a, b)| *a != me && *b != me);
+            world.slow.remove(&me);
+            world.late.remove(&me);
         }
+        Fault::LateCopies { node, within } => {
+            world.late.insert(Addr::Node(node), within);
+        }
+        Fault::SlowLinks { node, extra } => {
+            world.slow.insert(Addr::Node(node), extra);
+        }
+        Fault::CutClients { node, clients } => nodes[node].cut_clients(world, clients),
+        Fault::ReachClients { node } => nodes[node].clients_cut = 0,
         Fault::Flip { node, at, bit } => {
             let storage: Vec<_> = nodes[node].storage.values().cloned().collect();
             if !storage.is_empty() {
@@ -403,9 +447,12 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
             // Lost and duplicated messages are faults too: liveness is judged on a network
             // that only delays (as TCP would look to the program).
             world.cut.clear();
+            world.slow.clear();
+            world.late.clear();
             world.net.loss = 0.0;
             world.net.duplicate = 0.0;
             for n in nodes.iter_mut() {
+                n.clients_cut = 0;
                 for s in n.storage.values() {
                     s.disk.disarm();
                 }

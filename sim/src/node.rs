@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, NodeStatus, Operation, PeerRequest, PeerResponse, ShardCommit, ShardId,
+    ControlRequest, ControlResponse, ErrorCode, Message, NodeStatus, Operation, PeerRequest, PeerResponse, ShardCommit,
+    ShardId,
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::{Action, Failpoints, Fired, Point};
@@ -20,6 +21,7 @@ use shardline_storage_node::heartbeats::HeardBeats;
 use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
 use shardline_storage_node::store::{MemTable, TableStore};
 
+use crate::check::FreshCommit;
 use crate::faults::Fault;
 use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
 
@@ -73,6 +75,11 @@ pub struct SimNode {
     pub replicas: BTreeMap<ShardId, SimReplica>,
     /// Writes waiting for the core: (shard, token) → (client, request id).
     waiting: BTreeMap<(ShardId, u64), (Addr, u64)>,
+    /// Every write handed to the core, until it is answered: (shard, token) → (client id,
+    /// sequence). Unlike `waiting`, it outlives the client's connection.
+    writes: BTreeMap<(ShardId, u64), (u64, u64)>,
+    /// Writes the core committed afresh (not answered from a retry mark), for the checker.
+    pub fresh_commits: Vec<FreshCommit>,
     tokens: u64,
     /// Replica settings shared by the node's shards.
     pub settings: ReplicaConfig,
@@ -91,6 +98,12 @@ pub struct SimNode {
     restart_after: Nanos,
     /// Each failpoint that killed the node: when, and which.
     pub fired: Vec<(Nanos, Fired)>,
+    /// Test-only ([`Broken::SnapshotMarks`](crate::run::Broken)): snapshots installed
+    /// without their retry marks.
+    pub drop_snapshot_marks: bool,
+    /// Clients numbered below this cannot reach the node
+    /// ([`Fault::CutClients`](crate::faults::Fault)).
+    pub clients_cut: u32,
 }
 
 impl SimNode {
@@ -107,6 +120,8 @@ impl SimNode {
             storage: BTreeMap::new(),
             replicas: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            fresh_commits: Vec::new(),
             tokens: 0,
             settings,
             leases: Vec::new(),
@@ -116,6 +131,8 @@ impl SimNode {
             failpoints: Arc::new(Failpoints::simulated()),
             restart_after: 0,
             fired: Vec::new(),
+            drop_snapshot_marks: false,
+            clients_cut: 0,
         }
     }
 
@@ -174,10 +191,26 @@ impl SimNode {
         self.paused = false;
         self.replicas.clear();
         self.waiting.clear();
+        self.writes.clear();
         for s in self.storage.values() {
             s.disk.crash(tail);
             s.table.crash();
         }
+    }
+
+    /// Clients `0..clients` lose the node: the writes they wait for are answered with a
+    /// reset (their connections break), and what they send from now on is refused.
+    pub fn cut_clients(&mut self, world: &mut World, clients: u32) {
+        self.clients_cut = clients;
+        let cut: Vec<_> = self.waiting.iter().filter(|(_, (c, _))| self.cut_off(*c)).map(|(k, v)| (*k, *v)).collect();
+        for ((shard, token), (client, id)) in cut {
+            self.waiting.remove(&(shard, token));
+            self.unreachable(world, client, id, shard, "connection reset");
+        }
+    }
+
+    fn cut_off(&self, from: Addr) -> bool {
+        matches!(from, Addr::Client(c) if c < self.clients_cut)
     }
 
     /// A restart: every replica opens from its storage, as the real node does.
@@ -201,12 +234,15 @@ impl SimNode {
 
     /// Handles one message that arrived from `from`.
     pub fn handle(&mut self, world: &mut World, from: Addr, msg: Msg) {
-        if !self.up {
+        if !self.up || self.cut_off(from) {
             if let Msg::Client { id, shard, .. } = msg {
-                // Nothing listens on the port: the client's connect is refused at once.
-                self.unreachable(world, from, id, shard, "connection refused");
+                // Nothing listens on the port (or a firewall refuses): the client's connect
+                // is refused at once.
+                return self.unreachable(world, from, id, shard, "connection refused");
             }
-            return;
+            if !self.up {
+                return;
+            }
         }
         if self.paused {
             self.inbox.push((from, msg));
@@ -319,6 +355,9 @@ impl SimNode {
             ClientRequest::Write(op) => {
                 self.tokens += 1;
                 self.waiting.insert((shard, self.tokens), (from, id));
+                if let Some(client_seq) = op.client_seq() {
+                    self.writes.insert((shard, self.tokens), client_seq);
+                }
                 replica.write_group(now, vec![(op, self.tokens)]);
             }
             ClientRequest::Read(key) => {
@@ -390,7 +429,11 @@ impl SimNode {
             PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
                 r.on_append(AppendRequest { term, primary, prev, entries, commit })
             }
-            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, marks, done, .. } => {
+            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, .. } => {
+                if self.drop_snapshot_marks {
+                    // Before scenario 4's fix, snapshots carried no retry marks.
+                    marks.clear();
+                }
                 r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, marks, done })
             }
             PeerRequest::FetchEntries { .. } => PeerResponse::Error(ErrorCode::BadRequest("not served".into())),
@@ -407,7 +450,16 @@ impl SimNode {
                 match effect {
                     Effect::WriteDone { token, result } => self.answer_write(world, shard, token, result),
                     Effect::Send { link, to, request } => {
-                        if let Some(n) = to.name.strip_prefix('N').and_then(|n| n.parse().ok()) {
+                        let len = request.to_frame(0).map_or(usize::MAX, |f| f.payload.len());
+                        if len > self.settings.max_payload {
+                            // As a connection does, a request over the frame limit is refused
+                            // rather than sent; the call fails at once.
+                            let response = PeerResponse::Error(ErrorCode::too_large(len, self.settings.max_payload));
+                            world.after(
+                                0,
+                                Event::Deliver { from: me, to: me, msg: Msg::PeerAnswer { link, shard, response } },
+                            );
+                        } else if let Some(n) = to.name.strip_prefix('N').and_then(|n| n.parse().ok()) {
                             world.send(me, Addr::Node(n), Msg::Peer { link, shard, request });
                         }
                     }
@@ -418,6 +470,12 @@ impl SimNode {
     }
 
     fn answer_write(&mut self, world: &mut World, shard: ShardId, token: u64, result: Result<ShardCommit, ErrorCode>) {
+        let write = self.writes.remove(&(shard, token));
+        if let (Some((client, seq)), Ok(c)) = (write, &result) {
+            if c.rows > 0 {
+                self.fresh_commits.push(FreshCommit { client, seq, shard: shard.0, term: c.term, index: c.index });
+            }
+        }
         if let Some((client, id)) = self.waiting.remove(&(shard, token)) {
             let answer = result.map(|c| ClientAnswer::Committed { shard, term: c.term, index: c.index, rows: c.rows });
             world.send(Addr::Node(self.index), client, Msg::ClientAnswer { id, answer });

@@ -163,6 +163,76 @@ pub const SCENARIOS: &[Scenario] = &[
             }
         },
     },
+    Scenario {
+        name: "snapshot-retry",
+        guards: Some(Broken::SnapshotMarks),
+        about: "shard 2's first follower is cut off until it needs a snapshot; writes pile up at the primary \
+                (two more followers cut off for 50 ms), then one client loses the primary (its connection \
+                resets; its write commits anyway) and the first follower installs a snapshot holding that \
+                write; the primary dies and that follower leads: the client's retry must not take effect a \
+                second time (issue 11, scenario 4)",
+        build: |cfg| {
+            let cut = || Fault::Isolate { node: 0, one_way: None };
+            let back = || Some(Fault::Reconnect { node: 0 });
+            cfg.script.push((500 * MS, on_follower(2, 0, cut(), back(), 1_300 * MS)));
+            for nth in [1, 2] {
+                cfg.script.push((1_100 * MS, on_follower(2, nth, cut(), back(), 50 * MS)));
+            }
+            cfg.script.push((1_150 * MS - 1, on_primary(2, Fault::CutClients { node: 0, clients: 1 }, None, 0)));
+            // The primary tries an unreachable follower again every peer timeout (500 ms): the
+            // piled-up writes commit by 1.65 s, and by 2.3 s the first follower has its snapshot.
+            let crash = Fault::Crash { node: 0, torn: None };
+            cfg.script.push((2_700 * MS, on_primary(2, crash, Some(Fault::Restart { node: 0 }), 1_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "wide-snapshot",
+        guards: Some(Broken::ChunksByRows),
+        about: "rows are wide (900 bytes) and frames small (1,200 bytes); shard 1's second follower is cut off \
+                until it needs a snapshot, larger than a frame: the snapshot must travel in chunks cut by \
+                bytes (here a row each), so the follower catches up (issue 11, scenario 8)",
+        build: |cfg| {
+            cfg.row_filler = 900;
+            cfg.max_payload = 1_200;
+            let cut = Fault::Isolate { node: 0, one_way: None };
+            cfg.script.push((500 * MS, on_follower(1, 1, cut, Some(Fault::Reconnect { node: 0 }), 1_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "stale-chunk",
+        guards: Some(Broken::ChunkIdentity),
+        about: "snapshots travel in small chunks; shard 2's first follower is cut off until it needs one, then \
+                comes back over links that deliver every message a second time, up to 300 ms late: late \
+                chunks land in the middle of later installs (a late first chunk starts one over); a chunk that \
+                does not continue the install under way must be refused, or the follower's table ends up \
+                mixed from several (issue 11, scenario 9)",
+        build: |cfg| {
+            cfg.snapshot_chunk_bytes = 30;
+            cfg.fault_end = 1_000 * MS;
+            cfg.stop_at = 2_500 * MS;
+            cfg.settle = 4_000 * MS;
+            let cut = Fault::Isolate { node: 0, one_way: None };
+            let back = || Some(Fault::Reconnect { node: 0 });
+            cfg.script.push((500 * MS, on_follower(2, 0, cut, back(), 1_000 * MS)));
+            let late = Fault::LateCopies { node: 0, within: 300 * MS };
+            cfg.script.push((1_500 * MS + 1, on_follower(2, 0, late, back(), 3_000 * MS)));
+        },
+    },
+    Scenario {
+        name: "failover-during-removal",
+        guards: Some(Broken::AdminBlocksFailover),
+        about: "two of shard 2's five replicas die for good; a RemoveServers of a third cannot retire it (too \
+                few healthy voters would be left), so it waits; then the node leading both shards dies for 1 s: \
+                both shards must elect new primaries while the removal waits (issue 11, scenario 10)",
+        build: |cfg| {
+            let crash = || Fault::Crash { node: 0, torn: None };
+            cfg.script.push((1_000 * MS, on_follower(2, 2, crash(), None, 0)));
+            cfg.script.push((1_000 * MS + 1, on_follower(2, 3, crash(), None, 0)));
+            // Once the coordinator has seen them dead (400 ms of silence), the removal waits.
+            cfg.script.push((1_600 * MS, Fault::RemoveReplica { shard: 2, primary: false, pick: 0 }));
+            cfg.script.push((2_000 * MS, on_primary(1, crash(), Some(Fault::Restart { node: 0 }), 1_000 * MS)));
+        },
+    },
 ];
 
 /// The scenario called `name`.

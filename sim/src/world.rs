@@ -6,7 +6,7 @@
 //! (one-way ones too); a paused node keeps what arrives and handles it when it wakes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use shardline_protocol::{
     ControlRequest, ControlResponse, ErrorCode, Operation, PeerRequest, PeerResponse, Row, ShardId,
@@ -192,6 +192,12 @@ pub struct World {
     pub net: NetConfig,
     /// Directed links that drop everything: (from, to).
     pub cut: BTreeSet<(Addr, Addr)>,
+    /// Nodes whose incoming links from other nodes are slow: each message waits up to this
+    /// much longer, so messages overtake each other.
+    pub slow: BTreeMap<Addr, Nanos>,
+    /// Nodes that get a second, late copy of every message from another node, up to this
+    /// much later (a connection given up on that still delivers after its replacement).
+    pub late: BTreeMap<Addr, Nanos>,
     queue: BinaryHeap<Reverse<(Nanos, u64, usize)>>,
     events: Vec<Option<Event>>,
     free: Vec<usize>,
@@ -212,6 +218,8 @@ impl World {
             rng: Rng::new(seed),
             net,
             cut: BTreeSet::new(),
+            slow: BTreeMap::new(),
+            late: BTreeMap::new(),
             queue: BinaryHeap::new(),
             events: Vec::new(),
             free: Vec::new(),
@@ -266,9 +274,18 @@ impl World {
         if self.cut.contains(&(from, to)) || (!client && self.rng.chance(self.net.loss)) {
             return;
         }
+        let late = if matches!(from, Addr::Node(_)) { self.late.get(&to).copied().unwrap_or(0) } else { 0 };
+        if late > 0 {
+            let delay = self.rng.range(self.net.min_delay, late + 1);
+            self.after(delay, Event::Deliver { from, to, msg: msg.clone() });
+        }
         let copies = if !client && self.rng.chance(self.net.duplicate) { 2 } else { 1 };
+        let slow = if matches!(from, Addr::Node(_)) { self.slow.get(&to).copied().unwrap_or(0) } else { 0 };
         for _ in 0..copies {
-            let delay = self.rng.range(self.net.min_delay, self.net.max_delay + 1);
+            let mut delay = self.rng.range(self.net.min_delay, self.net.max_delay + 1);
+            if slow > 0 {
+                delay += self.rng.range(0, slow + 1);
+            }
             self.after(delay, Event::Deliver { from, to, msg: msg.clone() });
         }
     }

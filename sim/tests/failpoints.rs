@@ -126,7 +126,7 @@ fn settings() -> ReplicaConfig {
         log_retain: 4,
         max_payload: shardline_protocol::DEFAULT_MAX_PAYLOAD,
         incarnation: 1,
-        broken_commit_rule: false,
-        broken_refusals: false,
+        snapshot_chunk_bytes: shardline_storage_node::replica::room::SNAPSHOT_CHUNK_BYTES,
+        regressions: Default::default(),
     }
 }

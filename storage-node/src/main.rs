@@ -72,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let node = Node::open(cfg, failpoints).context("opening the data directory")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "listening");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
     net::serve(listener, node, limits, shutdown).await;
     Ok(())
 }

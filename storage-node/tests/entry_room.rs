@@ -28,8 +28,8 @@ fn primary_with_a_follower() -> Replica<SimDisk, MemTable> {
         log_retain: 1000,
         max_payload: MAX,
         incarnation: 1,
-        broken_commit_rule: false,
-        broken_refusals: false,
+        snapshot_chunk_bytes: shardline_storage_node::replica::room::SNAPSHOT_CHUNK_BYTES,
+        regressions: Default::default(),
     });
     let spec = ShardSpec { id: ShardId(1), low: 0, size: 1000 };
     let failpoints = Arc::new(Failpoints::none());

@@ -1,14 +1,18 @@
 //! Storage nodes as child processes, each with its own data directory and log file.
 //!
-//! Nodes outlive a coordinator that is killed (the data plane keeps serving while the
+//! Nodes outlive a coordinator that is killed (replica reads keep being served while the
 //! control plane restarts); a restarted coordinator adopts the nodes that still answer and
-//! starts the ones that do not. A graceful coordinator shutdown stops its children.
+//! starts the ones that do not. Each node's pid is kept beside its data directory
+//! (`<name>.pid`), so a coordinator stops (and `RemoveServers` removes) the nodes it adopted
+//! just as the ones it started.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -25,7 +29,12 @@ pub struct ProcessSpawner {
     next_port: Mutex<u16>,
     extra_args: Vec<String>,
     children: Mutex<HashMap<String, Child>>,
+    /// Where the nodes' data directories (and pid files) are, to find adopted nodes.
+    nodes_dir: Option<PathBuf>,
 }
+
+/// How long an adopted node may take to exit once killed.
+const ADOPTED_EXIT: Duration = Duration::from_secs(5);
 
 impl ProcessSpawner {
     /// Spawns `node_bin`, allocating ports from `first_port` up on `host`.
@@ -36,7 +45,15 @@ impl ProcessSpawner {
             next_port: Mutex::new(first_port),
             extra_args,
             children: Mutex::new(HashMap::new()),
+            nodes_dir: None,
         }
+    }
+
+    /// Also stops, at shutdown, the nodes under `nodes_dir` that an earlier coordinator
+    /// started (they outlived it and this one adopted them).
+    pub fn adopting(mut self, nodes_dir: PathBuf) -> ProcessSpawner {
+        self.nodes_dir = Some(nodes_dir);
+        self
     }
 
     fn running(&self, name: &str) -> bool {
@@ -92,6 +109,11 @@ impl Spawner for ProcessSpawner {
                 .spawn()
                 .map_err(|e| fail(format!("{}: {e}", self.node_bin.display())))?;
             info!(node = %node.name, addr = %node.addr, pid = child.id(), "started node process");
+            if let Some(pid) = child.id() {
+                if let Err(e) = std::fs::write(pid_file(&node.data_dir), pid.to_string()) {
+                    warn!(node = %node.name, %e, "could not record the node's pid: a later coordinator cannot stop it");
+                }
+            }
             self.children.lock().expect("children lock").insert(node.name.clone(), child);
             Ok(())
         }
@@ -109,7 +131,10 @@ impl Spawner for ProcessSpawner {
             if let Some(mut child) = child {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+            } else if let Some(pid) = adopted_pid(&node.data_dir) {
+                stop_adopted(&node.name, pid).await;
             }
+            let _ = std::fs::remove_file(pid_file(&node.data_dir));
             if node.data_dir.exists() {
                 std::fs::remove_dir_all(&node.data_dir)
                     .map_err(|e| SpawnError::Stop { name: node.name.clone(), reason: e.to_string() })?;
@@ -129,7 +154,60 @@ impl Spawner for ProcessSpawner {
                 }
                 let _ = child.wait().await;
             }
+            // The nodes left running are those an earlier coordinator started.
+            for (name, pid) in self.nodes_dir.as_deref().map(adopted).unwrap_or_default() {
+                stop_adopted(&name, pid).await;
+            }
         }
         .boxed()
     }
+}
+
+fn pid_file(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("pid")
+}
+
+/// The pid recorded for the node on `data_dir`, if that process still runs the node on that
+/// directory (a pid can be reused by any other process once the node is gone).
+fn adopted_pid(data_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(data_dir)).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let dir = data_dir.as_os_str().as_bytes();
+    cmdline.split(|&b| b == 0).any(|arg| arg == dir).then_some(pid)
+}
+
+/// Every running node under `nodes_dir` with a pid file: (name, pid).
+fn adopted(nodes_dir: &Path) -> Vec<(String, i32)> {
+    let Ok(entries) = std::fs::read_dir(nodes_dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pid"))
+        .filter_map(|p| {
+            let data_dir = p.with_extension("");
+            let name = data_dir.file_name()?.to_string_lossy().into_owned();
+            Some((name, adopted_pid(&data_dir)?))
+        })
+        .collect()
+}
+
+/// Kills an adopted node (as started nodes are killed: its writes are durable by fsync) and
+/// waits, bounded, until it is gone.
+async fn stop_adopted(name: &str, pid: i32) {
+    info!(node = name, pid, "stopping adopted node process");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + ADOPTED_EXIT;
+    while Instant::now() < deadline {
+        // Gone, or a zombie waiting for its parent (init) to reap it: either way stopped.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if state.is_empty() || zombie {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    warn!(node = name, pid, "adopted node did not exit in time");
 }

@@ -6,13 +6,16 @@
 //! - [`MuxConn`]: an outgoing connection many concurrent calls share (pipelined, answers
 //!   matched by id), for the balancer and the `shardline` client.
 //!
-//! Both outgoing connections fail with one error type, [`CallError`].
+//! Both outgoing connections fail with one error type, [`CallError`]. [`stop_signal`] is
+//! what stops every server.
 
 mod conn;
 mod frames;
 mod mux;
 mod serve;
+mod signal;
 
 pub use conn::{CallError, Conn};
 pub use mux::{MuxConn, MAX_IN_FLIGHT, SWEEP};
 pub use serve::{serve, Limits, Service};
+pub use signal::stop_signal;

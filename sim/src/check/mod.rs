@@ -7,6 +7,7 @@
 //! - [`unique_values`]: the simulator kept its promise that written values are unique.
 //! - [`one_primary_per_term`], [`leases_disjoint`]: leadership is exclusive.
 //! - [`logs_converge`], [`tables_converge`]: replicas agree on the committed log and the table.
+//! - [`applied_once`]: no write, however often retried, was committed twice.
 //!
 //! Every checker returns the first violation it finds; its `Display` names the checker,
 //! the key (or shard, or index) and the operations or replicas involved.
@@ -14,6 +15,7 @@
 mod convergence;
 mod leadership;
 mod linearizable;
+mod once;
 mod refused;
 mod search;
 
@@ -24,6 +26,7 @@ use crate::history::{Key, Op, Time, Value};
 pub use convergence::{logs_converge, tables_converge, EntryId};
 pub use leadership::{leases_disjoint, one_primary_per_term};
 pub use linearizable::{linearizable, linearizable_bounded, linearizable_with_final, DEFAULT_STATE_LIMIT};
+pub use once::{applied_once, FreshCommit};
 pub use refused::{refused_absent, unique_values};
 
 /// One replica's view of a log slot, as reported in a [`Violation::LogsDiverge`].
@@ -106,6 +109,13 @@ pub enum Violation {
         refused: Box<Op>,
         /// The read that returned it; `None` if it is in the final state.
         seen_by: Option<Box<Op>>,
+    },
+    /// One write (client, sequence) was freshly committed at two log positions.
+    AppliedTwice {
+        /// Its first commit.
+        first: FreshCommit,
+        /// Another one.
+        second: FreshCommit,
     },
     /// Two writes carry the same value, so seeing it proves nothing.
     DuplicateValue {
@@ -200,6 +210,12 @@ impl fmt::Display for Violation {
                     None => f.write_str("is in the final state"),
                 }
             }
+            Violation::AppliedTwice { first, second } => write!(
+                f,
+                "applied_once: client {} seq {} was committed at shard {} term {} index {} and again at term {} \
+                 index {}",
+                first.client, first.seq, first.shard, first.term, first.index, second.term, second.index
+            ),
             Violation::DuplicateValue { value, first, second } => {
                 write!(f, "unique_values: value {value} written twice: {first}; {second}")
             }

@@ -64,15 +64,31 @@ pub struct ReplicaConfig {
     pub log_retain: u64,
     /// The frame limit: every message to a follower must fit it (see [`room`]).
     pub max_payload: usize,
+    /// Bytes of rows and marks in one snapshot chunk at most (and never more than a frame
+    /// holds); [`room::SNAPSHOT_CHUNK_BYTES`] in a node.
+    pub snapshot_chunk_bytes: usize,
     /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
     /// messages are never taken for answers to ours.
     pub incarnation: u64,
-    /// Test-only: commit on the primary's own fsync, without a majority. The simulator's
-    /// self-test turns it on to show that its checkers catch a broken commit rule.
-    pub broken_commit_rule: bool,
-    /// Test-only (the simulator's `--broken definite-refusals`): refuse a retry definitely
-    /// even when an earlier attempt of it was logged here, as before issue 11's scenario 5.
-    pub broken_refusals: bool,
+    /// Test-only: rules put back as they were before their fixes (all off in a node).
+    pub regressions: Regressions,
+}
+
+/// Test-only: rules the simulator's self-test puts back as they were before their fixes, to
+/// show that its checkers catch each one. All off in a real node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regressions {
+    /// Commit on the primary's own fsync, without a majority.
+    pub commit_rule: bool,
+    /// Refuse a retry definitely even when an earlier attempt of it was logged here (issue
+    /// 11, scenario 5).
+    pub definite_refusals: bool,
+    /// Take any later snapshot chunk as the next one of the install under way, whichever
+    /// snapshot it belongs to (scenario 9).
+    pub chunk_identity: bool,
+    /// Cut snapshots into chunks of [`replication::SNAPSHOT_CHUNK_ROWS`] rows, whatever
+    /// their bytes (scenario 8).
+    pub chunks_by_rows: bool,
 }
 
 /// Whether a read may be served now, from what a replica publishes: `primary` asks for a
@@ -238,7 +254,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             (index, format!("log entry {index} damaged ({why}); repairing from primary"))
         });
         info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
-        let room = room::Room::new(cfg.max_payload, &cfg.node);
+        let room = room::Room::new(cfg.max_payload, &cfg.node).capped_chunks(cfg.snapshot_chunk_bytes);
         Ok(Replica {
             cfg,
             spec: meta.spec,

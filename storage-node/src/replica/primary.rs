@@ -130,7 +130,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             for (op, token) in writes {
                 // A refusal is definite only if this write was never logged here: a retry of
                 // one still pending (or applied) here may yet commit, or has.
-                let logged = !self.cfg.broken_refusals
+                let logged = !self.cfg.regressions.definite_refusals
                     && op.client_seq().is_some_and(|(client, seq)| self.logged_here(client, seq));
                 let result = if logged {
                     Err(ErrorCode::Timeout(format!("{e}; an earlier attempt of this write was logged and may commit")))
@@ -275,7 +275,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Moves the commit index as far as a majority allows, applies, and acks.
     pub(super) fn advance_commit(&mut self, now: Time) {
         let Role::Primary(p) = &self.role else { return };
-        let durable: Vec<u64> = if self.cfg.broken_commit_rule { vec![p.durable_self] } else { p.durable() };
+        let durable: Vec<u64> = if self.cfg.regressions.commit_rule { vec![p.durable_self] } else { p.durable() };
         let mem = self.wal.mem();
         let new = quorum_commit(&durable, self.commit, self.term, |i| mem.term_at(i));
         if new <= self.commit {

@@ -27,6 +27,10 @@ enum InFlight {
     Snapshot { chunk: usize },
 }
 
+/// Rows in one snapshot chunk when chunks are cut by rows (the test-only
+/// [`Regressions::chunks_by_rows`](super::Regressions), as before chunks were cut by bytes).
+pub const SNAPSHOT_CHUNK_ROWS: usize = 2000;
+
 /// A snapshot being sent: its rows, then its client marks, cut into chunks by bytes so
 /// that no chunk is larger than a frame may be, however wide the rows or many the marks.
 #[derive(Debug)]
@@ -61,6 +65,20 @@ impl Outgoing {
             .map(|(c, &from)| {
                 let to = starts.get(c + 1).copied().unwrap_or(total);
                 (from.min(n)..to.min(n), from.max(n) - n..to.max(n) - n)
+            })
+            .collect();
+        Outgoing { included, rows, marks, chunks }
+    }
+
+    /// Cuts the snapshot into chunks of `per_chunk` rows, the marks all with the last: the
+    /// test-only regression of scenario 8.
+    fn by_rows(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>, per_chunk: usize) -> Outgoing {
+        let n = rows.len().div_ceil(per_chunk).max(1);
+        let chunks = (0..n)
+            .map(|c| {
+                let rows_in = (c * per_chunk).min(rows.len())..((c + 1) * per_chunk).min(rows.len());
+                let marks_in = if c + 1 == n { 0..marks.len() } else { 0..0 };
+                (rows_in, marks_in)
             })
             .collect();
         Outgoing { included, rows, marks, chunks }
@@ -129,6 +147,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let (shard, beat, timeout, lag) =
             (self.spec.id, self.cfg.sync_heartbeat, self.cfg.peer_timeout, self.cfg.snapshot_lag);
         let room = self.room;
+        let by_rows = self.cfg.regressions.chunks_by_rows;
         let applied = self.applied.index;
         let Role::Primary(p) = &mut self.role else { return };
         let epoch = p.epoch;
@@ -161,7 +180,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 Ok(snapshot) => {
                     let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
                     info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
-                    f.snapshot = Some(Outgoing::new(included, rows, marks, room.chunk()));
+                    f.snapshot = Some(if by_rows {
+                        Outgoing::by_rows(included, rows, marks, SNAPSHOT_CHUNK_ROWS)
+                    } else {
+                        Outgoing::new(included, rows, marks, room.chunk())
+                    });
                     f.next_chunk = 0;
                 }
                 Err(e) => {

@@ -59,6 +59,12 @@ impl Room {
         }
     }
 
+    /// The same room with snapshot chunks held to `bytes` at most.
+    pub fn capped_chunks(mut self, bytes: usize) -> Room {
+        self.chunk = self.chunk.min(bytes);
+        self
+    }
+
     /// The largest encoded log entry a write may make: one that fits an append on its own.
     pub fn entry(&self) -> usize {
         self.entry

@@ -74,9 +74,9 @@ pub fn open_shard(
         snapshot_lag: cfg.snapshot_lag,
         log_retain: cfg.log_retain,
         max_payload: cfg.max_payload,
+        snapshot_chunk_bytes: crate::replica::room::SNAPSHOT_CHUNK_BYTES,
         incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        broken_commit_rule: false,
-        broken_refusals: false,
+        regressions: Default::default(),
     });
     let replica = Replica::open(replica_cfg, table.clone(), disk, failpoints, config).map_err(|e| match e {
         OpenError::Store(e) => e,

@@ -3,8 +3,10 @@
 //! Starts `shardline-coordinator` and `shardline-balancer` as child processes (each in its
 //! own process group, logs in `DIR/logs/`), waits until each answers Ping, initializes the
 //! cluster if the coordinator has none (or resumes the one in the data directory), prints
-//! where everything is, and on Ctrl-C (or SIGTERM) stops the balancer, then the coordinator
-//! (which stops its storage nodes), each with SIGINT, and waits for them.
+//! where everything is, and supervises them: one that dies is started again (a restarted
+//! coordinator adopts the storage nodes still running), a few times a minute at most. On
+//! Ctrl-C (or SIGTERM) it stops the balancer, then the coordinator (which stops its storage
+//! nodes, adopted ones included), each with SIGINT, and waits for them.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
@@ -49,11 +51,20 @@ const READY: Duration = Duration::from_secs(30);
 /// How long a stopping process may take before it is killed.
 const STOP: Duration = Duration::from_secs(20);
 
-/// A child process with its name and log file.
+/// Restarts of one process allowed within [`RESTART_WINDOW`] before `shardline up` gives up.
+const MAX_RESTARTS: usize = 5;
+/// The window [`MAX_RESTARTS`] counts restarts in.
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// A child process with its name, how to start it again, and its log file.
 struct Proc {
     name: &'static str,
+    bin: PathBuf,
+    args: Vec<String>,
     child: Child,
     log: PathBuf,
+    /// When it was restarted lately (within [`RESTART_WINDOW`]).
+    restarts: Vec<Instant>,
 }
 
 /// The processes started so far; killed on drop if not stopped cleanly.
@@ -88,10 +99,42 @@ impl Procs {
 
     /// The first process that has exited, with its status.
     fn exited(&mut self) -> Option<(&'static str, String, PathBuf)> {
-        self.0.iter_mut().find_map(|p| match p.child.try_wait() {
-            Ok(Some(status)) => Some((p.name, status.to_string(), p.log.clone())),
+        self.first_exited().map(|(i, status)| (self.0[i].name, status, self.0[i].log.clone()))
+    }
+
+    fn first_exited(&mut self) -> Option<(usize, String)> {
+        self.0.iter_mut().enumerate().find_map(|(i, p)| match p.child.try_wait() {
+            Ok(Some(status)) => Some((i, status.to_string())),
             _ => None,
         })
+    }
+
+    /// Starts again every process that has exited, saying so; errs when one has been
+    /// restarted [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] already, or cannot start.
+    fn restart_exited(&mut self, json: bool) -> anyhow::Result<()> {
+        while let Some((i, status)) = self.first_exited() {
+            let p = &mut self.0[i];
+            p.restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
+            if p.restarts.len() >= MAX_RESTARTS {
+                bail!(
+                    "{} exited ({status}) after {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: giving up; its log \
+                     ends: {}",
+                    p.name,
+                    tail(&p.log)
+                );
+            }
+            let restarts = std::mem::take(&mut p.restarts);
+            let fresh = spawn(p.name, &p.bin, &p.args, p.log.clone())?;
+            let (name, pid) = (p.name, fresh.child.id());
+            *p = Proc { restarts, ..fresh };
+            p.restarts.push(Instant::now());
+            if json {
+                print_json(&json!({"restarted": name, "exited": status, "pid": pid}));
+            } else {
+                println!("{name} exited ({status}): started it again (pid {pid})");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -140,9 +183,51 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn port_free(port: u16) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(("127.0.0.1", port))
-        .map(drop)
-        .with_context(|| format!("port {port} on 127.0.0.1 is in use (another `shardline up`?); choose other ports"))
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(());
+    }
+    let holder = holder_of(port).map_or_else(|| "another process".to_owned(), |h| format!("process {h}"));
+    bail!("port {port} on 127.0.0.1 is in use by {holder}; stop it or choose other ports (see --help)")
+}
+
+/// Who listens on TCP `port`, as "PID (COMMAND LINE)", where this user may look (Linux).
+fn holder_of(port: u16) -> Option<String> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                    let listening = fields.get(3) == Some(&"0A");
+                    (listening && u16::from_str_radix(local_port, 16).ok()? == port).then(|| fields.get(9).copied())?
+                })
+                .map(|inode| format!("socket:[{inode}]"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else { continue };
+        let holds = fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        });
+        if holds {
+            let cmdline = std::fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
+            let words: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into())
+                .collect();
+            return Some(format!("{pid} ({})", words.join(" ")));
+        }
+    }
+    None
 }
 
 /// The last lines of a log, for error messages.
@@ -181,7 +266,7 @@ fn spawn(name: &'static str, bin: &Path, args: &[String], log: PathBuf) -> anyho
         });
     }
     let child = command.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(Proc { name, child, log })
+    Ok(Proc { name, bin: bin.to_owned(), args: args.to_vec(), child, log, restarts: Vec::new() })
 }
 
 /// Waits until `addr` answers Ping, failing early if the process exits.
@@ -312,14 +397,14 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     };
     announce(&args, &dir, &balancer_addr, &coord_addr, resumed, &topology, json);
 
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let died = loop {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let failed = loop {
         tokio::select! {
             _ = sigint.recv() => break None,
             _ = sigterm.recv() => break None,
             _ = tick.tick() => {
-                if let Some(exited) = procs.exited() {
-                    break Some(exited);
+                if let Err(e) = procs.restart_exited(json) {
+                    break Some(e);
                 }
             }
         }
@@ -328,8 +413,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         println!("stopping the balancer and the coordinator (which stops the nodes)...");
     }
     let clean = procs.stop().await;
-    if let Some((who, status, log)) = died {
-        bail!("{who} exited ({status}); its log ends: {}", tail(&log));
+    if let Some(e) = failed {
+        return Err(e);
     }
     if !clean {
         bail!("a process had to be killed; see the logs in {}", logs.display());
