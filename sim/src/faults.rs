@@ -1,6 +1,7 @@
 //! Faults: what can go wrong, when, chosen by the seed, and what each does to the world.
 
 use shardline_storage_node::disk::CrashTail;
+use shardline_storage_node::failpoint::{Action, Point};
 
 use crate::node::SimNode;
 use crate::world::{Addr, Event, Nanos, World, MS};
@@ -120,6 +121,22 @@ pub enum Fault {
         /// The node.
         node: usize,
     },
+    /// A failpoint is armed on the node's running process, as `SHARDLINE_FAILPOINT` arms
+    /// a real one: its `hit`-th sync at `point` from now kills it (`action` says whether
+    /// before the sync, after it, or with part of the bytes synced), and it starts again
+    /// `restart_after` later, unarmed.
+    Failpoint {
+        /// The node.
+        node: usize,
+        /// Which sync.
+        point: Point,
+        /// How the process dies there.
+        action: Action,
+        /// The hit of `point` it fires on, counted from when it is armed (1 is the next).
+        hit: u64,
+        /// How long the node stays down.
+        restart_after: Nanos,
+    },
     /// Every fault ends: links back (and no more lost or duplicated messages), paused
     /// nodes woken, crashed nodes restarted.
     HealAll,
@@ -187,6 +204,9 @@ impl Fault {
             Fault::Wipe { shard, .. } => Fault::Wipe { node: target, shard },
             Fault::FailSync { .. } => Fault::FailSync { node: target },
             Fault::FailWrite { .. } => Fault::FailWrite { node: target },
+            Fault::Failpoint { point, action, hit, restart_after, .. } => {
+                Fault::Failpoint { node: target, point, action, hit, restart_after }
+            }
             other => other,
         }
     }
@@ -413,6 +433,11 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
         Fault::FailWrite { node } => {
             for s in nodes[node].storage.values() {
                 s.disk.fail_appends(1);
+            }
+        }
+        Fault::Failpoint { node, point, action, hit, restart_after } => {
+            if nodes[node].up {
+                nodes[node].arm(point, action, hit, restart_after);
             }
         }
         Fault::OnPrimary { .. } | Fault::OnFollower { .. } | Fault::AddReplica { .. } | Fault::RemoveReplica { .. } => {

@@ -12,7 +12,8 @@
 //! - [`node`]: a storage node: replica cores on a [`SimDisk`] and a [`MemTable`].
 //! - [`coordinator`]: heartbeats, leases and elections from the coordinator's own functions.
 //! - [`client`]: clients with the balancer's retry rules, recording the history.
-//! - [`faults`]: the fault schedule and what each fault does.
+//! - [`faults`]: the fault schedule and what each fault does (a scripted one arms a
+//!   failpoint: the node dies at its n-th sync of a kind, as a real node aborts).
 //! - [`run`]: one seeded history, start to checks. [`scenarios`]: named, scripted schedules.
 //! - [`history`]: what a run records: each client operation on a key, its invocation and
 //!   completion in simulated time, and its outcome (acknowledged, read, refused, failed

@@ -3,7 +3,9 @@
 //! It plays the part of the node's dispatcher and shard tasks: a message for a shard goes
 //! to that shard's [`Replica`], and the core's effects become answers and messages on the
 //! simulated network. Its clock may drift; it can crash (losing what was never synced),
-//! restart, and pause (keeping what arrives for when it wakes).
+//! restart, and pause (keeping what arrives for when it wakes). A failpoint armed on it
+//! kills it at that sync, as the real node's abort would: after each step the node checks
+//! whether one fired, and if so crashes without carrying out that step's effects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,12 +16,13 @@ use shardline_protocol::{
     ShardId,
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
-use shardline_storage_node::failpoint::Failpoints;
+use shardline_storage_node::failpoint::{Action, Failpoints, Fired, Point};
 use shardline_storage_node::heartbeats::HeardBeats;
 use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
 use shardline_storage_node::store::{MemTable, TableStore};
 
 use crate::check::FreshCommit;
+use crate::faults::Fault;
 use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
 
 /// The replica core as the simulator runs it.
@@ -89,6 +92,12 @@ pub struct SimNode {
     /// Test-only ([`Broken::LeaseFromReceipt`](crate::run::Broken)): a grant counts from
     /// when it is read.
     pub lease_from_receipt: bool,
+    /// This run of the process's failpoints, shared by its replicas' logs and tables.
+    failpoints: Arc<Failpoints>,
+    /// How long after an armed failpoint kills the node it starts again.
+    restart_after: Nanos,
+    /// Each failpoint that killed the node: when, and which.
+    pub fired: Vec<(Nanos, Fired)>,
     /// Test-only ([`Broken::SnapshotMarks`](crate::run::Broken)): snapshots installed
     /// without their retry marks.
     pub drop_snapshot_marks: bool,
@@ -119,6 +128,9 @@ impl SimNode {
             open_lease: BTreeMap::new(),
             heard: Default::default(),
             lease_from_receipt: false,
+            failpoints: Arc::new(Failpoints::simulated()),
+            restart_after: 0,
+            fired: Vec::new(),
             drop_snapshot_marks: false,
             clients_cut: 0,
         }
@@ -149,9 +161,9 @@ impl SimNode {
         let storage = Storage::default();
         let replica = Replica::open(
             self.config(),
-            storage.table.clone(),
+            storage.table.with_failpoints(self.failpoints.clone()),
             storage.disk.clone(),
-            Arc::new(Failpoints::none()),
+            self.failpoints.clone(),
             Some((spec, schema)),
         )
         .expect("a fresh replica opens");
@@ -206,10 +218,12 @@ impl SimNode {
         self.incarnation += 1;
         self.heard = HeardBeats::default();
         self.up = true;
+        // A new process: no failpoint armed (as the process tests restart without one).
+        self.failpoints = Arc::new(Failpoints::simulated());
         let cfg = self.config();
         for (id, s) in &self.storage {
-            let opened =
-                Replica::open(cfg.clone(), s.table.clone(), s.disk.clone(), Arc::new(Failpoints::none()), None);
+            let table = s.table.with_failpoints(self.failpoints.clone());
+            let opened = Replica::open(cfg.clone(), table, s.disk.clone(), self.failpoints.clone(), None);
             // A replica that cannot open (its log's BASE damaged, say) is missing, as the
             // real node would be: the checkers count it as a damaged replica.
             if let Ok(replica) = opened {
@@ -235,22 +249,30 @@ impl SimNode {
             return;
         }
         let now = self.local(world.now);
-        match msg {
-            Msg::Client { id, shard, request } => self.client(world, now, from, id, shard, request),
+        let answer = match msg {
+            Msg::Client { id, shard, request } => {
+                self.client(world, now, from, id, shard, request);
+                None
+            }
             Msg::Control { id, request } => {
-                let response = self.control(world, now, request);
-                world.send(Addr::Node(self.index), from, Msg::ControlAnswer { id, response });
+                Some(Msg::ControlAnswer { id, response: self.control(world, now, request) })
             }
             Msg::Peer { link, shard, request } => {
-                let response = self.peer(shard, request);
-                world.send(Addr::Node(self.index), from, Msg::PeerAnswer { link, shard, response });
+                Some(Msg::PeerAnswer { link, shard, response: self.peer(shard, request) })
             }
             Msg::PeerAnswer { link, shard, response } => {
                 if let Some(r) = self.replicas.get_mut(&shard) {
                     r.on_peer_answer(now, link, Ok(response));
                 }
+                None
             }
-            Msg::ClientAnswer { .. } | Msg::ControlAnswer { .. } => {}
+            Msg::ClientAnswer { .. } | Msg::ControlAnswer { .. } => None,
+        };
+        if self.died_at_failpoint(world) {
+            return;
+        }
+        if let Some(answer) = answer {
+            world.send(Addr::Node(self.index), from, answer);
         }
         self.carry_out(world);
     }
@@ -264,7 +286,30 @@ impl SimNode {
         for r in self.replicas.values_mut() {
             r.tick(now);
         }
+        if self.died_at_failpoint(world) {
+            return;
+        }
         self.carry_out(world);
+    }
+
+    /// Arms a failpoint on this run of the process: its `hit`-th sync at `point` from now
+    /// kills it (as `action` says), and it starts again `restart_after` later.
+    pub fn arm(&mut self, point: Point, action: Action, hit: u64, restart_after: Nanos) {
+        self.failpoints.arm(point, action, hit);
+        self.restart_after = restart_after;
+    }
+
+    /// If a failpoint fired during the step just taken, the process died there: it crashes
+    /// now, before the step's answers and effects leave it (the disk keeps what was synced
+    /// before the death, torn bytes included), and a restart is scheduled.
+    fn died_at_failpoint(&mut self, world: &mut World) -> bool {
+        let Some(fired) = self.failpoints.fired() else {
+            return false;
+        };
+        self.fired.push((world.now, fired));
+        self.crash(world, CrashTail::Drop);
+        world.after(self.restart_after, Event::Fault(Fault::Restart { node: self.index }));
+        true
     }
 
     /// Wakes from a pause and handles what arrived meanwhile, in order.

@@ -9,6 +9,7 @@
 use shardline_coordinator::meta::{ClusterMeta, ServerMeta, ShardMeta};
 use shardline_protocol::{Schema, ShardId, ShardSpec, Value};
 use shardline_storage_node::config::NodeConfig;
+use shardline_storage_node::failpoint::Fired;
 use shardline_storage_node::replica::{Regressions, ReplicaConfig};
 use shardline_storage_node::store::TableStore;
 use std::collections::BTreeMap;
@@ -121,6 +122,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// What the clients did and saw.
     pub history: History,
+    /// Each armed failpoint that killed a node: the node, when, and which.
+    pub fired: Vec<(usize, Nanos, Fired)>,
 }
 
 const NODES: usize = 5;
@@ -340,6 +343,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         sim_time: c.world.now,
         violations,
         history,
+        fired: c.nodes.iter().flat_map(|n| n.fired.iter().map(|&(at, f)| (n.index, at, f))).collect(),
     }
 }
 

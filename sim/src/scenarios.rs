@@ -1,6 +1,8 @@
 //! Named, scripted schedules: each stages one known way to lose, resurrect or misreport a
 //! write, on top of an otherwise healthy run (no random faults), so it replays exactly.
 
+use shardline_storage_node::failpoint::{Action, Point};
+
 use crate::faults::{Fault, FaultMix};
 use crate::run::{Broken, RunConfig};
 use crate::world::MS;
@@ -236,4 +238,44 @@ pub const SCENARIOS: &[Scenario] = &[
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// How long a node a failpoint killed stays down.
+pub const FAILPOINT_DOWNTIME: u64 = 500 * MS;
+
+/// Which replica of shard 1 a failpoint is armed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    /// The primary.
+    Primary,
+    /// The first follower (by name).
+    Follower,
+}
+
+/// The crash-point schedule (the process test's `SHARDLINE_FAILPOINT` grid, simulated): at
+/// 1 s the `victim` replica of shard 1 is armed with `point:action@hit`; from 1.1 s to
+/// 17.6 s the primaries of both shards are cut off for 900 ms every 1.5 s, so terms change
+/// (about two `term-commit` hits per round on each node) while writes go on. The node dies
+/// at the armed sync and restarts [`FAILPOINT_DOWNTIME`] later;
+/// [`Report::fired`](crate::run::Report) says whether it fired.
+pub fn failpoint(seed: u64, victim: Victim, point: Point, action: Action, hit: u64) -> RunConfig {
+    let mut cfg = RunConfig::new(seed);
+    cfg.faults = FaultMix::none();
+    cfg.fault_end = 18_500 * MS;
+    cfg.stop_at = 20_000 * MS;
+    let arm = Fault::Failpoint { node: 0, point, action, hit, restart_after: FAILPOINT_DOWNTIME };
+    let arm = match victim {
+        Victim::Primary => on_primary(1, arm, None, 0),
+        Victim::Follower => on_follower(1, 0, arm, None, 0),
+    };
+    cfg.script.push((1_000 * MS, arm));
+    let mut at = 1_100 * MS;
+    while at < 17_600 * MS {
+        for shard in [1, 2] {
+            let cut = Fault::Isolate { node: 0, one_way: None };
+            cfg.script.push((at, on_primary(shard, cut, Some(Fault::Reconnect { node: 0 }), 900 * MS)));
+        }
+        at += 1_500 * MS;
+    }
+    cfg
 }

@@ -10,7 +10,8 @@
 //! - [`disk`]: the log's disk: real files, or a simulated disk that can crash and fail.
 //! - [`store`]: the table of rows, metadata and client marks: redb, or in memory.
 //! - [`heartbeats`]: the coordinator's recent heartbeats, which lease grants count from.
-//! - [`failpoint`]: crash points for process-level fault tests.
+//! - [`failpoint`]: crash points for fault tests (a real node aborts there; in the
+//!   simulator the node dies there).
 //!
 //! A node starts with no roles: the coordinator (or a test playing it) configures shard
 //! replicas and tells each one to lead or follow at a term.

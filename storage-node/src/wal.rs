@@ -27,7 +27,7 @@ use shardline_protocol::log_entry::{self, ENTRY_HEADER_LEN, ENTRY_OFF_INDEX, ENT
 use shardline_protocol::LogPosition;
 
 use crate::disk::Disk;
-use crate::failpoint::{Action, Failpoints};
+use crate::failpoint::{Action, Failpoints, Point};
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
@@ -168,7 +168,7 @@ impl<D: Disk> Wal<D> {
         let count = names.len();
         for (n, (first, name)) in names.into_iter().enumerate() {
             if report.damage.is_some() {
-                self.disk.remove(&name)?;
+                self.disk_mut()?.remove(&name)?;
                 continue;
             }
             let data = self.disk.read(&name)?.unwrap_or_default();
@@ -187,7 +187,7 @@ impl<D: Disk> Wal<D> {
                     && !whole_but_for_length(rest);
                 if torn {
                     report.torn_bytes = rest.len() as u64;
-                    self.disk.truncate(&name, good_len)?;
+                    self.disk_mut()?.truncate(&name, good_len)?;
                 } else {
                     let index = self.mem.last().index + 1;
                     report.damage = Some((index, problem.describe(&name, good_len)));
@@ -272,7 +272,7 @@ impl<D: Disk> Wal<D> {
         }
         if let Some((damaged, len)) = self.damaged_tail.take() {
             // The primary's entries replace the damaged ones: only now is the damage cut.
-            self.disk.truncate(&damaged, len)?;
+            self.disk_mut()?.truncate(&damaged, len)?;
         }
         if self.pending.is_empty() && self.segments.last().is_some_and(|s| s.len >= SEGMENT_MAX) {
             let next = self.last().index + 1;
@@ -302,32 +302,44 @@ impl<D: Disk> Wal<D> {
         if result.is_err() {
             // After a failed write or fsync nothing past the last good fsync can be trusted
             // (Linux may drop those pages and a later fsync report success: "fsyncgate").
-            // Cut the file back to it; the caller reloads the log from the disk.
-            let _ = self.disk.truncate(&name, synced);
+            // Cut the file back to it; the caller reloads the log from the disk. (Not after a
+            // failpoint's simulated death: a dead process cuts nothing, and a tear's synced
+            // half must stay on the disk.)
+            if let Ok(disk) = self.disk_mut() {
+                let _ = disk.truncate(&name, synced);
+            }
         }
         result
     }
 
     fn write_out(&mut self, name: &str, buf: &[u8]) -> io::Result<usize> {
-        match self.failpoints.hit("log-sync") {
+        let died = |fp: &Failpoints, action| io::Error::other(fp.crash(Point::LogSync, action));
+        match self.failpoints.hit(Point::LogSync) {
             Some(Action::Tear) => {
-                self.disk.append(name, &buf[..buf.len() / 2])?;
-                self.disk.sync(name)?;
-                Failpoints::crash("log-sync", Action::Tear);
+                self.disk_mut()?.append(name, &buf[..buf.len() / 2])?;
+                self.disk_mut()?.sync(name)?;
+                Err(died(&self.failpoints, Action::Tear))
             }
             Some(Action::CrashBefore) => {
-                self.disk.append(name, buf)?;
-                Failpoints::crash("log-sync", Action::CrashBefore);
+                self.disk_mut()?.append(name, buf)?;
+                Err(died(&self.failpoints, Action::CrashBefore))
             }
             after => {
-                self.disk.append(name, buf)?;
-                self.disk.sync(name)?;
+                self.disk_mut()?.append(name, buf)?;
+                self.disk_mut()?.sync(name)?;
                 if after == Some(Action::CrashAfter) {
-                    Failpoints::crash("log-sync", Action::CrashAfter);
+                    return Err(died(&self.failpoints, Action::CrashAfter));
                 }
+                Ok(buf.len())
             }
         }
-        Ok(buf.len())
+    }
+
+    /// The disk, to change it: refused once a failpoint killed the (simulated) process, so
+    /// nothing the replica does after its death reaches the disk.
+    fn disk_mut(&mut self) -> io::Result<&mut D> {
+        self.failpoints.alive().map_err(io::Error::other)?;
+        Ok(&mut self.disk)
     }
 
     /// Removes entries `index..` (a divergent suffix), durably.
@@ -340,12 +352,13 @@ impl<D: Disk> Wal<D> {
         self.damaged_tail = None;
         self.mem.entries.truncate(slot);
         self.offsets.truncate(slot);
-        for s in self.segments.drain(seg + 1..) {
-            self.disk.remove(&s.name)?;
+        let gone: Vec<Segment> = self.segments.drain(seg + 1..).collect();
+        for s in gone {
+            self.disk_mut()?.remove(&s.name)?;
         }
-        let segment = &mut self.segments[seg];
-        self.disk.truncate(&segment.name, offset)?;
-        segment.len = offset;
+        let name = self.segments[seg].name.clone();
+        self.disk_mut()?.truncate(&name, offset)?;
+        self.segments[seg].len = offset;
         Ok(())
     }
 
@@ -357,14 +370,15 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         };
         let base = LogPosition { term: self.mem.entries[slot].0, index };
-        write_base(&mut self.disk, base)?;
+        write_base(self.disk_mut()?, base)?;
         self.mem.base = base;
         self.mem.entries.drain(..=slot);
         self.offsets.drain(..=slot);
         let keep_from = self.segments.iter().rposition(|s| s.first <= index + 1).unwrap_or(0);
         if keep_from > 0 {
-            for s in self.segments.drain(..keep_from) {
-                self.disk.remove(&s.name)?;
+            let gone: Vec<Segment> = self.segments.drain(..keep_from).collect();
+            for s in gone {
+                self.disk_mut()?.remove(&s.name)?;
             }
             for (seg, _) in self.offsets.iter_mut() {
                 *seg -= keep_from;
@@ -377,9 +391,9 @@ impl<D: Disk> Wal<D> {
     pub fn reset(&mut self, base: LogPosition) -> io::Result<()> {
         self.pending.clear();
         self.damaged_tail = None;
-        write_base(&mut self.disk, base)?;
-        for s in self.segments.drain(..) {
-            self.disk.remove(&s.name)?;
+        write_base(self.disk_mut()?, base)?;
+        for s in std::mem::take(&mut self.segments) {
+            self.disk_mut()?.remove(&s.name)?;
         }
         self.offsets.clear();
         self.mem.base = base;
@@ -389,8 +403,8 @@ impl<D: Disk> Wal<D> {
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         let name = segment_name(first);
-        self.disk.append(&name, &[])?;
-        self.disk.sync(&name)?;
+        self.disk_mut()?.append(&name, &[])?;
+        self.disk_mut()?.sync(&name)?;
         let len = self.disk.read(&name)?.map_or(0, |d| d.len() as u64);
         self.segments.push(Segment { first, name, len });
         Ok(())

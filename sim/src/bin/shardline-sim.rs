@@ -6,7 +6,8 @@ use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use shardline_sim::faults::FaultMix;
 use shardline_sim::run::{run, Broken, RunConfig};
-use shardline_sim::scenarios;
+use shardline_sim::scenarios::{self, Victim};
+use shardline_storage_node::failpoint;
 
 /// Runs the cluster simulator: each seed is one history of clients, faults and healing,
 /// checked for lost acknowledged writes, refused writes that happened, non-linearizable
@@ -27,6 +28,13 @@ struct Args {
     /// Run a named, scripted schedule instead of random faults (`--scenario list` lists them).
     #[arg(long)]
     scenario: Option<String>,
+    /// Run the crash-point schedule with this failpoint (`log-sync:tear@3`, as
+    /// SHARDLINE_FAILPOINT takes it) armed on shard 1's primary.
+    #[arg(long, conflicts_with = "scenario")]
+    failpoint: Option<String>,
+    /// With --failpoint: arm it on shard 1's first follower instead.
+    #[arg(long, requires = "failpoint")]
+    on_follower: bool,
     /// After each failing run, print every operation on this key.
     #[arg(long)]
     history: Option<i64>,
@@ -67,12 +75,15 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let failpoint = args.failpoint.as_deref().map(failpoint::parse_spec).transpose().map_err(anyhow::Error::msg)?;
+    let victim = if args.on_follower { Victim::Follower } else { Victim::Primary };
     let started = Instant::now();
     let (mut events, mut failed, mut shown) = (0u64, 0u64, 0usize);
     for seed in args.seed..args.seed + args.seeds {
-        let mut cfg = match scenario {
-            Some(s) => s.config(seed),
-            None => {
+        let mut cfg = match (scenario, failpoint) {
+            (Some(s), _) => s.config(seed),
+            (None, Some((point, action, hit))) => scenarios::failpoint(seed, victim, point, action, hit),
+            (None, None) => {
                 let mut cfg = RunConfig::new(seed);
                 cfg.faults = faults;
                 cfg
@@ -80,8 +91,12 @@ fn main() -> anyhow::Result<()> {
         };
         cfg.verbose = args.trace;
         cfg.broken = args.broken;
-        let report = run(&cfg);
+        let mut report = run(&cfg);
         events += report.events;
+        if failpoint.is_some() && report.fired.is_empty() {
+            // A crash-point run that never crashed tested nothing.
+            report.violations.push("the failpoint never fired".into());
+        }
         if !report.violations.is_empty() {
             failed += 1;
             if shown < args.show {
@@ -99,9 +114,12 @@ fn main() -> anyhow::Result<()> {
                     .broken
                     .map(|b| format!(" --broken {}", b.to_possible_value().expect("a name").get_name()))
                     .unwrap_or_default();
-                let what = match scenario {
-                    Some(s) => format!("--scenario {}", s.name),
-                    None => format!("--faults {}", args.faults),
+                let what = match (scenario, &args.failpoint) {
+                    (Some(s), _) => format!("--scenario {}", s.name),
+                    (None, Some(spec)) => {
+                        format!("--failpoint {spec}{}", if args.on_follower { " --on-follower" } else { "" })
+                    }
+                    (None, None) => format!("--faults {}", args.faults),
                 };
                 eprintln!(
                     "  replay: cargo run --release -p shardline-sim -- --seed {seed} --seeds 1 {what} --trace{broken}"

@@ -2,7 +2,8 @@
 //!
 //! It keeps two copies: what a reader sees now, and what the last durable commit left.
 //! [`MemTable::crash`] throws the first away, as a real crash rolls redb back to its last
-//! `Durability::Immediate` commit.
+//! `Durability::Immediate` commit. Its commits pass the same failpoints as the redb
+//! table's (`table-commit` on each apply, `term-commit` on each adopted term).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
 use super::{ClientMark, Snapshot, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
+use crate::failpoint::{Failpoints, Point};
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -29,10 +31,11 @@ struct Copies {
     durable: State,
 }
 
-/// An in-memory shard table; clones share it.
+/// An in-memory shard table; clones share it (and its failpoints).
 #[derive(Debug, Clone, Default)]
 pub struct MemTable {
     inner: Arc<Mutex<Copies>>,
+    failpoints: Arc<Failpoints>,
 }
 
 impl MemTable {
@@ -41,19 +44,27 @@ impl MemTable {
         MemTable::default()
     }
 
+    /// The same table as a (simulated) process opens it: its commits pass `failpoints`,
+    /// as a redb table's pass those it was opened with.
+    pub fn with_failpoints(&self, failpoints: Arc<Failpoints>) -> MemTable {
+        MemTable { inner: self.inner.clone(), failpoints }
+    }
+
     /// A crash: everything after the last durable commit is gone.
     pub fn crash(&self) {
         let mut c = self.inner.lock().expect("mem table lock");
         c.now = c.durable.clone();
     }
 
-    fn commit(&self, durable: bool, change: impl FnOnce(&mut State)) -> Result<(), StoreError> {
-        let mut c = self.inner.lock().expect("mem table lock");
-        change(&mut c.now);
-        if durable {
-            c.durable = c.now.clone();
-        }
-        Ok(())
+    fn commit(&self, durable: bool, point: Option<Point>, change: impl FnOnce(&mut State)) -> Result<(), StoreError> {
+        self.failpoints.around_commit(point, || {
+            let mut c = self.inner.lock().expect("mem table lock");
+            change(&mut c.now);
+            if durable {
+                c.durable = c.now.clone();
+            }
+            Ok(())
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -75,21 +86,21 @@ impl TableStore for MemTable {
     }
 
     fn configure(&self, spec: &ShardSpec, schema: &Schema) -> Result<(), StoreError> {
-        self.commit(true, |s| {
+        self.commit(true, None, |s| {
             s.spec = Some(*spec);
             s.schema = Some(schema.clone());
         })
     }
 
     fn set_term(&self, term: u64) -> Result<(), StoreError> {
-        self.commit(true, |s| s.term = term)
+        self.commit(true, Some(Point::TermCommit), |s| s.term = term)
     }
 
     fn apply(&self, entries: &[LogEntry], durable: bool) -> Result<(), StoreError> {
         let Some(last) = entries.last() else {
             return Ok(());
         };
-        self.commit(durable, |s| {
+        self.commit(durable, Some(Point::TableCommit), |s| {
             for entry in entries {
                 match &entry.op {
                     Operation::Noop => {}
@@ -120,7 +131,7 @@ impl TableStore for MemTable {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.commit(true, |_| {})
+        self.commit(true, None, |_| {})
     }
 
     fn contains(&self, key: i64) -> Result<bool, StoreError> {
@@ -155,7 +166,7 @@ impl TableStore for MemTable {
     }
 
     fn begin_install(&self) -> Result<(), StoreError> {
-        self.commit(true, |s| {
+        self.commit(true, None, |s| {
             s.rows.clear();
             s.clients.clear();
             s.by_index.clear();
@@ -165,7 +176,7 @@ impl TableStore for MemTable {
     }
 
     fn install_rows(&self, chunk: &[Row]) -> Result<(), StoreError> {
-        self.commit(false, |s| {
+        self.commit(false, None, |s| {
             for row in chunk {
                 s.rows.insert(row.key, row.values.clone());
             }
@@ -173,7 +184,7 @@ impl TableStore for MemTable {
     }
 
     fn finish_install(&self, last_included: LogPosition, marks: &[ClientSeqMark]) -> Result<(), StoreError> {
-        self.commit(true, |s| {
+        self.commit(true, None, |s| {
             for m in marks {
                 s.clients
                     .insert((m.client, m.seq), ClientMark { seq: m.seq, term: m.entry.term, index: m.entry.index });
@@ -188,6 +199,7 @@ impl TableStore for MemTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failpoint::{Action, Fired};
     use shardline_protocol::ShardId;
 
     fn entry(index: u64, key: i64) -> LogEntry {
@@ -207,5 +219,27 @@ mod tests {
         assert_eq!(t.meta().unwrap().unwrap().applied.index, 1);
         assert_eq!(t.client_mark(7, 1).unwrap().map(|m| m.index), Some(1));
         assert_eq!(t.client_mark(7, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_at_a_failpoint_survives_the_crash_only_if_it_was_made_durable() {
+        for (action, durable, survives) in [
+            (Action::CrashAfter, true, true),
+            (Action::CrashAfter, false, false),
+            (Action::CrashBefore, true, false),
+            (Action::Tear, true, false),
+        ] {
+            let failpoints = Arc::new(Failpoints::simulated());
+            let t = MemTable::new().with_failpoints(failpoints.clone());
+            t.configure(&ShardSpec { id: ShardId(1), low: 0, size: 10 }, &Schema::seed()).unwrap();
+            failpoints.arm(Point::TableCommit, action, 2);
+            t.apply(&[entry(1, 1)], true).unwrap();
+            let died = t.apply(&[entry(2, 2)], durable).unwrap_err();
+            assert!(matches!(died, StoreError::Died(Fired { point: Point::TableCommit, .. })), "{died}");
+            assert!(t.set_term(3).is_err(), "a dead process commits nothing more");
+            t.crash();
+            assert_eq!(t.contains(2).unwrap(), survives, "{action} durable {durable}");
+            assert!(t.contains(1).unwrap() && t.meta().unwrap().unwrap().term == 0);
+        }
     }
 }

@@ -23,7 +23,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
 use super::{Snapshot, TableStore};
-use crate::failpoint::{Action, Failpoints};
+use crate::failpoint::{Failpoints, Fired, Point};
 
 const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The log failed.
     #[error("log: {0}")]
     Io(#[from] std::io::Error),
+    /// A failpoint killed the (simulated) process: nothing more is written.
+    #[error(transparent)]
+    Died(#[from] Fired),
 }
 
 impl StoreError {
@@ -56,7 +59,7 @@ impl StoreError {
         match self {
             StoreError::Redb(::redb::Error::Corrupted(_)) | StoreError::Decode(..) => true,
             StoreError::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
-            StoreError::Redb(_) => false,
+            StoreError::Redb(_) | StoreError::Died(_) => false,
         }
     }
 }
@@ -128,21 +131,14 @@ impl Table {
     fn write(
         &self,
         durability: Durability,
-        point: Option<&'static str>,
+        point: Option<Point>,
         body: impl FnOnce(&::redb::WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(durability)?;
         body(&tx)?;
-        let action = point.and_then(|p| self.failpoints.hit(p));
-        if let (Some(p), Some(Action::CrashBefore | Action::Tear)) = (point, action) {
-            Failpoints::crash(p, action.expect("armed"));
-        }
-        tx.commit()?;
-        if let (Some(p), Some(Action::CrashAfter)) = (point, action) {
-            Failpoints::crash(p, Action::CrashAfter);
-        }
-        Ok(())
+        // A transaction dropped uncommitted (crash-before) is rolled back, as an abort would.
+        self.failpoints.around_commit(point, || tx.commit().map_err(StoreError::from))
     }
 }
 
@@ -175,7 +171,7 @@ impl TableStore for Table {
 
     /// Durably adopts `term`.
     fn set_term(&self, term: u64) -> Result<(), StoreError> {
-        self.write(Durability::Immediate, Some("term-commit"), |tx| put(&mut tx.open_table(META)?, "term", &term))
+        self.write(Durability::Immediate, Some(Point::TermCommit), |tx| put(&mut tx.open_table(META)?, "term", &term))
     }
 
     /// Applies committed entries in order; `durable` forces an fsync.
@@ -184,7 +180,7 @@ impl TableStore for Table {
             return Ok(());
         };
         let durability = if durable { Durability::Immediate } else { Durability::None };
-        self.write(durability, Some("table-commit"), |tx| {
+        self.write(durability, Some(Point::TableCommit), |tx| {
             let mut rows = tx.open_table(ROWS)?;
             let mut clients = tx.open_table(CLIENTS)?;
             let mut by_index = tx.open_table(CLIENTS_BY_INDEX)?;
