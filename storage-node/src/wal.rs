@@ -5,6 +5,8 @@
 //!                                            term u64 | index u64 | crc32 of the 16 bytes
 //! <shard dir>/log/00000000000000000001.seg   records back to back (protocol::log_entry),
 //! <shard dir>/log/00000000000000052001.seg   each file named by its first entry's index
+//! <shard dir>/log/DAMAGED                    while corruption found on open is not yet
+//!                                            repaired: the first damaged index | crc32
 //! ```
 //!
 //! Appends go to the last segment and are made durable with one `fdatasync` per batch
@@ -13,7 +15,10 @@
 //! the last segment: a write the crash interrupted, never acknowledged) is cut off
 //! quietly; anything else (a complete record whose CRC fails, an index out of sequence)
 //! is corruption: the log is cut at that entry and the replica reports a fault until a
-//! primary has sent the entries again.
+//! primary has sent the entries again. Corruption, once found, is remembered in `DAMAGED`
+//! until the replica says it is repaired ([`Wal::damage_repaired`]): further damage to the
+//! same tail (a second flipped bit that makes it look like a torn write, say) must not make
+//! a shorter log look whole on the next start.
 //!
 //! The entries themselves are also kept in memory ([`LogView`]) so the primary's
 //! replication tasks can read them while the shard appends.
@@ -200,7 +205,35 @@ impl<D: Disk> Wal<D> {
             let next = self.mem.last().index + 1;
             self.start_segment(next)?;
         }
+        self.remember_damage(&mut report)?;
         Ok(report)
+    }
+
+    /// Reconciles what this open found with the damage earlier opens found: damage found
+    /// now is recorded durably; damage recorded before still counts, from the earlier of
+    /// the two indexes, even if the log now looks whole.
+    fn remember_damage(&mut self, report: &mut ReplayReport) -> io::Result<()> {
+        let earlier = read_damage_mark(&self.disk);
+        match (report.damage.as_ref().map(|(index, _)| *index), earlier) {
+            (Some(index), None) => write_damage_mark(self.disk_mut()?, index)?,
+            (Some(index), Some(marked)) if marked >= index => {}
+            (_, Some(marked)) => {
+                let index = marked.min(self.mem.last().index + 1);
+                let why = format!("entry {marked} was found damaged on an earlier start and is not yet repaired");
+                report.damage = Some((index, why));
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The replica holds again everything a primary committed past the damage (or a
+    /// snapshot replaced the log): the damage record goes, durably.
+    pub fn damage_repaired(&mut self) -> io::Result<()> {
+        if self.disk.read(DAMAGE_MARK)?.is_some() {
+            self.disk_mut()?.remove(DAMAGE_MARK)?;
+        }
+        Ok(())
     }
 
     /// Parses one segment into memory; returns the length of its good prefix and what
@@ -450,6 +483,29 @@ fn intact_record_in(bytes: &[u8]) -> bool {
     })
 }
 
+/// The file that records corruption not yet repaired.
+const DAMAGE_MARK: &str = "DAMAGED";
+
+/// The first damaged index recorded, if any. A record that cannot be read counts as damage
+/// from the start of the log: it was written because something was damaged.
+fn read_damage_mark(disk: &impl Disk) -> Option<u64> {
+    let data = match disk.read(DAMAGE_MARK) {
+        Ok(Some(data)) => data,
+        Ok(None) => return None,
+        Err(_) => return Some(1),
+    };
+    let good =
+        data.len() == 12 && crc32fast::hash(&data[..8]) == u32::from_be_bytes(data[8..12].try_into().expect("4"));
+    Some(if good { u64::from_be_bytes(data[..8].try_into().expect("8")) } else { 1 })
+}
+
+fn write_damage_mark(disk: &mut impl Disk, index: u64) -> io::Result<()> {
+    let mut data = Vec::with_capacity(12);
+    data.extend_from_slice(&index.to_be_bytes());
+    data.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
+    disk.replace(DAMAGE_MARK, &data)
+}
+
 fn read_base(disk: &impl Disk) -> io::Result<LogPosition> {
     let Some(data) = disk.read("BASE")? else {
         return Ok(LogPosition::default());
@@ -538,12 +594,36 @@ mod tests {
         // Until repaired, the damage is found again on every open.
         let (mut wal, report) = open(dir.path());
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "a restart must not forget the damage");
-        // The primary's entries replace it: then the log is whole.
+        // The primary's entries replace it; the damage counts until the replica says it
+        // holds all the primary committed (it may have held more than it got back so far).
         wal.append((3..=4).map(|i| record(2, i)).collect()).unwrap();
+        drop(wal);
+        let (mut wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3), "not yet said to be repaired");
+        assert_eq!(wal.last(), LogPosition { term: 2, index: 4 });
+        wal.damage_repaired().unwrap();
         drop(wal);
         let (wal, report) = open(dir.path());
         assert_eq!(report.damage, None);
         assert_eq!(wal.last(), LogPosition { term: 2, index: 4 });
+    }
+
+    #[test]
+    fn damage_found_once_counts_even_when_further_damage_makes_the_tail_look_torn() {
+        // Found by the simulator (seed 1104115): entry 5 damaged, then entry 4's length
+        // flipped too before any repair; the tail then looked like a torn write and the
+        // replica voted as whole with acknowledged entries 4 and 5 gone.
+        let (dir, wal, report) = reopen_with_flipped_length(5);
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(5));
+        let (seg, offset) = wal.offsets[3];
+        let path = dir.path().join(&wal.segments[seg].name);
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
+        fs::write(&path, data).unwrap();
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.damage.as_ref().map(|d| d.0), Some(4), "{report:?}");
+        assert_eq!(wal.last().index, 3);
     }
 
     /// Five synced entries, then a high bit of entry `index`'s length flipped: it now

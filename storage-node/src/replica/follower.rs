@@ -154,6 +154,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if self.applied.index >= req.commit && (self.fault.is_some() || !self.synced) {
             if self.fault.is_some() {
+                // Only now may a restart find the log whole: it holds all the primary committed.
+                if let Err(e) = self.wal.damage_repaired() {
+                    self.log_failed("log repair record", &e);
+                    return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+                }
                 info!(applied = self.applied.index, "log repaired from the primary: serving again");
             } else {
                 info!(applied = self.applied.index, "caught up with the primary's commit index: serving");
@@ -201,6 +206,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             if chunk.done {
                 let marks = std::mem::take(&mut self.install_marks);
                 self.table.finish_install(chunk.last_included, &marks)?;
+                self.wal.damage_repaired()?;
                 self.install = None;
                 self.applied = chunk.last_included;
                 self.commit = self.commit.max(chunk.last_included.index);
