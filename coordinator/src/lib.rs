@@ -8,6 +8,9 @@
 //! - [`election`]: choosing the new primary from the votes.
 //! - [`round`]: one election as a sans-IO state machine (queries out, answers in, the
 //!   outcome's requests out), driven by `failover` here and by the simulator.
+//! - [`driver`]: the driver's steps as one sans-IO [`driver::Core`] (heartbeats, leases,
+//!   reconcile, elections, replica set changes): time and answers in, calls out. The
+//!   tokio driver and the simulator both run it.
 //! - [`lease`]: lease grants, and when a shard's leases have surely ended.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
@@ -31,6 +34,7 @@ mod admin;
 mod cluster;
 pub mod config;
 pub mod detector;
+pub mod driver;
 pub mod election;
 mod failover;
 pub mod lease;
