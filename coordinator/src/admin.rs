@@ -2,8 +2,9 @@
 //!
 //! Each is checked in full by `plan` first (a refused request changes nothing), then
 //! persisted, then carried out: spawn, wait until the nodes answer, configure replicas,
-//! elect or re-point primaries, retire voters one at a time. One admin operation runs at a
-//! time; meanwhile the reconcile loop still runs elections, and nothing else.
+//! elect or re-point primaries (through the core), queue voters for the core to retire one at
+//! a time. One admin operation runs at a time; meanwhile the reconcile loop still runs
+//! elections and the queued retirements, and nothing else.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use shardline_protocol::{
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
+use crate::failover::POLL;
 use crate::meta::{ServerMeta, ShardMeta};
 use crate::plan::{self, AddPlan};
 
@@ -27,7 +29,7 @@ impl Coordinator {
         let schema = request.schema.clone();
         self.update(|m| m.schema = Some(schema))?;
         info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "initializing the cluster");
-        self.carry_out(plan).await?;
+        self.apply(plan).await?;
         Ok(self.topology())
     }
 
@@ -40,12 +42,12 @@ impl Coordinator {
         }
         let plan = plan::add_servers(&request, &self.meta())?;
         info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "adding servers");
-        self.carry_out(plan).await?;
+        self.apply(plan).await?;
         Ok(self.topology())
     }
 
     /// Persists, spawns, configures and elects for an [`AddPlan`].
-    async fn carry_out(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
+    async fn apply(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
         let mut addrs = Vec::new();
         for name in plan.servers.keys() {
             addrs.push((name.clone(), self.spawner.address_for(name).map_err(|e| ErrorCode::Internal(e.to_string()))?));
@@ -84,7 +86,7 @@ impl Coordinator {
         })?;
         for (name, _) in &addrs {
             // A server being started is not a dead one: no respawn while it boots.
-            self.just_started(name);
+            self.core().just_started(name, Instant::now());
             self.watch_server(name);
         }
         let started = join_all(addrs.iter().map(|(name, _)| self.start_node(name))).await;
@@ -122,9 +124,10 @@ impl Coordinator {
             .map(|s| s.spec.id)
             .collect();
         for id in grown {
-            if let Err(e) = self.repoint(id).await {
-                warn!(shard = %id, %e, "could not tell the primary its new learner; the reconcile loop will retry");
-            }
+            // The learners follow, the primary learns its new set (the reconcile loop
+            // tells it again if this is lost).
+            let effects = self.core().repoint(id, Instant::now());
+            self.carry_out(effects);
         }
         self.publish();
         Ok(())
@@ -137,42 +140,34 @@ impl Coordinator {
     }
 
     /// Removes `n` servers, the named ones first. Learners go at once; each shard's voters
-    /// are retired one at a time, each once the last change has settled (a retired primary
-    /// is replaced by an election). A server is stopped once it holds no replica; if a
-    /// shard cannot settle in time, what is done stays done and the error says so.
+    /// are queued in the core, which retires them one at a time, each once the last change
+    /// has settled (a retired primary is replaced by an election). A server is stopped once
+    /// it holds no replica; if a shard cannot settle in time, what is done stays done and
+    /// the error says so.
     pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");
-        let (retire, dropped) = self.update(|m| {
-            let (mut retire, mut dropped) = (Vec::new(), Vec::new());
-            for shard in m.shards.values_mut() {
+        let shards: Vec<ShardId> = {
+            let mut core = self.core();
+            let now = Instant::now();
+            let mut effects = Vec::new();
+            let mut queued = Vec::new();
+            for shard in core.meta().shards.values().cloned().collect::<Vec<_>>() {
                 let id = shard.spec.id;
-                dropped.extend(shard.learners.iter().filter(|r| chosen.contains(r)).map(|r| (id, r.clone())));
-                shard.learners.retain(|r| !chosen.contains(r));
-                let voters = shard.replicas.clone();
-                shard.catch_up.retain(|r, _| !chosen.contains(r) || voters.contains(r));
-                let voters: Vec<String> = shard.replicas.iter().filter(|r| chosen.contains(r)).cloned().collect();
-                if !voters.is_empty() {
-                    retire.push((shard.spec.id, voters));
+                for server in shard.learners.iter().chain(&shard.replicas).filter(|r| chosen.contains(r)) {
+                    effects.extend(core.remove_replica(id, server, now));
+                }
+                if !core.leaving(id).is_empty() {
+                    queued.push(id);
                 }
             }
-            (retire, dropped)
-        })?;
+            drop(core);
+            self.carry_out(effects);
+            queued
+        };
         self.publish();
-        for (shard, server) in dropped {
-            // Best effort: a node that keeps other replicas should not keep following for this one.
-            let addr = self.meta().addr(&server).addr;
-            let _ = self.control(&addr, &ControlRequest::DropShard { shard }).await;
-        }
-        let deadline = Instant::now() + self.cfg.ready_timeout;
-        let retired = join_all(retire.into_iter().map(|(shard, voters)| async move {
-            for server in voters {
-                self.retire(shard, &server, deadline).await?;
-            }
-            Ok::<(), ErrorCode>(())
-        }))
-        .await;
+        let retired = self.wait_retired(&shards).await;
         let gone: Vec<String> = {
             let meta = self.meta();
             chosen.iter().filter(|s| meta.shards_of(s).next().is_none()).cloned().collect()
@@ -192,12 +187,42 @@ impl Coordinator {
             }
         }
         self.publish();
-        if let Err(e) = retired.into_iter().collect::<Result<Vec<()>, ErrorCode>>() {
+        if let Err(e) = retired {
             let left: Vec<&String> = chosen.iter().filter(|s| !gone.contains(s)).collect();
             return Err(ErrorCode::Timeout(format!(
                 "{e}; removed {gone:?}, still to remove {left:?}: run the removal again naming them"
             )));
         }
         Ok(self.topology())
+    }
+
+    /// Waits until the core has retired every voter queued for `shards` and each has a
+    /// primary again; at the deadline, gives up on what is left (it stays queued no more).
+    async fn wait_retired(&self, shards: &[ShardId]) -> Result<(), String> {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        loop {
+            let waiting: Vec<ShardId> = {
+                let core = self.core();
+                let busy = |id: &ShardId| {
+                    let headless = core.meta().shards.get(id).is_some_and(|s| s.primary.is_none());
+                    !core.leaving(*id).is_empty() || headless || core.electing(*id)
+                };
+                shards.iter().copied().filter(busy).collect()
+            };
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let mut core = self.core();
+                let left: Vec<(ShardId, Vec<String>)> =
+                    waiting.iter().map(|&id| (id, core.cancel_retire(id))).collect();
+                return Err(format!(
+                    "shards {waiting:?} did not finish in time (left to retire: {left:?}): retiring a voter needs \
+                     a primary whose replica set has settled (its primary must show a majority of the set \
+                     holding its log) and a majority of healthy voters left without it"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -64,7 +64,7 @@ impl Core {
 
     /// Tells `shard`'s primary its current replica set at the same term, and learners not
     /// yet following to follow it (their catch-up target: the primary's log now).
-    pub(super) fn repoint(&mut self, shard: ShardId, now: Instant) -> Vec<Effect> {
+    pub fn repoint(&mut self, shard: ShardId, now: Instant) -> Vec<Effect> {
         let Some(s) = self.meta.shards.get(&shard) else { return Vec::new() };
         let Some(primary) = s.primary.clone() else { return Vec::new() };
         let others = |names: &[String]| names.iter().filter(|r| **r != primary).map(|r| self.meta.addr(r)).collect();

@@ -18,6 +18,8 @@
 mod answers;
 mod elect;
 mod members;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -341,14 +343,33 @@ impl Core {
                     out.extend(self.elect(shard, now));
                 }
             }
-            Action::Follow { shard, server } if !self.electing(shard) => out.extend(self.follow(shard, &server, now)),
-            Action::Repoint(shard) if !self.electing(shard) => out.extend(self.repoint(shard, now)),
-            Action::Follow { .. } | Action::Repoint(_) => {}
+            // A role or set already on its way is not sent again until that call ends.
+            Action::Follow { shard, server } if !self.electing(shard) && !self.awaiting(shard, Some(&server)) => {
+                out.extend(self.follow(shard, &server, now))
+            }
+            Action::Repoint(shard) if !self.electing(shard) && !self.awaiting(shard, None) => {
+                out.extend(self.repoint(shard, now))
+            }
+            Action::Configure { shard, server } if !self.awaiting(shard, Some(&server)) => {
+                out.extend(self.configure(shard, &server, now))
+            }
+            Action::Follow { .. } | Action::Repoint(_) | Action::Configure { .. } => {}
             Action::Settled { shard, term } => self.settled(shard, term),
             Action::Promote { shard, server } => out.extend(self.promote(shard, &server, now)),
-            Action::Configure { shard, server } => out.extend(self.configure(shard, &server, now)),
             Action::Respawn(server) => out.extend(self.respawn(&server, now)),
         }
+    }
+
+    /// Whether a call about `shard` is under way: to `node` a follow or configure, or
+    /// (`None`) the primary's replica set.
+    fn awaiting(&self, shard: ShardId, node: Option<&str>) -> bool {
+        self.calls.values().any(|p| match (&p.purpose, node) {
+            (Purpose::Follow { shard: s, node: n, .. } | Purpose::Configure { shard: s, node: n }, Some(node)) => {
+                *s == shard && n == node
+            }
+            (Purpose::Repoint { shard: s, .. }, None) => *s == shard,
+            _ => false,
+        })
     }
 
     fn may_elect(&self, shard: ShardId, now: Instant) -> bool {
