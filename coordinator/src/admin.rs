@@ -70,16 +70,8 @@ impl Coordinator {
                 m.servers.insert(name.clone(), ServerMeta { addr: addr.clone() });
             }
             for (name, shards) in &plan.servers {
-                for id in shards {
-                    let shard = m.shards.get_mut(id).expect("planned shards exist");
-                    if new_shards.contains(id) {
-                        shard.replicas.push(name.clone());
-                    } else {
-                        // A learner of an existing shard: it votes, and serves reads, only
-                        // once it has caught up (its target is set when it follows).
-                        shard.learners.push(name.clone());
-                        shard.catch_up.insert(name.clone(), u64::MAX);
-                    }
+                for id in shards.iter().filter(|id| new_shards.contains(id)) {
+                    m.shards.get_mut(id).expect("planned shards exist").replicas.push(name.clone());
                 }
             }
             m.next_server = plan.next_server;
@@ -96,7 +88,7 @@ impl Coordinator {
         let mut configure = Vec::new();
         for (name, shards) in &plan.servers {
             let addr = self.meta().addr(name).addr;
-            for id in shards {
+            for id in shards.iter().filter(|id| new_shards.contains(id)) {
                 let spec = self.meta().shards[id].spec;
                 let request = ControlRequest::ConfigureShard { shard: spec, schema: schema.clone() };
                 let addr = addr.clone();
@@ -116,21 +108,44 @@ impl Coordinator {
                 warn!(shard = %id, %e, "first election failed; the reconcile loop will retry");
             }
         }
-        let grown: Vec<ShardId> = self
-            .meta()
-            .shards
-            .values()
-            .filter(|s| !new_shards.contains(&s.spec.id) && s.catch_up.values().any(|&t| t == u64::MAX))
-            .map(|s| s.spec.id)
+        // Replicas of existing shards join through the core, as learners: configured
+        // empty, then following, the primary told its new set; promoted once caught up.
+        let learners: Vec<(ShardId, String)> = plan
+            .servers
+            .iter()
+            .flat_map(|(name, shards)| {
+                shards.iter().filter(|id| !new_shards.contains(id)).map(|id| (*id, name.clone()))
+            })
             .collect();
-        for id in grown {
-            // The learners follow, the primary learns its new set (the reconcile loop
-            // tells it again if this is lost).
-            let effects = self.core().repoint(id, Instant::now());
-            self.carry_out(effects);
-        }
+        let effects = {
+            let mut core = self.core();
+            let now = Instant::now();
+            learners.iter().flat_map(|(id, name)| core.add_replica(*id, name, now)).collect()
+        };
+        self.carry_out(effects);
+        self.wait_joined(&learners).await?;
         self.publish();
         Ok(())
+    }
+
+    /// Waits until every new learner has been configured and told to follow (the core's
+    /// calls for it have ended); errs naming those that have not followed.
+    async fn wait_joined(&self, learners: &[(ShardId, String)]) -> Result<(), ErrorCode> {
+        let deadline = Instant::now() + self.cfg.call_timeout * 3;
+        while Instant::now() < deadline && learners.iter().any(|(id, name)| self.core().joining(*id, name)) {
+            tokio::time::sleep(POLL).await;
+        }
+        let core = self.core();
+        let late: Vec<&(ShardId, String)> = learners.iter().filter(|(id, name)| !core.followed(*id, name)).collect();
+        match late.first() {
+            None => Ok(()),
+            Some((shard, _)) => Err(ErrorCode::Unavailable {
+                shard: *shard,
+                reason: format!(
+                    "added as learners but not yet following: {late:?}; the coordinator keeps configuring them"
+                ),
+            }),
+        }
     }
 
     async fn start_node(&self, name: &str) -> Result<(), ErrorCode> {

@@ -79,10 +79,11 @@ impl SimCoordinator {
         world.after(self.heartbeat, Event::Heartbeat);
     }
 
-    /// A reconcile round (no admin operation holds the coordinator in the simulation: its
-    /// removals wait in the core's queue).
+    /// A reconcile round. While voters wait to be retired, a RemoveServers holds the
+    /// coordinator's admin lock: the round then only elects and retires, as the real one.
     pub fn reconcile(&mut self, world: &mut World) {
-        let effects = self.core.reconcile(self.instant(world.now), false);
+        let held = self.core.retiring();
+        let effects = self.core.reconcile(self.instant(world.now), held);
         self.carry_out(world, effects);
         world.after(self.heartbeat / 2, Event::Reconcile);
     }

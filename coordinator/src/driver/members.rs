@@ -55,7 +55,12 @@ impl Core {
         }
         info!(%shard, node, "replica created");
         let told = self.told.get(&shard) == Some(&s.replica_set());
-        let mut out: Vec<Effect> = self.follow(shard, node, now).into_iter().collect();
+        // A newcomer (no catch-up target yet) is told to follow by the repoint itself.
+        let newcomer = s.catch_up.get(node) == Some(&u64::MAX);
+        let mut out = Vec::new();
+        if told || !newcomer {
+            out.extend(self.follow(shard, node, now));
+        }
         if !told {
             out.extend(self.repoint(shard, now));
         }

@@ -246,6 +246,21 @@ impl Core {
         self.leaving.get(&shard).map_or(&[], |q| q.as_slice())
     }
 
+    /// Whether a configure or follow call for `node`'s replica of `shard` is under way.
+    pub fn joining(&self, shard: ShardId, node: &str) -> bool {
+        self.awaiting(shard, Some(node))
+    }
+
+    /// Whether `node` has acknowledged a role on `shard` (led or followed).
+    pub fn followed(&self, shard: ShardId, node: &str) -> bool {
+        self.roles.contains_key(&(shard, node.to_owned()))
+    }
+
+    /// Whether any voter waits to be retired.
+    pub fn retiring(&self) -> bool {
+        self.leaving.values().any(|queue| !queue.is_empty())
+    }
+
     /// A server the driver is starting now gets the grace of a fresh one: neither dead
     /// nor due a restart until it has had the time to answer.
     pub fn just_started(&mut self, server: &str, now: Instant) {
@@ -337,8 +352,7 @@ impl Core {
         match action {
             Action::Elect(shard) => {
                 // Before scenario 10's fix, elections waited for an admin operation.
-                let held_back = self.broken == Some(Broken::AdminBlocksFailover)
-                    && self.leaving.values().any(|queue| !queue.is_empty());
+                let held_back = self.broken == Some(Broken::AdminBlocksFailover) && self.retiring();
                 if self.may_elect(shard, now) && !held_back {
                     out.extend(self.elect(shard, now));
                 }
