@@ -3,7 +3,7 @@
 //! driver state between steps live in the core (run by the simulator too); this module
 //! makes its calls concurrently, feeds the answers back, and restarts nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub struct Coordinator {
     topology: watch::Sender<Topology>,
     heartbeats: Mutex<HashMap<String, JoinHandle<()>>>,
     respawns: AtomicU64,
+    /// Nodes being restarted now: a slow start is not begun again beside itself.
+    restarting: Mutex<HashSet<String>>,
 }
 
 impl Coordinator {
@@ -53,6 +55,7 @@ impl Coordinator {
             admin: tokio::sync::Mutex::new(()),
             heartbeats: Mutex::new(HashMap::new()),
             respawns: AtomicU64::new(0),
+            restarting: Mutex::new(HashSet::new()),
         });
         let servers: Vec<String> = coordinator.core().meta().servers.keys().cloned().collect();
         for name in servers {
@@ -211,8 +214,13 @@ impl Coordinator {
 
     /// Restarts `server` on its data (the core decided it is due).
     async fn respawn(&self, server: &str) {
+        if !self.restarting.lock().expect("restarting lock").insert(server.to_owned()) {
+            return;
+        }
         let spec = self.node_spec(server);
-        match self.spawner.start(&spec).await {
+        let started = self.spawner.start(&spec).await;
+        self.restarting.lock().expect("restarting lock").remove(server);
+        match started {
             Ok(()) => {
                 self.respawns.fetch_add(1, Ordering::Relaxed);
                 info!(node = server, "node not answering: (re)started it on its data");
