@@ -2,8 +2,9 @@
 //!
 //! Each is checked in full by `plan` first (a refused request changes nothing), then
 //! persisted, then carried out: spawn, wait until the nodes answer, configure replicas,
-//! elect or re-point primaries, retire voters one at a time. One admin operation runs at a
-//! time; meanwhile the reconcile loop still runs elections, and nothing else.
+//! elect or re-point primaries (through the core), queue voters for the core to retire one at
+//! a time. One admin operation runs at a time; meanwhile the reconcile loop still runs
+//! elections and the queued retirements, and nothing else.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use shardline_protocol::{
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
+use crate::failover::POLL;
 use crate::meta::{ServerMeta, ShardMeta};
 use crate::plan::{self, AddPlan};
 
@@ -27,7 +29,7 @@ impl Coordinator {
         let schema = request.schema.clone();
         self.update(|m| m.schema = Some(schema))?;
         info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "initializing the cluster");
-        self.carry_out(plan).await?;
+        self.apply(plan).await?;
         Ok(self.topology())
     }
 
@@ -40,12 +42,12 @@ impl Coordinator {
         }
         let plan = plan::add_servers(&request, &self.meta())?;
         info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "adding servers");
-        self.carry_out(plan).await?;
+        self.apply(plan).await?;
         Ok(self.topology())
     }
 
     /// Persists, spawns, configures and elects for an [`AddPlan`].
-    async fn carry_out(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
+    async fn apply(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
         let mut addrs = Vec::new();
         for name in plan.servers.keys() {
             addrs.push((name.clone(), self.spawner.address_for(name).map_err(|e| ErrorCode::Internal(e.to_string()))?));
@@ -68,23 +70,15 @@ impl Coordinator {
                 m.servers.insert(name.clone(), ServerMeta { addr: addr.clone() });
             }
             for (name, shards) in &plan.servers {
-                for id in shards {
-                    let shard = m.shards.get_mut(id).expect("planned shards exist");
-                    if new_shards.contains(id) {
-                        shard.replicas.push(name.clone());
-                    } else {
-                        // A learner of an existing shard: it votes, and serves reads, only
-                        // once it has caught up (its target is set when it follows).
-                        shard.learners.push(name.clone());
-                        shard.catch_up.insert(name.clone(), u64::MAX);
-                    }
+                for id in shards.iter().filter(|id| new_shards.contains(id)) {
+                    m.shards.get_mut(id).expect("planned shards exist").replicas.push(name.clone());
                 }
             }
             m.next_server = plan.next_server;
         })?;
         for (name, _) in &addrs {
             // A server being started is not a dead one: no respawn while it boots.
-            self.just_started(name);
+            self.core().just_started(name, Instant::now());
             self.watch_server(name);
         }
         let started = join_all(addrs.iter().map(|(name, _)| self.start_node(name))).await;
@@ -94,7 +88,7 @@ impl Coordinator {
         let mut configure = Vec::new();
         for (name, shards) in &plan.servers {
             let addr = self.meta().addr(name).addr;
-            for id in shards {
+            for id in shards.iter().filter(|id| new_shards.contains(id)) {
                 let spec = self.meta().shards[id].spec;
                 let request = ControlRequest::ConfigureShard { shard: spec, schema: schema.clone() };
                 let addr = addr.clone();
@@ -114,20 +108,44 @@ impl Coordinator {
                 warn!(shard = %id, %e, "first election failed; the reconcile loop will retry");
             }
         }
-        let grown: Vec<ShardId> = self
-            .meta()
-            .shards
-            .values()
-            .filter(|s| !new_shards.contains(&s.spec.id) && s.catch_up.values().any(|&t| t == u64::MAX))
-            .map(|s| s.spec.id)
+        // Replicas of existing shards join through the core, as learners: configured
+        // empty, then following, the primary told its new set; promoted once caught up.
+        let learners: Vec<(ShardId, String)> = plan
+            .servers
+            .iter()
+            .flat_map(|(name, shards)| {
+                shards.iter().filter(|id| !new_shards.contains(id)).map(|id| (*id, name.clone()))
+            })
             .collect();
-        for id in grown {
-            if let Err(e) = self.repoint(id).await {
-                warn!(shard = %id, %e, "could not tell the primary its new learner; the reconcile loop will retry");
-            }
-        }
+        let effects = {
+            let mut core = self.core();
+            let now = Instant::now();
+            learners.iter().flat_map(|(id, name)| core.add_replica(*id, name, now)).collect()
+        };
+        self.carry_out(effects);
+        self.wait_joined(&learners).await?;
         self.publish();
         Ok(())
+    }
+
+    /// Waits until every new learner has been configured and told to follow (the core's
+    /// calls for it have ended); errs naming those that have not followed.
+    async fn wait_joined(&self, learners: &[(ShardId, String)]) -> Result<(), ErrorCode> {
+        let deadline = Instant::now() + self.cfg.call_timeout * 3;
+        while Instant::now() < deadline && learners.iter().any(|(id, name)| self.core().joining(*id, name)) {
+            tokio::time::sleep(POLL).await;
+        }
+        let core = self.core();
+        let late: Vec<&(ShardId, String)> = learners.iter().filter(|(id, name)| !core.followed(*id, name)).collect();
+        match late.first() {
+            None => Ok(()),
+            Some((shard, _)) => Err(ErrorCode::Unavailable {
+                shard: *shard,
+                reason: format!(
+                    "added as learners but not yet following: {late:?}; the coordinator keeps configuring them"
+                ),
+            }),
+        }
     }
 
     async fn start_node(&self, name: &str) -> Result<(), ErrorCode> {
@@ -137,42 +155,34 @@ impl Coordinator {
     }
 
     /// Removes `n` servers, the named ones first. Learners go at once; each shard's voters
-    /// are retired one at a time, each once the last change has settled (a retired primary
-    /// is replaced by an election). A server is stopped once it holds no replica; if a
-    /// shard cannot settle in time, what is done stays done and the error says so.
+    /// are queued in the core, which retires them one at a time, each once the last change
+    /// has settled (a retired primary is replaced by an election). A server is stopped once
+    /// it holds no replica; if a shard cannot settle in time, what is done stays done and
+    /// the error says so.
     pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, ErrorCode> {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");
-        let (retire, dropped) = self.update(|m| {
-            let (mut retire, mut dropped) = (Vec::new(), Vec::new());
-            for shard in m.shards.values_mut() {
+        let shards: Vec<ShardId> = {
+            let mut core = self.core();
+            let now = Instant::now();
+            let mut effects = Vec::new();
+            let mut queued = Vec::new();
+            for shard in core.meta().shards.values().cloned().collect::<Vec<_>>() {
                 let id = shard.spec.id;
-                dropped.extend(shard.learners.iter().filter(|r| chosen.contains(r)).map(|r| (id, r.clone())));
-                shard.learners.retain(|r| !chosen.contains(r));
-                let voters = shard.replicas.clone();
-                shard.catch_up.retain(|r, _| !chosen.contains(r) || voters.contains(r));
-                let voters: Vec<String> = shard.replicas.iter().filter(|r| chosen.contains(r)).cloned().collect();
-                if !voters.is_empty() {
-                    retire.push((shard.spec.id, voters));
+                for server in shard.learners.iter().chain(&shard.replicas).filter(|r| chosen.contains(r)) {
+                    effects.extend(core.remove_replica(id, server, now));
+                }
+                if !core.leaving(id).is_empty() {
+                    queued.push(id);
                 }
             }
-            (retire, dropped)
-        })?;
+            drop(core);
+            self.carry_out(effects);
+            queued
+        };
         self.publish();
-        for (shard, server) in dropped {
-            // Best effort: a node that keeps other replicas should not keep following for this one.
-            let addr = self.meta().addr(&server).addr;
-            let _ = self.control(&addr, &ControlRequest::DropShard { shard }).await;
-        }
-        let deadline = Instant::now() + self.cfg.ready_timeout;
-        let retired = join_all(retire.into_iter().map(|(shard, voters)| async move {
-            for server in voters {
-                self.retire(shard, &server, deadline).await?;
-            }
-            Ok::<(), ErrorCode>(())
-        }))
-        .await;
+        let retired = self.wait_retired(&shards).await;
         let gone: Vec<String> = {
             let meta = self.meta();
             chosen.iter().filter(|s| meta.shards_of(s).next().is_none()).cloned().collect()
@@ -192,12 +202,42 @@ impl Coordinator {
             }
         }
         self.publish();
-        if let Err(e) = retired.into_iter().collect::<Result<Vec<()>, ErrorCode>>() {
+        if let Err(e) = retired {
             let left: Vec<&String> = chosen.iter().filter(|s| !gone.contains(s)).collect();
             return Err(ErrorCode::Timeout(format!(
                 "{e}; removed {gone:?}, still to remove {left:?}: run the removal again naming them"
             )));
         }
         Ok(self.topology())
+    }
+
+    /// Waits until the core has retired every voter queued for `shards` and each has a
+    /// primary again; at the deadline, gives up on what is left (it stays queued no more).
+    async fn wait_retired(&self, shards: &[ShardId]) -> Result<(), String> {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        loop {
+            let waiting: Vec<ShardId> = {
+                let core = self.core();
+                let busy = |id: &ShardId| {
+                    let headless = core.meta().shards.get(id).is_some_and(|s| s.primary.is_none());
+                    !core.leaving(*id).is_empty() || headless || core.electing(*id)
+                };
+                shards.iter().copied().filter(busy).collect()
+            };
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let mut core = self.core();
+                let left: Vec<(ShardId, Vec<String>)> =
+                    waiting.iter().map(|&id| (id, core.cancel_retire(id))).collect();
+                return Err(format!(
+                    "shards {waiting:?} did not finish in time (left to retire: {left:?}): retiring a voter needs \
+                     a primary whose replica set has settled (its primary must show a majority of the set \
+                     holding its log) and a majority of healthy voters left without it"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -7,14 +7,19 @@
 //!   (elect, re-send a role, respawn) and which replicas may serve reads.
 //! - [`election`]: choosing the new primary from the votes.
 //! - [`round`]: one election as a sans-IO state machine (queries out, answers in, the
-//!   outcome's requests out), driven by `failover` here and by the simulator.
+//!   outcome's requests out), driven by [`driver`].
+//! - [`driver`]: the driver's steps as one sans-IO [`driver::Core`] (heartbeats, leases,
+//!   reconcile, elections, replica set changes): time and answers in, calls out. The
+//!   tokio driver and the simulator both run it.
 //! - [`lease`]: lease grants, and when a shard's leases have surely ended.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
 //!   someone else.
-//! - `cluster`, `failover`, `membership`, `admin`: the driver: heartbeat tasks, the
-//!   reconcile loop, elections, one-voter-at-a-time replica set changes and admin operations. [`service`]: the network face.
+//! - `cluster`, `failover`, `admin`: the tokio driver around the core: it makes the core's
+//!   calls over real connections, runs the heartbeat and reconcile timers, restarts nodes,
+//!   publishes the topology; admin operations spawn nodes and queue changes for the core.
+//!   [`service`]: the network face.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -31,10 +36,10 @@ mod admin;
 mod cluster;
 pub mod config;
 pub mod detector;
+pub mod driver;
 pub mod election;
 mod failover;
 pub mod lease;
-mod membership;
 pub mod meta;
 pub mod plan;
 pub mod reconcile;

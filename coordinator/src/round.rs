@@ -3,8 +3,8 @@
 //! The driver persists the new term first, then asks [`ElectionRound::queries`], sends
 //! them, feeds every answer (or failed call) to [`ElectionRound::on_answer`], and once
 //! all have answered or its call timeout has run out, carries out
-//! [`ElectionRound::outcome`]: tell the winner to lead, then the voters to follow. The
-//! async coordinator and the simulator drive the same rounds.
+//! [`ElectionRound::outcome`]: tell the winner to lead, then the voters to follow.
+//! [`Core`](crate::driver::Core) drives the rounds, in the coordinator and the simulator.
 
 use std::collections::BTreeSet;
 

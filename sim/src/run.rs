@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use crate::check;
 use crate::client::SimClient;
-use crate::coordinator::{CoordTiming, SimCoordinator};
+use crate::coordinator::SimCoordinator;
 use crate::faults::{self, Fault, FaultMix};
 use crate::history::{History, Key};
 use crate::node::SimNode;
@@ -210,8 +210,7 @@ fn build(cfg: &RunConfig) -> Cluster {
         );
         keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
     }
-    let mut coordinator = SimCoordinator::new(meta, CoordTiming::default());
-    coordinator.broken = cfg.broken;
+    let coordinator = SimCoordinator::new(meta, cfg.broken);
     let clients = (0..CLIENTS)
         .map(|c| {
             let mut client = SimClient::new(c, keys.clone());
@@ -256,7 +255,7 @@ impl Cluster {
             }
             Event::Heartbeat => self.coordinator.heartbeat(w),
             Event::Reconcile => self.coordinator.reconcile(w),
-            Event::Lead(shard) => self.coordinator.lead(w, shard),
+            Event::Wake => self.coordinator.wake(w),
             Event::ClientStep(c) => self.clients[c as usize].step(w, &mut self.history, &self.coordinator),
             Event::ClientTimeout { client, attempt } => {
                 self.clients[client as usize].on_timeout(w, &mut self.history, attempt)
@@ -271,7 +270,7 @@ impl Cluster {
                 }
             }
             Event::Fault(Fault::OnFollower { shard, nth, fault, then, after }) => {
-                let s = &self.coordinator.meta.shards[&ShardId(shard)];
+                let s = &self.coordinator.meta().shards[&ShardId(shard)];
                 let mut followers: Vec<&String> =
                     s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
                 followers.sort();
@@ -284,7 +283,7 @@ impl Cluster {
             }
             Event::Fault(Fault::AddReplica { shard, pick }) => {
                 let id = ShardId(shard);
-                let s = &self.coordinator.meta.shards[&id];
+                let s = &self.coordinator.meta().shards[&id];
                 let free: Vec<&SimNode> = self.nodes.iter().filter(|n| !s.holds(&n.name)).collect();
                 if !free.is_empty() {
                     let name = free[(pick % free.len() as u64) as usize].name.clone();
@@ -293,7 +292,7 @@ impl Cluster {
             }
             Event::Fault(Fault::RemoveReplica { shard, primary, pick }) => {
                 let id = ShardId(shard);
-                let s = &self.coordinator.meta.shards[&id];
+                let s = &self.coordinator.meta().shards[&id];
                 let target = if primary {
                     s.primary.clone()
                 } else {
@@ -308,7 +307,7 @@ impl Cluster {
                 faults::apply(&mut self.world, &mut self.nodes, Fault::HealAll);
                 // Judged once crashed nodes are back: a flipped bit shows when a log is opened.
                 self.beyond_tolerance_at_heal =
-                    self.coordinator.meta.shards.keys().any(|&id| beyond_tolerance(self, id));
+                    self.coordinator.meta().shards.keys().any(|&id| beyond_tolerance(self, id));
             }
             Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
         }
@@ -357,7 +356,7 @@ fn value_of(values: &[Value]) -> u64 {
 /// Whether more of the shard's replicas may have lost acknowledged entries (damaged logs)
 /// than it tolerates: then standing still is correct, not a liveness failure.
 fn beyond_tolerance(c: &Cluster, shard: ShardId) -> bool {
-    let Some(meta) = c.coordinator.meta.shards.get(&shard) else { return false };
+    let Some(meta) = c.coordinator.meta().shards.get(&shard) else { return false };
     // Damaged: its log was cut at corruption, or it could not open at all (its node is up,
     // the replica is not there, and it was configured once: it is a voter).
     let damaged = meta
@@ -374,7 +373,7 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
     let mut out = Vec::new();
     let mut final_state: BTreeMap<Key, Option<u64>> = BTreeMap::new();
     let mut complete = true;
-    for (&shard, meta) in &c.coordinator.meta.shards {
+    for (&shard, meta) in &c.coordinator.meta().shards {
         let primary = meta.primary.as_deref().and_then(|p| c.nodes.iter().find(|n| n.name == p && n.up));
         let beyond_tolerance = beyond_tolerance(c, shard);
         let Some(replica) = primary.and_then(|n| n.replicas.get(&shard)).filter(|r| r.ready()) else {

@@ -130,8 +130,8 @@ pub enum Event {
     Heartbeat,
     /// The coordinator's reconcile round.
     Reconcile,
-    /// The coordinator tells an election's winner to lead.
-    Lead(ShardId),
+    /// The coordinator asked to be woken now.
+    Wake,
     /// A client starts its next operation (or retries the current one).
     ClientStep(u32),
     /// A client's attempt `attempt` got no answer in time.
@@ -160,7 +160,7 @@ impl Event {
             Event::NodeTick(n) => 20 + *n as u64,
             Event::Heartbeat => 7,
             Event::Reconcile => 8,
-            Event::Lead(_) => 11,
+            Event::Wake => 11,
             Event::ClientStep(c) => 100 + u64::from(*c),
             Event::ClientTimeout { client, .. } => 200 + u64::from(*client),
             Event::Fault(_) => 9,

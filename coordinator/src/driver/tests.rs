@@ -1,0 +1,177 @@
+//! The core's steps with simulated time: no sockets, no clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardline_protocol::{
+    ControlRequest, ControlResponse, LogPosition, NodeStatus, ReplicaRole, ShardId, ShardSpec, ShardState, Vote,
+};
+
+use super::*;
+use crate::meta::ServerMeta;
+
+/// A sink that remembers every configuration saved.
+#[derive(Debug, Default, Clone)]
+struct Saved(Arc<Mutex<Vec<ClusterMeta>>>);
+
+impl MetaSink for Saved {
+    fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError> {
+        self.0.lock().unwrap().push(meta.clone());
+        Ok(())
+    }
+}
+
+const SHARD: ShardId = ShardId(1);
+
+fn cfg() -> CoreConfig {
+    let ms = Duration::from_millis;
+    CoreConfig {
+        heartbeat: ms(100),
+        dead_after: ms(400),
+        lease: ms(300),
+        call_timeout: ms(1000),
+        respawn_backoff: ms(1000),
+        can_restart: false,
+    }
+}
+
+/// Shard 1 on a, b, c, led by `primary` at term 4.
+fn core(primary: Option<&str>, now: Instant) -> (Core, Saved) {
+    let mut meta = ClusterMeta::default();
+    let spec = ShardSpec { id: SHARD, low: 0, size: 10 };
+    let replicas = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+    let shard = ShardMeta {
+        spec,
+        term: 4,
+        primary: primary.map(str::to_owned),
+        replicas,
+        catch_up: Default::default(),
+        learners: vec![],
+        unsettled: false,
+    };
+    meta.shards.insert(SHARD, shard);
+    for s in ["a", "b", "c"] {
+        meta.servers.insert(s.into(), ServerMeta { addr: format!("{s}:1") });
+    }
+    let saved = Saved::default();
+    (Core::new(cfg(), meta, Box::new(saved.clone()), now), saved)
+}
+
+fn status(node: &str, role: ReplicaRole, term: u64) -> ControlResponse {
+    let state = ShardState {
+        spec: ShardSpec { id: SHARD, low: 0, size: 10 },
+        role,
+        term,
+        last: LogPosition { term, index: 9 },
+        commit_index: 9,
+        applied_index: 9,
+        serving: true,
+        fault: None,
+        settled: true,
+    };
+    ControlResponse::Status(NodeStatus { node: node.into(), shards: vec![state] })
+}
+
+fn vote(term: u64, index: u64) -> ControlResponse {
+    let last = LogPosition { term: 4, index };
+    ControlResponse::Vote(Vote { shard: SHARD, term, last, electable: true, whole: true })
+}
+
+fn calls(effects: &[Effect]) -> Vec<&Call> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_term_is_saved_before_any_replica_hears_of_it_and_the_winner_leads() {
+    let t0 = Instant::now();
+    let (mut core, saved) = core(None, t0);
+    let effects = core.reconcile(t0, false);
+    let queries = calls(&effects);
+    assert_eq!(queries.len(), 3);
+    assert!(queries.iter().all(|c| matches!(c.request, ControlRequest::ElectionQuery { term: 5, .. })));
+    assert_eq!(saved.0.lock().unwrap().last().unwrap().shards[&SHARD].term, 5, "term 5 saved first");
+    let ids: Vec<u64> = queries.iter().map(|c| c.id).collect();
+    assert!(core.on_answer(ids[0], Some(vote(5, 7)), t0).is_empty());
+    assert!(core.on_answer(ids[1], Some(vote(5, 9)), t0).is_empty());
+    let lead = core.on_answer(ids[2], None, t0);
+    let lead = calls(&lead);
+    assert_eq!(lead.len(), 1, "no lease was ever granted: b leads at once");
+    assert_eq!(lead[0].to.name, "b");
+    assert!(core.electing(SHARD));
+    let follow = core.on_answer(lead[0].id, Some(ControlResponse::Ok), t0);
+    let names: Vec<&str> = calls(&follow).iter().map(|c| c.to.name.as_str()).collect();
+    assert_eq!(names, ["a"], "the voter that answered follows; the silent one is left to reconcile");
+    assert_eq!(core.meta().shards[&SHARD].primary.as_deref(), Some("b"));
+    assert!(!core.electing(SHARD));
+}
+
+#[test]
+fn a_successor_leads_only_once_the_old_leases_have_run_out() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(Some("a"), t0);
+    // Heartbeats answered at 0 and 100 ms: the third carries a grant counted from the second.
+    for at in [t0, t0 + ms(100)] {
+        let hb = core.heartbeat_call("a", at);
+        core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), at);
+    }
+    let hb = core.heartbeat_call("a", t0 + ms(200));
+    assert!(matches!(hb.request, ControlRequest::Heartbeat { grant: Some(_), .. }));
+    // a restarted meanwhile and answers idle: a new election, while its lease may still run.
+    core.on_answer(hb.id, Some(status("a", ReplicaRole::Idle, 4)), t0 + ms(200));
+    let now = t0 + ms(250);
+    let queries: Vec<u64> = calls(&core.reconcile(now, false)).iter().map(|c| c.id).collect();
+    assert_eq!(queries.len(), 3, "a does not lead: elect");
+    core.on_answer(queries[1], Some(vote(5, 9)), now);
+    core.on_answer(queries[2], Some(vote(5, 9)), now);
+    let wait = core.on_answer(queries[0], None, now);
+    let Some(Effect::WakeAt(at)) = wait.first() else { panic!("a wait for the lease: {wait:?}") };
+    assert_eq!(*at, t0 + ms(100) + ms(300) + ms(35), "the last grant's bound, drift margin included");
+    assert!(calls(&core.tick(*at - ms(1))).is_empty(), "not before");
+    let lead = core.tick(*at);
+    assert!(matches!(calls(&lead)[0].request, ControlRequest::BecomePrimary { term: 5, .. }));
+}
+
+#[test]
+fn unanswered_calls_time_out_and_a_failed_election_backs_off() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(None, t0);
+    assert_eq!(calls(&core.reconcile(t0, false)).len(), 3);
+    assert!(calls(&core.reconcile(t0 + ms(50), false)).is_empty(), "one election at a time");
+    // Nobody answers: at the call timeout the round is decided on nothing.
+    assert!(calls(&core.reconcile(t0 + ms(1000), false)).is_empty(), "no quorum, backing off");
+    assert!(!core.electing(SHARD));
+    assert_eq!(core.counters().failed_elections, 1);
+    assert!(calls(&core.reconcile(t0 + ms(1150), false)).is_empty(), "still backing off");
+    let again = core.reconcile(t0 + ms(1200), false);
+    assert!(calls(&again).iter().all(|c| matches!(c.request, ControlRequest::ElectionQuery { term: 6, .. })));
+}
+
+#[test]
+fn a_queued_voter_is_retired_once_the_set_has_settled_and_while_an_admin_operation_holds() {
+    let t0 = Instant::now();
+    let (mut core, _) = core(Some("a"), t0);
+    for n in ["a", "b", "c"] {
+        let role = if n == "a" { ReplicaRole::Primary } else { ReplicaRole::Follower };
+        let hb = core.heartbeat_call(n, t0);
+        core.on_answer(hb.id, Some(status(n, role, 4)), t0);
+    }
+    assert!(core.remove_replica(SHARD, "c", t0).is_empty(), "queued, not yet retired");
+    assert_eq!(core.leaving(SHARD), ["c"]);
+    let effects = core.reconcile(t0, true);
+    assert!(core.leaving(SHARD).is_empty());
+    assert_eq!(core.meta().shards[&SHARD].replicas, ["a", "b"]);
+    let to: Vec<(&str, bool)> = calls(&effects)
+        .iter()
+        .map(|c| (c.to.name.as_str(), matches!(c.request, ControlRequest::DropShard { .. })))
+        .collect();
+    // The primary is told the smaller set (it had not acknowledged the old one either).
+    assert!(to.contains(&("a", false)) && to.contains(&("c", true)), "{to:?}");
+}
