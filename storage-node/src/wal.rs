@@ -581,12 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = open(dir.path());
         wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
-        let (seg, offset) = wal.offsets[2];
-        let path = dir.path().join(&wal.segments[seg].name);
-        drop(wal);
-        let mut data = fs::read(&path).unwrap();
-        data[offset as usize + ENTRY_HEADER_LEN] ^= 0x40;
-        fs::write(&path, data).unwrap();
+        flip_entry(dir.path(), wal, 3, ENTRY_HEADER_LEN, 0x40);
         let (wal, report) = open(dir.path());
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(3));
         assert_eq!(wal.last().index, 2);
@@ -615,15 +610,20 @@ mod tests {
         // replica voted as whole with acknowledged entries 4 and 5 gone.
         let (dir, wal, report) = reopen_with_flipped_length(5);
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(5));
-        let (seg, offset) = wal.offsets[3];
-        let path = dir.path().join(&wal.segments[seg].name);
-        drop(wal);
-        let mut data = fs::read(&path).unwrap();
-        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
-        fs::write(&path, data).unwrap();
+        flip_entry(dir.path(), wal, 4, ENTRY_OFF_LEN, 0x10);
         let (wal, report) = open(dir.path());
         assert_eq!(report.damage.as_ref().map(|d| d.0), Some(4), "{report:?}");
         assert_eq!(wal.last().index, 3);
+    }
+
+    /// Closes the log and flips `mask` into byte `at` of entry `index`'s record on disk.
+    fn flip_entry(dir: &Path, wal: Wal<FsDisk>, index: usize, at: usize, mask: u8) {
+        let (seg, offset) = wal.offsets[index - 1];
+        let path = dir.join(&wal.segments[seg].name);
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        data[offset as usize + at] ^= mask;
+        fs::write(&path, data).unwrap();
     }
 
     /// Five synced entries, then a high bit of entry `index`'s length flipped: it now
@@ -632,12 +632,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = open(dir.path());
         wal.append((1..=5).map(|i| record(1, i)).collect()).unwrap();
-        let (seg, offset) = wal.offsets[index - 1];
-        let path = dir.path().join(&wal.segments[seg].name);
-        drop(wal);
-        let mut data = fs::read(&path).unwrap();
-        data[offset as usize + ENTRY_OFF_LEN] ^= 0x10;
-        fs::write(&path, data).unwrap();
+        flip_entry(dir.path(), wal, index, ENTRY_OFF_LEN, 0x10);
         let (wal, report) = open(dir.path());
         (dir, wal, report)
     }
