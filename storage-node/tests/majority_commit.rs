@@ -68,9 +68,24 @@ async fn scenario(cluster: &mut Cluster) {
         let answer = cluster.become_follower(f, term, primary).await;
         harness::cluster::expect_ok(&format!("BecomeFollower on restarted node {f}"), answer);
     }
-    // The shard takes writes again.
-    let outcome = ledger.write(cluster, primary, &[500]).await;
-    assert!(outcome.is_acked(), "write after the followers returned: {outcome}");
+    // The shard takes writes again once the primary has reached a follower: until then it
+    // may still refuse (definitely, nothing logged) while its retry backoff runs out.
+    let started = Instant::now();
+    let mut key = 500;
+    loop {
+        let outcome = ledger.write(cluster, primary, &[key]).await;
+        if outcome.is_acked() {
+            break;
+        }
+        assert!(outcome.definitely_failed(), "write {key} after the followers returned: {outcome}");
+        assert!(
+            key < 600 && started.elapsed() < Duration::from_secs(10),
+            "no write acknowledged in {:?} after the followers returned: last {outcome}",
+            started.elapsed()
+        );
+        key += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let rows = cluster.wait_converged(primary, &[1, 2], Duration::from_secs(30)).await;
     if let Err(problems) = ledger.check(&rows) {
