@@ -91,9 +91,12 @@ impl Balancer {
             kind::UPDATE | kind::DELETE => self.write_one(frame).await,
             kind::READ => self.read(frame).await,
             kind::READ_SERVER => self.read_server(frame).await,
-            kind::STATUS | kind::INIT | kind::ADD_SERVERS | kind::REMOVE_SERVERS | kind::GET_TOPOLOGY => {
-                self.to_coordinator(frame).await
-            }
+            kind::STATUS
+            | kind::INIT
+            | kind::ADD_SERVERS
+            | kind::REMOVE_SERVERS
+            | kind::FAILOVER
+            | kind::GET_TOPOLOGY => self.to_coordinator(frame).await,
             kind::SUBSCRIBE_TOPOLOGY => {
                 Err(ErrorCode::BadRequest("subscribe at the coordinator: a balancer answers each request once".into()))
             }

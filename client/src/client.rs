@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shardline_protocol::{
-    AddServersRequest, InitRequest, Message, Request, Response, Row, ShardCommit, ShardRows, Topology, WriteBatch,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
+    AddServersRequest, InitRequest, Message, Request, Response, Row, ShardCommit, ShardId, ShardRows, Topology,
+    WriteBatch, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
 };
 use tokio::sync::Mutex;
 
@@ -325,6 +325,12 @@ impl Client {
     pub async fn remove_servers(&self, n: usize, names: &[String]) -> Result<Topology, ClientError> {
         let request = Request::RemoveServers { n, servers: names.to_vec() };
         topology(self.request(&request).await?)
+    }
+
+    /// Moves `shard`'s primary to `to` (or the most caught-up other replica) on purpose: a
+    /// planned switchover that clients ride through without errors; answers the new topology.
+    pub async fn failover(&self, shard: ShardId, to: Option<&str>) -> Result<Topology, ClientError> {
+        topology(self.request(&Request::Failover { shard, to: to.map(str::to_owned) }).await?)
     }
 
     /// Checks the server answers; returns the round trip time.

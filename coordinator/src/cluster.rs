@@ -192,8 +192,10 @@ impl Coordinator {
                     None
                 }
             };
-            // A heartbeat answer only updates health: it asks for nothing.
-            let _ = self.core().on_answer(call.id, answer, Instant::now());
+            // A heartbeat answer updates health, and may move a switchover on (its target
+            // has caught up: elect it).
+            let more = self.core().on_answer(call.id, answer, Instant::now());
+            self.carry_out(more);
         }
     }
 

@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn highest_term_then_index_wins() {
         let votes = [vote("a", 2, 10, true), vote("b", 3, 4, true), vote("c", 3, 2, true)];
-        assert_eq!(decide(&votes, 2, None), Decision::Elect { primary: "b".into(), last: LogPosition { term: 3, index: 4 } });
+        assert_eq!(
+            decide(&votes, 2, None),
+            Decision::Elect { primary: "b".into(), last: LogPosition { term: 3, index: 4 } }
+        );
     }
 
     #[test]

@@ -21,7 +21,16 @@ impl Coordinator {
     /// Elects a primary for `shard` at a new term (or joins the election under way) and
     /// waits for the outcome. Returns the new primary.
     pub(crate) async fn elect(self: &Arc<Self>, shard: ShardId) -> Result<String, ErrorCode> {
-        let effects = self.core().elect(shard, Instant::now());
+        self.elect_preferring(shard, None).await
+    }
+
+    /// [`Coordinator::elect`], where `prefer` wins among the longest logs (a switchover).
+    pub(crate) async fn elect_preferring(
+        self: &Arc<Self>,
+        shard: ShardId,
+        prefer: Option<String>,
+    ) -> Result<String, ErrorCode> {
+        let effects = self.core().elect_preferring(shard, prefer, Instant::now());
         self.carry_out(effects);
         while self.core().electing(shard) {
             tokio::time::sleep(POLL).await;

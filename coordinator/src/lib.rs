@@ -16,6 +16,8 @@
 //! - [`meta`]: the persisted configuration; terms are saved before they are used.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
 //!   someone else.
+//! - `switchover`: waits out a planned move of a shard's primary, which the core drives
+//!   ([`driver::switch`]).
 //! - `cluster`, `failover`, `admin`: the tokio driver around the core: it makes the core's
 //!   calls over real connections, runs the heartbeat and reconcile timers, restarts nodes,
 //!   publishes the topology; admin operations spawn nodes and queue changes for the core.
@@ -46,6 +48,7 @@ pub mod reconcile;
 pub mod round;
 pub mod service;
 pub mod spawner;
+mod switchover;
 
 pub use cluster::Coordinator;
 pub use failover::majority;

@@ -26,6 +26,7 @@ pub struct ElectionRound {
     newer: Option<u64>,
     answered: BTreeSet<String>,
     prefer: Option<String>,
+    insist: bool,
 }
 
 /// What an election decided.
@@ -58,7 +59,7 @@ impl ElectionRound {
     pub fn new(shard: ShardId, term: u64, replicas: Vec<ServerAddr>, learners: Vec<ServerAddr>) -> ElectionRound {
         let needed = crate::failover::majority(replicas.len());
         let (votes, newer, answered) = (Vec::new(), None, BTreeSet::new());
-        ElectionRound { shard, term, replicas, learners, needed, votes, newer, answered, prefer: None }
+        ElectionRound { shard, term, replicas, learners, needed, votes, newer, answered, prefer: None, insist: false }
     }
 
     /// The same round, where `name` wins among the longest logs (a planned switchover).
@@ -98,6 +99,13 @@ impl ElectionRound {
         }
     }
 
+    /// Test-only (the simulator's `--broken switchover-ignores-logs`): the preferred
+    /// replica wins whenever it voted, even with a shorter log than another voter's.
+    pub fn insisting(mut self, insist: bool) -> ElectionRound {
+        self.insist = insist;
+        self
+    }
+
     /// Whether every replica has answered (or failed to).
     pub fn complete(&self) -> bool {
         self.answered.len() >= self.replicas.len()
@@ -129,7 +137,15 @@ impl ElectionRound {
         if let Some(current) = self.newer {
             return Outcome::NewerTerm(current);
         }
-        match decide(&self.votes, self.needed, self.prefer.as_deref()) {
+        let decided = decide(&self.votes, self.needed, self.prefer.as_deref());
+        let preferred = self.prefer.as_ref().and_then(|p| self.votes.iter().find(|(n, v)| n == p && v.electable));
+        let decided = match (decided, preferred) {
+            (Decision::Elect { .. }, Some((name, vote))) if self.insist => {
+                Decision::Elect { primary: name.clone(), last: vote.last }
+            }
+            (decided, _) => decided,
+        };
+        match decided {
             Decision::NoQuorum { votes, needed } => Outcome::NoQuorum { votes, needed },
             Decision::Elect { primary, .. } => {
                 let leader = self.replicas.iter().find(|r| r.name == primary).expect("the winner voted").clone();

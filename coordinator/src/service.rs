@@ -31,6 +31,7 @@ impl CoordinatorService {
             Request::Init(init) => c.init(init).await.map(Response::Topology),
             Request::AddServers(add) => c.add_servers(add).await.map(Response::Topology),
             Request::RemoveServers { n, servers } => c.remove_servers(n, servers).await.map(Response::Topology),
+            Request::Failover { shard, to } => c.switchover(shard, to).await.map(Response::Topology),
             Request::Read { .. }
             | Request::ReadServer { .. }
             | Request::Write(_)

@@ -190,6 +190,7 @@ fn frames() -> Vec<Frame> {
         Request::Log { shard, count: 20 },
         Request::GetTopology { known_version: 3 },
         Request::SubscribeTopology,
+        Request::Failover { shard: ShardId(1), to: Some("Server2".into()) },
     ];
     let responses = [
         Response::Error(error.clone()),
@@ -239,6 +240,7 @@ fn frames() -> Vec<Frame> {
         },
         ControlRequest::Heartbeat { seq: 2, lease_ms: 500, grant: Some(LeaseGrant { seq: 1, shards: vec![(shard, 2)] }) },
         ControlRequest::ElectionQuery { shard, term: 3 },
+        ControlRequest::Handoff { shard, term: 3, for_ms: 2000 },
     ];
     let control_responses = [
         ControlResponse::Error(error.clone()),

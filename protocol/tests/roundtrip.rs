@@ -122,6 +122,7 @@ fn kind_constants_match_variants() {
         (Request::Log { shard: ShardId(1), count: 1 }, kind::LOG),
         (Request::GetTopology { known_version: 0 }, kind::GET_TOPOLOGY),
         (Request::SubscribeTopology, kind::SUBSCRIBE_TOPOLOGY),
+        (Request::Failover { shard: ShardId(1), to: None }, kind::FAILOVER),
     ];
     for (request, want) in cases {
         assert_eq!(request.to_frame(0).unwrap().kind, want, "{request:?}");

@@ -41,6 +41,7 @@ impl SimCoordinator {
             Some(Broken::DamagedVotes) => Some(driver::Broken::DamagedVotes),
             Some(Broken::WipedVoter) => Some(driver::Broken::WipedVoter),
             Some(Broken::AdminBlocksFailover) => Some(driver::Broken::AdminBlocksFailover),
+            Some(Broken::SwitchoverIgnoresLogs) => Some(driver::Broken::SwitchoverIgnoresLogs),
             _ => None,
         };
         SimCoordinator { core, origin, heartbeat: cfg.heartbeat_interval.as_nanos() as Nanos }
@@ -118,6 +119,15 @@ impl SimCoordinator {
         }
         let effects = self.core.remove_replica(shard, node, self.instant(world.now));
         self.carry_out(world, effects);
+    }
+
+    /// A planned switchover of `shard` to `to` (or the most caught-up follower); one the
+    /// core refuses (no primary, one under way) is dropped, as the admin would be told.
+    pub fn switchover(&mut self, world: &mut World, shard: ShardId, to: Option<String>) {
+        let now = self.instant(world.now);
+        if let Ok(effects) = self.core.switchover(shard, to.as_deref(), now) {
+            self.carry_out(world, effects);
+        }
     }
 
     /// The shard's primary, as the topology names it.

@@ -147,6 +147,14 @@ pub enum Fault {
         /// Picks the node among those without the shard.
         pick: u64,
     },
+    /// A planned switchover of the shard (`FAILOVER`): to its `to`-th voter other than the
+    /// primary (by name), or with `None` to the most caught-up one.
+    Switchover {
+        /// The shard.
+        shard: u32,
+        /// Picks the target among the followers.
+        to: Option<u64>,
+    },
     /// A replica leaves the shard (RemoveServers); `primary` removes its primary.
     RemoveReplica {
         /// The shard.
@@ -336,9 +344,10 @@ pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, unt
             _ => {
                 let shard = world.rng.range(1, 3) as u32;
                 let pick = world.rng.next_u64();
-                let fault = match world.rng.range(0, 3) {
+                let fault = match world.rng.range(0, 4) {
                     0 => Fault::AddReplica { shard, pick },
                     1 => Fault::RemoveReplica { shard, primary: false, pick },
+                    2 => Fault::Switchover { shard, to: (!pick.is_multiple_of(3)).then_some(pick) },
                     _ => Fault::RemoveReplica { shard, primary: true, pick },
                 };
                 at_offset(world, 0, fault);
@@ -440,7 +449,11 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 nodes[node].arm(point, action, hit, restart_after);
             }
         }
-        Fault::OnPrimary { .. } | Fault::OnFollower { .. } | Fault::AddReplica { .. } | Fault::RemoveReplica { .. } => {
+        Fault::OnPrimary { .. }
+        | Fault::OnFollower { .. }
+        | Fault::AddReplica { .. }
+        | Fault::RemoveReplica { .. }
+        | Fault::Switchover { .. } => {
             unreachable!("carried out by the cluster, which knows the coordinator")
         }
         Fault::HealAll => {

@@ -391,6 +391,10 @@ impl SimNode {
                 Some(r) => r.election_query(now, term),
                 None => missing(shard),
             },
+            ControlRequest::Handoff { shard, term, for_ms } => match self.replicas.get_mut(&shard) {
+                Some(r) => r.handoff(now, term, for_ms),
+                None => missing(shard),
+            },
             ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => {
                 match self.replicas.get_mut(&shard) {
                     Some(r) => r.become_primary(now, term, followers, learners, lease_ms),

@@ -52,6 +52,10 @@ pub enum Broken {
     /// Scenario 10: while an admin operation waits (a RemoveServers whose next voter cannot
     /// retire yet), the coordinator holds every election back.
     AdminBlocksFailover,
+    /// A planned switchover elects its target without waiting for it to catch up, and the
+    /// target wins even with a shorter log (never the real rule: the `switchover` scenario
+    /// shows the checkers would catch such a transfer).
+    SwitchoverIgnoresLogs,
 }
 
 /// What one run does.
@@ -289,6 +293,15 @@ impl Cluster {
                     let name = free[(pick % free.len() as u64) as usize].name.clone();
                     self.coordinator.add_replica(w, id, &name);
                 }
+            }
+            Event::Fault(Fault::Switchover { shard, to }) => {
+                let id = ShardId(shard);
+                let s = &self.coordinator.meta().shards[&id];
+                let followers: Vec<&String> = s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
+                let to = to.and_then(|pick| {
+                    (!followers.is_empty()).then(|| followers[(pick % followers.len() as u64) as usize].clone())
+                });
+                self.coordinator.switchover(w, id, to);
             }
             Event::Fault(Fault::RemoveReplica { shard, primary, pick }) => {
                 let id = ShardId(shard);

@@ -256,6 +256,20 @@ pub const SCENARIOS: &[Scenario] = &[
             cfg.script.push((2_000 * MS, on_primary(1, crash(), Some(Fault::Restart { node: 0 }), 1_000 * MS)));
         },
     },
+    Scenario {
+        name: "switchover",
+        guards: Some(Broken::SwitchoverIgnoresLogs),
+        about: "planned switchovers under load: shard 1 to its first follower while that follower's links \
+                are slow (it lags by a few entries), shard 2 to the most caught-up follower, then shard 1 \
+                again; each must move the primary without losing, doubling or misreporting a write",
+        build: |cfg| {
+            let slow = Fault::SlowLinks { node: 0, extra: 150 * MS };
+            cfg.script.push((800 * MS, on_follower(1, 0, slow, Some(Fault::Reconnect { node: 0 }), 2_000 * MS)));
+            cfg.script.push((1_500 * MS, Fault::Switchover { shard: 1, to: Some(0) }));
+            cfg.script.push((3_500 * MS, Fault::Switchover { shard: 2, to: None }));
+            cfg.script.push((5_500 * MS, Fault::Switchover { shard: 1, to: Some(1) }));
+        },
+    },
 ];
 
 /// The scenario called `name`.

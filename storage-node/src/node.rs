@@ -170,9 +170,11 @@ impl Node {
                 Ok(s) => s.ask(|reply| Command::Log { count, reply }).await.map(Response::Log).ok_or_else(stopped),
                 Err(e) => Err(e),
             },
-            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } => Err(ErrorCode::BadRequest(
-                "admin operations go to the coordinator (or the balancer), not to a storage node".into(),
-            )),
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. } => {
+                Err(ErrorCode::BadRequest(
+                    "admin operations go to the coordinator (or the balancer), not to a storage node".into(),
+                ))
+            }
             Request::GetTopology { .. } | Request::SubscribeTopology => {
                 Err(ErrorCode::BadRequest("storage nodes hold no topology; ask the coordinator".into()))
             }
@@ -322,6 +324,13 @@ impl Node {
             ControlRequest::ElectionQuery { shard, term } => match self.shard(shard) {
                 Ok(s) => s
                     .ask(|reply| Command::ElectionQuery { term, reply })
+                    .await
+                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
+                Err(e) => ControlResponse::Error(e),
+            },
+            ControlRequest::Handoff { shard, term, for_ms } => match self.shard(shard) {
+                Ok(s) => s
+                    .ask(|reply| Command::Handoff { term, for_ms, reply })
                     .await
                     .unwrap_or_else(|| ControlResponse::Error(stopped())),
                 Err(e) => ControlResponse::Error(e),

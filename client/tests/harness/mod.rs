@@ -250,11 +250,17 @@ impl Up {
     /// The tail of `shardline up`'s output and of the balancer's and coordinator's logs.
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
-        for (name, path) in [
-            ("shardline up", self.log_path()),
-            ("balancer", self.data_dir().join("logs/balancer.log")),
-            ("coordinator", self.data_dir().join("logs/coordinator.log")),
-        ] {
+        let mut logs = vec![
+            ("shardline up".to_owned(), self.log_path()),
+            ("balancer".to_owned(), self.data_dir().join("logs/balancer.log")),
+            ("coordinator".to_owned(), self.data_dir().join("logs/coordinator.log")),
+        ];
+        let nodes = std::fs::read_dir(self.data_dir().join("coordinator/nodes")).into_iter().flatten().flatten();
+        let mut node_logs: Vec<_> =
+            nodes.map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+        node_logs.sort();
+        logs.extend(node_logs.into_iter().map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p)));
+        for (name, path) in logs {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             out.push_str(&format!("--- {name} ---\n"));

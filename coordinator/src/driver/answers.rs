@@ -26,6 +26,8 @@ pub(super) enum Purpose {
     Repoint { shard: ShardId, node: String, set: ReplicaSet },
     /// A replica told to stop serving (best effort).
     Drop,
+    /// A primary told to hand off (a planned switchover) at `term`.
+    Handoff { shard: ShardId, term: u64 },
 }
 
 impl Core {
@@ -39,7 +41,7 @@ impl Core {
                 if let Some(ControlResponse::Status(status)) = answer {
                     self.heard(node, asked, seq, status, now);
                 }
-                Vec::new()
+                self.advance_switches(now)
             }
             Purpose::Vote { shard, term, node } => {
                 let answer = match answer {
@@ -79,6 +81,10 @@ impl Core {
                 Vec::new()
             }
             Purpose::Drop => Vec::new(),
+            Purpose::Handoff { shard, term } => {
+                self.on_handoff(shard, term, answer, now);
+                Vec::new()
+            }
         }
     }
 

@@ -63,7 +63,9 @@ impl Core {
         });
         let Some(Some((term, voters, learners, deposed))) = started else { return Vec::new() };
         let addrs = |names: Vec<String>| names.iter().map(|r| self.meta.addr(r)).collect();
-        let round = ElectionRound::new(shard, term, addrs(voters), addrs(learners)).preferring(prefer);
+        let insist = self.broken == Some(super::Broken::SwitchoverIgnoresLogs);
+        let round =
+            ElectionRound::new(shard, term, addrs(voters), addrs(learners)).preferring(prefer).insisting(insist);
         let queries = round.queries();
         let election = Election {
             round,
@@ -144,9 +146,10 @@ impl Core {
                     true => now,
                     false => self.leases.clear_at(shard).map_or(now, |at| at.max(now)),
                 };
-                e.late_follow = follow.first().map(|(_, request)| request.clone()).or_else(|| {
-                    Some(ControlRequest::BecomeFollower { shard, term, primary: primary.clone() })
-                });
+                e.late_follow = follow
+                    .first()
+                    .map(|(_, request)| request.clone())
+                    .or_else(|| Some(ControlRequest::BecomeFollower { shard, term, primary: primary.clone() }));
                 e.follow = Some(follow);
                 e.lead = Some((primary, lead, at));
                 if at > now {

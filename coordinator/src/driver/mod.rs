@@ -14,10 +14,12 @@
 //! - `answers`: what each kind of answer does.
 //! - `elect`: an election: persist the term, query, decide, wait out leases, lead, follow.
 //! - `members`: follow, configure, repoint, promote, settle, add and retire replicas.
+//! - [`switch`]: a planned switchover: hand off, catch up, elect the target.
 
 mod answers;
 mod elect;
 mod members;
+pub mod switch;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use shardline_protocol::{ControlRequest, NodeStatus, ServerAddr, ShardId};
+use shardline_protocol::{ControlRequest, NodeStatus, ServerAddr, ShardId, ShardState};
 use tracing::warn;
 
 use crate::config::CoordinatorConfig;
@@ -36,6 +38,7 @@ use crate::reconcile::{self, Action, Observed};
 
 use answers::Purpose;
 use elect::Election;
+use switch::Switch;
 
 /// Where the core saves the configuration before acting on a change.
 pub trait MetaSink: Debug + Send {
@@ -126,6 +129,10 @@ pub enum Broken {
     WipedVoter,
     /// While voters wait to be retired, every election is held back.
     AdminBlocksFailover,
+    /// A switchover elects its target at once, and the target wins even with a shorter
+    /// log than another voter's (never fixed code: it shows the simulator would catch an
+    /// unsafe leadership transfer).
+    SwitchoverIgnoresLogs,
 }
 
 /// Counters for STATS.
@@ -170,6 +177,8 @@ pub struct Core {
     respawned: BTreeMap<String, Instant>,
     /// Voters to retire, per shard, one at a time (RemoveServers' queue).
     leaving: BTreeMap<ShardId, Vec<String>>,
+    /// Planned switchovers, under way or with an outcome not yet taken.
+    switches: BTreeMap<ShardId, Switch>,
     counters: Counters,
     /// Test-only: a rule put back as it was before its fix.
     pub broken: Option<Broken>,
@@ -195,6 +204,7 @@ impl Core {
             backoff: BTreeMap::new(),
             respawned: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            switches: BTreeMap::new(),
             counters: Counters::default(),
             broken: None,
         }
@@ -223,6 +233,13 @@ impl Core {
     /// What heartbeats show of `server` at `now`.
     pub fn observe(&self, server: &str, now: Instant) -> Observed<'_> {
         Observed { alive: self.detector.alive(server, now), status: self.status.get(server) }
+    }
+
+    /// `server`'s replica of `shard` as its last heartbeat answer showed it, if that
+    /// heartbeat was sent at `since` or later.
+    pub fn shard_state_since(&self, server: &str, shard: ShardId, since: Instant) -> Option<&ShardState> {
+        self.asked.get(server).filter(|&&asked| asked >= since)?;
+        self.status.get(server)?.shard(shard)
     }
 
     /// How long since `server` last answered a heartbeat, if it ever did.
@@ -345,6 +362,7 @@ impl Core {
             }
         }
         self.retire_next(now, &mut out);
+        out.extend(self.advance_switches(now));
         out
     }
 
@@ -354,7 +372,8 @@ impl Core {
                 // Before scenario 10's fix, elections waited for an admin operation.
                 let held_back = self.broken == Some(Broken::AdminBlocksFailover) && self.retiring();
                 if self.may_elect(shard, now) && !held_back {
-                    out.extend(self.elect(shard, now));
+                    let prefer = self.switch_target(shard);
+                    out.extend(self.elect_preferring(shard, prefer, now));
                 }
             }
             // A role or set already on its way is not sent again until that call ends.

@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, LogPosition, NodeStatus, ReplicaRole, ShardId, ShardSpec, ShardState, Vote,
+    ControlRequest, ControlResponse, ErrorCode, LogPosition, NodeStatus, ReplicaRole, ShardId, ShardSpec, ShardState,
+    Vote,
 };
 
 use super::*;
@@ -197,4 +198,101 @@ fn a_queued_voter_is_retired_once_the_set_has_settled_and_while_an_admin_operati
         .collect();
     // The primary is told the smaller set (it had not acknowledged the old one either).
     assert!(to.contains(&("a", false)) && to.contains(&("c", true)), "{to:?}");
+}
+
+/// Status of shard 1 on `node`: its role at term 4 and its log's end and commit.
+fn status_at(node: &str, role: ReplicaRole, last: u64, commit: u64) -> ControlResponse {
+    let ControlResponse::Status(mut s) = status(node, role, 4) else { unreachable!() };
+    s.shards[0].last = LogPosition { term: 4, index: last };
+    s.shards[0].commit_index = commit;
+    ControlResponse::Status(s)
+}
+
+/// One heartbeat round at `at`, each node answering with `answers(node)`.
+fn beat(core: &mut Core, at: Instant, answers: impl Fn(&str) -> ControlResponse) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for n in ["a", "b", "c"] {
+        let hb = core.heartbeat_call(n, at);
+        out.extend(core.on_answer(hb.id, Some(answers(n)), at));
+    }
+    out
+}
+
+#[test]
+fn a_switchover_hands_off_waits_for_its_target_then_elects_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(Some("a"), t0);
+    let role = |n: &str| if n == "a" { ReplicaRole::Primary } else { ReplicaRole::Follower };
+    beat(&mut core, t0, |n| status_at(n, role(n), 9, 9));
+    let handoff = core.switchover(SHARD, Some("c"), t0).expect("a switchover starts");
+    let handoff = calls(&handoff);
+    assert!(matches!(handoff[0].request, ControlRequest::Handoff { term: 4, .. }) && handoff[0].to.name == "a");
+    assert!(core.switchover(SHARD, Some("b"), t0).is_err(), "one switchover of a shard at a time");
+    core.on_answer(handoff[0].id, Some(ControlResponse::Ok), t0 + ms(5));
+    // The primary has logged up to 12 and committed 11; c holds 11: not yet.
+    let early = beat(&mut core, t0 + ms(100), |n| match n {
+        "a" => status_at(n, role(n), 12, 11),
+        "b" => status_at(n, role(n), 12, 11),
+        _ => status_at(n, role(n), 11, 11),
+    });
+    assert!(calls(&early).is_empty(), "c is one entry short: {early:?}");
+    assert!(core.switch_result(SHARD).is_none());
+    let queries = beat(&mut core, t0 + ms(200), |n| status_at(n, role(n), 12, 12));
+    let queries = calls(&queries);
+    assert_eq!(queries.len(), 3, "caught up: an election");
+    assert!(queries.iter().all(|c| matches!(c.request, ControlRequest::ElectionQuery { term: 5, .. })));
+    let at = t0 + ms(210);
+    let mut lead = Vec::new();
+    for q in &queries {
+        lead.extend(core.on_answer(q.id, Some(vote(5, 12)), at));
+    }
+    let lead = calls(&lead);
+    assert_eq!(lead.len(), 1, "a voted, so no lease wait: {lead:?}");
+    assert_eq!(lead[0].to.name, "c", "the target wins the tie");
+    core.on_answer(lead[0].id, Some(ControlResponse::Ok), at);
+    core.reconcile(at, true);
+    assert_eq!(core.switch_result(SHARD), Some(Ok("c".to_owned())));
+    assert_eq!(core.meta().shards[&SHARD].primary.as_deref(), Some("c"));
+}
+
+#[test]
+fn a_switchover_whose_target_does_not_catch_up_gives_up_and_elects_nobody() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(Some("a"), t0);
+    let role = |n: &str| if n == "a" { ReplicaRole::Primary } else { ReplicaRole::Follower };
+    beat(&mut core, t0, |n| status_at(n, role(n), 9, 9));
+    assert!(matches!(core.switchover(SHARD, Some("d"), t0), Err(ErrorCode::BadRequest(_))), "no replica on d");
+    let handoff = core.switchover(SHARD, None, t0).expect("a switchover starts");
+    core.on_answer(calls(&handoff)[0].id, Some(ControlResponse::Ok), t0);
+    let mut t = t0;
+    while t < t0 + switch::HANDOFF {
+        t += ms(100);
+        let effects =
+            beat(
+                &mut core,
+                t,
+                |n| if n == "a" { status_at(n, role(n), 12, 12) } else { status_at(n, role(n), 10, 10) },
+            );
+        assert!(calls(&effects).is_empty(), "no election while the target lags");
+    }
+    core.reconcile(t, true);
+    assert!(matches!(core.switch_result(SHARD), Some(Err(ErrorCode::Unavailable { .. }))));
+    assert_eq!(core.meta().shards[&SHARD].primary.as_deref(), Some("a"), "the primary stays");
+    assert_eq!(core.meta().shards[&SHARD].term, 4, "no new term");
+}
+
+#[test]
+fn caught_up_needs_the_whole_log_on_the_target_and_all_of_it_committed() {
+    let state = |role, last, commit| {
+        let ControlResponse::Status(s) = status_at("x", role, last, commit) else { unreachable!() };
+        s.shards[0].clone()
+    };
+    let primary = state(ReplicaRole::Primary, 10, 10);
+    assert!(switch::caught_up(&primary, &state(ReplicaRole::Follower, 10, 9), 4));
+    assert!(!switch::caught_up(&primary, &state(ReplicaRole::Follower, 9, 9), 4), "one entry short");
+    let pending = state(ReplicaRole::Primary, 10, 8);
+    assert!(!switch::caught_up(&pending, &state(ReplicaRole::Follower, 10, 8), 4), "not all committed");
+    assert!(!switch::caught_up(&primary, &state(ReplicaRole::Follower, 10, 10), 5), "another term's primary");
 }

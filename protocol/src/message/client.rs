@@ -45,6 +45,8 @@ pub mod kind {
     pub const GET_TOPOLOGY: u8 = REQUEST_BASE + 12;
     /// `Request::SubscribeTopology`.
     pub const SUBSCRIBE_TOPOLOGY: u8 = REQUEST_BASE + 13;
+    /// `Request::Failover`.
+    pub const FAILOVER: u8 = REQUEST_BASE + 14;
     /// `Response::Error`: responses keep this variant at index 0 so it never moves.
     pub const ERROR: u8 = RESPONSE_BASE;
 }
@@ -141,6 +143,14 @@ pub enum Request {
     },
     /// Push every new topology on this connection.
     SubscribeTopology,
+    /// Move a shard's primary deliberately (a planned switchover): the target catches up,
+    /// the old primary stops taking writes, and the target leads at a new term.
+    Failover {
+        /// The shard.
+        shard: ShardId,
+        /// The new primary; `None`: the most caught-up other voter.
+        to: Option<String>,
+    },
 }
 
 /// One shard's commit of a write: where it sits in the log and who holds it durably.
@@ -204,7 +214,10 @@ impl Request {
 
     /// Whether it is an admin operation, for the coordinator.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. })
+        matches!(
+            self,
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. }
+        )
     }
 }
 

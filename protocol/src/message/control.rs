@@ -64,6 +64,18 @@ pub enum ControlRequest {
         /// The new term.
         term: u64,
     },
+    /// A planned switchover is coming: the primary of `shard` at `term` refuses new writes
+    /// (definitely, nothing logged) for `for_ms` while its followers catch up; it keeps
+    /// replicating and serving reads. It ends by itself, so an abandoned switchover costs
+    /// at most `for_ms` of refused writes.
+    Handoff {
+        /// The shard.
+        shard: ShardId,
+        /// The primary's term.
+        term: u64,
+        /// How long to refuse writes, in milliseconds.
+        for_ms: u64,
+    },
 }
 
 /// Leases the coordinator grants with a heartbeat: for each shard, at one term.
@@ -115,7 +127,8 @@ impl Message for ControlRequest {
             ControlRequest::DropShard { shard }
             | ControlRequest::BecomePrimary { shard, .. }
             | ControlRequest::BecomeFollower { shard, .. }
-            | ControlRequest::ElectionQuery { shard, .. } => Route::Shard(shard.0),
+            | ControlRequest::ElectionQuery { shard, .. }
+            | ControlRequest::Handoff { shard, .. } => Route::Shard(shard.0),
             ControlRequest::Heartbeat { .. } => Route::None,
         }
     }

@@ -21,6 +21,7 @@ Shardline text mode: one command a line; every answer ends with a line starting 
   LOG <shard> [count]           last log entries (nodes only)  LOG sh1 10
   ADD <server>:<shards> ...     add servers holding shards     ADD Server6:sh1,sh2
   RM <n> [server...]            remove n servers               RM 1 Server3
+  FAILOVER <shard> [server]     move a shard's primary         FAILOVER sh1 Server2
   QUIT                          close the connection           QUIT
 Strings with spaces go in double quotes: WRITE 7 \"ann lee\" 91
 OK

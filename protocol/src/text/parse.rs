@@ -64,6 +64,7 @@ pub fn parse_line(line: &str) -> Result<TextCommand, TextError> {
         "LOG" => parse_log(args)?,
         "ADD" => parse_add(args)?,
         "RM" | "REMOVE" => parse_rm(args)?,
+        "FAILOVER" | "SWITCHOVER" => parse_failover(args)?,
         other => return err(format!("unknown command `{other}`; try HELP")),
     };
     Ok(TextCommand::Request(request))
@@ -127,6 +128,18 @@ fn parse_add(args: &[Token]) -> Result<Request, TextError> {
         }
     }
     Ok(Request::AddServers(AddServersRequest { n: servers.len(), new_shards: vec![], servers }))
+}
+
+fn parse_failover(args: &[Token]) -> Result<Request, TextError> {
+    const USAGE: &str = "usage: FAILOVER <shard> [server], e.g. FAILOVER sh1 Server2";
+    let (shard, to) = match args {
+        [shard] => (shard, None),
+        [shard, to] => (shard, Some(to.text.clone())),
+        _ => return err(USAGE),
+    };
+    let shard =
+        ShardId::parse(&shard.text).ok_or_else(|| TextError(format!("FAILOVER: bad shard `{}`", shard.text)))?;
+    Ok(Request::Failover { shard, to })
 }
 
 fn parse_rm(args: &[Token]) -> Result<Request, TextError> {
@@ -241,6 +254,11 @@ mod tests {
         assert_eq!(add.n, 2);
         assert_eq!(add.servers["Server6"], vec![ShardId(1), ShardId(2)]);
         assert_eq!(request("RM 2 Server1"), Request::RemoveServers { n: 2, servers: vec!["Server1".into()] });
+        assert_eq!(request("FAILOVER sh1"), Request::Failover { shard: ShardId(1), to: None });
+        assert_eq!(
+            request("failover sh2 Server4"),
+            Request::Failover { shard: ShardId(2), to: Some("Server4".into()) }
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub fn request() -> impl Strategy<Value = Request> {
         (shard_id(), any::<u32>()).prop_map(|(shard, count)| Request::Log { shard, count }),
         any::<u64>().prop_map(|known_version| Request::GetTopology { known_version }),
         Just(Request::SubscribeTopology),
+        (shard_id(), proptest::option::of(name())).prop_map(|(shard, to)| Request::Failover { shard, to }),
     ]
 }
 
@@ -180,6 +181,11 @@ pub fn control_request() -> impl Strategy<Value = ControlRequest> {
             }
         ),
         (shard_id(), any::<u64>()).prop_map(|(shard, term)| ControlRequest::ElectionQuery { shard, term }),
+        (shard_id(), any::<u64>(), any::<u64>()).prop_map(|(shard, term, for_ms)| ControlRequest::Handoff {
+            shard,
+            term,
+            for_ms
+        }),
     ]
 }
 

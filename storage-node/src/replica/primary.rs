@@ -47,6 +47,8 @@ pub(super) struct PrimaryState {
     /// The last entry logged when this replica set was taken: once a majority of the set
     /// holds it, so does a majority hold everything an earlier set may have committed.
     settle_mark: u64,
+    /// A planned switchover asked this primary to refuse new writes until then.
+    pub handoff_until: Option<Time>,
 }
 
 impl PrimaryState {
@@ -66,6 +68,7 @@ impl PrimaryState {
             noop_index: last + 1,
             ready: false,
             settle_mark: last + 1,
+            handoff_until: None,
         }
     }
 
@@ -241,6 +244,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     Some(ErrorCode::LeaseExpired { shard })
                 } else if reachable < needed {
                     Some(ErrorCode::NoQuorum { shard, acked: reachable as u32, needed: needed as u32 })
+                } else if p.handoff_until.is_some_and(|t| now < t) {
+                    // A switchover is moving the lead: the balancer retries at the next primary.
+                    Some(ErrorCode::NotPrimary { shard, term: self.term, primary: None })
                 } else {
                     None
                 }

@@ -66,6 +66,20 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
+    /// A planned switchover: as primary of `term`, refuse new writes for `for_ms` (the
+    /// followers catch up meanwhile; the election that follows deposes this replica).
+    pub fn handoff(&mut self, now: Time, term: u64, for_ms: u64) -> ControlResponse {
+        let shard = self.spec.id;
+        match &mut self.role {
+            Role::Primary(p) if term == self.term => {
+                info!(term, for_ms, "handing off: refusing new writes while a follower catches up");
+                p.handoff_until = Some(now + Duration::from_millis(for_ms));
+                ControlResponse::Ok
+            }
+            _ => ControlResponse::Error(ErrorCode::NotPrimary { shard, term: self.term, primary: None }),
+        }
+    }
+
     /// A follower answered with a newer term: this primary is deposed.
     pub(super) fn on_higher_term(&mut self, term: u64) {
         if term > self.term {

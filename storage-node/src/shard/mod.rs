@@ -51,6 +51,11 @@ pub(crate) enum Command {
         term: u64,
         reply: oneshot::Sender<ControlResponse>,
     },
+    Handoff {
+        term: u64,
+        for_ms: u64,
+        reply: oneshot::Sender<ControlResponse>,
+    },
     RenewLease {
         /// When the node handled the heartbeat the grant counts from.
         since: Instant,

@@ -207,6 +207,9 @@ impl ShardTask {
             Command::ElectionQuery { term, reply } => {
                 let _ = reply.send(r.election_query(now, term));
             }
+            Command::Handoff { term, for_ms, reply } => {
+                let _ = reply.send(r.handoff(now, term, for_ms));
+            }
             Command::RenewLease { since, lease_ms, term } => {
                 r.renew_lease(since.saturating_duration_since(self.origin), lease_ms, term)
             }

@@ -140,6 +140,13 @@ pub async fn rm(ctx: &Ctx, n: Option<usize>, servers: Vec<String>) -> anyhow::Re
     Ok(())
 }
 
+pub async fn failover(ctx: &Ctx, shard: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let Some(id) = ShardId::parse(shard) else { bail!("`{shard}` is not a shard id (e.g. sh1)") };
+    let t = ctx.client().await?.failover(id, to).await?;
+    print_topology(ctx, "switched over", &t);
+    Ok(())
+}
+
 pub async fn read(ctx: &Ctx, low: i64, high: i64, primary: bool) -> anyhow::Result<()> {
     if low > high {
         bail!("LOW {low} is above HIGH {high}");

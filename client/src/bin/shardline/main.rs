@@ -54,6 +54,16 @@ enum Command {
         /// Servers to remove first.
         servers: Vec<String>,
     },
+    /// Move a shard's primary on purpose (a planned switchover, e.g. before maintenance):
+    /// the target catches up, the old primary stops taking writes, the target leads at a
+    /// new term. Clients ride through it: writes meanwhile are retried, none lost or doubled.
+    Failover {
+        /// The shard, e.g. sh1.
+        shard: String,
+        /// The new primary (default: the most caught-up other replica).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Rows with LOW <= key <= HIGH, in key order.
     Read {
         /// Lowest key.
@@ -178,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { config } => commands::init(&ctx, &config).await,
         Command::Add(a) => commands::add(&ctx, a.servers, a.n, a.shards, a.config).await,
         Command::Rm { n, servers } => commands::rm(&ctx, n, servers).await,
+        Command::Failover { shard, to } => commands::failover(&ctx, &shard, to.as_deref()).await,
         Command::Read { low, high, primary } => commands::read(&ctx, low, high, primary).await,
         Command::ReadServer { name } => commands::read_server(&ctx, &name).await,
         Command::Write(w) => match w.file {

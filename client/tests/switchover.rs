@@ -1,0 +1,158 @@
+//! Planned switchovers under load: clients write through the balancer while sh1's primary
+//! is moved twice, once with `shardline failover sh1 --to <server>` and once with the text
+//! mode's `FAILOVER sh1` (the most caught-up replica). The clients, writers and readers,
+//! see no error (writes refused during the handoff are retried by the balancer), and
+//! afterwards the readable
+//! rows are exactly the acknowledged writes: none lost, none twice.
+
+mod harness;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::{cli, poll, row, Up};
+use shardline::{Client, ShardId};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Concurrent writers; writer `w` writes keys `w, w + WRITERS, ...` (all in sh1).
+const WRITERS: i64 = 4;
+/// Each writer stops after this many writes at most.
+const MAX_WRITES: i64 = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_under_load_cost_no_error_and_no_write() {
+    let up = Up::start().await;
+    let c = up.client().await;
+    tokio::time::timeout(Duration::from_secs(180), scenario(&up, &c)).await.expect("the scenario ends within 180 s");
+}
+
+async fn sh1_primary(c: &Client) -> Option<(String, u64, Vec<String>)> {
+    let t = c.status().await.ok()?;
+    let s = t.shards.iter().find(|s| s.spec.id == ShardId(1))?;
+    Some((s.primary.clone()?, s.term, s.replicas.clone()))
+}
+
+/// Sends one text-mode line to `addr` and returns the answer's lines through OK/ERR.
+async fn text_line(addr: &str, line: &str) -> Vec<String> {
+    let (read, mut write) = TcpStream::connect(addr).await.expect("connect").into_split();
+    write.write_all(format!("{line}\n").as_bytes()).await.expect("send");
+    let mut lines = BufReader::new(read);
+    let mut answer = Vec::new();
+    for _ in 0..1000 {
+        let mut l = String::new();
+        let n = lines.read_line(&mut l).await.expect("receive");
+        assert!(n > 0, "connection closed after {answer:?}");
+        let l = l.trim_end().to_owned();
+        let last = l.starts_with("OK") || l.starts_with("ERR");
+        answer.push(l);
+        if last {
+            return answer;
+        }
+    }
+    panic!("no OK/ERR line in {answer:?}");
+}
+
+async fn scenario(up: &Up, c: &Client) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (c, stop, acked) = (c.clone(), stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..MAX_WRITES {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = w + i * WRITERS;
+                if let Err(e) = c.write(&[row(key)]).await {
+                    return Err(format!("write of {key} failed: {e}"));
+                }
+                mine.push(key);
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(mine)
+        }));
+    }
+    // Readers of sh1's replicas and of its primary, all along.
+    let mut readers = Vec::new();
+    for primary in [false, true] {
+        let (c, stop) = (c.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let result = if primary { c.read_primary(0..=63).await } else { c.read(0..=63).await };
+                if let Err(e) = result {
+                    return Err(format!("a {} read failed: {e}", if primary { "primary" } else { "replica" }));
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        }));
+    }
+    let acked_at_least = |n: u64| {
+        let acked = acked.clone();
+        async move {
+            poll(&format!("{n} writes acknowledged"), Duration::from_secs(60), || async {
+                (acked.load(Ordering::Relaxed) >= n).then_some(())
+            })
+            .await
+        }
+    };
+    acked_at_least(100).await;
+
+    // 1. The CLI, with a target.
+    let (first, term, replicas) = sh1_primary(c).await.expect("sh1 has a primary");
+    let target = replicas.iter().find(|r| **r != first).expect("sh1 has another replica").clone();
+    let args = ["--addr".to_owned(), up.addr(), "failover".into(), "sh1".into(), "--to".into(), target.clone()];
+    let run = tokio::task::spawn_blocking(move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .expect("cli task");
+    assert_eq!(run.code, Some(0), "shardline failover failed: {}{}", run.stdout, run.stderr);
+    let (now, new_term, _) = sh1_primary(c).await.expect("sh1 has a primary");
+    assert_eq!(now, target, "the CLI's switchover moved sh1 to its target");
+    assert!(new_term > term, "the target leads at a new term");
+    eprintln!("switched sh1 from {first} to {target} (term {term} → {new_term})\n{}", run.stdout);
+    let after_first = acked.load(Ordering::Relaxed);
+    acked_at_least(after_first + 100).await;
+
+    // 2. The text mode, without a target.
+    let answer = text_line(&up.addr(), "FAILOVER sh1").await;
+    assert!(answer.last().is_some_and(|l| l.starts_with("OK")), "FAILOVER sh1: {answer:?}");
+    let (third, _, _) = sh1_primary(c).await.expect("sh1 has a primary");
+    assert_ne!(third, target, "FAILOVER sh1 moved the primary away from {target}");
+    let after_second = acked.load(Ordering::Relaxed);
+    acked_at_least(after_second + 100).await;
+
+    // Bad requests change nothing and say why.
+    let answer = text_line(&up.addr(), "FAILOVER sh1 NoSuchServer").await;
+    assert!(answer.last().is_some_and(|l| l.starts_with("ERR")), "a target with no replica: {answer:?}");
+    let answer = text_line(&up.addr(), "FAILOVER sh99").await;
+    assert!(answer.last().is_some_and(|l| l.starts_with("ERR")), "an unknown shard: {answer:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    let mut written = Vec::new();
+    for w in writers {
+        match w.await.expect("writer task") {
+            Ok(keys) => written.extend(keys),
+            Err(e) => panic!("a client saw an error during a switchover: {e}"),
+        }
+    }
+    for r in readers {
+        match r.await.expect("reader task") {
+            Ok(reads) => eprintln!("{reads} reads, none failed"),
+            Err(e) => panic!("a client saw an error during a switchover: {e}"),
+        }
+    }
+    written.sort();
+    let rows = c.read_primary(0..=4095).await.unwrap();
+    let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "a key is read twice or out of order");
+    assert_eq!(keys, written, "acknowledged writes and readable rows differ");
+    for r in &rows {
+        assert_eq!(*r, row(r.key));
+    }
+    eprintln!("{} writes acknowledged across two switchovers, every one readable once", written.len());
+}
