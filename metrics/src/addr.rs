@@ -81,10 +81,7 @@ mod tests {
     fn parses_the_three_forms() {
         assert_eq!("off".parse::<MetricsAddr>().unwrap(), MetricsAddr::Off);
         assert_eq!("+1000".parse::<MetricsAddr>().unwrap(), MetricsAddr::Offset(1000));
-        assert_eq!(
-            "0.0.0.0:9100".parse::<MetricsAddr>().unwrap(),
-            MetricsAddr::At("0.0.0.0:9100".parse().unwrap())
-        );
+        assert_eq!("0.0.0.0:9100".parse::<MetricsAddr>().unwrap(), MetricsAddr::At("0.0.0.0:9100".parse().unwrap()));
         assert!("+x".parse::<MetricsAddr>().is_err());
         assert!("localhost".parse::<MetricsAddr>().is_err());
     }

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::MetricsAddr;
+
 /// The OpenMetrics text format, which Prometheus asks for and reads.
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -35,6 +37,30 @@ pub enum ExporterError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// Serves `registry` where `addr` says for a service listening on `listen`: nowhere when
+/// off; a derived address (`+N`) that is taken costs only the metrics (a warning), an
+/// address given outright that cannot be bound is an error.
+pub async fn start(
+    addr: MetricsAddr,
+    listen: SocketAddr,
+    registry: Registry,
+) -> Result<Option<(SocketAddr, JoinHandle<()>)>, ExporterError> {
+    let Some(at) = addr.resolve(listen) else {
+        if addr != MetricsAddr::Off {
+            warn!(%listen, metrics_addr = %addr, "no port for metrics at that offset: not serving them");
+        }
+        return Ok(None);
+    };
+    match spawn(at, registry).await {
+        Ok(served) => Ok(Some(served)),
+        Err(e) if !addr.explicit() => {
+            warn!(%e, "not serving metrics (give --metrics-addr HOST:PORT, or off)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Binds `addr` and serves `registry` on `/metrics` until the task is aborted.
@@ -109,7 +135,8 @@ mod tests {
     #[tokio::test]
     async fn serves_the_registry_on_metrics_only() {
         let mut registry = Registry::default();
-        let m = RequestMetrics::register(&mut registry, ops::CLIENT);
+        let m = RequestMetrics::new(ops::CLIENT);
+        m.register(&mut registry);
         m.instant("read", OK);
         let (addr, task) = spawn("127.0.0.1:0".parse().unwrap(), registry).await.unwrap();
         let page = get(addr, "/metrics").await;
@@ -122,9 +149,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_taken_address_is_an_error() {
+    async fn a_taken_address_is_an_error_only_when_given_outright() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        assert!(matches!(spawn(addr, Registry::default()).await, Err(ExporterError::Bind { .. })));
+        let explicit = start(MetricsAddr::At(addr), addr, Registry::default()).await;
+        assert!(matches!(explicit, Err(ExporterError::Bind { .. })));
+        let derived = start(MetricsAddr::Offset(0), addr, Registry::default()).await;
+        assert!(matches!(derived, Ok(None)));
+        assert!(matches!(start(MetricsAddr::Off, addr, Registry::default()).await, Ok(None)));
     }
 }

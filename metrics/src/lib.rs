@@ -17,7 +17,8 @@
 //! use prometheus_client::registry::Registry;
 //! use shardline_metrics::{exporter, RequestMetrics};
 //! let mut registry = Registry::default();
-//! let requests = RequestMetrics::register(&mut registry, shardline_metrics::ops::CLIENT);
+//! let requests = RequestMetrics::new(shardline_metrics::ops::CLIENT);
+//! requests.register(&mut registry);
 //! let timer = requests.begin("read");
 //! timer.finish("ok");
 //! let _task = exporter::spawn("127.0.0.1:9100".parse().unwrap(), registry).await?;

@@ -43,6 +43,7 @@ struct PerOp {
 #[derive(Debug)]
 struct Inner {
     requests: Family<OpCode, Counter>,
+    durations: Family<OpLabel, AtomicHistogram>,
     per_op: HashMap<&'static str, PerOp>,
     in_flight: Gauge,
     connections: Gauge,
@@ -53,9 +54,9 @@ struct Inner {
 pub struct RequestMetrics(Arc<Inner>);
 
 impl RequestMetrics {
-    /// Registers the request metrics in `registry`, for the operations `ops` (one of
-    /// [`ops::CLIENT`], [`ops::NODE`]; any other op counts as [`ops::OTHER`]).
-    pub fn register(registry: &mut Registry, ops: &'static [&'static str]) -> RequestMetrics {
+    /// Request metrics for the operations `ops` (one of [`ops::CLIENT`], [`ops::NODE`]; any
+    /// other op counts as [`ops::OTHER`]); [`RequestMetrics::register`] exports them.
+    pub fn new(ops: &'static [&'static str]) -> RequestMetrics {
         let requests = Family::<OpCode, Counter>::default();
         let durations = Family::<OpLabel, AtomicHistogram>::new_with_constructor(AtomicHistogram::latency as fn() -> _);
         let per_op = ops
@@ -66,22 +67,30 @@ impl RequestMetrics {
                 (op, PerOp { ok, duration })
             })
             .collect();
-        let in_flight = Gauge::default();
-        let connections = Gauge::default();
+        let (in_flight, connections) = (Gauge::default(), Gauge::default());
+        RequestMetrics(Arc::new(Inner { requests, durations, per_op, in_flight, connections }))
+    }
+
+    /// Adds these metrics to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let inner = &self.0;
         registry.register(
             "shardline_requests",
             "Requests answered, by operation and outcome (code: ok or the error's name)",
-            requests.clone(),
+            inner.requests.clone(),
         );
         registry.register_with_unit(
             "shardline_request_duration",
             "Time from a request's arrival to its answer, by operation",
             Unit::Seconds,
-            durations,
+            inner.durations.clone(),
         );
-        registry.register("shardline_requests_in_flight", "Requests received and not yet answered", in_flight.clone());
-        registry.register("shardline_connections_open", "Connections open to this process", connections.clone());
-        RequestMetrics(Arc::new(Inner { requests, per_op, in_flight, connections }))
+        registry.register(
+            "shardline_requests_in_flight",
+            "Requests received and not yet answered",
+            inner.in_flight.clone(),
+        );
+        registry.register("shardline_connections_open", "Connections open to this process", inner.connections.clone());
     }
 
     /// Starts timing a request of `op`; it is in flight until the timer is finished or dropped.
@@ -159,7 +168,8 @@ mod tests {
     #[test]
     fn counts_by_op_and_code_and_tracks_in_flight() {
         let mut registry = Registry::default();
-        let m = RequestMetrics::register(&mut registry, ops::CLIENT);
+        let m = RequestMetrics::new(ops::CLIENT);
+        m.register(&mut registry);
         let a = m.begin("write");
         let b = m.begin("write");
         let c = m.begin("no-such-op");

@@ -17,6 +17,7 @@
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
 
 mod follower;
+pub mod lag;
 mod primary;
 mod replication;
 mod roles;
@@ -34,6 +35,7 @@ use shardline_protocol::{
 use tracing::{info, warn};
 
 pub use follower::{AppendRequest, SnapshotChunk};
+pub use lag::FollowerLag;
 use primary::PrimaryState;
 use validate::Overlay;
 
@@ -347,6 +349,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Log fsyncs so far.
     pub fn sync_counts(&self) -> SyncCounts {
         self.syncs
+    }
+
+    /// Each follower's lag at `now`, if this replica leads (else none).
+    pub fn follower_lag(&self, now: Time) -> Vec<FollowerLag> {
+        match &self.role {
+            Role::Primary(p) => p.lag(self.wal.last().index, now),
+            _ => Vec::new(),
+        }
     }
 
     /// The (term, index, crc) of every entry the log keeps, for convergence checks.

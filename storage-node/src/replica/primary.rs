@@ -16,6 +16,7 @@ use bytes::Bytes;
 use shardline_protocol::{ErrorCode, LogEntry, Operation, ShardCommit, ShardId};
 use tracing::{info, warn};
 
+use super::lag::{AppendTimes, FollowerLag};
 use super::replication::Follower;
 use super::rules::{majority, quorum_commit};
 use super::validate::{validate, Refusal};
@@ -47,6 +48,8 @@ pub(super) struct PrimaryState {
     /// The last entry logged when this replica set was taken: once a majority of the set
     /// holds it, so does a majority hold everything an earlier set may have committed.
     settle_mark: u64,
+    /// When recent appends were logged, for the followers' lag in time.
+    appended: AppendTimes,
 }
 
 impl PrimaryState {
@@ -66,12 +69,24 @@ impl PrimaryState {
             noop_index: last + 1,
             ready: false,
             settle_mark: last + 1,
+            appended: AppendTimes::default(),
         }
     }
 
     /// The replica set changed with the log ending at `last`.
     pub fn settle_from(&mut self, last: u64) {
         self.settle_mark = last;
+    }
+
+    /// Each follower's lag behind this primary's log, which ends at `last`, at `now`.
+    pub fn lag(&self, last: u64, now: Time) -> Vec<FollowerLag> {
+        let lag = |f: &Follower| FollowerLag {
+            follower: f.addr.name.clone(),
+            voter: f.voter,
+            entries: last.saturating_sub(f.durable),
+            behind: self.appended.behind(f.durable, now),
+        };
+        self.followers.iter().map(lag).collect()
     }
 
     /// Voting followers.
@@ -268,6 +283,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if let Role::Primary(p) = &mut self.role {
             p.durable_self = last;
+            let held = p.followers.iter().map(|f| f.durable).min().unwrap_or(last);
+            p.appended.logged(last, now, held);
         }
         self.pump(now);
     }
