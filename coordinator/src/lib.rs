@@ -20,6 +20,7 @@
 //!   calls over real connections, runs the heartbeat and reconcile timers, restarts nodes,
 //!   publishes the topology; admin operations spawn nodes and queue changes for the core.
 //!   [`service`]: the network face.
+//! - [`metrics`]: what `/metrics` reports (elections, failovers, topology, requests).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -41,6 +42,7 @@ pub mod election;
 mod failover;
 pub mod lease;
 pub mod meta;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod round;
