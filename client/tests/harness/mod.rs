@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
