@@ -92,6 +92,21 @@ async fn prometheus_scrapes_every_process_and_sees_commits_rise() {
     .await;
     let primaries = prometheus.query("sum(shardline_shard_role{role=\"primary\"})").await.expect("roles");
     assert_eq!(primaries.first().map(|(_, v)| *v), Some(topology.shards.len() as f64), "one primary per shard");
+    // Every query of the shipped Grafana dashboard is valid PromQL that finds data here.
+    let dashboard = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard).expect("docs/grafana-dashboard.json")).expect("json");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(|e| e.replace("$__rate_interval", "1m")))
+        .collect();
+    assert!(exprs.len() >= 15, "the dashboard has its queries");
+    for expr in &exprs {
+        let result = prometheus.query(expr).await;
+        assert!(result.is_some(), "dashboard query refused by prometheus: {expr}");
+    }
     println!("prometheus: {expected} targets up; sh1 commit index {before} -> {after}; balancer writes ok {writes}");
     up.interrupt().await;
 }
