@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use harness::prometheus::{find_binary, Job, Prometheus};
-use harness::{poll, row, signal, Up};
+use harness::prometheus::{find_binary, metrics_target, Job, Prometheus};
+use harness::{row, signal, Up};
 use plotters::prelude::*;
 use serde_json::Value;
 
-const OFFSET: u16 = 1000;
 /// Points further apart than this (seconds; the range query steps 0.5 s) have a failed
 /// scrape between them (Prometheus marks a series stale when its target is down).
 const GAP: f64 = 0.75;
@@ -144,21 +143,10 @@ async fn failover_graph_png() {
     }
     let mut up = Up::start().await;
     let topology = up.wait_settled(Duration::from_secs(60)).await;
-    let nodes: Vec<String> = topology
-        .servers
-        .iter()
-        .map(|s| {
-            let (host, port) = s.addr.rsplit_once(':').expect("host:port");
-            format!("{host}:{}", port.parse::<u16>().expect("port") + OFFSET)
-        })
-        .collect();
+    let nodes: Vec<String> = topology.servers.iter().map(|s| metrics_target(&s.addr)).collect();
     let expected = nodes.len();
     let prometheus = Prometheus::start(&bin, &[Job { name: "shardline-node", targets: nodes }]).await;
-    poll("every node up in prometheus", Duration::from_secs(60), || async {
-        let t = prometheus.targets().await?;
-        (t.len() == expected && t.iter().all(|(_, _, h)| h == "up")).then_some(())
-    })
-    .await;
+    prometheus.wait_all_up(expected).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (addr, writing) = (up.addr(), stop.clone());

@@ -8,23 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::prometheus::{find_binary, Job, Prometheus};
+use harness::prometheus::{find_binary, metrics_target, Job, Prometheus};
 use harness::{poll, row, Up};
 use shardline::Topology;
 
-/// Every process's metrics address: the service port plus `shardline up`'s default offset.
-const OFFSET: u16 = 1000;
-
 /// The scrape jobs of a cluster: the balancer, the coordinator and every node.
 fn jobs(up: &Up, t: &Topology) -> Vec<Job> {
-    let shifted = |addr: &str| {
-        let (host, port) = addr.rsplit_once(':').expect("host:port");
-        format!("{host}:{}", port.parse::<u16>().expect("port") + OFFSET)
-    };
+    let coordinator = format!("127.0.0.1:{}", up.coordinator_port);
     vec![
-        Job { name: "shardline-balancer", targets: vec![format!("127.0.0.1:{}", up.balancer_port + OFFSET)] },
-        Job { name: "shardline-coordinator", targets: vec![format!("127.0.0.1:{}", up.coordinator_port + OFFSET)] },
-        Job { name: "shardline-node", targets: t.servers.iter().map(|s| shifted(&s.addr)).collect() },
+        Job { name: "shardline-balancer", targets: vec![metrics_target(&up.addr())] },
+        Job { name: "shardline-coordinator", targets: vec![metrics_target(&coordinator)] },
+        Job { name: "shardline-node", targets: t.servers.iter().map(|s| metrics_target(&s.addr)).collect() },
     ]
 }
 
@@ -65,11 +59,7 @@ async fn prometheus_scrapes_every_process_and_sees_commits_rise() {
     let expected = jobs.iter().map(|j| j.targets.len()).sum::<usize>();
     let prometheus = Prometheus::start(&bin, &jobs).await;
 
-    let targets = poll("every target up in prometheus", Duration::from_secs(60), || async {
-        let targets = prometheus.targets().await?;
-        (targets.len() == expected && targets.iter().all(|(_, _, health)| health == "up")).then_some(targets)
-    })
-    .await;
+    let targets = prometheus.wait_all_up(expected).await;
     assert_eq!(targets.iter().filter(|(job, _, _)| job == "shardline-node").count(), topology.servers.len());
 
     // sh1 holds keys from 0: write there and watch its commit index through Prometheus.
@@ -106,6 +96,15 @@ async fn prometheus_scrapes_every_process_and_sees_commits_rise() {
     for expr in &exprs {
         let result = prometheus.query(expr).await;
         assert!(result.is_some(), "dashboard query refused by prometheus: {expr}");
+    }
+    // What a scrape costs, as Prometheus measured it.
+    for (what, q) in [
+        ("slowest scrape (s)", "max by (job) (scrape_duration_seconds)"),
+        ("samples per scrape", "max by (job) (scrape_samples_scraped)"),
+    ] {
+        for (labels, v) in prometheus.query(q).await.unwrap_or_default() {
+            println!("prometheus: {what} {}: {v}", labels["job"]);
+        }
     }
     println!("prometheus: {expected} targets up; sh1 commit index {before} -> {after}; balancer writes ok {writes}");
     up.interrupt().await;

@@ -120,7 +120,7 @@ impl Collector for Shards {
             }
         }
         for (name, help, kind, value) in COLUMNS {
-            let mut family = encoder.encode_descriptor(name, help, None, kind.clone())?;
+            let mut family = encoder.encode_descriptor(name, help, None, *kind)?;
             for m in &shards {
                 let labels = label(m);
                 match kind {

@@ -26,6 +26,13 @@ pub fn find_binary() -> Result<PathBuf, String> {
     found.ok_or_else(|| "no prometheus binary (apt-get install prometheus, or set PROMETHEUS_BIN)".into())
 }
 
+/// The metrics address of a process serving on `addr` (`host:port`): `shardline up`'s
+/// default, its port plus 1000.
+pub fn metrics_target(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    format!("{host}:{}", port.parse::<u16>().expect("port") + 1000)
+}
+
 /// One scrape job: its name and `host:port` targets.
 pub struct Job {
     /// The job label.
@@ -83,6 +90,15 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("prometheus not ready within 30 s:\n{}", prometheus.log());
+    }
+
+    /// Waits (bounded) until Prometheus has `expected` targets, every one `up`; returns them.
+    pub async fn wait_all_up(&self, expected: usize) -> Vec<(String, String, String)> {
+        super::poll("every target up in prometheus", Duration::from_secs(60), || async {
+            let targets = self.targets().await?;
+            (targets.len() == expected && targets.iter().all(|(_, _, health)| health == "up")).then_some(targets)
+        })
+        .await
     }
 
     /// Prometheus's own log.
