@@ -351,14 +351,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.syncs
     }
 
-    /// Each follower's lag at `now`, if this replica leads (else none).
-    pub fn follower_lag(&self, now: Time) -> Vec<FollowerLag> {
-        match &self.role {
-            Role::Primary(p) => p.lag(self.wal.last().index, now),
-            _ => Vec::new(),
-        }
-    }
-
     /// The (term, index, crc) of every entry the log keeps, for convergence checks.
     pub fn log_digest(&self) -> Vec<(u64, u64, u32)> {
         let mem = self.wal.mem();

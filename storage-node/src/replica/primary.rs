@@ -232,6 +232,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
+    /// Each follower's lag at `now`, if this replica leads (else none).
+    pub fn follower_lag(&self, now: Time) -> Vec<FollowerLag> {
+        match &self.role {
+            Role::Primary(p) => p.lag(self.wal.last().index, now),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether an attempt of (client, seq) is in this replica's log, pending or applied.
     fn logged_here(&self, client: u64, seq: u64) -> bool {
         let pending = match &self.role {
