@@ -10,6 +10,9 @@ pub enum BalancerError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The metrics address could not be served.
+    #[error(transparent)]
+    Metrics(#[from] shardline_metrics::exporter::ExporterError),
 }
 
 /// Why a call to a node or the coordinator got no answer (the protocol's one call error).

@@ -16,6 +16,7 @@
 //! - [`topology`]: the topology cache, the coordinator subscription and refreshes.
 //! - [`pool`]: a few multiplexed connections ([`shardline_protocol::net::MuxConn`]) per node.
 //! - [`stats`]: counters for `STATS`.
+//! - [`metrics`]: what `/metrics` reports ([`run_with_metrics`] serves it).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), shardline_balancer::error::BalancerError> {
@@ -30,6 +31,7 @@
 pub mod config;
 pub mod error;
 pub mod merge;
+pub mod metrics;
 pub mod pool;
 mod read;
 mod retry;
@@ -43,6 +45,8 @@ mod write;
 use std::future::Future;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
+use shardline_metrics::{exporter, MetricsAddr};
 use shardline_protocol::net;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -58,17 +62,29 @@ pub async fn run(
     config: BalancerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BalancerError> {
+    run_with_metrics(listener, config, MetricsAddr::Off, shutdown).await
+}
+
+/// Like [`run`], also serving Prometheus `/metrics` where `metrics` says.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    config: BalancerConfig,
+    metrics: MetricsAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BalancerError> {
     config.validate()?;
     let balancer = Arc::new(Balancer::new(config.clone()));
-    info!(
-        listen = %listener.local_addr()?,
-        coordinator = %config.coordinator,
-        client_id = balancer.client_id(),
-        "balancer starting"
-    );
+    let listen = listener.local_addr()?;
+    info!(%listen, coordinator = %config.coordinator, client_id = balancer.client_id(), "balancer starting");
+    let mut registry = Registry::default();
+    metrics::register(&balancer, &mut registry);
+    let exporter = exporter::start(metrics, listen, registry).await?;
     let follower = tokio::spawn(topology::follow(balancer.topology().clone(), config.clone()));
     net::serve(listener, balancer, config.limits(), shutdown).await;
     follower.abort();
+    if let Some((_, task)) = exporter {
+        task.abort();
+    }
     info!("balancer stopped");
     Ok(())
 }

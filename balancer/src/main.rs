@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shardline_balancer::config::BalancerConfig;
+use shardline_metrics::MetricsAddr;
 use tracing_subscriber::EnvFilter;
 
 /// Shardline's balancer: routes client requests (binary frames, or text lines from `nc`)
@@ -41,6 +42,10 @@ struct Args {
     /// same --max-payload. An answer over it is answered TooLarge.
     #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_PAYLOAD)]
     max_payload: usize,
+    /// Where to serve Prometheus /metrics: HOST:PORT, +N (the --listen port plus N, on its
+    /// host; a taken port then only costs the metrics) or off.
+    #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = MetricsAddr::default())]
+    metrics_addr: MetricsAddr,
 }
 
 #[tokio::main]
@@ -64,6 +69,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shardline_protocol::net::stop_signal().context("cannot watch for SIGTERM")?;
-    shardline_balancer::run(listener, config, shutdown).await?;
+    shardline_balancer::run_with_metrics(listener, config, args.metrics_addr, shutdown).await?;
     Ok(())
 }

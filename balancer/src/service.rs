@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use shardline_metrics::{ops, RequestMetrics};
 use shardline_protocol::net::Service;
 use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response};
 use tokio::time::Instant;
@@ -32,6 +33,8 @@ pub struct Balancer {
     client_id: u64,
     seq: AtomicU64,
     requests: AtomicU64,
+    /// Requests by operation and outcome, for `/metrics`.
+    metrics: RequestMetrics,
 }
 
 impl Balancer {
@@ -47,6 +50,7 @@ impl Balancer {
             client_id: random_client_id(),
             seq: AtomicU64::new(1),
             requests: AtomicU64::new(0),
+            metrics: RequestMetrics::new(ops::CLIENT),
         }
     }
 
@@ -63,6 +67,11 @@ impl Balancer {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The request metrics.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.metrics
     }
 
     /// A fresh sequence number under [`Balancer::client_id`].
@@ -83,6 +92,7 @@ impl Balancer {
     /// Answers one client frame.
     pub async fn handle(&self, frame: Frame) -> Frame {
         self.stats.request();
+        let timer = self.metrics.begin(ops::of_kind(frame.kind));
         let id = frame.request_id;
         let answer = match frame.kind {
             kind::PING => Ok(encode(&Response::Pong)),
@@ -110,6 +120,7 @@ impl Balancer {
             len if len > max => Err(ErrorCode::too_large(len, max)),
             _ => Ok(a),
         });
+        timer.finish(crate::metrics::code(&answer));
         let mut answer = answer.unwrap_or_else(|e| {
             self.stats.error();
             encode(&Response::Error(e))
@@ -184,6 +195,7 @@ impl Service for Balancer {
             _ => return Err(frame),
         };
         self.stats.request();
+        self.metrics.instant(ops::of_kind(frame.kind), shardline_metrics::OK);
         Ok(Frame { request_id: frame.request_id, ..answer })
     }
 
@@ -194,5 +206,13 @@ impl Service for Balancer {
         };
         let answer = self.frame(frame).await;
         Response::from_frame(&answer).unwrap_or_else(|e| Response::Error(ErrorCode::Internal(e.to_string())))
+    }
+
+    fn connection_opened(&self) {
+        self.metrics.connection_opened();
+    }
+
+    fn connection_closed(&self) {
+        self.metrics.connection_closed();
     }
 }

@@ -61,6 +61,16 @@ impl Stats {
         reads.entry(server.to_owned()).or_insert_with(|| AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Retries so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Topology fetches so far.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
     /// Reads served per server so far.
     pub fn reads(&self) -> BTreeMap<String, u64> {
         let reads = self.reads.read().expect("stats lock");

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use shardline_metrics::RequestMetrics;
 use shardline_protocol::net::Conn;
 use shardline_protocol::{
     ControlRequest, ControlResponse, ErrorCode, Request, Response, ServerInfo, ShardId, ShardTopology, Topology,
@@ -37,6 +38,8 @@ pub struct Coordinator {
     respawns: AtomicU64,
     /// Nodes being restarted now: a slow start is not begun again beside itself.
     restarting: Mutex<HashSet<String>>,
+    /// Requests by operation and outcome, for `/metrics`.
+    requests: RequestMetrics,
 }
 
 impl Coordinator {
@@ -56,6 +59,7 @@ impl Coordinator {
             heartbeats: Mutex::new(HashMap::new()),
             respawns: AtomicU64::new(0),
             restarting: Mutex::new(HashSet::new()),
+            requests: RequestMetrics::new(shardline_metrics::ops::CLIENT),
         });
         let servers: Vec<String> = coordinator.core().meta().servers.keys().cloned().collect();
         for name in servers {
@@ -83,6 +87,21 @@ impl Coordinator {
     /// The topology now.
     pub fn topology(&self) -> Topology {
         self.topology.borrow().clone()
+    }
+
+    /// The request metrics.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// The core's counters now (elections, failovers).
+    pub fn counters(&self) -> crate::driver::Counters {
+        self.core().counters().clone()
+    }
+
+    /// Nodes restarted so far.
+    pub fn respawns(&self) -> u64 {
+        self.respawns.load(Ordering::Relaxed)
     }
 
     /// A receiver of every new topology.

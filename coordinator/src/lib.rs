@@ -22,6 +22,7 @@
 //!   calls over real connections, runs the heartbeat and reconcile timers, restarts nodes,
 //!   publishes the topology; admin operations spawn nodes and queue changes for the core.
 //!   [`service`]: the network face.
+//! - [`metrics`]: what `/metrics` reports (elections, failovers, topology, requests).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -43,6 +44,7 @@ pub mod election;
 mod failover;
 pub mod lease;
 pub mod meta;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod round;

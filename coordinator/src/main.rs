@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use prometheus_client::registry::Registry;
 use shardline_coordinator::config::CoordinatorConfig;
 use shardline_coordinator::service::CoordinatorService;
 use shardline_coordinator::spawner::{DockerConfig, DockerSpawner, ExternalSpawner, ProcessSpawner, Spawner};
 use shardline_coordinator::Coordinator;
+use shardline_metrics::{exporter, MetricsAddr};
 use shardline_protocol::net;
 
 /// Shardline's coordinator: keeps the cluster configuration (schema, shards, servers,
@@ -63,6 +65,11 @@ struct Args {
     /// A primary's lease, in milliseconds from each heartbeat (shorter than dead-after).
     #[arg(long, default_value_t = 300)]
     lease_ms: u64,
+    /// Where to serve Prometheus /metrics: HOST:PORT, +N (the --listen port plus N, on its
+    /// host; a taken port then only costs the metrics) or off. Nodes have their own
+    /// (--node-arg=--metrics-addr=...; by default their port plus 1000).
+    #[arg(long, default_value_t = MetricsAddr::default())]
+    metrics_addr: MetricsAddr,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -125,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
     let limits = cfg.limits;
     let coordinator = Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
     tracing::info!(listen = %args.listen, "coordinator listening");
+    let mut registry = Registry::default();
+    shardline_coordinator::metrics::register(&coordinator, &mut registry);
+    let _metrics = exporter::start(args.metrics_addr, args.listen, registry).await?;
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
     net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;

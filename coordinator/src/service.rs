@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use shardline_metrics::ops;
 use shardline_protocol::net::Service;
 use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response};
 use tokio::sync::mpsc;
@@ -45,11 +46,27 @@ impl CoordinatorService {
     }
 }
 
+impl CoordinatorService {
+    /// Answers one request, counted and timed for `/metrics`.
+    async fn counted(&self, request: Request) -> Response {
+        let timer = self.0.requests().begin(ops::of_request(&request));
+        let response = self.request(request).await;
+        timer.finish(match &response {
+            Response::Error(e) => e.name(),
+            _ => shardline_metrics::OK,
+        });
+        response
+    }
+}
+
 impl Service for CoordinatorService {
     async fn frame(&self, frame: Frame) -> Frame {
         let response = match Request::from_frame(&frame) {
-            Ok(request) => self.request(request).await,
-            Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+            Ok(request) => self.counted(request).await,
+            Err(e) => {
+                self.0.requests().instant(ops::OTHER, "BadRequest");
+                Response::Error(ErrorCode::BadRequest(e.to_string()))
+            }
         };
         response.to_frame(frame.request_id).unwrap_or_else(|e| {
             Response::Error(ErrorCode::Internal(e.to_string())).to_frame(frame.request_id).expect("short error")
@@ -57,7 +74,15 @@ impl Service for CoordinatorService {
     }
 
     async fn text(&self, request: Request) -> Response {
-        self.request(request).await
+        self.counted(request).await
+    }
+
+    fn connection_opened(&self) {
+        self.0.requests().connection_opened();
+    }
+
+    fn connection_closed(&self) {
+        self.0.requests().connection_closed();
     }
 
     /// `SubscribeTopology`: the current topology at once, then every new version.

@@ -32,6 +32,7 @@ pub mod config;
 pub mod disk;
 pub mod failpoint;
 pub mod heartbeats;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod shard;

@@ -4,8 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use anyhow::Context;
 use clap::Parser;
+use prometheus_client::registry::Registry;
+use shardline_metrics::{exporter, MetricsAddr};
 use shardline_protocol::net;
 use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::failpoint::Failpoints;
@@ -48,6 +52,10 @@ struct Args {
     /// Requests one connection may have in flight.
     #[arg(long, default_value_t = shardline_protocol::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Where to serve Prometheus /metrics: HOST:PORT, +N (the --listen port plus N, on its
+    /// host; a taken port then only costs the metrics) or off.
+    #[arg(long, default_value_t = MetricsAddr::default())]
+    metrics_addr: MetricsAddr,
 }
 
 #[tokio::main]
@@ -69,7 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let failpoints = Failpoints::from_env().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen;
     let limits = cfg.limits();
+    let id = cfg.id.clone();
     let node = Node::open(cfg, failpoints).context("opening the data directory")?;
+    let mut registry = Registry::with_labels([(Cow::from("node"), Cow::from(id))].into_iter());
+    shardline_storage_node::metrics::register(&node, &mut registry);
+    let _metrics = exporter::start(args.metrics_addr, listen, registry).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "listening");
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;

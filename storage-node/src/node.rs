@@ -14,11 +14,14 @@ use shardline_protocol::{
 };
 use tracing::{error, info, warn};
 
+use shardline_metrics::{ops, RequestMetrics};
+
 use crate::config::NodeConfig;
 use crate::failpoint::Failpoints;
 use crate::heartbeats::HeardBeats;
+use crate::metrics;
 use crate::replica::{AppendRequest, SnapshotChunk};
-use crate::shard::{self, Command, ShardHandle};
+use crate::shard::{self, Command, ShardHandle, ShardMetrics};
 use crate::store::StoreError;
 
 /// A storage node: its configuration and shard replicas.
@@ -30,6 +33,8 @@ pub struct Node {
     started: Instant,
     /// When recent heartbeats were handled, by number: lease grants count from these.
     heard: Mutex<HeardBeats<Instant>>,
+    /// Requests by operation and outcome, for `/metrics`.
+    requests: RequestMetrics,
 }
 
 impl Node {
@@ -66,6 +71,7 @@ impl Node {
             shards: RwLock::new(shards),
             started: Instant::now(),
             heard: Mutex::new(HeardBeats::default()),
+            requests: RequestMetrics::new(ops::NODE),
         }))
     }
 
@@ -87,6 +93,16 @@ impl Node {
         self.shards.read().expect("shards lock").values().cloned().collect()
     }
 
+    /// The node's request metrics.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// Every shard replica's facts for `/metrics`.
+    pub fn shard_metrics(&self) -> Vec<ShardMetrics> {
+        self.all_shards().iter().map(ShardHandle::metrics).collect()
+    }
+
     /// The node's state, as heartbeats and STATUS report it.
     pub fn status(&self) -> NodeStatus {
         NodeStatus { node: self.cfg.id.clone(), shards: self.all_shards().iter().map(|s| s.state()).collect() }
@@ -97,27 +113,49 @@ impl Node {
         let (id, kind) = (frame.request_id, frame.kind);
         let encoded = if Request::owns_kind(frame.kind) {
             let response = match Request::from_frame(&frame) {
-                Ok(request) => self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)).await,
-                Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+                Ok(request) => {
+                    let timer = self.requests.begin(ops::of_request(&request));
+                    let response = self.request(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)).await;
+                    timer.finish(metrics::response_code(&response));
+                    response
+                }
+                Err(e) => Response::Error(self.undecodable(e)),
             };
             response.to_frame(id)
         } else if ControlRequest::owns_kind(frame.kind) {
             let response = match ControlRequest::from_frame(&frame) {
-                Ok(request) => self.control(request).await,
-                Err(e) => ControlResponse::Error(ErrorCode::BadRequest(e.to_string())),
+                Ok(request) => {
+                    let timer = self.requests.begin(ops::of_control(&request));
+                    let response = self.control(request).await;
+                    timer.finish(metrics::control_code(&response));
+                    response
+                }
+                Err(e) => ControlResponse::Error(self.undecodable(e)),
             };
             response.to_frame(id)
         } else if PeerRequest::owns_kind(frame.kind) {
             let response = match PeerRequest::from_frame(&frame) {
-                Ok(request) => self.peer(request).await,
-                Err(e) => PeerResponse::Error(ErrorCode::BadRequest(e.to_string())),
+                Ok(request) => {
+                    let timer = self.requests.begin(ops::of_peer(&request));
+                    let response = self.peer(request).await;
+                    timer.finish(metrics::peer_code(&response));
+                    response
+                }
+                Err(e) => PeerResponse::Error(self.undecodable(e)),
             };
             response.to_frame(id)
         } else {
+            self.requests.instant(ops::OTHER, "BadRequest");
             Response::Error(ErrorCode::BadRequest(format!("frame kind {:#04x} is not a request", frame.kind)))
                 .to_frame(id)
         };
         encoded_or_error(kind, id, encoded)
+    }
+
+    /// The error for a frame whose payload does not decode, counted.
+    fn undecodable(&self, e: MessageError) -> ErrorCode {
+        self.requests.instant(ops::OTHER, "BadRequest");
+        ErrorCode::BadRequest(e.to_string())
     }
 
     /// Answers at once, with no waiting, the client requests that need none (reads, which
@@ -128,11 +166,18 @@ impl Node {
         }
         let id = frame.request_id;
         let response = match Request::from_frame(&frame) {
-            Ok(request) => match self.request_now(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)) {
-                Ok(response) => response,
-                Err(_) => return Err(frame),
-            },
-            Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+            Ok(request) => {
+                let timer = self.requests.begin(ops::of_request(&request));
+                match self.request_now(request, frame.route(), frame.has_flag(FLAG_LINEARIZABLE)) {
+                    Ok(response) => {
+                        timer.finish(metrics::response_code(&response));
+                        response
+                    }
+                    // Not finished: counted when `handle_frame` answers it.
+                    Err(_) => return Err(frame),
+                }
+            }
+            Err(e) => Response::Error(self.undecodable(e)),
         };
         Ok(encoded_or_error(frame.kind, id, response.to_frame(id)))
     }
@@ -398,7 +443,18 @@ impl net::Service for Node {
     }
 
     async fn text(&self, request: Request) -> Response {
-        self.request(request, Route::None, false).await
+        let timer = self.requests.begin(ops::of_request(&request));
+        let response = self.request(request, Route::None, false).await;
+        timer.finish(metrics::response_code(&response));
+        response
+    }
+
+    fn connection_opened(&self) {
+        self.requests.connection_opened();
+    }
+
+    fn connection_closed(&self) {
+        self.requests.connection_closed();
     }
 }
 

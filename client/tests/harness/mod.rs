@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,15 +26,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free port whose metrics port (`shardline up` serves metrics at each port plus 1000)
+/// is free too.
+pub fn free_service_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if port <= u16::MAX - 1000 && std::net::TcpListener::bind(("127.0.0.1", port + 1000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port with a free port 1000 above it");
+}
+
 /// The start of a range of ports for storage nodes, different for each call in this
-/// process and each test process, whose first 16 ports are free now.
+/// process and each test process, whose first 16 ports are free now, and so are the 16
+/// ports 1000 above them (the nodes' metrics). Ranges are 2000 apart, so one cluster's
+/// metrics ports are never another's node ports.
 pub fn node_base_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let spread = (std::process::id() % 500) as u16;
     for _ in 0..200 {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 40;
-        let base = 20_000 + (spread * 40 + slot * 1000) % 30_000;
-        let free = (base..base + 16).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 15;
+        let base = 20_000 + (spread * 40 + slot * 2000) % 30_000;
+        let free = (base..base + 16)
+            .chain(base + 1000..base + 1016)
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
         }
@@ -133,8 +151,8 @@ impl Up {
         let dir = tempfile::Builder::new().prefix("shardline-client-test").tempdir().expect("temporary directory");
         let mut up = Up {
             dir,
-            balancer_port: free_port(),
-            coordinator_port: free_port(),
+            balancer_port: free_service_port(),
+            coordinator_port: free_service_port(),
             node_base_port: node_base_port(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
@@ -259,7 +277,9 @@ impl Up {
         let mut node_logs: Vec<_> =
             nodes.map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
         node_logs.sort();
-        logs.extend(node_logs.into_iter().map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p)));
+        logs.extend(
+            node_logs.into_iter().map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p)),
+        );
         for (name, path) in logs {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();

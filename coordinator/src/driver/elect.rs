@@ -205,6 +205,11 @@ impl Core {
             self.failed(shard, now);
             return Vec::new();
         }
+        // A failover: the shard had another primary before this election (as far as this
+        // coordinator run has seen; the first election after a restart is not counted).
+        if self.told.get(&shard).and_then(|t| t.primary.as_deref()).is_some_and(|p| p != node) {
+            self.counters.failovers += 1;
+        }
         self.told.insert(shard, set);
         self.counters.elections += 1;
         self.counters.last_election_ms = now.saturating_duration_since(e.started).as_millis() as u64;

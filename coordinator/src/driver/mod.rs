@@ -142,6 +142,8 @@ pub struct Counters {
     pub elections: u64,
     /// Elections without a quorum.
     pub failed_elections: u64,
+    /// Elections that gave a shard another primary than the one it had.
+    pub failovers: u64,
     /// How long the last successful election took, in milliseconds.
     pub last_election_ms: u64,
 }

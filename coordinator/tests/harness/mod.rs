@@ -84,6 +84,9 @@ impl Coord {
             .arg(node_bin())
             .arg("--node-base-port")
             .arg(self.node_base_port.to_string())
+            // No metrics ports (for it or its nodes): these tests pick free ports, and more
+            // ports could land on another test's.
+            .args(["--metrics-addr=off", "--node-arg=--metrics-addr=off"])
             .args(&self.node_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -44,6 +44,12 @@ pub trait Service: Send + Sync + 'static {
         let _ = frame;
         None
     }
+
+    /// A connection was accepted (for an open-connections gauge); the default does nothing.
+    fn connection_opened(&self) {}
+
+    /// A connection [`Service::connection_opened`] reported has ended.
+    fn connection_closed(&self) {}
 }
 
 /// The limits a server enforces on its peers.
@@ -82,10 +88,12 @@ pub async fn serve<S: Service>(
                         continue;
                     };
                     let service = service.clone();
+                    service.connection_opened();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, service, limits).await {
+                        if let Err(e) = serve_connection(stream, service.clone(), limits).await {
                             debug!(%peer, %e, "connection ended");
                         }
+                        service.connection_closed();
                         drop(permit);
                     });
                 }

@@ -17,6 +17,7 @@
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
 
 mod follower;
+pub mod lag;
 mod primary;
 mod replication;
 mod roles;
@@ -34,6 +35,7 @@ use shardline_protocol::{
 use tracing::{info, warn};
 
 pub use follower::{AppendRequest, SnapshotChunk};
+pub use lag::FollowerLag;
 use primary::PrimaryState;
 use validate::Overlay;
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use shardline_protocol::{ErrorCode, LogEntry, Operation, ShardCommit, ShardId};
 use tracing::{info, warn};
 
+use super::lag::{AppendTimes, FollowerLag};
 use super::replication::Follower;
 use super::rules::{majority, quorum_commit};
 use super::validate::{validate, Refusal};
@@ -49,6 +50,8 @@ pub(super) struct PrimaryState {
     settle_mark: u64,
     /// A planned switchover asked this primary to refuse new writes until then.
     pub handoff_until: Option<Time>,
+    /// When recent appends were logged, for the followers' lag in time.
+    appended: AppendTimes,
 }
 
 impl PrimaryState {
@@ -69,12 +72,24 @@ impl PrimaryState {
             ready: false,
             settle_mark: last + 1,
             handoff_until: None,
+            appended: AppendTimes::default(),
         }
     }
 
     /// The replica set changed with the log ending at `last`.
     pub fn settle_from(&mut self, last: u64) {
         self.settle_mark = last;
+    }
+
+    /// Each follower's lag behind this primary's log, which ends at `last`, at `now`.
+    pub fn lag(&self, last: u64, now: Time) -> Vec<FollowerLag> {
+        let lag = |f: &Follower| FollowerLag {
+            follower: f.addr.name.clone(),
+            voter: f.voter,
+            entries: last.saturating_sub(f.durable),
+            behind: self.appended.behind(f.durable, now),
+        };
+        self.followers.iter().map(lag).collect()
     }
 
     /// Voting followers.
@@ -220,6 +235,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
+    /// Each follower's lag at `now`, if this replica leads (else none).
+    pub fn follower_lag(&self, now: Time) -> Vec<FollowerLag> {
+        match &self.role {
+            Role::Primary(p) => p.lag(self.wal.last().index, now),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether an attempt of (client, seq) is in this replica's log, pending or applied.
     fn logged_here(&self, client: u64, seq: u64) -> bool {
         let pending = match &self.role {
@@ -274,6 +297,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if let Role::Primary(p) = &mut self.role {
             p.durable_self = last;
+            let held = p.followers.iter().map(|f| f.durable).min().unwrap_or(last);
+            p.appended.logged(last, now, held);
         }
         self.pump(now);
     }

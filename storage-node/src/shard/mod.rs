@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use task::open_shard;
 
-use crate::replica::{AppendRequest, SnapshotChunk};
+use crate::replica::{AppendRequest, FollowerLag, SnapshotChunk};
 use crate::store::{Table, TableStore};
 
 /// What the shard task is asked to do.
@@ -85,6 +85,8 @@ pub(crate) struct Published {
     pub origin: Instant,
     /// The primary has committed an entry of its own term (its no-op).
     pub ready: bool,
+    /// (Primary only) each follower's lag, for metrics.
+    pub followers: Vec<FollowerLag>,
 }
 
 /// Counters and latencies for STATS.
@@ -195,6 +197,31 @@ impl ShardHandle {
             (format!("{id}.write_p50_us"), h.value_at_quantile(0.50).to_string()),
             (format!("{id}.write_p99_us"), h.value_at_quantile(0.99).to_string()),
         ]
+    }
+}
+
+/// What `/metrics` reports of one shard replica, copied under the shard's short locks.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    /// The replica's state (role, term, commit and applied index).
+    pub state: ShardState,
+    /// Log fsyncs so far.
+    pub fsyncs: u64,
+    /// Log entries those fsyncs covered.
+    pub entries_synced: u64,
+    /// (Primary only) each follower's lag.
+    pub followers: Vec<FollowerLag>,
+}
+
+impl ShardHandle {
+    /// The replica's facts for `/metrics`.
+    pub fn metrics(&self) -> ShardMetrics {
+        let (state, followers) = {
+            let p = self.shared.published.lock().expect("published lock");
+            (p.state.clone(), p.followers.clone())
+        };
+        let c = self.shared.counters.lock().expect("counters lock");
+        ShardMetrics { state, fsyncs: c.fsyncs, entries_synced: c.entries_synced, followers }
     }
 }
 

@@ -93,6 +93,7 @@ pub fn open_shard(
             lease_until: None,
             origin: Instant::now(),
             ready: false,
+            followers: Vec::new(),
         }),
         counters: Mutex::new(Counters {
             writes_acked: 0,
@@ -262,6 +263,7 @@ impl ShardTask {
             published.lease_until = r.lease_until();
             published.origin = self.origin;
             published.ready = r.ready();
+            published.followers = r.follower_lag(self.origin.elapsed());
         }
         let syncs = r.sync_counts();
         let mut c = self.shared.counters.lock().expect("counters lock");

@@ -111,7 +111,10 @@ impl NodeProc {
             .arg("--write-timeout-ms")
             .arg(self.opts.write_timeout_ms.to_string())
             .arg("--sync-heartbeat-ms")
-            .arg(self.opts.sync_heartbeat_ms.to_string());
+            .arg(self.opts.sync_heartbeat_ms.to_string())
+            // No metrics port: these tests pick free ports, and one more per node could
+            // land on another test's.
+            .arg("--metrics-addr=off");
         if let Some(lag) = self.opts.snapshot_lag {
             cmd.arg("--snapshot-lag").arg(lag.to_string());
         }

@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// An answer over it is answered TooLarge.
     #[arg(long)]
     max_payload: Option<usize>,
+    /// Every process serves Prometheus /metrics at its own port plus this offset (balancer
+    /// 8000, coordinator 8100, nodes 8200.. by default); 0 turns metrics off.
+    #[arg(long, default_value_t = 1000)]
+    metrics_offset: u16,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -180,6 +184,17 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// The metrics port of a process on `port`, or `None` when metrics are off (offset 0).
+fn metrics_port(port: u16, offset: u16) -> anyhow::Result<Option<u16>> {
+    if offset == 0 {
+        return Ok(None);
+    }
+    match port.checked_add(offset) {
+        Some(p) => Ok(Some(p)),
+        None => bail!("port {port} plus --metrics-offset {offset} is past 65535: choose a smaller offset"),
+    }
 }
 
 fn port_free(port: u16) -> anyhow::Result<()> {
@@ -323,6 +338,11 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let node_bin = sibling("shardline-node")?;
     port_free(args.coordinator_port)?;
     port_free(args.balancer_port)?;
+    let coord_metrics = metrics_port(args.coordinator_port, args.metrics_offset)?;
+    let balancer_metrics = metrics_port(args.balancer_port, args.metrics_offset)?;
+    for port in coord_metrics.iter().chain(&balancer_metrics) {
+        port_free(*port)?;
+    }
     let init = match &args.config {
         Some(path) => Some(layout::load_init(path).with_context(|| format!("init layout {}", path.display()))?),
         None => None,
@@ -348,6 +368,13 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         node_bin.display().to_string(),
     ];
     let mut balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
+    let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
+    coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
+    balancer_args.push(format!("--metrics-addr={}", metrics_flag(balancer_metrics)));
+    coordinator_args.push(match args.metrics_offset {
+        0 => "--node-arg=--metrics-addr=off".to_owned(),
+        n => format!("--node-arg=--metrics-addr=+{n}"),
+    });
     if let Some(max) = args.max_payload {
         coordinator_args.push(format!("--node-arg=--max-payload={max}"));
         balancer_args.extend(["--max-payload".into(), max.to_string()]);
@@ -440,6 +467,7 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
             "shards": t.shards.len(),
             "servers": t.servers.len(),
             "without_primary": no_primary,
+            "metrics_offset": args.metrics_offset,
         }));
         return;
     }
@@ -457,7 +485,18 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
         args.node_base_port,
         dir.join("coordinator/nodes").display()
     );
-    println!("  logs         {}\n", dir.join("logs").display());
+    println!("  logs         {}", dir.join("logs").display());
+    if args.metrics_offset == 0 {
+        println!("  metrics      off (--metrics-offset 0)\n");
+    } else {
+        let at = |port: u16| format!("http://127.0.0.1:{}/metrics", u32::from(port) + u32::from(args.metrics_offset));
+        println!(
+            "  metrics      {} (balancer), {} (coordinator), each node at its port + {}\n",
+            at(args.balancer_port),
+            at(args.coordinator_port),
+            args.metrics_offset
+        );
+    }
     println!("Try:");
     println!("  shardline{addr} status");
     println!("  shardline{addr} write 42 alice 77");
