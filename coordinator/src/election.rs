@@ -27,12 +27,13 @@ pub enum Decision {
     },
 }
 
-/// Decides from the votes of `replicas`; `needed` is the majority to reach.
-pub fn decide(votes: &[(String, Vote)], needed: usize) -> Decision {
-    let winner = votes
-        .iter()
-        .filter(|(_, v)| v.electable)
-        .max_by(|(a_name, a), (b_name, b)| a.last.cmp(&b.last).then_with(|| b_name.cmp(a_name)));
+/// Decides from the votes of `replicas`; `needed` is the majority to reach. Among the
+/// longest logs, `prefer` (a planned switchover's target) wins, else the lowest name.
+pub fn decide(votes: &[(String, Vote)], needed: usize, prefer: Option<&str>) -> Decision {
+    let preferred = |name: &String| Some(name.as_str()) == prefer;
+    let winner = votes.iter().filter(|(_, v)| v.electable).max_by(|(a_name, a), (b_name, b)| {
+        a.last.cmp(&b.last).then_with(|| preferred(a_name).cmp(&preferred(b_name))).then_with(|| b_name.cmp(a_name))
+    });
     // A replica that may have lost acknowledged entries (its log was cut at corruption) is
     // not electable, and its vote does not count either: with it, a majority might not
     // include any replica that holds an acknowledged entry. (A replica mid-install is not
@@ -57,21 +58,21 @@ mod tests {
     #[test]
     fn highest_term_then_index_wins() {
         let votes = [vote("a", 2, 10, true), vote("b", 3, 4, true), vote("c", 3, 2, true)];
-        assert_eq!(decide(&votes, 2), Decision::Elect { primary: "b".into(), last: LogPosition { term: 3, index: 4 } });
+        assert_eq!(decide(&votes, 2, None), Decision::Elect { primary: "b".into(), last: LogPosition { term: 3, index: 4 } });
     }
 
     #[test]
     fn a_minority_elects_nobody() {
-        assert_eq!(decide(&[vote("a", 1, 1, true)], 2), Decision::NoQuorum { votes: 1, needed: 2 });
+        assert_eq!(decide(&[vote("a", 1, 1, true)], 2, None), Decision::NoQuorum { votes: 1, needed: 2 });
     }
 
     #[test]
     fn a_damaged_replica_neither_wins_nor_counts_toward_the_quorum() {
         let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true)];
-        assert_eq!(decide(&votes, 2), Decision::NoQuorum { votes: 1, needed: 2 });
+        assert_eq!(decide(&votes, 2, None), Decision::NoQuorum { votes: 1, needed: 2 });
         let votes = [vote("a", 5, 50, false), vote("b", 5, 40, true), vote("c", 5, 30, true)];
         assert_eq!(
-            decide(&votes, 2),
+            decide(&votes, 2, None),
             Decision::Elect { primary: "b".into(), last: LogPosition { term: 5, index: 40 } }
         );
     }
@@ -82,14 +83,21 @@ mod tests {
         installing.whole = true;
         let votes = [(name, installing), vote("b", 5, 40, true)];
         assert_eq!(
-            decide(&votes, 2),
+            decide(&votes, 2, None),
             Decision::Elect { primary: "b".into(), last: LogPosition { term: 5, index: 40 } }
         );
     }
 
     #[test]
+    fn a_preferred_replica_wins_a_tie_but_never_a_longer_log() {
+        let votes = [vote("a", 1, 5, true), vote("b", 1, 5, true), vote("c", 1, 4, true)];
+        assert!(matches!(decide(&votes, 2, Some("b")), Decision::Elect { primary, .. } if primary == "b"));
+        assert!(matches!(decide(&votes, 2, Some("c")), Decision::Elect { primary, .. } if primary == "a"));
+    }
+
+    #[test]
     fn ties_are_broken_by_name_for_repeatability() {
         let votes = [vote("b", 1, 1, true), vote("a", 1, 1, true)];
-        assert!(matches!(decide(&votes, 2), Decision::Elect { primary, .. } if primary == "a"));
+        assert!(matches!(decide(&votes, 2, None), Decision::Elect { primary, .. } if primary == "a"));
     }
 }

@@ -1,9 +1,11 @@
 //! One election for one shard as a sans-IO state machine.
 //!
 //! The driver persists the new term first, then asks [`ElectionRound::queries`], sends
-//! them, feeds every answer (or failed call) to [`ElectionRound::on_answer`], and once
-//! all have answered or its call timeout has run out, carries out
-//! [`ElectionRound::outcome`]: tell the winner to lead, then the voters to follow.
+//! them, feeds every answer (or failed call) to [`ElectionRound::on_answer`], and as soon
+//! as [`ElectionRound::decidable`] (a majority's answers elect someone, or everyone has
+//! answered) carries out [`ElectionRound::outcome`]: tell the winner to lead, then the
+//! voters to follow. Waiting for the rest would only wait out a hung replica's call
+//! timeout: any majority's longest log holds every committed entry.
 //! [`Core`](crate::driver::Core) drives the rounds, in the coordinator and the simulator.
 
 use std::collections::BTreeSet;
@@ -23,6 +25,7 @@ pub struct ElectionRound {
     votes: Vec<(String, Vote)>,
     newer: Option<u64>,
     answered: BTreeSet<String>,
+    prefer: Option<String>,
 }
 
 /// What an election decided.
@@ -55,7 +58,13 @@ impl ElectionRound {
     pub fn new(shard: ShardId, term: u64, replicas: Vec<ServerAddr>, learners: Vec<ServerAddr>) -> ElectionRound {
         let needed = crate::failover::majority(replicas.len());
         let (votes, newer, answered) = (Vec::new(), None, BTreeSet::new());
-        ElectionRound { shard, term, replicas, learners, needed, votes, newer, answered }
+        ElectionRound { shard, term, replicas, learners, needed, votes, newer, answered, prefer: None }
+    }
+
+    /// The same round, where `name` wins among the longest logs (a planned switchover).
+    pub fn preferring(mut self, name: Option<String>) -> ElectionRound {
+        self.prefer = name;
+        self
     }
 
     /// The voters' names, then the learners'.
@@ -94,6 +103,22 @@ impl ElectionRound {
         self.answered.len() >= self.replicas.len()
     }
 
+    /// Whether the answers so far decide the round: everyone answered, a newer term turned
+    /// up, or a majority's votes elect a primary. A planned switchover's round waits for
+    /// its target's answer (or its failure) too, so the target is not passed over merely
+    /// for answering last.
+    pub fn decidable(&self) -> bool {
+        let target_waited = self.prefer.as_ref().is_none_or(|t| self.answered.contains(t));
+        self.complete()
+            || self.newer.is_some()
+            || (target_waited && matches!(decide(&self.votes, self.needed, None), Decision::Elect { .. }))
+    }
+
+    /// Whether `name` is a voter of this round.
+    pub fn is_voter(&self, name: &str) -> bool {
+        self.replicas.iter().any(|r| r.name == name)
+    }
+
     /// The votes received so far.
     pub fn votes(&self) -> &[(String, Vote)] {
         &self.votes
@@ -104,7 +129,7 @@ impl ElectionRound {
         if let Some(current) = self.newer {
             return Outcome::NewerTerm(current);
         }
-        match decide(&self.votes, self.needed) {
+        match decide(&self.votes, self.needed, self.prefer.as_deref()) {
             Decision::NoQuorum { votes, needed } => Outcome::NoQuorum { votes, needed },
             Decision::Elect { primary, .. } => {
                 let leader = self.replicas.iter().find(|r| r.name == primary).expect("the winner voted").clone();
@@ -155,6 +180,27 @@ mod tests {
         assert!(matches!(lead, ControlRequest::BecomePrimary { ref learners, .. } if learners.len() == 1));
         // Voters that answered, and the learner; never the silent voter.
         assert_eq!(follow.iter().map(|(f, _)| f.name.as_str()).collect::<Vec<_>>(), ["a", "d"]);
+    }
+
+    #[test]
+    fn a_majority_of_votes_decides_without_waiting_for_the_rest() {
+        let mut round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b"), addr("c")], vec![]);
+        round.on_answer("a", vote(5));
+        assert!(!round.decidable(), "one vote of three elects nobody");
+        round.on_answer("b", vote(4));
+        assert!(round.decidable() && !round.complete(), "two of three decide; c may be hung");
+        assert!(matches!(round.outcome(300), Outcome::Lead { ref primary, .. } if primary.name == "a"));
+    }
+
+    #[test]
+    fn a_switchover_round_waits_for_its_target() {
+        let round = ElectionRound::new(ShardId(1), 2, vec![addr("a"), addr("b"), addr("c")], vec![]);
+        let mut round = round.preferring(Some("c".into()));
+        round.on_answer("a", vote(5));
+        round.on_answer("b", vote(5));
+        assert!(!round.decidable(), "the target has not answered yet");
+        round.on_answer("c", vote(5));
+        assert!(matches!(round.outcome(300), Outcome::Lead { ref primary, .. } if primary.name == "c"));
     }
 
     #[test]

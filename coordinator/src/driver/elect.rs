@@ -1,6 +1,9 @@
 //! One election as the core drives it: persist a new term, query every voter with it,
-//! decide on the answers (all of them, or what arrived before the calls timed out), wait
-//! out every lease granted before, tell the winner to lead, then the others to follow.
+//! decide on the first majority's answers that elect someone (or all of them, or what
+//! arrived before the calls timed out), wait out every lease granted before (unless the
+//! old primary voted, which ended its lease), tell the winner to lead, then the others to
+//! follow. A planned switchover is an election that prefers its target among the longest
+//! logs.
 
 use std::time::Instant;
 
@@ -17,6 +20,13 @@ use crate::round::{ElectionRound, Outcome};
 pub(super) struct Election {
     round: ElectionRound,
     started: Instant,
+    /// The primary before this election, if the shard had one: once it votes at the new
+    /// term it has stepped down, and its lease can serve nothing more.
+    deposed: Option<String>,
+    /// Whether `deposed` has voted in this round.
+    deposed_voted: bool,
+    /// Once decided: the follow request for voters that answer after the decision.
+    late_follow: Option<ControlRequest>,
     /// Once decided: the winner and its lead request, until sent, and when it may be.
     lead: Option<(ServerAddr, ControlRequest, Instant)>,
     /// Once decided: the follow requests to send once the winner accepts.
@@ -34,22 +44,37 @@ impl Core {
     /// Starts an election of `shard` at a new term, persisted before any replica hears of
     /// it (one election per shard at a time).
     pub fn elect(&mut self, shard: ShardId, now: Instant) -> Vec<Effect> {
+        self.elect_preferring(shard, None, now)
+    }
+
+    /// Starts an election of `shard` in which `prefer` wins among the replicas with the
+    /// longest log (a planned switchover; `None`: an ordinary election).
+    pub fn elect_preferring(&mut self, shard: ShardId, prefer: Option<String>, now: Instant) -> Vec<Effect> {
         if self.electing(shard) {
             return Vec::new();
         }
         let started = self.save("election term", |m| {
             let s = m.shards.get_mut(&shard)?;
             s.term += 1;
-            s.primary = None;
+            let deposed = s.primary.take();
             // Until the winner shows its set settled, the set may not change.
             s.unsettled = true;
-            Some((s.term, s.replicas.clone(), s.learners.clone()))
+            Some((s.term, s.replicas.clone(), s.learners.clone(), deposed))
         });
-        let Some(Some((term, voters, learners))) = started else { return Vec::new() };
+        let Some(Some((term, voters, learners, deposed))) = started else { return Vec::new() };
         let addrs = |names: Vec<String>| names.iter().map(|r| self.meta.addr(r)).collect();
-        let round = ElectionRound::new(shard, term, addrs(voters), addrs(learners));
+        let round = ElectionRound::new(shard, term, addrs(voters), addrs(learners)).preferring(prefer);
         let queries = round.queries();
-        self.elections.insert(shard, Election { round, started: now, lead: None, follow: None });
+        let election = Election {
+            round,
+            started: now,
+            deposed,
+            deposed_voted: false,
+            late_follow: None,
+            lead: None,
+            follow: None,
+        };
+        self.elections.insert(shard, election);
         let mut out = Vec::new();
         for (to, request) in queries {
             out.push(self.call(&to.name, request, Purpose::Vote { shard, term, node: to.name.clone() }, now));
@@ -66,11 +91,22 @@ impl Core {
         now: Instant,
     ) -> Vec<Effect> {
         let Some(e) = self.elections.get_mut(&shard) else { return Vec::new() };
-        if e.round.term() != term || e.follow.is_some() {
+        if e.round.term() != term {
+            return Vec::new();
+        }
+        let voted = matches!(&answer, Some(ControlResponse::Vote(v)) if v.term == term);
+        if voted && e.deposed.as_deref() == Some(node) {
+            e.deposed_voted = true;
+        }
+        if let (Some(follow), Some(request)) = (e.follow.as_mut(), e.late_follow.as_ref()) {
+            // Decided already: a voter that answers now follows the winner with the rest.
+            if voted && e.round.is_voter(node) && !follow.iter().any(|(f, _)| f.name == node) {
+                follow.push((self.meta.addr(node), request.clone()));
+            }
             return Vec::new();
         }
         e.round.on_answer(node, answer);
-        if e.round.complete() {
+        if e.round.decidable() {
             self.decide(shard, now)
         } else {
             Vec::new()
@@ -102,8 +138,15 @@ impl Core {
             }
             Outcome::Lead { primary, lead, follow } => {
                 info!(%shard, term, primary = %primary.name, votes = e.round.votes().len(), "elected");
-                // No two primaries hold a lease at once: wait out every lease granted before.
-                let at = self.leases.clear_at(shard).map_or(now, |at| at.max(now));
+                // No two primaries hold a lease at once: wait out every lease granted before,
+                // unless its holder voted at this term (it stepped down before answering).
+                let at = match e.deposed_voted {
+                    true => now,
+                    false => self.leases.clear_at(shard).map_or(now, |at| at.max(now)),
+                };
+                e.late_follow = follow.first().map(|(_, request)| request.clone()).or_else(|| {
+                    Some(ControlRequest::BecomeFollower { shard, term, primary: primary.clone() })
+                });
                 e.follow = Some(follow);
                 e.lead = Some((primary, lead, at));
                 if at > now {

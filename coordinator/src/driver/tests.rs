@@ -98,15 +98,15 @@ fn a_term_is_saved_before_any_replica_hears_of_it_and_the_winner_leads() {
     assert_eq!(saved.0.lock().unwrap().last().unwrap().shards[&SHARD].term, 5, "term 5 saved first");
     let ids: Vec<u64> = queries.iter().map(|c| c.id).collect();
     assert!(core.on_answer(ids[0], Some(vote(5, 7)), t0).is_empty());
-    assert!(core.on_answer(ids[1], Some(vote(5, 9)), t0).is_empty());
-    let lead = core.on_answer(ids[2], None, t0);
+    let lead = core.on_answer(ids[1], Some(vote(5, 9)), t0);
     let lead = calls(&lead);
-    assert_eq!(lead.len(), 1, "no lease was ever granted: b leads at once");
+    assert_eq!(lead.len(), 1, "two votes of three decide, no lease was ever granted: b leads at once");
     assert_eq!(lead[0].to.name, "b");
     assert!(core.electing(SHARD));
+    assert!(core.on_answer(ids[2], Some(vote(5, 8)), t0).is_empty(), "c's late vote changes nothing");
     let follow = core.on_answer(lead[0].id, Some(ControlResponse::Ok), t0);
     let names: Vec<&str> = calls(&follow).iter().map(|c| c.to.name.as_str()).collect();
-    assert_eq!(names, ["a"], "the voter that answered follows; the silent one is left to reconcile");
+    assert_eq!(names, ["a", "c"], "every voter that answered follows, the late one included");
     assert_eq!(core.meta().shards[&SHARD].primary.as_deref(), Some("b"));
     assert!(!core.electing(SHARD));
 }
@@ -128,14 +128,37 @@ fn a_successor_leads_only_once_the_old_leases_have_run_out() {
     let now = t0 + ms(250);
     let queries: Vec<u64> = calls(&core.reconcile(now, false)).iter().map(|c| c.id).collect();
     assert_eq!(queries.len(), 3, "a does not lead: elect");
-    core.on_answer(queries[1], Some(vote(5, 9)), now);
-    core.on_answer(queries[2], Some(vote(5, 9)), now);
-    let wait = core.on_answer(queries[0], None, now);
+    assert!(core.on_answer(queries[1], Some(vote(5, 9)), now).is_empty());
+    let wait = core.on_answer(queries[2], Some(vote(5, 9)), now);
     let Some(Effect::WakeAt(at)) = wait.first() else { panic!("a wait for the lease: {wait:?}") };
+    assert!(core.on_answer(queries[0], None, now).is_empty(), "a's failed call changes nothing");
     assert_eq!(*at, t0 + ms(100) + ms(300) + ms(35), "the last grant's bound, drift margin included");
     assert!(calls(&core.tick(*at - ms(1))).is_empty(), "not before");
     let lead = core.tick(*at);
     assert!(matches!(calls(&lead)[0].request, ControlRequest::BecomePrimary { term: 5, .. }));
+}
+
+#[test]
+fn no_lease_wait_once_the_old_primary_has_voted_at_the_new_term() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(Some("a"), t0);
+    for at in [t0, t0 + ms(100)] {
+        let hb = core.heartbeat_call("a", at);
+        core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), at);
+    }
+    let hb = core.heartbeat_call("a", t0 + ms(200));
+    core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), t0 + ms(200));
+    // A planned switchover to c while a's lease runs: a votes, so it has stepped down.
+    let now = t0 + ms(250);
+    let queries = core.elect_preferring(SHARD, Some("c".into()), now);
+    let queries: Vec<u64> = calls(&queries).iter().map(|c| c.id).collect();
+    assert!(core.on_answer(queries[0], Some(vote(5, 9)), now).is_empty());
+    assert!(core.on_answer(queries[1], Some(vote(5, 9)), now).is_empty(), "waits for its target");
+    let lead = core.on_answer(queries[2], Some(vote(5, 9)), now);
+    let lead = calls(&lead);
+    assert_eq!(lead.len(), 1, "no wait: {lead:?}");
+    assert_eq!(lead[0].to.name, "c", "the target wins the tie");
 }
 
 #[test]
