@@ -57,8 +57,7 @@ pub async fn run(spec: &FailoverSpec) -> Result<FailoverReport, BenchError> {
 }
 
 async fn measure(spec: &FailoverSpec, addr: &str, injector: &Injector) -> Result<FailoverReport, BenchError> {
-    let admin = prepare::connect(addr, load::client_config()).await?;
-    let topology = ready_topology(&admin, spec.recover_timeout).await?;
+    let (admin, topology) = ready_topology(addr, spec.recover_timeout).await?;
     let schema = topology.schema.clone().ok_or_else(|| BenchError::Cluster("no schema after init".into()))?;
     let blocks = load::key_blocks(&admin, &topology).await?;
     let plan = LoadPlan {
@@ -87,16 +86,28 @@ async fn measure(spec: &FailoverSpec, addr: &str, injector: &Injector) -> Result
     Ok(FailoverReport::new(spec, addr, elapsed, &log.records, events, verdict, notes))
 }
 
-/// The topology once the cluster is initialized (with the bench's layout, if it was not)
-/// and settled.
-async fn ready_topology(admin: &Client, limit: Duration) -> Result<Topology, BenchError> {
-    let t = admin.status().await.map_err(|e| BenchError::client("STATUS", e))?;
-    if t.schema.is_none() {
+/// A client of the balancer at `addr` and the topology, once the balancer answers (a
+/// stack just started may take a while) and the cluster is initialized (with the bench's
+/// layout, if it was not) and settled, all within `limit`.
+async fn ready_topology(addr: &str, limit: Duration) -> Result<(Client, Topology), BenchError> {
+    let deadline = Instant::now() + limit;
+    let admin = loop {
+        match prepare::connect(addr, load::client_config()).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let first = wait_until(&admin, limit, |t| Some(t.clone()))
+        .await
+        .ok_or_else(|| BenchError::Cluster(format!("no STATUS from {addr} within {limit:?}")))?;
+    if first.schema.is_none() {
         admin.init(layout()).await.map_err(|e| BenchError::client("initializing the cluster", e))?;
     }
-    wait_until(admin, limit, |t| cluster::settled(t).then(|| t.clone()))
+    let settled = wait_until(&admin, limit, |t| cluster::settled(t).then(|| t.clone()))
         .await
-        .ok_or_else(|| BenchError::Cluster(format!("the cluster did not settle within {limit:?}")))
+        .ok_or_else(|| BenchError::Cluster(format!("the cluster did not settle within {limit:?}")))?;
+    Ok((admin, settled))
 }
 
 /// Polls STATUS until `done` gives a value, at most `limit`.

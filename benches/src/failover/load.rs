@@ -1,6 +1,7 @@
 //! The steady load of the failover benchmark: `connections` workers, each on its own
-//! client connection to the balancer, paced to a total rate, each call a write of a fresh
-//! key or a read of a few keys of a shard picked at random. Every call is recorded
+//! client connection to the balancer, paced to a total rate (an open loop: a stalled call
+//! does not hold back the next), each call a write of a fresh key or a read of a few keys
+//! of a shard picked at random. Every call is recorded
 //! ([`OpRecord`]), every write with its outcome ([`Written`]); per shard the newest call
 //! that succeeded is kept live, so the driver knows when a window has closed.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardline::{Client, ClientConfig, Row, Topology};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::BenchError;
 use crate::failover::ledger::{self, WriteOutcome, Written};
@@ -237,56 +238,90 @@ struct Worker {
     log: WorkerLog,
 }
 
+/// What one call left behind: its record, and the write's outcome if it was one.
+type Done = (OpRecord, Option<Written>);
+
 impl Worker {
+    /// Sends a call at every tick, each in its own task, so a call held up by a fault holds
+    /// up nothing else: the other shards' load goes on (an open loop, up to
+    /// [`MAX_IN_FLIGHT`] calls per worker).
     async fn run(mut self, period: Duration, stop: Arc<AtomicBool>) -> WorkerLog {
         // Workers start spread over one period, so the calls are not sent in bursts.
         let offset = period.mul_f64(self.rng.next_f64());
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-        // A call held up by a fault delays this worker only; it does not burst afterwards.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut calls: JoinSet<Done> = JoinSet::new();
         while !stop.load(Ordering::Relaxed) {
             ticks.tick().await;
-            let block = self.blocks[self.rng.below(self.blocks.len() as u64) as usize].clone();
-            let key = (self.rng.below(100) < self.write_percent).then(|| block.claim()).flatten();
-            match key {
-                Some(key) => self.write(&block, key).await,
-                None => self.read(&block).await,
+            while let Some(done) = calls.try_join_next() {
+                self.keep(done);
             }
+            if calls.len() >= MAX_IN_FLIGHT {
+                if let Some(done) = calls.join_next().await {
+                    self.keep(done);
+                }
+            }
+            let block = self.blocks[self.rng.below(self.blocks.len() as u64) as usize].clone();
+            let call = Call { client: self.client.clone(), block, start: self.start };
+            match (self.rng.below(100) < self.write_percent).then(|| call.block.claim()).flatten() {
+                Some(key) => calls.spawn(call.write(self.rows.row(key))),
+                None => {
+                    let low = call.block.start + self.rng.below(call.block.used().max(1)) as i64;
+                    calls.spawn(call.read(low, self.primary_reads))
+                }
+            };
+        }
+        while let Some(done) = calls.join_next().await {
+            self.keep(done);
         }
         self.log
     }
 
+    fn keep(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        if let Ok((record, written)) = done {
+            self.log.records.push(record);
+            self.log.written.extend(written);
+        }
+    }
+}
+
+/// Calls a worker keeps open at once; past that it waits for one to end.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// One call of the load.
+struct Call {
+    client: Client,
+    block: Arc<KeyBlock>,
+    start: Instant,
+}
+
+impl Call {
     fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
 
-    async fn write(&mut self, block: &KeyBlock, key: i64) {
+    async fn write(self, row: Row) -> Done {
+        let key = row.key;
         let sent_us = self.now_us();
-        let result = self.client.write(&[self.rows.row(key)]).await;
-        let outcome = ledger::classify(&result);
-        let ok = outcome == WriteOutcome::Acknowledged;
-        self.finish(block, OpKind::Write, sent_us, ok);
-        self.log.written.push(Written { key, outcome });
+        let outcome = ledger::classify(&self.client.write(&[row]).await);
+        let record = self.finish(OpKind::Write, sent_us, outcome == WriteOutcome::Acknowledged);
+        (record, Some(Written { key, outcome }))
     }
 
-    async fn read(&mut self, block: &KeyBlock) {
-        let used = block.used().max(1);
-        let low = block.start + self.rng.below(used) as i64;
+    async fn read(self, low: i64, primary: bool) -> Done {
         // Within the block, so a read asks one shard only.
-        let high = low.saturating_add(READ_SPAN - 1).min(block.start + block.len as i64 - 1);
-        let range = low..=high;
+        let high = low.saturating_add(READ_SPAN - 1).min(self.block.start + self.block.len as i64 - 1);
         let sent_us = self.now_us();
-        let result =
-            if self.primary_reads { self.client.read_primary(range).await } else { self.client.read(range).await };
-        self.finish(block, OpKind::Read, sent_us, result.is_ok());
+        let result = if primary { self.client.read_primary(low..=high).await } else { self.client.read(low..=high).await };
+        (self.finish(OpKind::Read, sent_us, result.is_ok()), None)
     }
 
-    fn finish(&mut self, block: &KeyBlock, op: OpKind, sent_us: u64, ok: bool) {
+    fn finish(&self, op: OpKind, sent_us: u64, ok: bool) -> OpRecord {
         let done_us = self.now_us();
-        self.log.records.push(OpRecord { sent_us, done_us, shard: block.shard, op, ok });
         if ok {
-            let cell = if op == OpKind::Write { &block.write_ok } else { &block.read_ok };
+            let cell = if op == OpKind::Write { &self.block.write_ok } else { &self.block.read_ok };
             cell.fetch_max(sent_us + 1, Ordering::Relaxed);
         }
+        OpRecord { sent_us, done_us, shard: self.block.shard, op, ok }
     }
 }
