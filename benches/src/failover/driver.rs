@@ -211,6 +211,7 @@ async fn recover(
         victim: victim.to_owned(),
         term_before,
         at_us,
+        inject_ms: injected.took.as_secs_f64() * 1000.0,
         healed_us: injected.healed.map(us),
         recovered_us,
         primary_after,

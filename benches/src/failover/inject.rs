@@ -2,13 +2,15 @@
 //! `shardline up` cluster (found by the `<name>.pid` file the coordinator keeps beside its
 //! data directory) or on a container of the Docker stack (found by its labels).
 //!
-//! A fault's time is when it is surely in effect: right after kill(2), or after the
-//! `docker` command returns. A pause or a partition is held for the given time and then
+//! A fault's time is when it is surely in effect: right after kill(2) or SIGSTOP, when the
+//! rules are in place, when a `docker pause` or `network disconnect` returns, and for
+//! `docker kill` the container's exit time as Docker recorded it (the command may return
+//! well after). A pause or a partition is held for the given time and then
 //! healed; a guard heals it also when the run fails or is interrupted meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cluster;
 use crate::error::BenchError;
@@ -25,6 +27,8 @@ pub struct Injected {
     pub at: Instant,
     /// The node given back.
     pub healed: Option<Instant>,
+    /// How long carrying the fault out took (the `docker` command; nothing for a signal).
+    pub took: Duration,
 }
 
 /// Carries out faults on the nodes of one cluster.
@@ -74,14 +78,14 @@ impl Injector {
                 match kind {
                     FaultKind::Kill => {
                         cluster::signal(pid, libc::SIGKILL);
-                        Ok(Injected { at: Instant::now(), healed: None })
+                        Ok(Injected { at: Instant::now(), healed: None, took: Duration::ZERO })
                     }
                     FaultKind::Pause => {
                         let stopped = Stopped::new(pid);
                         let at = Instant::now();
                         tokio::time::sleep(hold).await;
                         drop(stopped);
-                        Ok(Injected { at, healed: Some(Instant::now()) })
+                        Ok(Injected { at, healed: Some(Instant::now()), took: Duration::ZERO })
                     }
                     FaultKind::Partition => {
                         let netcut = netcut.as_ref().ok_or_else(|| {
@@ -91,7 +95,7 @@ impl Injector {
                         let at = Instant::now();
                         tokio::time::sleep(hold).await;
                         cut.heal()?;
-                        Ok(Injected { at, healed: Some(Instant::now()) })
+                        Ok(Injected { at, healed: Some(Instant::now()), took: Duration::ZERO })
                     }
                 }
             }
@@ -148,16 +152,46 @@ async fn docker_fault(prefix: &str, kind: FaultKind, name: &str, hold: Duration)
             (vec!["network", "disconnect", &network, &container], vec!["network", "connect", &network, &container])
         }
     };
+    let (began, wall) = (Instant::now(), SystemTime::now());
     docker(&start).await?;
-    let at = Instant::now();
+    let returned = Instant::now();
+    let took = returned - began;
     if undo.is_empty() {
-        return Ok(Injected { at, healed: None });
+        // `docker kill` may return well after the process died (the failover can be over
+        // by then): the container's own exit time is the fault's time.
+        let exited = docker(&["inspect", "-f", "{{.State.FinishedAt}}", &container]).await.ok();
+        let at = exited
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .and_then(|t| t.duration_since(wall).ok())
+            .map_or(began, |since| (began + since).min(returned));
+        return Ok(Injected { at, healed: None, took });
     }
     let guard = DockerUndo(undo.iter().map(|s| s.to_string()).collect());
     tokio::time::sleep(hold).await;
     docker(&undo).await?;
     std::mem::forget(guard);
-    Ok(Injected { at, healed: Some(Instant::now()) })
+    // A pause or a disconnect is complete when the daemon answers.
+    Ok(Injected { at: returned, healed: Some(Instant::now()), took })
+}
+
+/// A UTC time as Docker prints it (`2026-12-01T02:44:12.123456789Z`).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let (date, time) = text.trim().strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + min * 60 + sec).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// A `docker` command run on drop, unless forgotten: heals a pause or a cut when the run
@@ -197,5 +231,22 @@ pub async fn docker(args: &[&str]) -> Result<String, BenchError> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockers_times_parse() {
+        let t = parse_rfc3339("2026-12-01T02:44:12.123456789Z").unwrap();
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!((since.as_secs(), since.subsec_nanos()), (1_796_093_052, 123_456_789));
+        let t = parse_rfc3339("1970-01-02T00:00:01.5Z").unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap(), Duration::from_millis(86_401_500));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z").unwrap(), SystemTime::UNIX_EPOCH + Duration::from_secs(951_868_800));
+        assert!(parse_rfc3339("0001-01-01T00:00:00Z").is_none(), "before 1970: a container that never ran");
+        assert!(parse_rfc3339("yesterday").is_none());
     }
 }

@@ -262,6 +262,7 @@ mod tests {
             victim: "Server0".into(),
             term_before: 1,
             at_us: 1_000_000,
+            inject_ms: 0.0,
             healed_us: Some(1_400_000),
             recovered_us: 1_600_000,
             primary_after: Some("Server2".into()),

@@ -82,6 +82,8 @@ pub struct FaultEvent {
     pub term_before: u64,
     /// The fault in effect, µs since the run's start.
     pub at_us: u64,
+    /// How long carrying the fault out took, ms (a `docker` command; 0 for a signal).
+    pub inject_ms: f64,
     /// Paused or cut-off server given back (pause, partition), µs since the start.
     pub healed_us: Option<u64>,
     /// The cluster healthy again (a primary at a newer term, every replica readable, every
@@ -241,6 +243,7 @@ mod tests {
             victim: "Server0".into(),
             term_before: 1,
             at_us,
+            inject_ms: 0.0,
             healed_us: None,
             recovered_us: at_us + 1,
             primary_after: None,
