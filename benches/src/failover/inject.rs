@@ -17,6 +17,9 @@ use crate::error::BenchError;
 use crate::failover::netcut::NetCut;
 use crate::failover::window::FaultKind;
 
+/// Attempts at a `docker` command that starts a fault.
+const FAULT_TRIES: u32 = 3;
+
 /// Longest a `docker` command may take.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,8 +155,16 @@ async fn docker_fault(prefix: &str, kind: FaultKind, name: &str, hold: Duration)
             (vec!["network", "disconnect", &network, &container], vec!["network", "connect", &network, &container])
         }
     };
-    let (began, wall) = (Instant::now(), SystemTime::now());
-    docker(&start).await?;
+    let (mut began, mut wall) = (Instant::now(), SystemTime::now());
+    // The engine sometimes fails a pause for a moment ("unable to freeze"): try again.
+    for attempt in 1..=FAULT_TRIES {
+        match docker(&start).await {
+            Ok(_) => break,
+            Err(e) if attempt == FAULT_TRIES => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+        (began, wall) = (Instant::now(), SystemTime::now());
+    }
     let returned = Instant::now();
     let took = returned - began;
     if undo.is_empty() {
