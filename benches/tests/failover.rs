@@ -140,7 +140,10 @@ fn kills_and_a_pause_lose_no_acknowledged_write() {
         assert!(event["recovered_us"].as_u64() >= event["at_us"].as_u64(), "{event}");
         assert!(event.get("write_ms").is_some() && event.get("read_ms").is_some(), "{event}");
         if *kind == "kill" {
-            assert!(event["term_after"].as_u64() > event["term_before"].as_u64(), "a killed primary is replaced: {event}");
+            assert!(
+                event["term_after"].as_u64() > event["term_before"].as_u64(),
+                "a killed primary is replaced: {event}"
+            );
             assert!(event["healed_us"].is_null(), "{event}");
         } else {
             assert!(event["healed_us"].as_u64() > event["at_us"].as_u64(), "{event}");

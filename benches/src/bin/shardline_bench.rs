@@ -168,9 +168,11 @@ struct PeerArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  shardline-bench failover --events 20 --kinds kill,pause,partition   (own cluster; partition needs root)\n  \
+#[command(
+    after_help = "Examples:\n  shardline-bench failover --events 20 --kinds kill,pause,partition   (own cluster; partition needs root)\n  \
                   shardline-bench failover --addr 127.0.0.1:7000 --nodes-dir shardline-data/coordinator/nodes\n  \
-                  shardline-bench failover --docker --prefix shardline --addr 127.0.0.1:7000")]
+                  shardline-bench failover --docker --prefix shardline --addr 127.0.0.1:7000"
+)]
 struct FailoverArgs {
     /// Faults per kind.
     #[arg(long, default_value_t = 20)]

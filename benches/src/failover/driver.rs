@@ -152,7 +152,8 @@ async fn faults(
         let topology = admin.status().await.map_err(|e| BenchError::client("STATUS before a fault", e))?;
         let shard = &topology.shards[i % topology.shards.len()];
         let block = load.blocks.iter().find(|b| b.shard == shard.spec.id.0).expect("a block per shard").clone();
-        let victim = shard.primary.clone().ok_or_else(|| BenchError::Cluster(format!("{} has no primary", shard.spec.id)))?;
+        let victim =
+            shard.primary.clone().ok_or_else(|| BenchError::Cluster(format!("{} has no primary", shard.spec.id)))?;
         let port = topology.server(&victim).and_then(|s| port_of(&s.addr)).unwrap_or(0);
         progress.set_message(format!("{} of {}'s primary {victim}", kind.name(), shard.spec.id));
         let injected = injector.inject(kind, &victim, port, spec.hold).await?;

@@ -237,11 +237,7 @@ pub async fn docker(args: &[&str]) -> Result<String, BenchError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
-        Err(BenchError::Process(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(BenchError::Process(format!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
     }
 }
 
@@ -256,7 +252,10 @@ mod tests {
         assert_eq!((since.as_secs(), since.subsec_nanos()), (1_796_093_052, 123_456_789));
         let t = parse_rfc3339("1970-01-02T00:00:01.5Z").unwrap();
         assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap(), Duration::from_millis(86_401_500));
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z").unwrap(), SystemTime::UNIX_EPOCH + Duration::from_secs(951_868_800));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00Z").unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(951_868_800)
+        );
         assert!(parse_rfc3339("0001-01-01T00:00:00Z").is_none(), "before 1970: a container that never ran");
         assert!(parse_rfc3339("yesterday").is_none());
     }

@@ -130,7 +130,8 @@ mod tests {
     fn outcomes_follow_the_balancers_promise() {
         let ok: Result<(), ClientError> = Ok(());
         assert_eq!(classify(&ok), WriteOutcome::Acknowledged);
-        let refused: Result<(), _> = Err(ClientError::Server(ErrorCode::NoQuorum { shard: ShardId(1), acked: 1, needed: 2 }));
+        let refused: Result<(), _> =
+            Err(ClientError::Server(ErrorCode::NoQuorum { shard: ShardId(1), acked: 1, needed: 2 }));
         assert_eq!(classify(&refused), WriteOutcome::Refused("NoQuorum"));
         let open: Result<(), _> = Err(ClientError::Server(ErrorCode::Timeout("x".into())));
         assert_eq!(classify(&open), WriteOutcome::Indeterminate);

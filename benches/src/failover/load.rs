@@ -312,7 +312,8 @@ impl Call {
         // Within the block, so a read asks one shard only.
         let high = low.saturating_add(READ_SPAN - 1).min(self.block.start + self.block.len as i64 - 1);
         let sent_us = self.now_us();
-        let result = if primary { self.client.read_primary(low..=high).await } else { self.client.read(low..=high).await };
+        let result =
+            if primary { self.client.read_primary(low..=high).await } else { self.client.read(low..=high).await };
         (self.finish(OpKind::Read, sent_us, result.is_ok()), None)
     }
 

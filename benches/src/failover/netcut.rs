@@ -43,7 +43,8 @@ impl NetCut {
         let cut = NetCut { root, group, classid, mounted };
         std::fs::create_dir_all(&cut.group).map_err(|e| BenchError::io(cut.group.display(), e))?;
         let classid_file = cut.group.join("net_cls.classid");
-        std::fs::write(&classid_file, cut.classid.to_string()).map_err(|e| BenchError::io(classid_file.display(), e))?;
+        std::fs::write(&classid_file, cut.classid.to_string())
+            .map_err(|e| BenchError::io(classid_file.display(), e))?;
         // A rule added and removed proves the cgroup match works with this iptables.
         iptables("-I", &cut.output_rule()).map_err(|e| unsupported(&e))?;
         iptables("-D", &cut.output_rule()).map_err(|e| unsupported(&e))?;
@@ -173,4 +174,3 @@ fn mount_net_cls() -> Result<PathBuf, BenchError> {
     }
     Ok(dir)
 }
-

@@ -118,8 +118,15 @@ impl FailoverReport {
             out,
             "failover on {} via {}: {} connections, {:.0} calls/s, {}% writes, reads from {reads}, \
              pause/partition {} ms; {:.0} s of load, {} calls, {} failed\n",
-            self.target, self.addr, self.connections, self.rate, self.write_percent, self.hold_ms, self.elapsed_s,
-            self.calls, self.failed_calls
+            self.target,
+            self.addr,
+            self.connections,
+            self.rate,
+            self.write_percent,
+            self.hold_ms,
+            self.elapsed_s,
+            self.calls,
+            self.failed_calls
         );
         let _ = writeln!(
             out,
@@ -177,7 +184,8 @@ impl FailoverReport {
     /// thin line for a kill) in its kind's colour.
     pub fn plot(&self, path: &Path) -> Result<(), BenchError> {
         let end_s = self.timeline.last().map_or(1.0, |b| b.start_s + BUCKET_US as f64 / 1e6);
-        let top = self.timeline.iter().map(|b| b.writes_per_s.max(b.reads_per_s).max(b.errors_per_s)).fold(1.0, f64::max);
+        let top =
+            self.timeline.iter().map(|b| b.writes_per_s.max(b.reads_per_s).max(b.errors_per_s)).fold(1.0, f64::max);
         let top = top * 1.15;
         let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
@@ -211,7 +219,9 @@ impl FailoverReport {
                 continue;
             }
             chart
-                .draw_series(spans.into_iter().map(|(a, b)| Rectangle::new([(a, 0.0), (b, top)], color.mix(0.3).filled())))
+                .draw_series(
+                    spans.into_iter().map(|(a, b)| Rectangle::new([(a, 0.0), (b, top)], color.mix(0.3).filled())),
+                )
                 .map_err(|e| plot_error(path, e))?
                 .label(kind.name())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.mix(0.5).filled()));
@@ -270,8 +280,15 @@ mod tests {
         };
         let spec = FailoverSpec::default();
         let verdict = Verdict { writes: 200, acknowledged: 175, ..Verdict::default() };
-        let mut report =
-            FailoverReport::new(&spec, "127.0.0.1:7000", Duration::from_secs(4), &records, vec![event], verdict, vec![]);
+        let mut report = FailoverReport::new(
+            &spec,
+            "127.0.0.1:7000",
+            Duration::from_secs(4),
+            &records,
+            vec![event],
+            verdict,
+            vec![],
+        );
         assert_eq!(report.events[0].windows.write_ms, Some(502.0));
         let dir = tempfile::tempdir().unwrap();
         report.write_files(dir.path()).unwrap();

@@ -254,8 +254,8 @@ mod tests {
     #[test]
     fn a_window_counts_only_calls_sent_after_the_fault_on_its_shard() {
         let records = [
-            rec(900, 1_100, 1, OpKind::Write, true),  // sent before the fault
-            rec(1_000, 1_400, 2, OpKind::Write, true), // another shard
+            rec(900, 1_100, 1, OpKind::Write, true),    // sent before the fault
+            rec(1_000, 1_400, 2, OpKind::Write, true),  // another shard
             rec(1_050, 1_900, 1, OpKind::Write, false), // failed
             rec(1_200, 1_700, 1, OpKind::Write, true),
             rec(1_300, 1_600, 1, OpKind::Write, true), // answered first
