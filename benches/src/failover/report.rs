@@ -14,6 +14,9 @@ use crate::failover::window::{self, Bucket, FaultEvent, FaultKind, KindSummary, 
 use crate::failover::FailoverSpec;
 use crate::plots::{plot_error, COLORS};
 
+/// One rate of a timeline bucket, as a line of the chart.
+type Rate = fn(&Bucket) -> f64;
+
 /// Width of the timeline's buckets.
 const BUCKET_US: u64 = 250_000;
 
@@ -226,7 +229,7 @@ impl FailoverReport {
                 .label(kind.name())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.mix(0.5).filled()));
         }
-        let lines: [(&str, fn(&Bucket) -> f64, RGBColor); 3] = [
+        let lines: [(&str, Rate, RGBColor); 3] = [
             ("acknowledged writes/s", |b| b.writes_per_s, COLORS[0]),
             ("successful reads/s", |b| b.reads_per_s, COLORS[2]),
             ("errors/s", |b| b.errors_per_s, COLORS[1]),
