@@ -176,3 +176,24 @@ fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+#[test]
+fn bad_failover_flags_fail_with_one_clear_line() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--kinds", "reboot"], "unknown fault kind `reboot`"),
+        (&["--write-percent", "100"], "--write-percent"),
+        (&["--pause", "soon"], "not a duration"),
+        (&["--addr", "127.0.0.1:1", "--nodes-dir", "/nonexistent", "--kinds", "kill"], "--nodes-dir"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardline-bench"))
+            .arg("failover")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running shardline-bench failover");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");
+    }
+}
