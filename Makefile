@@ -1,7 +1,7 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer fmt lint images all up clean
+.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer bench-failover bench-failover-docker fmt lint images all up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -42,6 +42,10 @@ bench-seed: ## the course system's table (its 3 layouts, 10,000 reads and writes
 bench-peer: ## Redis Cluster vs Shardline, same shape and load (installs redis-server and redis-tools if missing)
 	$(CARGO) build --release --workspace
 	bash benches/peer.sh $(BENCH_ARGS)
+
+bench-failover: ## kill, pause and cut off primaries under load (own local cluster; partition needs root): failover p50/p99/max, nothing lost
+	$(CARGO) build --release -p shardline -p shardline-coordinator -p shardline-balancer -p shardline-storage-node -p shardline-benches
+	$(or $(CARGO_TARGET_DIR),target)/release/shardline-bench failover --out bench-out/failover $(BENCH_ARGS)
 
 # --- Docker -------------------------------------------------------------------------------
 # One stack per SHARDLINE_PREFIX (compose project, network <prefix>-net, containers and
@@ -107,6 +111,12 @@ up: ## start the Docker stack from existing images and init it (once; safe to ru
 	@echo "  nc 127.0.0.1 $(SHARDLINE_PORT)      (then HELP, STATUS, READ 0 100, ...)"
 	@echo "  docker ps --filter label=shardline.prefix=$(SHARDLINE_PREFIX)"
 	@echo "  make clean      removes every container, volume, network and image Shardline made"
+
+bench-failover-docker: images ## the failover bench against the Docker stack SHARDLINE_PREFIX (started if needed, initialized by the bench if new)
+	$(CARGO) build --release -p shardline-benches
+	$(COMPOSE) up -d
+	$(or $(CARGO_TARGET_DIR),target)/release/shardline-bench failover --docker --prefix $(SHARDLINE_PREFIX) \
+		--addr $(ADDR) --out bench-out/failover-docker $(BENCH_ARGS)
 
 clean: ## remove every container, volume, network and image labelled shardline.managed=true
 	@# The coordinator first, or it would restart the nodes being removed.

@@ -1,5 +1,5 @@
 //! Shardline's benchmarks as a library, driven by the `shardline-bench` binary (and
-//! `make bench-seed`, `make bench-peer`); the criterion codec benchmarks and the
+//! `make bench-seed`, `make bench-peer`, `make bench-failover`); the criterion codec benchmarks and the
 //! `write-path` bench live in `benches/` and `src/bin/`.
 //!
 //! How the modules fit:
@@ -14,6 +14,7 @@
 //! - [`cluster`]: a local cluster from `shardline up`, stopped by pid.
 //! - [`seed`]: the course system's three layouts and its published table.
 //! - [`peer`]: Redis Cluster and Shardline of the same shape, side by side.
+//! - [`failover`]: faults on primaries under load: unavailability windows, nothing lost.
 //!
 //! ```no_run
 //! use shardline_benches::{report::Report, runner, spec::BenchSpec};
@@ -31,6 +32,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod failover;
 pub mod hgrm;
 pub mod keys;
 pub mod peer;

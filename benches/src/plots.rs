@@ -12,7 +12,8 @@ use crate::error::BenchError;
 use crate::hgrm::TICKS_PER_HALF_DISTANCE;
 use crate::spread::ServerReads;
 
-const COLORS: [RGBColor; 6] = [
+/// The charts' colours, in the order series take them.
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -45,7 +46,8 @@ pub fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn plot_error(path: &Path, e: impl std::fmt::Debug) -> BenchError {
+/// A [`BenchError::Plot`] for `path`.
+pub(crate) fn plot_error(path: &Path, e: impl std::fmt::Debug) -> BenchError {
     BenchError::Plot { path: path.display().to_string(), reason: format!("{e:?}") }
 }
 

@@ -1,6 +1,7 @@
 //! `shardline-bench`: load for a Shardline cluster, with HdrHistogram latency reports;
 //! `shardline-bench seed` reproduces the course system's table on local clusters;
-//! `shardline-bench peer` runs Redis Cluster and Shardline side by side. Flags are parsed
+//! `shardline-bench peer` runs Redis Cluster and Shardline side by side;
+//! `shardline-bench failover` faults primaries under load and times the failovers. Flags are parsed
 //! here; the work is in the `shardline_benches` library.
 
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use shardline_benches::failover::{self, FailoverSpec, FaultKind, Target};
 use shardline_benches::peer::{self, PeerSpec};
 use shardline_benches::report::Report;
 use shardline_benches::seed::{self, SeedSpec};
@@ -28,7 +30,7 @@ use shardline_benches::{runner, BenchError};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  shardline-bench --mix read=80,write=20 --keys zipfian --connections 16 --pipeline 4 --duration 30s\n  \
                   shardline-bench --rate 5000 --requests 100000 --mix read=90,update=10 --json > report.json\n  \
-                  shardline-bench seed     (make bench-seed)\n  shardline-bench peer     (make bench-peer)"
+                  shardline-bench seed     (make bench-seed)\n  shardline-bench peer     (make bench-peer)\n  shardline-bench failover (make bench-failover)"
 )]
 struct Cli {
     #[command(flatten)]
@@ -46,6 +48,11 @@ enum Command {
     /// nodes, 3 shards × 2 replicas) on this machine, same concurrency, pipelining and value
     /// size, side by side. Needs redis-server, redis-cli and redis-benchmark (make bench-peer).
     Peer(PeerArgs),
+    /// Kill, pause or cut off a shard's primary N times under a steady mixed load through
+    /// the balancer; report per fault kind how long until the shard acknowledged a write and
+    /// served a read again (p50/p99/max), then read everything back: acknowledged writes
+    /// lost, refused writes present. Writes report.json and timeline.svg to --out.
+    Failover(FailoverArgs),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +167,70 @@ struct PeerArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  shardline-bench failover --events 20 --kinds kill,pause,partition   (own cluster; partition needs root)\n  \
+                  shardline-bench failover --addr 127.0.0.1:7000 --nodes-dir shardline-data/coordinator/nodes\n  \
+                  shardline-bench failover --docker --prefix shardline --addr 127.0.0.1:7000"
+)]
+struct FailoverArgs {
+    /// Faults per kind.
+    #[arg(long, default_value_t = 20)]
+    events: usize,
+    /// Fault kinds, taken in turn: kill (SIGKILL / docker kill), pause (SIGSTOP / docker
+    /// pause, for --pause), partition (iptables on the node's cgroup, as root / docker
+    /// network disconnect, for --pause).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
+    kinds: Vec<String>,
+    /// How long a pause or a partition lasts.
+    #[arg(long, default_value = "3s")]
+    pause: String,
+    /// A running cluster's balancer. Without it (and without --docker) the bench starts its
+    /// own `shardline up` cluster in a temporary directory.
+    #[arg(long)]
+    addr: Option<String>,
+    /// With --addr: the coordinator's nodes directory, where `shardline up` keeps each
+    /// node's <name>.pid.
+    #[arg(long, default_value = "shardline-data/coordinator/nodes")]
+    nodes_dir: PathBuf,
+    /// The nodes are containers of the Docker stack (`make up`) named by --prefix.
+    #[arg(long)]
+    docker: bool,
+    /// The Docker stack's SHARDLINE_PREFIX.
+    #[arg(long, default_value = "shardline")]
+    prefix: String,
+    /// Client connections, one worker each.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Calls per second over all connections.
+    #[arg(long, default_value_t = 800.0)]
+    rate: f64,
+    /// Percent of calls that are writes of fresh keys (the rest read a few keys).
+    #[arg(long, default_value_t = 50)]
+    write_percent: u32,
+    /// Read from each shard's primary (linearizable) instead of any replica.
+    #[arg(long)]
+    primary_reads: bool,
+    /// Steady load before the first fault and after each recovery.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// Longest wait for the cluster to be healthy again after a fault.
+    #[arg(long, default_value = "60s")]
+    recover_timeout: String,
+    /// The `shardline` binary, to start a cluster (default: next to this one).
+    #[arg(long)]
+    shardline: Option<PathBuf>,
+    /// Where report.json and timeline.svg go.
+    #[arg(long, default_value = "bench-out/failover")]
+    out: PathBuf,
+    /// Print the report as JSON on stdout (and no progress bar).
+    #[arg(long)]
+    json: bool,
+    /// Seed for the load's choices.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -210,6 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => bench(cli.run).await,
         Some(Command::Seed(args)) => seed_table(args).await,
         Some(Command::Peer(args)) => peer_table(args).await,
+        Some(Command::Failover(args)) => failover_table(args).await,
     }
 }
 
@@ -316,6 +388,52 @@ async fn peer_table(a: PeerArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", peer::table(&spec, &rows));
+    }
+    Ok(())
+}
+
+fn failover_spec(a: FailoverArgs) -> anyhow::Result<FailoverSpec> {
+    let kinds = a
+        .kinds
+        .iter()
+        .map(|k| k.parse::<FaultKind>().map_err(BenchError::InvalidSpec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = match (a.docker, a.addr) {
+        (true, addr) => Target::Docker { addr: addr.unwrap_or_else(|| "127.0.0.1:7000".into()), prefix: a.prefix },
+        (false, Some(addr)) => Target::Processes { addr, nodes_dir: a.nodes_dir },
+        (false, None) => Target::OwnCluster { shardline_bin: shardline_bin(a.shardline)? },
+    };
+    let spec = FailoverSpec {
+        target,
+        kinds,
+        events: a.events,
+        hold: parse_duration(&a.pause)?,
+        connections: a.connections,
+        rate: a.rate,
+        write_percent: a.write_percent,
+        interval: parse_duration(&a.interval)?,
+        recover_timeout: parse_duration(&a.recover_timeout)?,
+        primary_reads: a.primary_reads,
+        out: a.out,
+        progress: !a.json,
+        seed: a.seed,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+async fn failover_table(a: FailoverArgs) -> anyhow::Result<()> {
+    let json = a.json;
+    let spec = failover_spec(a)?;
+    let mut report = failover::driver::run(&spec).await?;
+    report.write_files(&spec.out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if !report.verdict.holds() {
+        bail!("the read-back found violations (see the report)");
     }
     Ok(())
 }

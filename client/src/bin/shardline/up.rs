@@ -159,11 +159,19 @@ fn signal(pid: u32, sig: i32) {
 }
 
 /// Replaces this process with `shardline-bench`, aimed at `addr` unless `args` name one.
+/// Its `seed` and `peer` subcommands start clusters of their own and take no address;
+/// `failover` takes it after its name.
 pub fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let bench = sibling("shardline-bench")?;
-    if !args.iter().any(|a| a == "--addr" || a.starts_with("--addr=")) && !args.iter().any(|a| a == "--help") {
-        args.splice(0..0, ["--addr".to_owned(), addr.to_owned()]);
+    let at = match args.first().map(String::as_str) {
+        Some("seed" | "peer") => None,
+        Some("failover") => Some(1),
+        _ => Some(0),
+    };
+    let named = args.iter().any(|a| a == "--addr" || a.starts_with("--addr=") || a == "--help");
+    if let (Some(at), false) = (at, named) {
+        args.splice(at..at, ["--addr".to_owned(), addr.to_owned()]);
     }
     if json && !args.iter().any(|a| a == "--json") {
         args.push("--json".into());
