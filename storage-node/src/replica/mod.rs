@@ -15,8 +15,12 @@
 //! - `replication`: what the primary sends each follower next, and what answers mean.
 //! - `roles`: elections, role changes, terms and leases.
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
+//! - [`copy`]: a snapshot read a chunk at a time from a pinned view of the table as it is sent.
+//! - [`pace`]: snapshot chunks held to a rate, on the time passed in.
 
+pub mod copy;
 mod follower;
+pub mod pace;
 mod primary;
 mod replication;
 mod roles;
@@ -28,8 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ClientSeqMark, ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
-    ShardCommit, ShardSpec, ShardState,
+    ClientSeqMark, CopyProgress, ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema,
+    ServerAddr, ShardCommit, ShardSpec, ShardState,
 };
 use tracing::{info, warn};
 
@@ -44,6 +48,9 @@ use crate::wal::Wal;
 
 /// Time as the replica sees it: elapsed since an origin its driver chose.
 pub type Time = Duration;
+
+/// The snapshot rate a node sends at unless told otherwise: 64 MiB a second.
+pub const DEFAULT_SNAPSHOT_RATE: u64 = 64 << 20;
 
 /// A replica's settings (the node's, for its shards).
 #[derive(Debug, Clone)]
@@ -67,6 +74,9 @@ pub struct ReplicaConfig {
     /// Bytes of rows and marks in one snapshot chunk at most (and never more than a frame
     /// holds); [`room::SNAPSHOT_CHUNK_BYTES`] in a node.
     pub snapshot_chunk_bytes: usize,
+    /// Bytes of snapshot rows and marks this replica sends a second at most, to all its
+    /// followers together (0: unlimited); [`DEFAULT_SNAPSHOT_RATE`] in a node.
+    pub snapshot_rate: u64,
     /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
     /// messages are never taken for answers to ours.
     pub incarnation: u64,
@@ -86,7 +96,7 @@ pub struct Regressions {
     /// Take any later snapshot chunk as the next one of the install under way, whichever
     /// snapshot it belongs to (scenario 9).
     pub chunk_identity: bool,
-    /// Cut snapshots into chunks of [`replication::SNAPSHOT_CHUNK_ROWS`] rows, whatever
+    /// Cut snapshots into chunks of [`copy::SNAPSHOT_CHUNK_ROWS`] rows, whatever
     /// their bytes (scenario 8).
     pub chunks_by_rows: bool,
 }
@@ -190,6 +200,10 @@ pub struct Replica<D: Disk, T: TableStore> {
     install: Option<(u64, LogPosition, u32)>,
     /// The client marks of the snapshot being installed, gathered from its chunks.
     install_marks: Vec<ClientSeqMark>,
+    /// How far the install under way has come, for STATUS.
+    receiving: Option<CopyProgress>,
+    /// Holds snapshot chunks to the configured rate.
+    pacer: pace::Pacer,
     /// What fits in one frame to a follower, from the frame limit.
     room: room::Room,
     /// Whether the table is known to be as current as the cluster's commit index: false
@@ -255,6 +269,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         });
         info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
         let room = room::Room::new(cfg.max_payload, &cfg.node).capped_chunks(cfg.snapshot_chunk_bytes);
+        let pacer = pace::Pacer::new(cfg.snapshot_rate);
         Ok(Replica {
             cfg,
             spec: meta.spec,
@@ -269,6 +284,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             installing: false,
             install: None,
             install_marks: Vec::new(),
+            receiving: None,
+            pacer,
             room,
             synced: false,
             lease_until: None,
@@ -312,6 +329,15 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             serving: self.fault.is_none() && !self.installing && self.synced,
             fault: self.fault.as_ref().map(|f| f.1.clone()),
             settled: matches!(&self.role, Role::Primary(p) if p.settled()),
+            copies: self.copies(),
+        }
+    }
+
+    /// The snapshot copies under way: those sent to followers, or the one being installed.
+    pub fn copies(&self) -> Vec<CopyProgress> {
+        match &self.role {
+            Role::Primary(p) => p.followers.iter().filter_map(|f| f.copy()).collect(),
+            _ => self.receiving.iter().cloned().collect(),
         }
     }
 
