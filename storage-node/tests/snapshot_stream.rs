@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use harness::cluster::expect_ok;
 use harness::{within, Budget, Cluster, NodeOpts, LEASE_MS, SHARD};
 use shardline_protocol::{
-    ControlRequest, CopyDirection, CopyProgress, ReplicaRole, Request, Response, Route, Row, Schema, ShardSpec,
-    Value, WriteBatch,
+    ControlRequest, CopyDirection, CopyProgress, ReplicaRole, Request, Response, Route, Row, Schema, ShardSpec, Value,
+    WriteBatch,
 };
 use shardline_storage_node::replica::room::{mark_size, row_size};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -296,10 +296,7 @@ mod tests {
             copies: vec![progress.clone()],
         };
         let node = format_response(&Response::Node(NodeStatus { node: "Server0".into(), shards: vec![state] }));
-        assert!(
-            node.contains("\n  copy sending to Server6 upto 1200: 5000/20000 rows, 1.0/4.0 MiB (25%)\n"),
-            "{node}"
-        );
+        assert!(node.contains("\n  copy sending to Server6 upto 1200: 5000/20000 rows, 1.0/4.0 MiB (25%)\n"), "{node}");
         let copy = ShardCopy { shard: ShardId(1), server: "Server0".into(), progress };
         let cluster = format_response(&Response::Topology(Topology { copies: vec![copy], ..Topology::default() }));
         assert!(cluster.contains("\ncopy sh1 on Server0 sending to Server6 upto 1200:"), "{cluster}");

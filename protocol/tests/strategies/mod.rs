@@ -139,17 +139,8 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
         any::<bool>(),
         vec(copy_progress(), 0..2),
     )
-        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault, settled, copies)| ShardState {
-            spec,
-            role,
-            term,
-            last,
-            commit_index,
-            applied_index,
-            serving,
-            fault,
-            settled,
-            copies,
+        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault, settled, copies)| {
+            ShardState { spec, role, term, last, commit_index, applied_index, serving, fault, settled, copies }
         })
 }
 

@@ -234,7 +234,8 @@ mod tests {
         for (n, c) in chunks.iter().enumerate() {
             assert!(!marks_began || c.rows.is_empty(), "chunk {n}: no row after a mark");
             marks_began |= !c.marks.is_empty();
-            let bytes: usize = c.rows.iter().map(row_size).sum::<usize>() + c.marks.iter().map(mark_size).sum::<usize>();
+            let bytes: usize =
+                c.rows.iter().map(row_size).sum::<usize>() + c.marks.iter().map(mark_size).sum::<usize>();
             assert_eq!(bytes, c.bytes);
             assert!(bytes <= room, "chunk {n}: {bytes} bytes");
             keys.extend(c.rows.iter().map(|r| r.key));

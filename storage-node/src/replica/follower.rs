@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use shardline_protocol::{
-    log_entry, ClientSeqMark, CopyDirection, CopyProgress, CopySize, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr,
+    log_entry, ClientSeqMark, CopyDirection, CopyProgress, CopySize, ErrorCode, LogPosition, PeerResponse, Row,
+    ServerAddr,
 };
 use tracing::{info, warn};
 
