@@ -206,8 +206,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 f.reachable = true;
                 let out = f.snapshot.as_mut().expect("a snapshot in flight");
                 if out.stored(sent) {
-                    let included = out.included().index;
-                    info!(to = %f.addr.name, upto = included, "snapshot sent");
+                    let (included, copied) = (out.included().index, out.progress(&f.addr.name).copied);
+                    info!(to = %f.addr.name, upto = included, rows = copied.rows, bytes = copied.bytes, "snapshot sent");
                     f.snapshot = None;
                     f.next = included + 1;
                     progress = Some(included);

@@ -36,16 +36,17 @@ pub fn new_replicas(before: &Topology, after: &Topology) -> Vec<Replica> {
     out
 }
 
-/// The copy to `replica` under way, as its sender reports it (or else its receiver).
-pub fn copy_to<'a>(t: &'a Topology, (shard, server): &Replica) -> Option<&'a CopyProgress> {
+/// The copy to `replica` under way, as its sender reports it (or else its receiver), with
+/// the server it comes from.
+pub fn copy_to<'a>(t: &'a Topology, (shard, server): &Replica) -> Option<(&'a str, &'a CopyProgress)> {
     let of_shard = || t.copies.iter().filter(move |c| c.shard == *shard);
     let sent = of_shard()
         .find(|c| c.progress.direction == CopyDirection::Sending && c.progress.peer == *server)
-        .map(|c| &c.progress);
+        .map(|c| (c.server.as_str(), &c.progress));
     sent.or_else(|| {
         of_shard()
             .find(|c| c.progress.direction == CopyDirection::Receiving && c.server == *server)
-            .map(|c| &c.progress)
+            .map(|c| (c.progress.peer.as_str(), &c.progress))
     })
 }
 
@@ -75,7 +76,7 @@ pub async fn wait(client: &Client, replicas: Vec<Replica>) -> anyhow::Result<Top
     loop {
         let t = client.status().await?;
         let now: Vec<(bool, u64)> =
-            replicas.iter().map(|r| (readable(&t, r), copy_to(&t, r).map_or(0, |c| c.copied.bytes))).collect();
+            replicas.iter().map(|r| (readable(&t, r), copy_to(&t, r).map_or(0, |(_, c)| c.copied.bytes))).collect();
         if now != last {
             moved = Instant::now();
         }
@@ -84,10 +85,10 @@ pub async fn wait(client: &Client, replicas: Vec<Replica>) -> anyhow::Result<Top
                 if !bar.is_finished() {
                     bar.finish_with_message("readable");
                 }
-            } else if let Some(c) = copy_to(&t, r) {
+            } else if let Some((from, c)) = copy_to(&t, r) {
                 bar.set_length(c.total.bytes.max(c.copied.bytes));
                 bar.set_position(c.copied.bytes);
-                bar.set_message(format!("{}/{} rows from {}", c.copied.rows, c.total.rows, c.peer));
+                bar.set_message(format!("{}/{} rows from {from}", c.copied.rows, c.total.rows));
             }
         }
         if !tty && printed.elapsed() >= Duration::from_secs(1) {
@@ -110,11 +111,10 @@ pub async fn wait(client: &Client, replicas: Vec<Replica>) -> anyhow::Result<Top
 /// A plain line for one replica still catching up.
 fn progress_line(t: &Topology, r: &Replica) -> String {
     match copy_to(t, r) {
-        Some(c) => format!(
-            "{} on {}: copying from {}: {}/{} rows, {:.1}/{:.1} MiB ({:.0}%)",
+        Some((from, c)) => format!(
+            "{} on {}: copying from {from}: {}/{} rows, {:.1}/{:.1} MiB ({:.0}%)",
             r.0,
             r.1,
-            c.peer,
             c.copied.rows,
             c.total.rows,
             c.copied.bytes as f64 / (1 << 20) as f64,
@@ -167,10 +167,11 @@ mod tests {
         let c = (ShardId(1), "c".to_owned());
         assert!(copy_to(&t, &c).is_none() && !readable(&t, &c));
         t.copies.push(copy("c", CopyDirection::Receiving, "a", 20));
-        assert_eq!(copy_to(&t, &c).map(|p| p.copied.rows), Some(20), "the receiver's, if that is all");
+        assert_eq!(copy_to(&t, &c).map(|(f, p)| (f, p.copied.rows)), Some(("a", 20)), "the receiver's, if alone");
         t.copies.push(copy("a", CopyDirection::Sending, "c", 30));
-        t.copies.push(copy("a", CopyDirection::Sending, "d", 90));
-        assert_eq!(copy_to(&t, &c).map(|p| p.copied.rows), Some(30), "the sender's to c");
-        assert!(progress_line(&t, &c).contains("30/100 rows"), "{}", progress_line(&t, &c));
+        t.copies.push(copy("b", CopyDirection::Sending, "d", 90));
+        assert_eq!(copy_to(&t, &c).map(|(f, p)| (f, p.copied.rows)), Some(("a", 30)), "the sender's to c");
+        let line = progress_line(&t, &c);
+        assert!(line.starts_with("sh1 on c: copying from a: 30/100 rows"), "{line}");
     }
 }
