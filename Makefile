@@ -1,7 +1,7 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer fmt lint images all up clean
+.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer bench-copy fmt lint images all up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -42,6 +42,10 @@ bench-seed: ## the course system's table (its 3 layouts, 10,000 reads and writes
 bench-peer: ## Redis Cluster vs Shardline, same shape and load (installs redis-server and redis-tools if missing)
 	$(CARGO) build --release --workspace
 	bash benches/peer.sh $(BENCH_ARGS)
+
+bench-copy: ## add a replica to a shard of 1,000,000 rows: sender's memory, copy rate, progress (RATE=bytes/s)
+	$(CARGO) build --release --workspace
+	bash benches/snapshot-copy.sh $(RATE)
 
 # --- Docker -------------------------------------------------------------------------------
 # One stack per SHARDLINE_PREFIX (compose project, network <prefix>-net, containers and

@@ -15,11 +15,13 @@
 //! - `replication`: what the primary sends each follower next, and what answers mean.
 //! - `roles`: elections, role changes, terms and leases.
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
+//! - `log_view`: the log as `LOG <shard>` and the simulator's checkers read it.
 //! - [`copy`]: a snapshot read a chunk at a time from a pinned view of the table as it is sent.
 //! - [`pace`]: snapshot chunks held to a rate, on the time passed in.
 
 pub mod copy;
 mod follower;
+mod log_view;
 pub mod pace;
 mod primary;
 mod replication;
@@ -32,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ClientSeqMark, CopyProgress, ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema,
-    ServerAddr, ShardCommit, ShardSpec, ShardState,
+    ClientSeqMark, CopyProgress, ErrorCode, LogEntry, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
+    ShardCommit, ShardSpec, ShardState,
 };
 use tracing::{info, warn};
 
@@ -375,14 +377,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.syncs
     }
 
-    /// The (term, index, crc) of every entry the log keeps, for convergence checks.
-    pub fn log_digest(&self) -> Vec<(u64, u64, u32)> {
-        let mem = self.wal.mem();
-        (mem.base().index + 1..=mem.last().index)
-            .filter_map(|i| mem.record(i).map(|r| (mem.term_at(i).unwrap_or(0), i, crc_of(&r))))
-            .collect()
-    }
-
     /// Time passes: expire writes that waited too long; keep followers in touch.
     pub fn tick(&mut self, now: Time) {
         self.expire_waiters(now);
@@ -393,35 +387,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// leaves its role, answering the writes still waiting as indeterminate.
     pub fn shut_down(&mut self) {
         self.step_down(Role::Idle);
-    }
-
-    /// The last `count` log entries, for `LOG <shard>`.
-    pub fn log_lines(&self, count: u32) -> Vec<LogLine> {
-        let mem = self.wal.mem();
-        let last = mem.last().index;
-        let from = last.saturating_sub(u64::from(count)).max(mem.base().index) + 1;
-        let mut lines: Vec<LogLine> = (from..=last)
-            .filter_map(|i| mem.record(i).map(|r| (i, r)))
-            .map(|(index, record)| {
-                let crc = crc_of(&record);
-                let (term, crc_ok, summary) = match LogEntry::decode(&record) {
-                    Ok(e) => (e.term, true, e.op.summary()),
-                    Err(e) => (0, false, e.to_string()),
-                };
-                LogLine { index, term, crc, crc_ok, summary, committed: index <= self.commit }
-            })
-            .collect();
-        if let Some((index, why)) = &self.fault {
-            lines.push(LogLine {
-                index: *index,
-                term: 0,
-                crc: 0,
-                crc_ok: false,
-                summary: why.clone(),
-                committed: false,
-            });
-        }
-        lines
     }
 
     fn me(&self) -> ServerAddr {
@@ -512,8 +477,4 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             }
         }
     }
-}
-
-fn crc_of(record: &[u8]) -> u32 {
-    u32::from_be_bytes(record[..4].try_into().expect("a record starts with its crc"))
 }

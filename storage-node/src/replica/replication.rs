@@ -10,14 +10,15 @@
 //! empty append goes out every sync heartbeat: it carries the commit index and shows the
 //! follower is alive.
 
-use shardline_protocol::{CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr};
+use shardline_protocol::{CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr, ShardId};
 use tracing::{debug, info, warn};
 
 use super::copy::{Cut, Outgoing, SNAPSHOT_CHUNK_ROWS};
+use super::pace::Pacer;
 use super::room::MAX_BATCH_ENTRIES;
 use super::{Effect, Link, Replica, Role, Time};
 use crate::disk::Disk;
-use crate::store::TableStore;
+use crate::store::{SnapshotSource, StoreError, TableStore};
 
 /// What the one message in flight to a follower was.
 #[derive(Debug, Clone, Copy)]
@@ -109,56 +110,28 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         // snapshot would hold nothing the follower lacks, and it would be sent again forever.
         let far_behind = last.saturating_sub(prev_index) > lag && applied > prev_index;
         if f.snapshot.is_none() && (prev_term.is_none() || far_behind) {
-            match self.table.snapshot() {
-                Ok(source) => {
-                    let cut = if by_rows { Cut::Rows(SNAPSHOT_CHUNK_ROWS) } else { Cut::Bytes(room.chunk()) };
-                    let out = Outgoing::new(source, cut);
-                    let (upto, rows) = (out.included().index, out.total().rows);
-                    info!(to = %f.addr.name, upto, rows, "sending a snapshot");
-                    f.snapshot = Some(out);
-                }
-                Err(e) => {
-                    warn!(%e, "could not read a snapshot");
-                    return;
-                }
+            if !self.pacer.ready(now) {
+                // Pin the view only once its first chunk may leave: it is then as fresh as
+                // it can be, rather than one taken earlier and held back.
+                return;
+            }
+            let cut = if by_rows { Cut::Rows(SNAPSHOT_CHUNK_ROWS) } else { Cut::Bytes(room.chunk()) };
+            if !f.begin_snapshot(self.table.snapshot(), cut) {
+                return;
             }
         }
-        if f.snapshot.is_some() && !self.pacer.ready(now) {
-            // Held back to the snapshot rate; a later tick sends it.
-            return;
-        }
-        let (request, kind) = match &mut f.snapshot {
-            Some(out) => {
-                let chunk = match out.read_next() {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        warn!(%e, "could not read a snapshot chunk: starting the snapshot over");
-                        f.snapshot = None;
-                        return;
-                    }
-                };
-                self.pacer.sent(now, chunk.bytes);
-                let number = out.next_chunk();
-                let request = PeerRequest::Snapshot {
-                    shard,
-                    term,
-                    primary: me,
-                    last_included: out.included(),
-                    chunk: number as u32,
-                    rows: chunk.rows,
-                    marks: chunk.marks,
-                    done: chunk.done,
-                    total: out.total(),
-                };
-                (request, InFlight::Snapshot { chunk: number })
+        let (request, kind) = if f.snapshot.is_some() {
+            let header = SnapshotHeader { shard, term, primary: me };
+            match f.next_snapshot_chunk(&mut self.pacer, now, header) {
+                Some(message) => message,
+                None => return,
             }
-            None => {
-                let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
-                let sent_last = prev_index + entries.len() as u64;
-                let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
-                let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
-                (request, InFlight::Append { sent_last })
-            }
+        } else {
+            let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
+            let sent_last = prev_index + entries.len() as u64;
+            let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
+            let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
+            (request, InFlight::Append { sent_last })
         };
         f.seq += 1;
         let link = Link { epoch, slot, seq: f.seq };
@@ -233,7 +206,67 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     }
 }
 
+/// What every snapshot chunk a primary sends names besides its contents.
+struct SnapshotHeader {
+    shard: ShardId,
+    term: u64,
+    primary: String,
+}
+
 impl Follower {
+    /// Starts a snapshot from the pinned view `source`: whether there is one to send.
+    fn begin_snapshot(&mut self, source: Result<impl SnapshotSource, StoreError>, cut: Cut) -> bool {
+        match source {
+            Ok(source) => {
+                let out = Outgoing::new(source, cut);
+                let (upto, rows) = (out.included().index, out.total().rows);
+                info!(to = %self.addr.name, upto, rows, "sending a snapshot");
+                self.snapshot = Some(out);
+                true
+            }
+            Err(e) => {
+                warn!(%e, "could not read a snapshot");
+                false
+            }
+        }
+    }
+
+    /// The snapshot chunk to send this follower now, or `None`: held back to the snapshot
+    /// rate (a later tick sends it), or the view failed to read (the snapshot starts over).
+    fn next_snapshot_chunk(
+        &mut self,
+        pacer: &mut Pacer,
+        now: Time,
+        header: SnapshotHeader,
+    ) -> Option<(PeerRequest, InFlight)> {
+        let out = self.snapshot.as_mut()?;
+        if !pacer.ready(now) {
+            return None;
+        }
+        let chunk = match out.read_next() {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                warn!(%e, "could not read a snapshot chunk: starting the snapshot over");
+                self.snapshot = None;
+                return None;
+            }
+        };
+        pacer.sent(now, chunk.bytes);
+        let number = out.next_chunk();
+        let request = PeerRequest::Snapshot {
+            shard: header.shard,
+            term: header.term,
+            primary: header.primary,
+            last_included: out.included(),
+            chunk: number as u32,
+            rows: chunk.rows,
+            marks: chunk.marks,
+            done: chunk.done,
+            total: out.total(),
+        };
+        Some((request, InFlight::Snapshot { chunk: number }))
+    }
+
     fn failed(&mut self, why: &str) {
         if self.reachable {
             warn!(to = %self.addr.name, why, "follower unreachable");

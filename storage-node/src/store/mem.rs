@@ -220,8 +220,8 @@ impl SnapshotSource for MemSnapshot {
         visit: &mut dyn FnMut(ClientSeqMark) -> bool,
     ) -> Result<(), StoreError> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        for (&(client, seq), m) in self.0.clients.range((from, Bound::Unbounded)) {
-            if !visit(ClientSeqMark { client, seq, entry: LogPosition { term: m.term, index: m.index } }) {
+        for (&(client, _), mark) in self.0.clients.range((from, Bound::Unbounded)) {
+            if !visit(mark.of(client)) {
                 break;
             }
         }

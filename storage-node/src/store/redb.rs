@@ -109,6 +109,13 @@ pub struct ClientMark {
     pub index: u64,
 }
 
+impl ClientMark {
+    /// The mark of `client`'s write, as a snapshot carries it.
+    pub fn of(self, client: u64) -> ClientSeqMark {
+        ClientSeqMark { client, seq: self.seq, entry: LogPosition { term: self.term, index: self.index } }
+    }
+}
+
 /// One shard replica's redb database.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -327,11 +334,8 @@ impl SnapshotSource for RedbSnapshot {
     }
 
     fn rows_after(&self, after: Option<i64>, visit: &mut dyn FnMut(Row) -> bool) -> Result<(), StoreError> {
-        let range = match after {
-            Some(key) => self.rows.range::<i64>((Bound::Excluded(key), Bound::Unbounded))?,
-            None => self.rows.range::<i64>(..)?,
-        };
-        for item in range {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.rows.range::<i64>((from, Bound::Unbounded))? {
             let (key, value) = item?;
             if !visit(Row { key: key.value(), values: decode("rows", value.value())? }) {
                 break;
@@ -345,15 +349,11 @@ impl SnapshotSource for RedbSnapshot {
         after: Option<(u64, u64)>,
         visit: &mut dyn FnMut(ClientSeqMark) -> bool,
     ) -> Result<(), StoreError> {
-        let range = match after {
-            Some(key) => self.clients.range::<(u64, u64)>((Bound::Excluded(key), Bound::Unbounded))?,
-            None => self.clients.range::<(u64, u64)>(..)?,
-        };
-        for item in range {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.clients.range::<(u64, u64)>((from, Bound::Unbounded))? {
             let (key, value) = item?;
-            let (client, seq) = key.value();
             let mark: ClientMark = decode("clients", value.value())?;
-            if !visit(ClientSeqMark { client, seq, entry: LogPosition { term: mark.term, index: mark.index } }) {
+            if !visit(mark.of(key.value().0)) {
                 break;
             }
         }
