@@ -66,7 +66,7 @@ rate_flag=()
     --coordinator-port "$coord" --node-base-port "$base" "${rate_flag[@]}" >"$work/up.log" 2>&1 &
 up_pid=$!
 for i in $(seq 150); do
-    "$BIN/shardline" --addr "$addr" status >/dev/null 2>&1 && break
+    "$BIN/shardline" --addr "$addr" read 0 0 >/dev/null 2>&1 && break
     [ "$i" = 150 ] && { echo "the cluster did not start; its log:" >&2; cat "$work/up.log" >&2; exit 1; }
     sleep 0.2
 done
