@@ -1,7 +1,7 @@
 # Shardline: the commands a newcomer needs. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer bench-failover bench-failover-docker fmt lint images all up clean
+.PHONY: help run test sim fuzz-smoke bench bench-write bench-seed bench-peer bench-copy bench-failover bench-failover-docker fmt lint images all up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -46,6 +46,10 @@ bench-peer: ## Redis Cluster vs Shardline, same shape and load (installs redis-s
 bench-failover: ## kill, pause and cut off primaries under load (own local cluster; partition needs root): failover p50/p99/max, nothing lost
 	$(CARGO) build --release -p shardline -p shardline-coordinator -p shardline-balancer -p shardline-storage-node -p shardline-benches
 	$(or $(CARGO_TARGET_DIR),target)/release/shardline-bench failover --out bench-out/failover $(BENCH_ARGS)
+
+bench-copy: ## add a replica to a shard of 1,000,000 rows: sender's memory, copy rate, progress (RATE=bytes/s)
+	$(CARGO) build --release --workspace
+	bash benches/snapshot-copy.sh $(RATE)
 
 # --- Docker -------------------------------------------------------------------------------
 # One stack per SHARDLINE_PREFIX (compose project, network <prefix>-net, containers and

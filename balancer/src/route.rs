@@ -254,6 +254,7 @@ mod tests {
                     last_heartbeat_ms: None,
                 })
                 .collect(),
+            copies: Vec::new(),
         }
     }
 

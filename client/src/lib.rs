@@ -57,6 +57,6 @@ pub mod rows;
 pub use client::{Client, ClientConfig, WriteResult};
 pub use error::ClientError;
 pub use shardline_protocol::{
-    AddServersRequest, Column, ColumnType, ErrorCode, InitRequest, Row, Schema, ShardCommit, ShardId, ShardRows,
-    ShardSpec, ShardTopology, Topology, Value,
+    AddServersRequest, Column, ColumnType, CopyDirection, CopyProgress, CopySize, ErrorCode, InitRequest, Row, Schema,
+    ShardCommit, ShardCopy, ShardId, ShardRows, ShardSpec, ShardTopology, Topology, Value,
 };

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use shardline_metrics::RequestMetrics;
 use shardline_protocol::net::Conn;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Request, Response, ServerInfo, ShardId, ShardTopology, Topology,
+    ControlRequest, ControlResponse, ErrorCode, Request, Response, ServerInfo, ShardCopy, ShardId, ShardTopology,
+    Topology,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -331,7 +332,17 @@ fn topology_of(core: &Core, now: Instant) -> Topology {
             last_heartbeat_ms: core.heard_age(name, now).map(|d| d.as_millis() as u64),
         })
         .collect();
-    Topology { version: meta.version, schema: meta.schema.clone(), shards, servers }
+    // Copies under way, as each live node's last heartbeat answer showed them.
+    let mut copies = Vec::new();
+    for name in meta.servers.keys() {
+        let seen = core.observe(name, now);
+        let Some(status) = seen.status.filter(|_| seen.alive) else { continue };
+        for s in &status.shards {
+            let progress = s.copies.iter().cloned();
+            copies.extend(progress.map(|progress| ShardCopy { shard: s.spec.id, server: name.clone(), progress }));
+        }
+    }
+    Topology { version: meta.version, schema: meta.schema.clone(), shards, servers, copies }
 }
 
 /// Whether two topologies differ only in heartbeat ages (and version).

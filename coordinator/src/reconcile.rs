@@ -226,6 +226,7 @@ mod tests {
             serving: true,
             fault: None,
             settled: true,
+            copies: Vec::new(),
         };
         NodeStatus { node: node.into(), shards: vec![state] }
     }

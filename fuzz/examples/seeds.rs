@@ -128,6 +128,7 @@ fn frames() -> Vec<Frame> {
             healthy: true,
             last_heartbeat_ms: Some(12),
         }],
+        copies: vec![],
     };
     let node = NodeStatus {
         node: addr.name.clone(),
@@ -141,6 +142,13 @@ fn frames() -> Vec<Frame> {
             serving: true,
             fault: Some("crc mismatch at 4".into()),
             settled: true,
+            copies: vec![CopyProgress {
+                direction: CopyDirection::Sending,
+                peer: "Server6".into(),
+                upto: 8,
+                copied: CopySize { rows: 10, bytes: 400 },
+                total: CopySize { rows: 40, bytes: 1600 },
+            }],
         }],
     };
     let error = ErrorCode::NotPrimary {
@@ -272,6 +280,7 @@ fn frames() -> Vec<Frame> {
             rows: rows(),
             marks: vec![ClientSeqMark { client: 7, seq: 3, entry: last }],
             done: true,
+            total: CopySize { rows: 3, bytes: 120 },
         },
         PeerRequest::FetchEntries {
             shard,

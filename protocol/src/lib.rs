@@ -40,8 +40,9 @@ pub use codec::{CodecError, FrameCodec};
 pub use frame::{DecodeError, Frame, Route, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 pub use log_entry::{EntryError, LogEntry, LogLine, Operation};
 pub use message::{
-    error_frame, kind, AddServersRequest, ClientSeqMark, ControlRequest, ControlResponse, ErrorCode, InitRequest,
-    LeaseGrant, Message, MessageError, NodeStatus, PeerRequest, PeerResponse, ReplicaRole, Request, Response,
-    ServerInfo, ShardCommit, ShardRows, ShardState, ShardTopology, Topology, Vote,
+    error_frame, kind, AddServersRequest, ClientSeqMark, ControlRequest, ControlResponse, CopyDirection, CopyProgress,
+    CopySize, ErrorCode, InitRequest, LeaseGrant, Message, MessageError, NodeStatus, PeerRequest, PeerResponse,
+    ReplicaRole, Request, Response, ServerInfo, ShardCommit, ShardCopy, ShardRows, ShardState, ShardTopology, Topology,
+    Vote,
 };
 pub use model::{Column, ColumnType, LogPosition, Row, Schema, SchemaError, ServerAddr, ShardId, ShardSpec, Value};

@@ -433,12 +433,12 @@ impl SimNode {
             PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
                 r.on_append(AppendRequest { term, primary, prev, entries, commit })
             }
-            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, .. } => {
+            PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, total, .. } => {
                 if self.drop_snapshot_marks {
                     // Before scenario 4's fix, snapshots carried no retry marks.
                     marks.clear();
                 }
-                r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, marks, done })
+                r.on_snapshot(SnapshotChunk { term, primary, last_included, chunk, rows, marks, done, total })
             }
             PeerRequest::FetchEntries { .. } => PeerResponse::Error(ErrorCode::BadRequest("not served".into())),
         }

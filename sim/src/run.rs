@@ -171,6 +171,7 @@ fn build(cfg: &RunConfig) -> Cluster {
         log_retain: 4,
         max_payload: cfg.max_payload,
         snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
+        snapshot_rate: shardline_storage_node::replica::DEFAULT_SNAPSHOT_RATE,
         incarnation: 1,
         regressions: Regressions {
             commit_rule: cfg.broken == Some(Broken::CommitRule),

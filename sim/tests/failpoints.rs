@@ -127,6 +127,7 @@ fn settings() -> ReplicaConfig {
         max_payload: shardline_protocol::DEFAULT_MAX_PAYLOAD,
         incarnation: 1,
         snapshot_chunk_bytes: shardline_storage_node::replica::room::SNAPSHOT_CHUNK_BYTES,
+        snapshot_rate: 0,
         regressions: Default::default(),
     }
 }

@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// A follower further behind than this many entries gets a snapshot instead of the log.
     pub snapshot_lag: u64,
+    /// Bytes of snapshot rows a shard replica sends a second at most (0: unlimited).
+    pub snapshot_rate: u64,
     /// Entries kept in the log behind the point every replica has applied.
     pub log_retain: u64,
     /// Largest frame payload accepted or sent.
@@ -44,6 +46,7 @@ impl NodeConfig {
             sync_heartbeat: Duration::from_millis(50),
             peer_timeout: Duration::from_millis(500),
             snapshot_lag: 1000,
+            snapshot_rate: crate::replica::DEFAULT_SNAPSHOT_RATE,
             log_retain: 1000,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,

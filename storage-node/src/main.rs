@@ -42,6 +42,10 @@ struct Args {
     /// A follower further behind than this many entries is sent a snapshot.
     #[arg(long, default_value_t = 1000)]
     snapshot_lag: u64,
+    /// Bytes a second a shard replica sends snapshots at, at most, to all the followers it
+    /// is catching up together (0: unlimited; default 64 MiB/s).
+    #[arg(long, default_value_t = shardline_storage_node::replica::DEFAULT_SNAPSHOT_RATE)]
+    snapshot_rate: u64,
     /// Log entries kept behind the point every replica has applied.
     #[arg(long, default_value_t = 1000)]
     log_retain: u64,
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.sync_heartbeat = Duration::from_millis(args.sync_heartbeat_ms);
     cfg.peer_timeout = Duration::from_millis(args.peer_timeout_ms);
     cfg.snapshot_lag = args.snapshot_lag;
+    cfg.snapshot_rate = args.snapshot_rate;
     cfg.log_retain = args.log_retain;
     cfg.max_payload = args.max_payload;
     cfg.max_in_flight = args.max_in_flight;

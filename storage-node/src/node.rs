@@ -404,10 +404,10 @@ impl Node {
                 }
                 Err(e) => return PeerResponse::Error(e),
             },
-            PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done } => {
+            PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done, total } => {
                 match self.shard(shard) {
                     Ok(s) => {
-                        let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, marks, done };
+                        let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, marks, done, total };
                         s.ask(|reply| Command::Snapshot(chunk, reply)).await
                     }
                     Err(e) => return PeerResponse::Error(e),

@@ -29,6 +29,7 @@ fn primary_with_a_follower() -> Replica<SimDisk, MemTable> {
         max_payload: MAX,
         incarnation: 1,
         snapshot_chunk_bytes: shardline_storage_node::replica::room::SNAPSHOT_CHUNK_BYTES,
+        snapshot_rate: 0,
         regressions: Default::default(),
     });
     let spec = ShardSpec { id: ShardId(1), low: 0, size: 1000 };

@@ -31,6 +31,7 @@ fn config(incarnation: u64) -> Arc<ReplicaConfig> {
         max_payload: shardline_protocol::DEFAULT_MAX_PAYLOAD,
         incarnation,
         snapshot_chunk_bytes: shardline_storage_node::replica::room::SNAPSHOT_CHUNK_BYTES,
+        snapshot_rate: 0,
         regressions: Default::default(),
     })
 }

@@ -182,7 +182,7 @@ impl Cluster {
                 last_heartbeat_ms: Some(0),
             })
             .collect();
-        Topology { version: 0, schema: Some(Schema::seed()), shards, servers }
+        Topology { version: 0, schema: Some(Schema::seed()), shards, servers, copies: Vec::new() }
     }
 
     /// Kills the primary of shard number `s`, elects the live replica with the highest log

@@ -69,6 +69,7 @@ fn status(node: &str, role: ReplicaRole, term: u64) -> ControlResponse {
         serving: true,
         fault: None,
         settled: true,
+        copies: Vec::new(),
     };
     ControlResponse::Status(NodeStatus { node: node.into(), shards: vec![state] })
 }

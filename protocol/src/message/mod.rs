@@ -22,7 +22,10 @@ pub use client::{kind, AddServersRequest, InitRequest, Request, Response, ShardC
 pub use control::{ControlRequest, ControlResponse, LeaseGrant, Vote};
 pub use error::ErrorCode;
 pub use peer::{ClientSeqMark, PeerRequest, PeerResponse};
-pub use status::{NodeStatus, ReplicaRole, ServerInfo, ShardState, ShardTopology, Topology};
+pub use status::{
+    CopyDirection, CopyProgress, CopySize, NodeStatus, ReplicaRole, ServerInfo, ShardCopy, ShardState, ShardTopology,
+    Topology,
+};
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};

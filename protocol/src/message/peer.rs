@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, Message};
+use super::{CopySize, ErrorCode, Message};
 use crate::frame::Route;
 use crate::model::{LogPosition, Row, ShardId};
 
@@ -46,6 +46,8 @@ pub enum PeerRequest {
         marks: Vec<ClientSeqMark>,
         /// True on the last chunk.
         done: bool,
+        /// The whole snapshot as the sender estimates it, for the receiver's progress.
+        total: CopySize,
     },
     /// Entries `from..=to` of a shard's log, to repair a damaged copy.
     FetchEntries {

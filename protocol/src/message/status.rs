@@ -15,6 +15,9 @@ pub struct Topology {
     pub shards: Vec<ShardTopology>,
     /// Every server with its address and health.
     pub servers: Vec<ServerInfo>,
+    /// Snapshot copies under way, as the coordinator last heard of them from each node
+    /// (STATUS only: a copy's progress never bumps the version).
+    pub copies: Vec<ShardCopy>,
 }
 
 impl Topology {
@@ -91,6 +94,63 @@ pub struct ShardState {
     /// had logged when it took that set: every entry an earlier set may have committed is
     /// now on a majority of this one, so the coordinator may change the set again.
     pub settled: bool,
+    /// Snapshot copies this replica is sending (as primary) or receiving (as follower).
+    pub copies: Vec<CopyProgress>,
+}
+
+/// Rows and bytes of a snapshot copy; bytes count rows and client marks as sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySize {
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of rows and client marks.
+    pub bytes: u64,
+}
+
+/// Which side of a snapshot copy a replica is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyDirection {
+    /// The primary, sending its table.
+    Sending,
+    /// The follower, installing it.
+    Receiving,
+}
+
+/// A snapshot copy under way, as one of its two replicas reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    /// Which side reports it.
+    pub direction: CopyDirection,
+    /// The other side: the follower sent to, or the primary received from.
+    pub peer: String,
+    /// The last log entry the snapshot covers.
+    pub upto: u64,
+    /// What the follower has stored so far.
+    pub copied: CopySize,
+    /// The whole snapshot, estimated by the sender when it started (rows exact, bytes
+    /// from the rows read so far).
+    pub total: CopySize,
+}
+
+impl CopyProgress {
+    /// The share of the estimated bytes copied, from 0 to 1.
+    pub fn fraction(&self) -> f64 {
+        if self.total.bytes == 0 {
+            return if self.total.rows == 0 { 1.0 } else { self.copied.rows as f64 / self.total.rows as f64 };
+        }
+        (self.copied.bytes as f64 / self.total.bytes as f64).min(1.0)
+    }
+}
+
+/// A snapshot copy to or from one replica of a shard, in the coordinator's STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCopy {
+    /// The shard.
+    pub shard: ShardId,
+    /// The server that reported it.
+    pub server: String,
+    /// Its progress, as that server reported it.
+    pub progress: CopyProgress,
 }
 
 /// A storage node's report: who it is and the state of every shard replica it holds.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::message::{NodeStatus, Response, ShardCommit, Topology};
+use crate::message::{CopyDirection, CopyProgress, NodeStatus, Response, ShardCommit, Topology};
 use crate::model::{Row, Value};
 use crate::text::TextError;
 
@@ -149,6 +149,9 @@ fn format_topology(out: &mut String, t: &Topology) {
         let health = if s.healthy { "up" } else { "DOWN" };
         let _ = writeln!(out, "server {} {} {} heartbeat {}", one_line(&s.name), one_line(&s.addr), health, age);
     }
+    for c in &t.copies {
+        let _ = writeln!(out, "copy {} on {} {}", c.shard, one_line(&c.server), copy_line(&c.progress));
+    }
     let _ = writeln!(out, "OK {} shards, {} servers", t.shards.len(), t.servers.len());
 }
 
@@ -168,8 +171,30 @@ fn format_node(out: &mut String, n: &NodeStatus) {
             if s.serving { "" } else { " NOT-SERVING" },
             s.fault.as_ref().map_or(String::new(), |f| format!(" fault: {}", one_line(f)))
         );
+        for c in &s.copies {
+            let _ = writeln!(out, "  copy {}", copy_line(c));
+        }
     }
     let _ = writeln!(out, "OK {} shards", n.shards.len());
+}
+
+/// One snapshot copy's progress: `sending to Server6 upto 1200: 5000/20000 rows, 0.2/0.8 MiB (25%)`.
+fn copy_line(c: &CopyProgress) -> String {
+    let (way, to) = match c.direction {
+        CopyDirection::Sending => ("sending", "to"),
+        CopyDirection::Receiving => ("receiving", "from"),
+    };
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    format!(
+        "{way} {to} {} upto {}: {}/{} rows, {:.1}/{:.1} MiB ({:.0}%)",
+        one_line(&c.peer),
+        c.upto,
+        c.copied.rows,
+        c.total.rows,
+        mib(c.copied.bytes),
+        mib(c.total.bytes),
+        c.fraction() * 100.0
+    )
 }
 
 /// Makes user-supplied text safe for one answer line: control characters are escaped.
@@ -246,5 +271,35 @@ mod tests {
         for cmd in ["PING", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP"] {
             assert!(HELP.contains(&format!("\n  {cmd} ")), "HELP lacks {cmd}");
         }
+    }
+
+    #[test]
+    fn copies_show_under_their_shard() {
+        use crate::message::{CopySize, ReplicaRole, ShardCopy, ShardState};
+        use crate::model::{LogPosition, ShardSpec};
+        let progress = CopyProgress {
+            direction: CopyDirection::Sending,
+            peer: "Server6".into(),
+            upto: 1200,
+            copied: CopySize { rows: 5_000, bytes: 1 << 20 },
+            total: CopySize { rows: 20_000, bytes: 4 << 20 },
+        };
+        let state = ShardState {
+            spec: ShardSpec { id: ShardId(1), low: 0, size: 10 },
+            role: ReplicaRole::Primary,
+            term: 2,
+            last: LogPosition { term: 2, index: 1200 },
+            commit_index: 1200,
+            applied_index: 1200,
+            serving: true,
+            fault: None,
+            settled: true,
+            copies: vec![progress.clone()],
+        };
+        let node = format_response(&Response::Node(NodeStatus { node: "Server0".into(), shards: vec![state] }));
+        assert!(node.contains("\n  copy sending to Server6 upto 1200: 5000/20000 rows, 1.0/4.0 MiB (25%)\n"), "{node}");
+        let copy = ShardCopy { shard: ShardId(1), server: "Server0".into(), progress };
+        let cluster = format_response(&Response::Topology(Topology { copies: vec![copy], ..Topology::default() }));
+        assert!(cluster.contains("\ncopy sh1 on Server0 sending to Server6 upto 1200:"), "{cluster}");
     }
 }

@@ -107,8 +107,23 @@ pub fn topology() -> impl Strategy<Value = Topology> {
     let server = (name(), any::<bool>(), proptest::option::of(any::<u64>())).prop_map(|(name, healthy, age)| {
         ServerInfo { addr: format!("{name}:1"), name, healthy, last_heartbeat_ms: age }
     });
-    (any::<u64>(), proptest::option::of(schema()), vec(shard, 0..3), vec(server, 0..3))
-        .prop_map(|(version, schema, shards, servers)| Topology { version, schema, shards, servers })
+    let copy = (shard_id(), name(), copy_progress()).prop_map(|(shard, server, progress)| ShardCopy {
+        shard,
+        server,
+        progress,
+    });
+    (any::<u64>(), proptest::option::of(schema()), vec(shard, 0..3), vec(server, 0..3), vec(copy, 0..3))
+        .prop_map(|(version, schema, shards, servers, copies)| Topology { version, schema, shards, servers, copies })
+}
+
+pub fn copy_size() -> impl Strategy<Value = CopySize> {
+    (any::<u64>(), any::<u64>()).prop_map(|(rows, bytes)| CopySize { rows, bytes })
+}
+
+pub fn copy_progress() -> impl Strategy<Value = CopyProgress> {
+    let direction = prop_oneof![Just(CopyDirection::Sending), Just(CopyDirection::Receiving)];
+    (direction, name(), any::<u64>(), copy_size(), copy_size())
+        .prop_map(|(direction, peer, upto, copied, total)| CopyProgress { direction, peer, upto, copied, total })
 }
 
 pub fn shard_state() -> impl Strategy<Value = ShardState> {
@@ -123,17 +138,10 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
         any::<bool>(),
         proptest::option::of(".{0,10}"),
         any::<bool>(),
+        vec(copy_progress(), 0..2),
     )
-        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault, settled)| ShardState {
-            spec,
-            role,
-            term,
-            last,
-            commit_index,
-            applied_index,
-            serving,
-            fault,
-            settled,
+        .prop_map(|(spec, role, term, last, commit_index, applied_index, serving, fault, settled, copies)| {
+            ShardState { spec, role, term, last, commit_index, applied_index, serving, fault, settled, copies }
         })
 }
 
@@ -220,12 +228,13 @@ pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
         ),
         (
             (shard_id(), any::<u64>(), name(), position(), any::<u32>(), rows(), any::<bool>()),
-            vec((any::<u64>(), any::<u64>(), position()), 0..3)
+            vec((any::<u64>(), any::<u64>(), position()), 0..3),
+            copy_size(),
         )
-            .prop_map(|((shard, term, primary, last_included, chunk, rows, done), marks)| {
+            .prop_map(|((shard, term, primary, last_included, chunk, rows, done), marks, total)| {
                 let marks =
                     marks.into_iter().map(|(client, seq, entry)| ClientSeqMark { client, seq, entry }).collect();
-                PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done }
+                PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done, total }
             }),
         (shard_id(), any::<u64>(), any::<u64>()).prop_map(|(shard, from, to)| PeerRequest::FetchEntries {
             shard,

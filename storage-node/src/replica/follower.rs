@@ -6,9 +6,13 @@
 //! reports the last index known to match the primary and to be on disk.
 
 use bytes::Bytes;
-use shardline_protocol::{log_entry, ClientSeqMark, ErrorCode, LogPosition, PeerResponse, Row, ServerAddr};
+use shardline_protocol::{
+    log_entry, ClientSeqMark, CopyDirection, CopyProgress, CopySize, ErrorCode, LogPosition, PeerResponse, Row,
+    ServerAddr,
+};
 use tracing::{info, warn};
 
+use super::room::{mark_size, row_size};
 use super::rules::{plan_append, AppendPlan};
 use super::{Replica, Role};
 use crate::disk::Disk;
@@ -46,6 +50,8 @@ pub struct SnapshotChunk {
     pub marks: Vec<ClientSeqMark>,
     /// Whether it is the last chunk.
     pub done: bool,
+    /// The whole snapshot as the sender estimates it.
+    pub total: CopySize,
 }
 
 impl<D: Disk, T: TableStore> Replica<D, T> {
@@ -181,6 +187,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 self.installing = true;
                 self.install = Some((chunk.term, chunk.last_included, 0));
                 self.install_marks.clear();
+                self.receiving = Some(CopyProgress {
+                    direction: CopyDirection::Receiving,
+                    peer: chunk.primary.clone(),
+                    upto: chunk.last_included.index,
+                    copied: CopySize::default(),
+                    total: chunk.total,
+                });
                 self.wal.reset(chunk.last_included)?;
                 self.applied = LogPosition::default();
                 self.commit = 0;
@@ -197,6 +210,12 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 return Err(std::io::Error::other(why).into());
             }
             self.table.install_rows(&chunk.rows)?;
+            if let Some(progress) = &mut self.receiving {
+                let bytes = chunk.rows.iter().map(row_size).chain(chunk.marks.iter().map(mark_size)).sum::<usize>();
+                progress.copied.rows += chunk.rows.len() as u64;
+                progress.copied.bytes += bytes as u64;
+                progress.total = chunk.total;
+            }
             // Marks come after the rows, spread over as many chunks as they need to fit
             // frames; they take effect together, with the last chunk.
             self.install_marks.extend(chunk.marks);
@@ -208,6 +227,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 self.table.finish_install(chunk.last_included, &marks)?;
                 self.wal.damage_repaired()?;
                 self.install = None;
+                self.receiving = None;
                 self.applied = chunk.last_included;
                 self.commit = self.commit.max(chunk.last_included.index);
                 self.installing = false;

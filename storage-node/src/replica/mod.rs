@@ -15,9 +15,15 @@
 //! - `replication`: what the primary sends each follower next, and what answers mean.
 //! - `roles`: elections, role changes, terms and leases.
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
+//! - `log_view`: the log as `LOG <shard>` and the simulator's checkers read it.
+//! - [`copy`]: a snapshot read a chunk at a time from a pinned view of the table as it is sent.
+//! - [`pace`]: snapshot chunks held to a rate, on the time passed in.
 
+pub mod copy;
 mod follower;
 pub mod lag;
+mod log_view;
+pub mod pace;
 mod primary;
 mod replication;
 mod roles;
@@ -29,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ClientSeqMark, ErrorCode, LogEntry, LogLine, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
+    ClientSeqMark, CopyProgress, ErrorCode, LogEntry, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
     ShardCommit, ShardSpec, ShardState,
 };
 use tracing::{info, warn};
@@ -46,6 +52,9 @@ use crate::wal::Wal;
 
 /// Time as the replica sees it: elapsed since an origin its driver chose.
 pub type Time = Duration;
+
+/// The snapshot rate a node sends at unless told otherwise: 64 MiB a second.
+pub const DEFAULT_SNAPSHOT_RATE: u64 = 64 << 20;
 
 /// A replica's settings (the node's, for its shards).
 #[derive(Debug, Clone)]
@@ -69,6 +78,9 @@ pub struct ReplicaConfig {
     /// Bytes of rows and marks in one snapshot chunk at most (and never more than a frame
     /// holds); [`room::SNAPSHOT_CHUNK_BYTES`] in a node.
     pub snapshot_chunk_bytes: usize,
+    /// Bytes of snapshot rows and marks this replica sends a second at most, to all its
+    /// followers together (0: unlimited); [`DEFAULT_SNAPSHOT_RATE`] in a node.
+    pub snapshot_rate: u64,
     /// Tells this run of the replica from earlier ones, so late answers to an earlier run's
     /// messages are never taken for answers to ours.
     pub incarnation: u64,
@@ -88,7 +100,7 @@ pub struct Regressions {
     /// Take any later snapshot chunk as the next one of the install under way, whichever
     /// snapshot it belongs to (scenario 9).
     pub chunk_identity: bool,
-    /// Cut snapshots into chunks of [`replication::SNAPSHOT_CHUNK_ROWS`] rows, whatever
+    /// Cut snapshots into chunks of [`copy::SNAPSHOT_CHUNK_ROWS`] rows, whatever
     /// their bytes (scenario 8).
     pub chunks_by_rows: bool,
 }
@@ -192,6 +204,10 @@ pub struct Replica<D: Disk, T: TableStore> {
     install: Option<(u64, LogPosition, u32)>,
     /// The client marks of the snapshot being installed, gathered from its chunks.
     install_marks: Vec<ClientSeqMark>,
+    /// How far the install under way has come, for STATUS.
+    receiving: Option<CopyProgress>,
+    /// Holds snapshot chunks to the configured rate.
+    pacer: pace::Pacer,
     /// What fits in one frame to a follower, from the frame limit.
     room: room::Room,
     /// Whether the table is known to be as current as the cluster's commit index: false
@@ -257,6 +273,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         });
         info!(entries = report.entries, term = meta.term, applied = meta.applied.index, "replica opened");
         let room = room::Room::new(cfg.max_payload, &cfg.node).capped_chunks(cfg.snapshot_chunk_bytes);
+        let pacer = pace::Pacer::new(cfg.snapshot_rate);
         Ok(Replica {
             cfg,
             spec: meta.spec,
@@ -271,6 +288,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             installing: false,
             install: None,
             install_marks: Vec::new(),
+            receiving: None,
+            pacer,
             room,
             synced: false,
             lease_until: None,
@@ -314,6 +333,15 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             serving: self.fault.is_none() && !self.installing && self.synced,
             fault: self.fault.as_ref().map(|f| f.1.clone()),
             settled: matches!(&self.role, Role::Primary(p) if p.settled()),
+            copies: self.copies(),
+        }
+    }
+
+    /// The snapshot copies under way: those sent to followers, or the one being installed.
+    pub fn copies(&self) -> Vec<CopyProgress> {
+        match &self.role {
+            Role::Primary(p) => p.followers.iter().filter_map(|f| f.copy()).collect(),
+            _ => self.receiving.iter().cloned().collect(),
         }
     }
 
@@ -351,14 +379,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.syncs
     }
 
-    /// The (term, index, crc) of every entry the log keeps, for convergence checks.
-    pub fn log_digest(&self) -> Vec<(u64, u64, u32)> {
-        let mem = self.wal.mem();
-        (mem.base().index + 1..=mem.last().index)
-            .filter_map(|i| mem.record(i).map(|r| (mem.term_at(i).unwrap_or(0), i, crc_of(&r))))
-            .collect()
-    }
-
     /// Time passes: expire writes that waited too long; keep followers in touch.
     pub fn tick(&mut self, now: Time) {
         self.expire_waiters(now);
@@ -369,35 +389,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// leaves its role, answering the writes still waiting as indeterminate.
     pub fn shut_down(&mut self) {
         self.step_down(Role::Idle);
-    }
-
-    /// The last `count` log entries, for `LOG <shard>`.
-    pub fn log_lines(&self, count: u32) -> Vec<LogLine> {
-        let mem = self.wal.mem();
-        let last = mem.last().index;
-        let from = last.saturating_sub(u64::from(count)).max(mem.base().index) + 1;
-        let mut lines: Vec<LogLine> = (from..=last)
-            .filter_map(|i| mem.record(i).map(|r| (i, r)))
-            .map(|(index, record)| {
-                let crc = crc_of(&record);
-                let (term, crc_ok, summary) = match LogEntry::decode(&record) {
-                    Ok(e) => (e.term, true, e.op.summary()),
-                    Err(e) => (0, false, e.to_string()),
-                };
-                LogLine { index, term, crc, crc_ok, summary, committed: index <= self.commit }
-            })
-            .collect();
-        if let Some((index, why)) = &self.fault {
-            lines.push(LogLine {
-                index: *index,
-                term: 0,
-                crc: 0,
-                crc_ok: false,
-                summary: why.clone(),
-                committed: false,
-            });
-        }
-        lines
     }
 
     fn me(&self) -> ServerAddr {
@@ -488,8 +479,4 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             }
         }
     }
-}
-
-fn crc_of(record: &[u8]) -> u32 {
-    u32::from_be_bytes(record[..4].try_into().expect("a record starts with its crc"))
 }

@@ -4,19 +4,21 @@
 //! (from `next`), learns from each answer how far the follower's log matches its own,
 //! and counts majorities from that. A refusal moves `next` back to where the follower
 //! asks; a follower too far behind, or behind the log's truncated prefix, gets a snapshot
-//! of the table instead, in chunks. Appends and chunks are cut by bytes to fit a frame
-//! ([`super::room`]). With nothing to send, an empty append goes out every
-//! sync heartbeat: it carries the commit index and shows the follower is alive.
+//! of the table instead, read from a pinned view a chunk at a time as it is sent
+//! ([`super::copy`]) and paced to the configured rate ([`super::pace`]). Appends and
+//! chunks are cut by bytes to fit a frame ([`super::room`]). With nothing to send, an
+//! empty append goes out every sync heartbeat: it carries the commit index and shows the
+//! follower is alive.
 
-use std::ops::Range;
-
-use shardline_protocol::{ClientSeqMark, ErrorCode, LogPosition, PeerRequest, PeerResponse, Row, ServerAddr};
+use shardline_protocol::{CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr, ShardId};
 use tracing::{debug, info, warn};
 
-use super::room::{mark_size, row_size, MAX_BATCH_ENTRIES};
+use super::copy::{Cut, Outgoing, SNAPSHOT_CHUNK_ROWS};
+use super::pace::Pacer;
+use super::room::MAX_BATCH_ENTRIES;
 use super::{Effect, Link, Replica, Role, Time};
 use crate::disk::Disk;
-use crate::store::TableStore;
+use crate::store::{SnapshotSource, StoreError, TableStore};
 
 /// What the one message in flight to a follower was.
 #[derive(Debug, Clone, Copy)]
@@ -25,72 +27,6 @@ enum InFlight {
     Append { sent_last: u64 },
     /// Snapshot chunk `chunk`.
     Snapshot { chunk: usize },
-}
-
-/// Rows in one snapshot chunk when chunks are cut by rows (the test-only
-/// [`Regressions::chunks_by_rows`](super::Regressions), as before chunks were cut by bytes).
-pub const SNAPSHOT_CHUNK_ROWS: usize = 2000;
-
-/// A snapshot being sent: its rows, then its client marks, cut into chunks by bytes so
-/// that no chunk is larger than a frame may be, however wide the rows or many the marks.
-#[derive(Debug)]
-struct Outgoing {
-    included: LogPosition,
-    rows: Vec<Row>,
-    marks: Vec<ClientSeqMark>,
-    /// Each chunk's rows and marks.
-    chunks: Vec<(Range<usize>, Range<usize>)>,
-}
-
-impl Outgoing {
-    /// Cuts the snapshot into chunks of at most `room` bytes each (a single row larger than
-    /// that still goes, alone: it was written under a larger limit).
-    fn new(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>, room: usize) -> Outgoing {
-        let sizes = rows.iter().map(row_size).chain(marks.iter().map(mark_size));
-        // Cut points in the sequence of rows followed by marks.
-        let mut starts = vec![0];
-        let mut bytes = 0;
-        for (i, size) in sizes.enumerate() {
-            if bytes > 0 && bytes + size > room {
-                starts.push(i);
-                bytes = 0;
-            }
-            bytes += size;
-        }
-        let total = rows.len() + marks.len();
-        let n = rows.len();
-        let chunks = starts
-            .iter()
-            .enumerate()
-            .map(|(c, &from)| {
-                let to = starts.get(c + 1).copied().unwrap_or(total);
-                (from.min(n)..to.min(n), from.max(n) - n..to.max(n) - n)
-            })
-            .collect();
-        Outgoing { included, rows, marks, chunks }
-    }
-
-    /// Cuts the snapshot into chunks of `per_chunk` rows, the marks all with the last: the
-    /// test-only regression of scenario 8.
-    fn by_rows(included: LogPosition, rows: Vec<Row>, marks: Vec<ClientSeqMark>, per_chunk: usize) -> Outgoing {
-        let n = rows.len().div_ceil(per_chunk).max(1);
-        let chunks = (0..n)
-            .map(|c| {
-                let rows_in = (c * per_chunk).min(rows.len())..((c + 1) * per_chunk).min(rows.len());
-                let marks_in = if c + 1 == n { 0..marks.len() } else { 0..0 };
-                (rows_in, marks_in)
-            })
-            .collect();
-        Outgoing { included, rows, marks, chunks }
-    }
-
-    fn chunks(&self) -> usize {
-        self.chunks.len()
-    }
-
-    fn chunk(&self, chunk: usize) -> (Range<usize>, Range<usize>) {
-        self.chunks[chunk.min(self.chunks.len() - 1)].clone()
-    }
 }
 
 /// One follower as the primary sees it.
@@ -109,7 +45,6 @@ pub(super) struct Follower {
     last_sent: Option<Time>,
     sent_commit: u64,
     snapshot: Option<Outgoing>,
-    next_chunk: usize,
 }
 
 impl Follower {
@@ -126,7 +61,6 @@ impl Follower {
             last_sent: None,
             sent_commit: 0,
             snapshot: None,
-            next_chunk: 0,
         }
     }
 }
@@ -176,49 +110,31 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         // snapshot would hold nothing the follower lacks, and it would be sent again forever.
         let far_behind = last.saturating_sub(prev_index) > lag && applied > prev_index;
         if f.snapshot.is_none() && (prev_term.is_none() || far_behind) {
-            match self.table.snapshot() {
-                Ok(snapshot) => {
-                    let (included, rows, marks) = (snapshot.applied, snapshot.rows, snapshot.marks);
-                    info!(to = %f.addr.name, upto = included.index, rows = rows.len(), "sending a snapshot");
-                    f.snapshot = Some(if by_rows {
-                        Outgoing::by_rows(included, rows, marks, SNAPSHOT_CHUNK_ROWS)
-                    } else {
-                        Outgoing::new(included, rows, marks, room.chunk())
-                    });
-                    f.next_chunk = 0;
-                }
-                Err(e) => {
-                    warn!(%e, "could not read a snapshot");
-                    return;
-                }
+            if !self.pacer.ready(now) {
+                // Pin the view only once its first chunk may leave: it is then as fresh as
+                // it can be, rather than one taken earlier and held back.
+                return;
+            }
+            let cut = if by_rows { Cut::Rows(SNAPSHOT_CHUNK_ROWS) } else { Cut::Bytes(room.chunk()) };
+            if !f.begin_snapshot(self.table.snapshot(), cut) {
+                return;
             }
         }
+        let (request, kind) = if f.snapshot.is_some() {
+            let header = SnapshotHeader { shard, term, primary: me };
+            match f.next_snapshot_chunk(&mut self.pacer, now, header) {
+                Some(message) => message,
+                None => return,
+            }
+        } else {
+            let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
+            let sent_last = prev_index + entries.len() as u64;
+            let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
+            let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
+            (request, InFlight::Append { sent_last })
+        };
         f.seq += 1;
         let link = Link { epoch, slot, seq: f.seq };
-        let (request, kind) = match &f.snapshot {
-            Some(out) => {
-                let chunk = f.next_chunk;
-                let (rows, marks) = out.chunk(chunk);
-                let request = PeerRequest::Snapshot {
-                    shard,
-                    term,
-                    primary: me,
-                    last_included: out.included,
-                    chunk: chunk as u32,
-                    rows: out.rows[rows].to_vec(),
-                    marks: out.marks[marks].to_vec(),
-                    done: chunk + 1 == out.chunks(),
-                };
-                (request, InFlight::Snapshot { chunk })
-            }
-            None => {
-                let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
-                let sent_last = prev_index + entries.len() as u64;
-                let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
-                let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
-                (request, InFlight::Append { sent_last })
-            }
-        };
         f.in_flight = Some((f.seq, now, kind));
         f.last_sent = Some(now);
         f.sent_commit = commit;
@@ -261,14 +177,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 if chunk as usize == sent =>
             {
                 f.reachable = true;
-                let out = f.snapshot.as_ref().expect("a snapshot in flight");
-                if sent + 1 >= out.chunks() {
-                    let included = out.included.index;
+                let out = f.snapshot.as_mut().expect("a snapshot in flight");
+                if out.stored(sent) {
+                    let (included, copied) = (out.included().index, out.progress(&f.addr.name).copied);
+                    info!(to = %f.addr.name, upto = included, rows = copied.rows, bytes = copied.bytes, "snapshot sent");
                     f.snapshot = None;
                     f.next = included + 1;
                     progress = Some(included);
-                } else {
-                    f.next_chunk = sent + 1;
                 }
             }
             (Ok(PeerResponse::Error(e @ ErrorCode::UnknownShard { .. })), _) => {
@@ -291,7 +206,67 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     }
 }
 
+/// What every snapshot chunk a primary sends names besides its contents.
+struct SnapshotHeader {
+    shard: ShardId,
+    term: u64,
+    primary: String,
+}
+
 impl Follower {
+    /// Starts a snapshot from the pinned view `source`: whether there is one to send.
+    fn begin_snapshot(&mut self, source: Result<impl SnapshotSource, StoreError>, cut: Cut) -> bool {
+        match source {
+            Ok(source) => {
+                let out = Outgoing::new(source, cut);
+                let (upto, rows) = (out.included().index, out.total().rows);
+                info!(to = %self.addr.name, upto, rows, "sending a snapshot");
+                self.snapshot = Some(out);
+                true
+            }
+            Err(e) => {
+                warn!(%e, "could not read a snapshot");
+                false
+            }
+        }
+    }
+
+    /// The snapshot chunk to send this follower now, or `None`: held back to the snapshot
+    /// rate (a later tick sends it), or the view failed to read (the snapshot starts over).
+    fn next_snapshot_chunk(
+        &mut self,
+        pacer: &mut Pacer,
+        now: Time,
+        header: SnapshotHeader,
+    ) -> Option<(PeerRequest, InFlight)> {
+        let out = self.snapshot.as_mut()?;
+        if !pacer.ready(now) {
+            return None;
+        }
+        let chunk = match out.read_next() {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                warn!(%e, "could not read a snapshot chunk: starting the snapshot over");
+                self.snapshot = None;
+                return None;
+            }
+        };
+        pacer.sent(now, chunk.bytes);
+        let number = out.next_chunk();
+        let request = PeerRequest::Snapshot {
+            shard: header.shard,
+            term: header.term,
+            primary: header.primary,
+            last_included: out.included(),
+            chunk: number as u32,
+            rows: chunk.rows,
+            marks: chunk.marks,
+            done: chunk.done,
+            total: out.total(),
+        };
+        Some((request, InFlight::Snapshot { chunk: number }))
+    }
+
     fn failed(&mut self, why: &str) {
         if self.reachable {
             warn!(to = %self.addr.name, why, "follower unreachable");
@@ -299,49 +274,12 @@ impl Follower {
         self.reachable = false;
         // A snapshot starts over: the follower may have lost what it stored.
         self.snapshot = None;
-        self.next_chunk = 0;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shardline_protocol::Value;
-
-    fn mark(k: u64) -> ClientSeqMark {
-        ClientSeqMark { client: 1, seq: k, entry: LogPosition { term: 1, index: k } }
-    }
-
-    #[test]
-    fn snapshot_chunks_are_cut_by_bytes() {
-        let wide = |key| Row::new(key, vec![Value::Str("x".repeat(400_000)), Value::Int(1)]);
-        let narrow = |key| Row::new(key, vec![Value::Str("x".into()), Value::Int(1)]);
-        let rows: Vec<Row> = (0..5).map(wide).chain((5..10).map(narrow)).collect();
-        let out = Outgoing::new(LogPosition::default(), rows, vec![], 1 << 20);
-        assert_eq!(out.chunks(), 3, "two wide rows a chunk: {:?}", out.chunks);
-        let all: usize = (0..out.chunks()).map(|c| out.chunk(c).0.len()).sum();
-        assert_eq!(all, 10, "every row is in exactly one chunk");
-        let empty = Outgoing::new(LogPosition::default(), vec![], vec![], 1 << 20);
-        assert_eq!((empty.chunks(), empty.chunk(0)), (1, (0..0, 0..0)), "an empty table is one empty chunk");
-    }
-
-    #[test]
-    fn marks_are_spread_over_chunks_after_the_rows() {
-        let rows: Vec<Row> = (0..20).map(|k| Row::new(k, vec![Value::Str("y".repeat(100))])).collect();
-        let marks: Vec<ClientSeqMark> = (0..500).map(mark).collect();
-        let room = 1024;
-        let out = Outgoing::new(LogPosition::default(), rows.clone(), marks.clone(), room);
-        assert!(out.chunks() > 3, "{:?}", out.chunks);
-        let (mut next_row, mut next_mark) = (0, 0);
-        for c in 0..out.chunks() {
-            let (r, m) = out.chunk(c);
-            assert_eq!((r.start, m.start), (next_row, next_mark), "chunk {c} continues the last");
-            assert!(m.is_empty() || r.end == rows.len(), "marks only once every row is out");
-            let bytes: usize = rows[r.clone()].iter().map(row_size).sum::<usize>()
-                + marks[m.clone()].iter().map(mark_size).sum::<usize>();
-            assert!(bytes <= room, "chunk {c}: {bytes} bytes");
-            (next_row, next_mark) = (r.end, m.end);
-        }
-        assert_eq!((next_row, next_mark), (rows.len(), marks.len()), "everything is sent once");
+impl Follower {
+    /// The snapshot copy under way to this follower, if any.
+    pub fn copy(&self) -> Option<CopyProgress> {
+        self.snapshot.as_ref().map(|out| out.progress(&self.addr.name))
     }
 }

@@ -7,7 +7,7 @@
 //! ([`Room::entry`]), appends are cut at [`Room::batch`] bytes of entries, and snapshot
 //! chunks at [`Room::chunk`] bytes of rows and client marks.
 
-use shardline_protocol::{ClientSeqMark, LogPosition, PeerRequest, Row, ShardId};
+use shardline_protocol::{ClientSeqMark, CopySize, LogPosition, PeerRequest, Row, ShardId};
 
 /// Bytes of entries sent in one append at most, whatever the frame limit.
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -48,6 +48,7 @@ impl Room {
             rows: Vec::new(),
             marks: Vec::new(),
             done: true,
+            total: CopySize { rows: u64::MAX, bytes: u64::MAX },
         };
         // An empty list's count takes one byte; a longer one's up to a full prefix.
         let envelope = |m: &PeerRequest| size_of(m) + 2 * LEN_PREFIX;
@@ -170,6 +171,7 @@ mod tests {
             rows,
             marks,
             done: true,
+            total: CopySize { rows: u64::MAX, bytes: u64::MAX },
         };
         assert!(payload(&chunk) <= max, "{} > {max}", payload(&chunk));
     }

@@ -75,6 +75,7 @@ pub fn open_shard(
         log_retain: cfg.log_retain,
         max_payload: cfg.max_payload,
         snapshot_chunk_bytes: crate::replica::room::SNAPSHOT_CHUNK_BYTES,
+        snapshot_rate: cfg.snapshot_rate,
         incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         regressions: Default::default(),
     });

@@ -4,13 +4,18 @@
 //! [`MemTable::crash`] throws the first away, as a real crash rolls redb back to its last
 //! `Durability::Immediate` commit. Its commits pass the same failpoints as the redb
 //! table's (`table-commit` on each apply, `term-commit` on each adopted term).
+//!
+//! Both copies are shared, copied on the next write (`Arc::make_mut`), so a snapshot
+//! pins the state it started from as a redb read transaction does, at the cost of one
+//! copy of the table in the simulator, never in a node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
-use super::{ClientMark, Snapshot, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
+use super::{ClientMark, SnapshotSource, StoreError, TableMeta, TableStore, DEDUP_WINDOW};
 use crate::failpoint::{Failpoints, Point};
 
 #[derive(Debug, Clone, Default)]
@@ -21,14 +26,14 @@ struct State {
     applied: LogPosition,
     installing: bool,
     rows: BTreeMap<i64, Vec<Value>>,
-    clients: HashMap<(u64, u64), ClientMark>,
+    clients: BTreeMap<(u64, u64), ClientMark>,
     by_index: BTreeMap<u64, (u64, u64)>,
 }
 
 #[derive(Debug, Default)]
 struct Copies {
-    now: State,
-    durable: State,
+    now: Arc<State>,
+    durable: Arc<State>,
 }
 
 /// An in-memory shard table; clones share it (and its failpoints).
@@ -59,7 +64,7 @@ impl MemTable {
     fn commit(&self, durable: bool, point: Option<Point>, change: impl FnOnce(&mut State)) -> Result<(), StoreError> {
         self.failpoints.around_commit(point, || {
             let mut c = self.inner.lock().expect("mem table lock");
-            change(&mut c.now);
+            change(Arc::make_mut(&mut c.now));
             if durable {
                 c.durable = c.now.clone();
             }
@@ -73,6 +78,8 @@ impl MemTable {
 }
 
 impl TableStore for MemTable {
+    type Snapshot = MemSnapshot;
+
     fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
         Ok(self.read(|s| {
             s.spec.map(|spec| TableMeta {
@@ -149,20 +156,8 @@ impl TableStore for MemTable {
         Ok(self.read(|s| s.clients.get(&(client, seq)).copied()))
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.read(|s| Snapshot {
-            applied: s.applied,
-            rows: s.rows.iter().map(|(k, v)| Row { key: *k, values: v.clone() }).collect(),
-            marks: s
-                .clients
-                .iter()
-                .map(|(&(client, seq), m)| ClientSeqMark {
-                    client,
-                    seq,
-                    entry: LogPosition { term: m.term, index: m.index },
-                })
-                .collect(),
-        }))
+    fn snapshot(&self) -> Result<MemSnapshot, StoreError> {
+        Ok(MemSnapshot(self.inner.lock().expect("mem table lock").now.clone()))
     }
 
     fn begin_install(&self) -> Result<(), StoreError> {
@@ -196,6 +191,44 @@ impl TableStore for MemTable {
     }
 }
 
+/// The table's state when the snapshot began, shared until the next write copies it.
+#[derive(Debug)]
+pub struct MemSnapshot(Arc<State>);
+
+impl SnapshotSource for MemSnapshot {
+    fn applied(&self) -> LogPosition {
+        self.0.applied
+    }
+
+    fn row_count(&self) -> u64 {
+        self.0.rows.len() as u64
+    }
+
+    fn rows_after(&self, after: Option<i64>, visit: &mut dyn FnMut(Row) -> bool) -> Result<(), StoreError> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, values) in self.0.rows.range((from, Bound::Unbounded)) {
+            if !visit(Row { key: *key, values: values.clone() }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn marks_after(
+        &self,
+        after: Option<(u64, u64)>,
+        visit: &mut dyn FnMut(ClientSeqMark) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for (&(client, _), mark) in self.0.clients.range((from, Bound::Unbounded)) {
+            if !visit(mark.of(client)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +238,13 @@ mod tests {
     fn entry(index: u64, key: i64) -> LogEntry {
         let row = Row::new(key, vec![Value::Int(index as i64)]);
         LogEntry { term: 1, index, op: Operation::Write { client_id: 7, seq: index, rows: vec![row] } }
+    }
+
+    #[test]
+    fn a_snapshot_is_a_pinned_view() {
+        let t = MemTable::new();
+        t.configure(&ShardSpec { id: ShardId(1), low: 0, size: 100 }, &Schema::seed()).unwrap();
+        crate::store::contract::snapshot_is_pinned_and_resumable(&t);
     }
 
     #[test]

@@ -15,14 +15,15 @@
 //! to its last durable commit and the shard replays the log from there. Terms, shard
 //! configuration and snapshot installs commit with `Durability::Immediate`.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use shardline_protocol::{ClientSeqMark, LogEntry, LogPosition, Operation, Row, Schema, ShardSpec, Value};
 
-use super::{Snapshot, TableStore};
+use super::{SnapshotSource, TableStore};
 use crate::failpoint::{Failpoints, Fired, Point};
 
 const ROWS: TableDefinition<i64, &[u8]> = TableDefinition::new("rows");
@@ -108,6 +109,13 @@ pub struct ClientMark {
     pub index: u64,
 }
 
+impl ClientMark {
+    /// The mark of `client`'s write, as a snapshot carries it.
+    pub fn of(self, client: u64) -> ClientSeqMark {
+        ClientSeqMark { client, seq: self.seq, entry: LogPosition { term: self.term, index: self.index } }
+    }
+}
+
 /// One shard replica's redb database.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -143,6 +151,8 @@ impl Table {
 }
 
 impl TableStore for Table {
+    type Snapshot = RedbSnapshot;
+
     /// The stored metadata, or `None` for a table never configured.
     fn meta(&self) -> Result<Option<TableMeta>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -252,24 +262,13 @@ impl TableStore for Table {
         Ok(mark)
     }
 
-    /// Every row and the applied position they reflect, read in one consistent view.
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+    /// A view pinned by a redb read transaction: later commits do not change what it reads.
+    fn snapshot(&self) -> Result<RedbSnapshot, StoreError> {
         let tx = self.db.begin_read()?;
         let applied = get(&tx.open_table(META)?, "applied")?.unwrap_or_default();
         let rows = tx.open_table(ROWS)?;
-        let mut out = Vec::new();
-        for item in rows.iter()? {
-            let (key, value) = item?;
-            out.push(Row { key: key.value(), values: decode("rows", value.value())? });
-        }
-        let mut marks = Vec::new();
-        for item in tx.open_table(CLIENTS)?.iter()? {
-            let (key, value) = item?;
-            let (client, seq) = key.value();
-            let mark: ClientMark = decode("clients", value.value())?;
-            marks.push(ClientSeqMark { client, seq, entry: LogPosition { term: mark.term, index: mark.index } });
-        }
-        Ok(Snapshot { applied, rows: out, marks })
+        let clients = tx.open_table(CLIENTS)?;
+        Ok(RedbSnapshot { applied, row_count: rows.len()?, rows, clients })
     }
 
     /// Starts a snapshot install: clears rows and marks, durably flags the install.
@@ -312,6 +311,53 @@ impl TableStore for Table {
             put(&mut meta, "installing", &false)?;
             put(&mut meta, "applied", &last_included)
         })
+    }
+}
+
+/// A table's rows and client marks as one redb read transaction saw them; holding it keeps
+/// that transaction's pages from being reused, so the file may grow while it is held.
+#[derive(Debug)]
+pub struct RedbSnapshot {
+    applied: LogPosition,
+    row_count: u64,
+    rows: ::redb::ReadOnlyTable<i64, &'static [u8]>,
+    clients: ::redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+}
+
+impl SnapshotSource for RedbSnapshot {
+    fn applied(&self) -> LogPosition {
+        self.applied
+    }
+
+    fn row_count(&self) -> u64 {
+        self.row_count
+    }
+
+    fn rows_after(&self, after: Option<i64>, visit: &mut dyn FnMut(Row) -> bool) -> Result<(), StoreError> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.rows.range::<i64>((from, Bound::Unbounded))? {
+            let (key, value) = item?;
+            if !visit(Row { key: key.value(), values: decode("rows", value.value())? }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn marks_after(
+        &self,
+        after: Option<(u64, u64)>,
+        visit: &mut dyn FnMut(ClientSeqMark) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.clients.range::<(u64, u64)>((from, Bound::Unbounded))? {
+            let (key, value) = item?;
+            let mark: ClientMark = decode("clients", value.value())?;
+            if !visit(mark.of(key.value().0)) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -372,6 +418,12 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_is_a_pinned_view() {
+        let (_dir, t) = table();
+        crate::store::contract::snapshot_is_pinned_and_resumable(&t);
+    }
+
+    #[test]
     fn snapshot_install_replaces_everything() {
         let (_dir, t) = table();
         t.apply(&[write(1, &[1, 2])], true).unwrap();
@@ -383,9 +435,9 @@ mod tests {
         t.finish_install(LogPosition { term: 3, index: 40 }, &[mark]).unwrap();
         let meta = t.meta().unwrap().unwrap();
         assert_eq!((meta.installing, meta.applied.index, meta.term), (false, 40, 4));
-        let snapshot = t.snapshot().unwrap();
-        assert_eq!(snapshot.rows.len(), 1);
-        assert_eq!(snapshot.marks, vec![mark], "the marks travel with the snapshot");
+        let (rows, marks) = super::super::read_all(&t.snapshot().unwrap()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(marks, vec![mark], "the marks travel with the snapshot");
         assert_eq!(t.client_mark(7, 9).unwrap(), Some(ClientMark { seq: 9, term: 3, index: 38 }));
     }
 }

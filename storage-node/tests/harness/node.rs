@@ -34,11 +34,22 @@ pub struct NodeOpts {
     pub snapshot_lag: Option<u64>,
     /// `--log-retain`, or the node's default.
     pub log_retain: Option<u64>,
+    /// `--snapshot-rate` (bytes a second), or the node's default.
+    pub snapshot_rate: Option<u64>,
+    /// `--max-payload` (bytes), or the node's default.
+    pub max_payload: Option<usize>,
 }
 
 impl Default for NodeOpts {
     fn default() -> NodeOpts {
-        NodeOpts { write_timeout_ms: 2000, sync_heartbeat_ms: 50, snapshot_lag: None, log_retain: None }
+        NodeOpts {
+            write_timeout_ms: 2000,
+            sync_heartbeat_ms: 50,
+            snapshot_lag: None,
+            log_retain: None,
+            snapshot_rate: None,
+            max_payload: None,
+        }
     }
 }
 
@@ -120,6 +131,12 @@ impl NodeProc {
         }
         if let Some(retain) = self.opts.log_retain {
             cmd.arg("--log-retain").arg(retain.to_string());
+        }
+        if let Some(rate) = self.opts.snapshot_rate {
+            cmd.arg("--snapshot-rate").arg(rate.to_string());
+        }
+        if let Some(max) = self.opts.max_payload {
+            cmd.arg("--max-payload").arg(max.to_string());
         }
         cmd.env_remove("SHARDLINE_FAILPOINT");
         cmd.env("NO_COLOR", "1");

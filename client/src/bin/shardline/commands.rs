@@ -103,6 +103,7 @@ pub async fn add(
     n: Option<usize>,
     shards: Vec<String>,
     config: Option<std::path::PathBuf>,
+    wait: bool,
 ) -> anyhow::Result<()> {
     let request = match config {
         Some(path) => layout::load_add(&path).with_context(|| format!("add layout {}", path.display()))?,
@@ -122,7 +123,13 @@ pub async fn add(
             AddServersRequest { n, new_shards, servers: named }
         }
     };
-    let t = ctx.client().await?.add_servers(request).await?;
+    let client = ctx.client().await?;
+    let before = client.status().await?;
+    let mut t = client.add_servers(request).await?;
+    let fresh = crate::catch_up::new_replicas(&before, &t);
+    if wait && !fresh.is_empty() {
+        t = crate::catch_up::wait(&client, fresh).await?;
+    }
     print_topology(ctx, "added", &t);
     Ok(())
 }

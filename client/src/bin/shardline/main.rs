@@ -1,6 +1,7 @@
 //! `shardline`: the command-line client of a Shardline cluster, and `shardline up`, which
 //! starts a local one. Flags are parsed here; each subcommand lives in its own module.
 
+mod catch_up;
 mod commands;
 mod output;
 mod up;
@@ -126,6 +127,10 @@ struct AddArgs {
     /// A layout file instead: the seed's /add JSON or TOML (n, new_shards, servers).
     #[arg(long, conflicts_with_all = ["servers", "shards", "n"])]
     config: Option<PathBuf>,
+    /// Return once the new replicas are configured, without waiting (and showing the
+    /// copy's progress) until they serve reads.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -186,7 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status => commands::status(&ctx).await,
         Command::Init { config } => commands::init(&ctx, &config).await,
-        Command::Add(a) => commands::add(&ctx, a.servers, a.n, a.shards, a.config).await,
+        Command::Add(a) => commands::add(&ctx, a.servers, a.n, a.shards, a.config, !a.no_wait).await,
         Command::Rm { n, servers } => commands::rm(&ctx, n, servers).await,
         Command::Failover { shard, to } => commands::failover(&ctx, &shard, to.as_deref()).await,
         Command::Read { low, high, primary } => commands::read(&ctx, low, high, primary).await,

@@ -142,7 +142,25 @@ pub fn topology_json(t: &Topology) -> Json {
             })
         })
         .collect();
-    json!({"version": t.version, "schema": schema, "shards": shards, "servers": servers})
+    let copies: Vec<Json> = t
+        .copies
+        .iter()
+        .map(|c| {
+            let p = &c.progress;
+            json!({
+                "shard": c.shard.to_string(),
+                "server": c.server,
+                "direction": format!("{:?}", p.direction).to_lowercase(),
+                "peer": p.peer,
+                "upto": p.upto,
+                "rows": p.copied.rows,
+                "bytes": p.copied.bytes,
+                "total_rows": p.total.rows,
+                "total_bytes": p.total.bytes,
+            })
+        })
+        .collect();
+    json!({"version": t.version, "schema": schema, "shards": shards, "servers": servers, "copies": copies})
 }
 
 /// The topology as tables: schema, shards, servers.
@@ -189,7 +207,31 @@ pub fn topology_text(t: &Topology) -> String {
         })
         .collect();
     out.push_str(&table(&h(&["server", "address", "health", "last heartbeat"]), &servers));
+    if !t.copies.is_empty() {
+        let copies: Vec<Vec<String>> = t.copies.iter().map(copy_row).collect();
+        out.push('\n');
+        out.push_str(&table(&h(&["copy", "on", "side", "peer", "rows", "MiB", "done"]), &copies));
+    }
     out
+}
+
+/// One snapshot copy under way, as a row of the copies table.
+fn copy_row(c: &shardline::ShardCopy) -> Vec<String> {
+    let p = &c.progress;
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+    let side = match p.direction {
+        shardline::CopyDirection::Sending => "sending to",
+        shardline::CopyDirection::Receiving => "receiving from",
+    };
+    vec![
+        c.shard.to_string(),
+        c.server.clone(),
+        side.into(),
+        p.peer.clone(),
+        format!("{}/{}", p.copied.rows, p.total.rows),
+        format!("{}/{}", mib(p.copied.bytes), mib(p.total.bytes)),
+        format!("{:.0}%", p.fraction() * 100.0),
+    ]
 }
 
 /// Prints JSON on one line.

@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// 8000, coordinator 8100, nodes 8200.. by default); 0 turns metrics off.
     #[arg(long, default_value_t = 1000)]
     metrics_offset: u16,
+    /// Bytes a second each shard replica sends snapshots at, at most, when it catches up a
+    /// new or wiped replica (0: unlimited; default the node's, 64 MiB/s).
+    #[arg(long)]
+    snapshot_rate: Option<u64>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -386,6 +390,9 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     if let Some(max) = args.max_payload {
         coordinator_args.push(format!("--node-arg=--max-payload={max}"));
         balancer_args.extend(["--max-payload".into(), max.to_string()]);
+    }
+    if let Some(rate) = args.snapshot_rate {
+        coordinator_args.push(format!("--node-arg=--snapshot-rate={rate}"));
     }
     let log = logs.join("coordinator.log");
     procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
