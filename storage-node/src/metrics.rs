@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use shardline_metrics::OK;
-use shardline_protocol::{ControlResponse, PeerResponse, ReplicaRole, Response};
+use shardline_protocol::{ControlResponse, CopyDirection, CopyProgress, PeerResponse, ReplicaRole, Response};
 
 use crate::node::Node;
 use crate::shard::ShardMetrics;
@@ -58,6 +58,29 @@ struct RoleLabel {
     shard: String,
     role: &'static str,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyLabel {
+    shard: String,
+    peer: String,
+    direction: &'static str,
+}
+
+/// One snapshot copy family: name, help and the value of one copy's progress.
+type CopyColumn = (&'static str, &'static str, fn(&CopyProgress) -> u64);
+
+const COPY_COLUMNS: &[CopyColumn] = &[
+    ("shardline_snapshot_copied_rows", "Rows of a snapshot copy under way the follower has stored", |c| c.copied.rows),
+    ("shardline_snapshot_copied_bytes", "Bytes of a snapshot copy under way the follower has stored", |c| {
+        c.copied.bytes
+    }),
+    ("shardline_snapshot_total_rows", "Rows of a snapshot copy under way in all", |c| c.total.rows),
+    (
+        "shardline_snapshot_total_bytes",
+        "Bytes of a snapshot copy under way in all (estimated by the sender from the rows read so far)",
+        |c| c.total.bytes,
+    ),
+];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FollowerLabel {
@@ -126,6 +149,19 @@ impl Collector for Shards {
                 match kind {
                     MetricType::Counter => ConstCounter::new(value(m) as u64).encode(family.encode_family(&labels)?)?,
                     _ => ConstGauge::new(value(m)).encode(family.encode_family(&labels)?)?,
+                }
+            }
+        }
+        for (name, help, value) in COPY_COLUMNS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for m in &shards {
+                for c in &m.state.copies {
+                    let direction = match c.direction {
+                        CopyDirection::Sending => "sending",
+                        CopyDirection::Receiving => "receiving",
+                    };
+                    let labels = CopyLabel { shard: m.state.spec.id.to_string(), peer: c.peer.clone(), direction };
+                    ConstGauge::new(value(c) as i64).encode(family.encode_family(&labels)?)?;
                 }
             }
         }

@@ -51,6 +51,7 @@ async fn a_new_replica_streams_its_snapshot_at_the_rate_limit() {
         log_retain: Some(4),
         snapshot_rate: Some(RATE),
         max_payload: Some(MAX_PAYLOAD),
+        metrics: true,
         ..NodeOpts::default()
     };
     let mut cluster = Cluster::start(2, opts).await;
@@ -73,6 +74,16 @@ async fn rows(cluster: &Cluster, i: usize) -> Result<Vec<Row>, String> {
 /// The copies node `i`'s STATUS shows for shard 1.
 async fn copies(cluster: &Cluster, i: usize) -> Vec<CopyProgress> {
     cluster.state(i).await.map(|s| s.copies).unwrap_or_default()
+}
+
+/// Node `i`'s Prometheus metrics page (an HTTP/1.0 GET, the connection closed after it).
+async fn metrics_page(cluster: &Cluster, i: usize) -> String {
+    let addr = cluster.nodes[i].metrics_addr().expect("the node serves metrics");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect for /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.expect("send GET");
+    let mut page = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut page).await.expect("read /metrics");
+    page
 }
 
 /// Node `i`'s STATUS in the text mode, as `nc` would show it.
@@ -130,7 +141,7 @@ async fn scenario(cluster: &mut Cluster) {
     expect_ok("ConfigureShard on the learner", cluster.control(learner, configure).await);
     expect_ok("BecomeFollower on the learner", cluster.become_follower(learner, term, primary).await);
 
-    let (mut sending, mut receiving, mut text_line) = (Vec::new(), Vec::new(), None);
+    let (mut sending, mut receiving, mut text_line, mut metric_line) = (Vec::new(), Vec::new(), None, None);
     let mut budget = Budget::every("the learner to catch up", Duration::from_secs(60), Duration::from_millis(50));
     let finished = loop {
         let out = copies(cluster, primary).await;
@@ -140,6 +151,15 @@ async fn scenario(cluster: &mut Cluster) {
         if text_line.is_none() && sending.last().is_some_and(|c| c.copied.rows > 0) {
             let text = text_status(cluster, primary).await;
             text_line = text.lines().find(|l| l.starts_with("  copy sending to Server1")).map(str::to_owned);
+        }
+        if metric_line.is_none() && sending.last().is_some_and(|c| c.copied.rows > 0) {
+            let page = metrics_page(cluster, primary).await;
+            let copying = |l: &&str| {
+                l.starts_with("shardline_snapshot_copied_rows{")
+                    && l.contains("direction=\"sending\"")
+                    && !l.ends_with(" 0")
+            };
+            metric_line = page.lines().find(copying).map(str::to_owned);
         }
         let state = cluster.state(learner).await;
         if state.as_ref().is_ok_and(|s| s.serving && s.role == ReplicaRole::Follower && s.copies.is_empty()) {
@@ -171,6 +191,8 @@ async fn scenario(cluster: &mut Cluster) {
     let got = receiving.iter().find(midway).unwrap_or_else(|| panic!("nothing received midway: {receiving:?}"));
     assert_eq!(got.peer, "Server0", "{got:?}");
     assert!(text_line.is_some(), "the text mode's STATUS never showed the copy");
+    assert!(metric_line.is_some(), "the primary's /metrics never showed the copy's progress");
+    eprintln!("metrics: {metric_line:?}");
 
     assert_eq!(rows(cluster, learner).await.expect("the learner's rows"), want, "the learner holds the same rows");
     assert!(copies(cluster, primary).await.is_empty(), "the copy is over on the primary too");

@@ -38,6 +38,8 @@ pub struct NodeOpts {
     pub snapshot_rate: Option<u64>,
     /// `--max-payload` (bytes), or the node's default.
     pub max_payload: Option<usize>,
+    /// Serve Prometheus metrics on a free port of their own (otherwise none).
+    pub metrics: bool,
 }
 
 impl Default for NodeOpts {
@@ -49,6 +51,7 @@ impl Default for NodeOpts {
             log_retain: None,
             snapshot_rate: None,
             max_payload: None,
+            metrics: false,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct NodeProc {
     port: u16,
     opts: NodeOpts,
     dir: TempDir,
+    /// The metrics port, if the node serves metrics.
+    metrics_port: Option<u16>,
     child: Option<Child>,
     last_exit: Option<ExitStatus>,
     starts: u32,
@@ -76,8 +81,10 @@ impl NodeProc {
     pub fn spawn(name: &str, opts: NodeOpts, env: &[(&str, &str)]) -> io::Result<NodeProc> {
         let dir = tempfile::Builder::new().prefix(&format!("shardline-{name}-")).tempdir()?;
         std::fs::create_dir_all(dir.path().join("data"))?;
+        let metrics_port = if opts.metrics { Some(free_port()?) } else { None };
+        let port = free_port()?;
         let mut node =
-            NodeProc { name: name.to_owned(), port: free_port()?, opts, dir, child: None, last_exit: None, starts: 0 };
+            NodeProc { name: name.to_owned(), port, opts, dir, metrics_port, child: None, last_exit: None, starts: 0 };
         node.start(env)?;
         Ok(node)
     }
@@ -90,6 +97,11 @@ impl NodeProc {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the node serves Prometheus metrics, if it does.
+    pub fn metrics_addr(&self) -> Option<String> {
+        self.metrics_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// `--data-dir`.
@@ -123,9 +135,9 @@ impl NodeProc {
             .arg(self.opts.write_timeout_ms.to_string())
             .arg("--sync-heartbeat-ms")
             .arg(self.opts.sync_heartbeat_ms.to_string())
-            // No metrics port: these tests pick free ports, and one more per node could
-            // land on another test's.
-            .arg("--metrics-addr=off");
+            // No metrics port unless asked for one: these tests pick free ports, and one
+            // more per node could land on another test's.
+            .arg(format!("--metrics-addr={}", self.metrics_addr().unwrap_or_else(|| "off".into())));
         if let Some(lag) = self.opts.snapshot_lag {
             cmd.arg("--snapshot-lag").arg(lag.to_string());
         }
