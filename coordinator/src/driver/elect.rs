@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use shardline_protocol::{ControlRequest, ControlResponse, ServerAddr, ShardId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::answers::Purpose;
 use super::{Core, Effect};
@@ -97,6 +97,9 @@ impl Core {
             return Vec::new();
         }
         let voted = matches!(&answer, Some(ControlResponse::Vote(v)) if v.term == term);
+        if !voted {
+            debug!(%shard, term, node, ?answer, "a voter answered without a vote");
+        }
         if voted && e.deposed.as_deref() == Some(node) {
             e.deposed_voted = true;
         }

@@ -355,7 +355,9 @@ impl Core {
         for action in actions {
             let queued = |shard: &ShardId| self.leaving.get(shard).is_some_and(|q| !q.is_empty());
             let allowed = match &action {
-                Action::Elect(_) => true,
+                // A shard never elected (term 0) is the admin operation's to elect, once it
+                // has configured the replicas: asked before, they only answer UnknownShard.
+                Action::Elect(shard) => !admin_held || self.meta.shards.get(shard).is_some_and(|s| s.term > 0),
                 Action::Repoint(shard) | Action::Settled { shard, .. } => !admin_held || queued(shard),
                 _ => !admin_held,
             };

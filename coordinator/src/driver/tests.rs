@@ -297,3 +297,14 @@ fn caught_up_needs_the_whole_log_on_the_target_and_all_of_it_committed() {
     assert!(!switch::caught_up(&pending, &state(ReplicaRole::Follower, 10, 8), 4), "not all committed");
     assert!(!switch::caught_up(&primary, &state(ReplicaRole::Follower, 10, 10), 5), "another term's primary");
 }
+
+#[test]
+fn a_never_elected_shard_waits_for_the_admin_operation_that_configures_it() {
+    let t0 = Instant::now();
+    let (mut core, _) = core(None, t0);
+    core.update(|m| m.shards.get_mut(&SHARD).expect("shard 1").term = 0).expect("saved");
+    assert!(calls(&core.reconcile(t0, true)).is_empty(), "Init or AddServers elects it once configured");
+    let queries = core.reconcile(t0, false);
+    assert!(calls(&queries).iter().all(|c| matches!(c.request, ControlRequest::ElectionQuery { term: 1, .. })));
+    assert_eq!(calls(&queries).len(), 3, "with no admin operation under way, the reconcile loop elects it");
+}
