@@ -5,11 +5,10 @@
 
 mod harness;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{poll, row, signal, Up};
+use harness::writers::{assert_rows_are, Writers};
+use harness::{poll, signal, Up};
 use shardline::{Client, ClientConfig, ShardId};
 
 /// Concurrent writers; writer `w` writes keys `w, w + WRITERS, ...` (all in sh1).
@@ -49,35 +48,12 @@ async fn scenario(c: &Client) {
         .expect("the node's STATS has a pid line");
     drop(node);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (c, stop, acked) = (c.clone(), stop.clone(), acked.clone());
-        writers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            for i in 0..MAX_WRITES {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = w + i * WRITERS;
-                if let Err(e) = c.write(&[row(key)]).await {
-                    return Err(format!("write of {key} failed: {e}"));
-                }
-                mine.push(key);
-                acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(mine)
-        }));
-    }
+    let writers = Writers::start(c, WRITERS, MAX_WRITES);
 
-    poll("100 writes acknowledged", Duration::from_secs(30), || async {
-        (acked.load(Ordering::Relaxed) >= 100).then_some(())
-    })
-    .await;
+    poll("100 writes acknowledged", Duration::from_secs(30), || async { (writers.acked() >= 100).then_some(()) }).await;
     signal(pid, libc::SIGKILL);
     let killed_at = Instant::now();
-    let at_kill = acked.load(Ordering::Relaxed);
+    let at_kill = writers.acked();
 
     // A new primary for sh1, and writes acknowledged after it took over.
     poll("a new primary for sh1", Duration::from_secs(30), || async {
@@ -87,30 +63,16 @@ async fn scenario(c: &Client) {
     })
     .await;
     poll("200 writes after the kill", Duration::from_secs(30), || async {
-        (acked.load(Ordering::Relaxed) >= at_kill + 200).then_some(())
+        (writers.acked() >= at_kill + 200).then_some(())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
+    let acked = writers.acked();
     eprintln!(
         "failover: {} writes acknowledged, {} of them after the kill ({:?} ago)",
-        acked.load(Ordering::Relaxed),
-        acked.load(Ordering::Relaxed) - at_kill,
+        acked,
+        acked - at_kill,
         killed_at.elapsed()
     );
-
-    let mut written = Vec::new();
-    for w in writers {
-        match w.await.expect("writer task") {
-            Ok(keys) => written.extend(keys),
-            Err(e) => panic!("a client saw an error during the failover: {e}"),
-        }
-    }
-    written.sort();
-    let rows = c.read_primary(0..=4095).await.unwrap();
-    let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
-    assert!(keys.windows(2).all(|w| w[0] < w[1]), "a key is read twice or out of order");
-    assert_eq!(keys, written, "acknowledged writes and readable rows differ");
-    for r in &rows {
-        assert_eq!(*r, row(r.key));
-    }
+    let written = writers.stop("the failover").await;
+    assert_rows_are(c, &written).await;
 }

@@ -7,11 +7,11 @@
 
 mod harness;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use harness::{cli, poll, row, Up};
+use harness::writers::{assert_rows_are, Writers};
+use harness::{cli, poll, Up};
 use shardline::{Client, ShardId};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -55,28 +55,9 @@ async fn text_line(addr: &str, line: &str) -> Vec<String> {
 }
 
 async fn scenario(up: &Up, c: &Client) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (c, stop, acked) = (c.clone(), stop.clone(), acked.clone());
-        writers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            for i in 0..MAX_WRITES {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = w + i * WRITERS;
-                if let Err(e) = c.write(&[row(key)]).await {
-                    return Err(format!("write of {key} failed: {e}"));
-                }
-                mine.push(key);
-                acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(mine)
-        }));
-    }
+    let writers = Writers::start(c, WRITERS, MAX_WRITES);
     // Readers of sh1's replicas and of its primary, all along.
+    let stop = writers.stop_flag();
     let mut readers = Vec::new();
     for primary in [false, true] {
         let (c, stop) = (c.clone(), stop.clone());
@@ -93,10 +74,10 @@ async fn scenario(up: &Up, c: &Client) {
         }));
     }
     let acked_at_least = |n: u64| {
-        let acked = acked.clone();
+        let writers = &writers;
         async move {
             poll(&format!("{n} writes acknowledged"), Duration::from_secs(60), || async {
-                (acked.load(Ordering::Relaxed) >= n).then_some(())
+                (writers.acked() >= n).then_some(())
             })
             .await
         }
@@ -115,16 +96,14 @@ async fn scenario(up: &Up, c: &Client) {
     assert_eq!(now, target, "the CLI's switchover moved sh1 to its target");
     assert!(new_term > term, "the target leads at a new term");
     eprintln!("switched sh1 from {first} to {target} (term {term} → {new_term})\n{}", run.stdout);
-    let after_first = acked.load(Ordering::Relaxed);
-    acked_at_least(after_first + 100).await;
+    acked_at_least(writers.acked() + 100).await;
 
     // 2. The text mode, without a target.
     let answer = text_line(&up.addr(), "FAILOVER sh1").await;
     assert!(answer.last().is_some_and(|l| l.starts_with("OK")), "FAILOVER sh1: {answer:?}");
     let (third, _, _) = sh1_primary(c).await.expect("sh1 has a primary");
     assert_ne!(third, target, "FAILOVER sh1 moved the primary away from {target}");
-    let after_second = acked.load(Ordering::Relaxed);
-    acked_at_least(after_second + 100).await;
+    acked_at_least(writers.acked() + 100).await;
 
     // Bad requests change nothing and say why.
     let answer = text_line(&up.addr(), "FAILOVER sh1 NoSuchServer").await;
@@ -132,27 +111,13 @@ async fn scenario(up: &Up, c: &Client) {
     let answer = text_line(&up.addr(), "FAILOVER sh99").await;
     assert!(answer.last().is_some_and(|l| l.starts_with("ERR")), "an unknown shard: {answer:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    let mut written = Vec::new();
-    for w in writers {
-        match w.await.expect("writer task") {
-            Ok(keys) => written.extend(keys),
-            Err(e) => panic!("a client saw an error during a switchover: {e}"),
-        }
-    }
+    let written = writers.stop("a switchover").await;
     for r in readers {
         match r.await.expect("reader task") {
             Ok(reads) => eprintln!("{reads} reads, none failed"),
             Err(e) => panic!("a client saw an error during a switchover: {e}"),
         }
     }
-    written.sort();
-    let rows = c.read_primary(0..=4095).await.unwrap();
-    let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
-    assert!(keys.windows(2).all(|w| w[0] < w[1]), "a key is read twice or out of order");
-    assert_eq!(keys, written, "acknowledged writes and readable rows differ");
-    for r in &rows {
-        assert_eq!(*r, row(r.key));
-    }
+    assert_rows_are(c, &written).await;
     eprintln!("{} writes acknowledged across two switchovers, every one readable once", written.len());
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod writers;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
