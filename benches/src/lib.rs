@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod cpu;
 pub mod error;
 pub mod failover;
 pub mod hgrm;

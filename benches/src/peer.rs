@@ -174,6 +174,11 @@ pub fn table(spec: &PeerSpec, rows: &[PeerRow]) -> String {
             dir.map_or(0.0, |o| o.p99_ms),
             r.direct.throughput / r.redis.rps.max(1e-9),
         );
+        let cpu = |r: &Report| match (r.bench_cpu_us_per_op, r.bench_cpu_share) {
+            (Some(us), Some(share)) => format!("{us:.1} µs/op, {:.0}% of the machine", share * 100.0),
+            _ => "not measured".to_owned(),
+        };
+        let _ = writeln!(out, "  load generator CPU: {} (balancer); {} (direct)", cpu(&r.shardline), cpu(&r.direct));
         if r.direct.errors > 0 {
             let _ = writeln!(out, "  note: {} Shardline operations failed (client routing)", r.direct.errors);
         }

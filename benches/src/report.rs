@@ -80,6 +80,10 @@ pub struct Report {
     pub rows_at_start: u64,
     /// Rows inserted before the run.
     pub preloaded: u64,
+    /// The bench's own CPU per successful operation over the measured span, microseconds.
+    pub bench_cpu_us_per_op: Option<f64>,
+    /// The bench's share of the machine over the measured span (1.0: every core busy).
+    pub bench_cpu_share: Option<f64>,
     /// Remarks.
     pub notes: Vec<String>,
     /// Files written.
@@ -115,7 +119,11 @@ impl Report {
                 }
             })
             .collect::<Vec<_>>();
+        let count: u64 = ops.iter().map(|o| o.count).sum();
+        let cpu = outcome.bench_cpu.map(|c| c.as_secs_f64());
         Report {
+            bench_cpu_us_per_op: cpu.filter(|_| count > 0).map(|c| c * 1e6 / count as f64),
+            bench_cpu_share: cpu.map(|c| c / (secs * crate::cpu::cores() as f64)),
             addr: spec.addr.clone(),
             mix: spec.mix.to_string(),
             keys: spec.keys,
@@ -212,6 +220,14 @@ impl Report {
         let _ = writeln!(out, "{:<8} {:>9} {:>7} {:>10.0}", "total", count, self.errors, self.throughput);
         for o in self.ops.iter().filter(|o| o.first_error.is_some()) {
             let _ = writeln!(out, "  first {} error: {}", o.op, o.first_error.as_deref().unwrap_or(""));
+        }
+        if let (Some(us), Some(share)) = (self.bench_cpu_us_per_op, self.bench_cpu_share) {
+            let _ = writeln!(
+                out,
+                "load generator: {us:.1} µs of CPU per operation, {:.0}% of the machine ({} cores)",
+                share * 100.0,
+                crate::cpu::cores()
+            );
         }
         self.spread_table(&mut out);
         self.memory_table(&mut out);

@@ -1,11 +1,11 @@
 //! Runs a workload against a balancer: `connections` clients, `pipeline` workers on each
-//! (they share the client's pipelined connection), paced by the [`Schedule`], each worker
-//! recording its own HdrHistograms, merged at the end. Reads the cluster's counters and the
+//! (they share the client's pipelined connection), paced by the [`Schedule`]; each worker
+//! buffers a batch of latencies and adds it to one set of HdrHistograms. Reads the cluster's counters and the
 //! processes' memory around the run.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -45,15 +45,6 @@ impl OpStats {
     fn new(op: Op) -> OpStats {
         OpStats { op, latency: histogram(), errors: 0, first_error: None }
     }
-
-    fn merge(&mut self, other: &OpStats) -> Result<(), BenchError> {
-        self.latency.add(&other.latency).map_err(|e| BenchError::Histogram(e.to_string()))?;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error.clone_from(&other.first_error);
-        }
-        Ok(())
-    }
 }
 
 /// Everything a run measured.
@@ -71,6 +62,9 @@ pub struct Outcome {
     pub key_set: (u64, u64),
     /// Rows inserted before the run.
     pub preloaded: u64,
+    /// The bench's own CPU time (all its threads) over the measured span, where `/proc`
+    /// shows it.
+    pub bench_cpu: Option<Duration>,
     /// Things a reader should know (the key set ran out, counters missing...).
     pub notes: Vec<String>,
 }
@@ -94,6 +88,46 @@ struct Shared {
     /// Nanoseconds after the warm-up's end of the last measured answer.
     last_ns: AtomicU64,
     exhausted: AtomicBool,
+    /// Every worker's measurements, in [`Op::ALL`] order, merged batch by batch.
+    stats: Mutex<Vec<OpStats>>,
+}
+
+/// How many measured answers a worker keeps before it adds them to [`Shared::stats`].
+const BATCH: usize = 256;
+
+/// A worker's measurements not yet added to the shared histograms.
+///
+/// Hundreds of workers each with its own histograms (about 190 KiB each) made the bench
+/// spend a third of its time faulting in fresh pages; a short buffer of latencies, added
+/// under one lock every [`BATCH`] answers, keeps the hot path to a push.
+struct Batch {
+    /// (op index, microseconds) of successful answers.
+    latencies: Vec<(u8, u64)>,
+    /// Measured answers, failures included.
+    done: u64,
+    last_ns: u64,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch { latencies: Vec::with_capacity(BATCH), done: 0, last_ns: 0 }
+    }
+
+    /// Adds the batch to the shared figures and empties it.
+    fn flush(&mut self, shared: &Shared) {
+        if self.done == 0 {
+            return;
+        }
+        shared.done.fetch_add(self.done, Ordering::Relaxed);
+        shared.last_ns.fetch_max(self.last_ns, Ordering::Relaxed);
+        let mut stats = shared.stats.lock().expect("stats lock");
+        for &(op, us) in &self.latencies {
+            stats[op as usize].latency.saturating_record(us);
+        }
+        drop(stats);
+        self.latencies.clear();
+        self.done = 0;
+    }
 }
 
 /// Runs `spec` against its balancer and returns what it measured.
@@ -142,8 +176,14 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
         failed: AtomicU64::new(0),
         last_ns: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
+        stats: Mutex::new(Op::ALL.into_iter().map(OpStats::new).collect()),
     });
     let bar = progress(spec, shared.clone());
+    let warmup_end = shared.schedule.warmup_end();
+    let cpu_at_warmup_end = tokio::spawn(async move {
+        tokio::time::sleep_until(warmup_end.into()).await;
+        crate::cpu::own()
+    });
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         for p in 0..spec.pipeline {
@@ -151,14 +191,17 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
             tasks.push(tokio::spawn(worker(shared.clone(), client.clone(), seed)));
         }
     }
-    let mut ops: Vec<OpStats> = spec.mix.ops().map(OpStats::new).collect();
     for t in tasks {
-        let mine = t.await.map_err(|e| BenchError::Process(format!("a worker failed: {e}")))?;
-        for (total, part) in ops.iter_mut().zip(mine.iter().filter(|o| spec.mix.weight(o.op) > 0)) {
-            total.merge(part)?;
-        }
+        t.await.map_err(|e| BenchError::Process(format!("a worker failed: {e}")))?;
     }
+    let cpu_at_end = crate::cpu::own();
+    let bench_cpu = match (cpu_at_warmup_end.await.ok().flatten(), cpu_at_end) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+        _ => None,
+    };
     bar.finish();
+    let all = std::mem::take(&mut *shared.stats.lock().expect("stats lock"));
+    let ops: Vec<OpStats> = all.into_iter().filter(|o| spec.mix.weight(o.op) > 0).collect();
     let elapsed = Duration::from_nanos(shared.last_ns.load(Ordering::Relaxed));
     let elapsed = match spec.stop {
         Stop::Duration(d) if !shared.exhausted.load(Ordering::Relaxed) => elapsed.max(d),
@@ -187,6 +230,7 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
         memory,
         key_set: (shared.keys.len(), present_at_start),
         preloaded,
+        bench_cpu,
         notes,
     })
 }
@@ -202,10 +246,10 @@ async fn balancer_pid(client: &Client, addr: &str) -> Option<u32> {
     reported.and_then(|(_, v)| v.parse().ok()).or_else(|| rss::listening_pid(sock.port()))
 }
 
-/// One worker: takes tickets until the run is over; returns its statistics, in
-/// [`Op::ALL`] order.
-async fn worker(shared: Arc<Shared>, client: Client, seed: u64) -> Vec<OpStats> {
-    let mut stats: Vec<OpStats> = Op::ALL.into_iter().map(OpStats::new).collect();
+/// One worker: takes tickets until the run is over, adding what it measures to
+/// [`Shared::stats`].
+async fn worker(shared: Arc<Shared>, client: Client, seed: u64) {
+    let mut batch = Batch::new();
     let mut rng = Rng::new(seed);
     let warmup_end = shared.schedule.warmup_end();
     while !shared.exhausted.load(Ordering::Relaxed) {
@@ -221,14 +265,19 @@ async fn worker(shared: Arc<Shared>, client: Client, seed: u64) -> Vec<OpStats> 
             shared.exhausted.store(true, Ordering::Relaxed);
             break;
         }
-        record(&shared, &mut stats[op.index()], &ticket, result, sent, done, warmup_end);
+        record(&shared, &mut batch, op, &ticket, result, sent, done, warmup_end);
+        if batch.latencies.len() >= BATCH {
+            batch.flush(&shared);
+        }
     }
-    stats
+    batch.flush(&shared);
 }
 
+#[allow(clippy::too_many_arguments)] // one answer's facts, recorded on the hot path
 fn record(
     shared: &Shared,
-    stats: &mut OpStats,
+    batch: &mut Batch,
+    op: Op,
     ticket: &Ticket,
     result: Result<(), Failure>,
     sent: Instant,
@@ -238,16 +287,18 @@ fn record(
     if !ticket.measured {
         return;
     }
-    shared.done.fetch_add(1, Ordering::Relaxed);
-    let since = done.saturating_duration_since(warmup_end).as_nanos() as u64;
-    shared.last_ns.fetch_max(since, Ordering::Relaxed);
+    batch.done += 1;
+    batch.last_ns = batch.last_ns.max(done.saturating_duration_since(warmup_end).as_nanos() as u64);
     match result {
         Ok(()) => {
             let us = shared.schedule.latency(ticket, sent, done).as_micros() as u64;
-            stats.latency.saturating_record(us.clamp(1, MAX_US));
+            batch.latencies.push((op.index() as u8, us.clamp(1, MAX_US)));
         }
         Err(e) => {
+            // Failures are rare: counted at once, so progress shows them as they happen.
             shared.failed.fetch_add(1, Ordering::Relaxed);
+            let mut stats = shared.stats.lock().expect("stats lock");
+            let stats = &mut stats[op.index()];
             stats.errors += 1;
             if stats.first_error.is_none() {
                 stats.first_error = Some(e.to_string());
