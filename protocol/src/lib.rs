@@ -10,6 +10,7 @@
 //! - [`batch`]: the write batch layout a router splits by key without decoding rows.
 //! - [`log_entry`]: the replicated log entry and its CRC.
 //! - [`model`]: schema, values, rows, shards.
+//! - [`rows`]: read answers built and merged as bytes (a node's stored rows, shards' parts).
 //! - [`text`]: the nc text mode's parser and formatter.
 //! - `net` (feature `net`): the thin tokio layer: serving a listener, calling a peer.
 //!
@@ -33,6 +34,7 @@ pub mod message;
 pub mod model;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod rows;
 pub mod text;
 
 pub use batch::{BatchError, WriteBatch};

@@ -14,10 +14,12 @@ mod link;
 mod task;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use shardline_protocol::rows::RowsWriter;
 use shardline_protocol::{
     ControlResponse, ErrorCode, LogLine, Operation, PeerResponse, Row, ShardCommit, ShardSpec, ShardState,
 };
@@ -94,7 +96,6 @@ pub(crate) struct Published {
 pub(crate) struct Counters {
     pub writes_acked: u64,
     pub writes_failed: u64,
-    pub reads: u64,
     pub fsyncs: u64,
     pub entries_synced: u64,
     pub write_latency_us: Histogram<u64>,
@@ -106,6 +107,8 @@ pub(crate) struct Shared {
     pub spec: ShardSpec,
     pub table: Table,
     pub published: Mutex<Published>,
+    /// Reads served: counted on every read, so outside the counters' lock.
+    pub reads: AtomicU64,
     pub counters: Mutex<Counters>,
 }
 
@@ -151,15 +154,29 @@ impl ShardHandle {
 
     /// Rows in `[low, high]`; `primary` asks for a linearizable read under the lease.
     pub fn read(&self, low: i64, high: i64, primary: bool) -> Result<Vec<Row>, ErrorCode> {
+        let (low, high) = self.may_read(low, high, primary)?;
+        self.shared.table.read_range(low, high).map_err(|e| ErrorCode::Internal(e.to_string()))
+    }
+
+    /// Appends the rows in `[low, high]` to `out` as stored (see [`Table::read_encoded`]);
+    /// `primary` asks for a linearizable read under the lease.
+    ///
+    /// [`Table::read_encoded`]: crate::store::Table::read_encoded
+    pub fn read_encoded(&self, low: i64, high: i64, primary: bool, out: &mut RowsWriter) -> Result<(), ErrorCode> {
+        let (low, high) = self.may_read(low, high, primary)?;
+        self.shared.table.read_encoded(low, high, out).map_err(|e| ErrorCode::Internal(e.to_string()))
+    }
+
+    /// Whether this replica may serve the read now, and the part of `[low, high]` it holds.
+    fn may_read(&self, low: i64, high: i64, primary: bool) -> Result<(i64, i64), ErrorCode> {
         {
             let p = self.shared.published.lock().expect("published lock");
             let now = p.origin.elapsed();
             crate::replica::read_gate(&p.state, p.primary.as_ref(), p.lease_until, p.ready, now, primary)?;
         }
-        self.shared.counters.lock().expect("counters lock").reads += 1;
+        self.shared.reads.fetch_add(1, Ordering::Relaxed);
         let spec = self.shared.spec;
-        let high = high.min(spec.high().unwrap_or(i64::MIN));
-        self.shared.table.read_range(low.max(spec.low), high).map_err(|e| ErrorCode::Internal(e.to_string()))
+        Ok((low.max(spec.low), high.min(spec.high().unwrap_or(i64::MIN))))
     }
 
     /// Sends a command and waits for its answer.
@@ -191,7 +208,7 @@ impl ShardHandle {
             (format!("{id}.fault"), state.fault.clone().unwrap_or_else(|| "none".into())),
             (format!("{id}.writes_acked"), c.writes_acked.to_string()),
             (format!("{id}.writes_failed"), c.writes_failed.to_string()),
-            (format!("{id}.reads"), c.reads.to_string()),
+            (format!("{id}.reads"), self.shared.reads.load(Ordering::Relaxed).to_string()),
             (format!("{id}.fsyncs"), c.fsyncs.to_string()),
             (format!("{id}.entries_per_fsync"), format!("{per_sync:.2}")),
             (format!("{id}.write_p50_us"), h.value_at_quantile(0.50).to_string()),

@@ -96,10 +96,10 @@ pub fn open_shard(
             ready: false,
             followers: Vec::new(),
         }),
+        reads: std::sync::atomic::AtomicU64::new(0),
         counters: Mutex::new(Counters {
             writes_acked: 0,
             writes_failed: 0,
-            reads: 0,
             fsyncs: 0,
             entries_synced: 0,
             write_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
