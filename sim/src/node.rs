@@ -249,6 +249,11 @@ impl SimNode {
             return;
         }
         let now = self.local(world.now);
+        // An append is answered before its committed entries are applied, as in a node.
+        let apply_after = match &msg {
+            Msg::Peer { shard, request: PeerRequest::Append { .. }, .. } => Some(*shard),
+            _ => None,
+        };
         let answer = match msg {
             Msg::Client { id, shard, request } => {
                 self.client(world, now, from, id, shard, request);
@@ -273,6 +278,12 @@ impl SimNode {
         }
         if let Some(answer) = answer {
             world.send(Addr::Node(self.index), from, answer);
+        }
+        if let Some(r) = apply_after.and_then(|shard| self.replicas.get_mut(&shard)) {
+            r.apply_committed();
+            if self.died_at_failpoint(world) {
+                return;
+            }
         }
         self.carry_out(world);
     }
@@ -358,7 +369,14 @@ impl SimNode {
                 if let Some(client_seq) = op.client_seq() {
                     self.writes.insert((shard, self.tokens), client_seq);
                 }
-                replica.write_group(now, vec![(op, self.tokens)]);
+                // As the node's shard task does: the appends leave before the primary's own
+                // fsync (staging has no failpoint: it only buffers), so a crash at that
+                // fsync finds the followers already holding entries it never made durable.
+                replica.stage_writes(now, vec![(op, self.tokens)]);
+                self.carry_out(world);
+                if let Some(r) = self.replicas.get_mut(&shard) {
+                    r.sync_log(now);
+                }
             }
             ClientRequest::Read(key) => {
                 let answer = replica
@@ -431,7 +449,7 @@ impl SimNode {
         };
         match request {
             PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
-                r.on_append(AppendRequest { term, primary, prev, entries, commit })
+                r.receive_append(AppendRequest { term, primary, prev, entries, commit })
             }
             PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, total, .. } => {
                 if self.drop_snapshot_marks {

@@ -78,8 +78,19 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
-    /// An append from a primary (Raft's AppendEntries).
+    /// An append from a primary (Raft's AppendEntries), applied before it returns: the same
+    /// as [`Replica::receive_append`] then [`Replica::apply_committed`].
     pub fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
+        let answer = self.receive_append(req);
+        self.apply_committed();
+        answer
+    }
+
+    /// An append from a primary (Raft's AppendEntries), logged and fsynced but not applied:
+    /// the answer says only what is on this replica's disk, so the driver sends it first
+    /// and then calls [`Replica::apply_committed`], keeping the table's commit off the
+    /// primary's acknowledgement path.
+    pub fn receive_append(&mut self, req: AppendRequest) -> PeerResponse {
         if let Err(e) = self.accept_primary(req.term, &req.primary) {
             return match e {
                 ErrorCode::StaleTerm { current, .. } => {
@@ -152,18 +163,30 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let matched = incoming.last().copied().unwrap_or(req.prev);
         let new_commit = req.commit.min(matched.index);
         if new_commit > self.commit {
-            if let Err(e) = self.apply_to(new_commit) {
-                self.storage_failed("apply", &e);
-                return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
-            }
             self.commit = new_commit;
         }
-        if self.applied.index >= req.commit && (self.fault.is_some() || !self.synced) {
+        self.primary_commit = Some(req.commit);
+        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0 }
+    }
+
+    /// Applies what the primary's appends said is committed and this log holds; once
+    /// the table has everything the primary had committed, serves reads again.
+    pub fn apply_committed(&mut self) {
+        if !matches!(self.role, Role::Follower { .. }) {
+            return;
+        }
+        if self.commit > self.applied.index {
+            if let Err(e) = self.apply_to(self.commit) {
+                return self.storage_failed("apply", &e);
+            }
+        }
+        // Only right after an append that succeeded: its commit index is the primary's now.
+        let Some(primary_commit) = self.primary_commit.take() else { return };
+        if self.applied.index >= primary_commit && (self.fault.is_some() || !self.synced) {
             if self.fault.is_some() {
                 // Only now may a restart find the log whole: it holds all the primary committed.
                 if let Err(e) = self.wal.damage_repaired() {
-                    self.log_failed("log repair record", &e);
-                    return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+                    return self.log_failed("log repair record", &e);
                 }
                 info!(applied = self.applied.index, "log repaired from the primary: serving again");
             } else {
@@ -172,7 +195,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             self.fault = None;
             self.synced = true;
         }
-        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0 }
     }
 
     /// A chunk of a snapshot from a primary.

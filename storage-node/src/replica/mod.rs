@@ -222,6 +222,11 @@ pub struct Replica<D: Disk, T: TableStore> {
     epochs: u64,
     effects: Vec<Effect>,
     syncs: SyncCounts,
+    /// Entries staged in the log and not yet fsynced (see [`Replica::sync_log`]).
+    unsynced: u64,
+    /// The commit index of the append just received and not yet applied (followers): what
+    /// [`Replica::apply_committed`] checks the table against before serving again.
+    primary_commit: Option<u64>,
 }
 
 /// Why a replica could not open.
@@ -298,6 +303,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             epochs: 0,
             effects: Vec::new(),
             syncs: SyncCounts::default(),
+            unsynced: 0,
+            primary_commit: None,
         })
     }
 
@@ -466,6 +473,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         warn!(%e, "{what} failed: reloading the log from disk");
         self.step_down(Role::Idle);
         self.synced = false;
+        self.unsynced = 0;
         match self.wal.reload() {
             Ok(report) => {
                 self.fault = report

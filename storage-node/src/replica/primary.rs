@@ -142,8 +142,22 @@ impl PrimaryState {
 
 impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Validates, logs and syncs a group of writes; each is answered through
-    /// [`Effect::WriteDone`] with its token once it commits (or is refused).
+    /// [`Effect::WriteDone`] with its token once it commits (or is refused). The same as
+    /// [`Replica::stage_writes`] then [`Replica::sync_log`], with nothing carried out between.
     pub fn write_group(&mut self, now: Time, writes: Vec<(Operation, u64)>) {
+        self.stage_writes(now, writes);
+        self.sync_log(now);
+    }
+
+    /// Validates and logs a group of writes and sends them to the followers, without the
+    /// log's fsync: the driver carries out the sends first, then calls
+    /// [`Replica::sync_log`], so the followers' fsyncs overlap the primary's own (Raft
+    /// thesis §10.2.1). The primary counts itself toward a majority only once its fsync is
+    /// done; a follower counts once it has answered that the entries are on its disk.
+    ///
+    /// The driver calls [`Replica::sync_log`] before it hands the replica anything else:
+    /// staged entries never wait across another input.
+    pub fn stage_writes(&mut self, now: Time, writes: Vec<(Operation, u64)>) {
         if let Some(e) = self.refusal(now) {
             for (op, token) in writes {
                 // A refusal is definite only if this write was never logged here: a retry of
@@ -230,8 +244,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             next += 1;
         }
         if !records.is_empty() {
-            self.log_and_sync(now, records);
-            self.advance_commit(now);
+            self.log(now, records);
         }
     }
 
@@ -281,12 +294,29 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
     }
 
-    /// Stages records, fsyncs them, and sends them to the followers.
-    pub(super) fn log_and_sync(&mut self, now: Time, records: Vec<(u64, Bytes)>) {
+    /// Stages records in the log (in memory, not yet on disk) and sends them to the
+    /// followers; [`Replica::sync_log`] makes them durable.
+    pub(super) fn log(&mut self, now: Time, records: Vec<(u64, Bytes)>) {
         let n = records.len() as u64;
         if let Err(e) = self.wal.stage(records) {
             return self.log_failed("log append", &e);
         }
+        self.unsynced += n;
+        let last = self.wal.last().index;
+        if let Role::Primary(p) = &mut self.role {
+            let held = p.followers.iter().map(|f| f.durable).min().unwrap_or(last);
+            p.appended.logged(last, now, held);
+        }
+        self.pump(now);
+    }
+
+    /// Writes and fsyncs what the log has staged (one fsync for the whole group), then
+    /// commits what a majority now holds and acknowledges it. Nothing staged: nothing done.
+    pub fn sync_log(&mut self, now: Time) {
+        if self.unsynced == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.unsynced);
         let last = self.wal.last().index;
         match self.wal.sync() {
             Ok(_) => {
@@ -297,9 +327,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if let Role::Primary(p) = &mut self.role {
             p.durable_self = last;
-            let held = p.followers.iter().map(|f| f.durable).min().unwrap_or(last);
-            p.appended.logged(last, now, held);
         }
+        self.advance_commit(now);
         self.pump(now);
     }
 

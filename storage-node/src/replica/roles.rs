@@ -163,7 +163,10 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.lease_until = Some(lease_until);
         let noop = LogEntry { term, index: last + 1, op: Operation::Noop };
         match noop.encode() {
-            Ok(record) => self.log_and_sync(now, vec![(term, record)]),
+            Ok(record) => {
+                self.log(now, vec![(term, record)]);
+                self.sync_log(now);
+            }
             Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
         }
         self.advance_commit(now);

@@ -172,8 +172,7 @@ impl ShardTask {
                 }
                 other => {
                     if !writes.is_empty() {
-                        let now = self.now();
-                        self.replica.write_group(now, std::mem::take(&mut writes));
+                        self.write_group(std::mem::take(&mut writes));
                     }
                     if !self.handle(other) {
                         return false;
@@ -182,10 +181,19 @@ impl ShardTask {
             }
         }
         if !writes.is_empty() {
-            let now = self.now();
-            self.replica.write_group(now, writes);
+            self.write_group(writes);
         }
         true
+    }
+
+    /// Logs a group of writes: the appends to the followers leave before this replica's
+    /// own fsync, so the two disks work at once.
+    fn write_group(&mut self, writes: Vec<(shardline_protocol::Operation, u64)>) {
+        let now = self.now();
+        self.replica.stage_writes(now, writes);
+        self.carry_out();
+        let now = self.now();
+        self.replica.sync_log(now);
     }
 
     fn handle(&mut self, command: Command) -> bool {
@@ -216,7 +224,9 @@ impl ShardTask {
                 r.renew_lease(since.saturating_duration_since(self.origin), lease_ms, term)
             }
             Command::Append(request, reply) => {
-                let _ = reply.send(r.on_append(request));
+                // Answered once on disk; the table's commit comes after the answer left.
+                let _ = reply.send(r.receive_append(request));
+                r.apply_committed();
             }
             Command::Snapshot(chunk, reply) => {
                 let _ = reply.send(r.on_snapshot(chunk));

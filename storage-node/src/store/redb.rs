@@ -124,10 +124,18 @@ impl ClientMark {
 pub struct Table {
     db: Arc<Database>,
     failpoints: Arc<Failpoints>,
-    /// The rows as of the last commit, shared by every read until the next commit: one
-    /// read transaction per commit instead of one per read. Every commit drops it, so no
-    /// stale view pins pages that later commits freed.
-    reader: Arc<Mutex<Option<Arc<ReadOnlyTable<i64, &'static [u8]>>>>>,
+    /// The rows and client marks as of the last commit, shared by every read (and the
+    /// primary's checks of existing keys and retries) until the next commit: one read
+    /// transaction per commit instead of one per lookup. Every commit drops it, so no stale
+    /// view pins pages that later commits freed.
+    reader: Arc<Mutex<Option<Arc<View>>>>,
+}
+
+/// The tables as of one commit.
+#[derive(Debug)]
+struct View {
+    rows: ReadOnlyTable<i64, &'static [u8]>,
+    clients: ReadOnlyTable<(u64, u64), &'static [u8]>,
 }
 
 impl Table {
@@ -160,13 +168,14 @@ impl Table {
         committed
     }
 
-    /// The rows as of the last commit.
-    fn rows_view(&self) -> Result<Arc<ReadOnlyTable<i64, &'static [u8]>>, StoreError> {
+    /// The tables as of the last commit.
+    fn view(&self) -> Result<Arc<View>, StoreError> {
         let mut reader = self.reader.lock().expect("reader lock");
         if let Some(view) = reader.as_ref() {
             return Ok(view.clone());
         }
-        let view = Arc::new(self.db.begin_read()?.open_table(ROWS)?);
+        let tx = self.db.begin_read()?;
+        let view = Arc::new(View { rows: tx.open_table(ROWS)?, clients: tx.open_table(CLIENTS)? });
         *reader = Some(view.clone());
         Ok(view)
     }
@@ -177,8 +186,8 @@ impl Table {
         if low > high {
             return Ok(());
         }
-        let rows = self.rows_view()?;
-        for item in rows.range(low..=high)? {
+        let view = self.view()?;
+        for item in view.rows.range(low..=high)? {
             let (key, value) = item?;
             out.push_encoded(key.value(), value.value());
         }
@@ -271,8 +280,7 @@ impl TableStore for Table {
 
     /// Whether a row with `key` exists.
     fn contains(&self, key: i64) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read()?;
-        Ok(tx.open_table(ROWS)?.get(key)?.is_some())
+        Ok(self.view()?.rows.get(key)?.is_some())
     }
 
     /// Rows with `low <= key <= high`, in key order.
@@ -292,9 +300,7 @@ impl TableStore for Table {
 
     /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
     fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let clients = tx.open_table(CLIENTS)?;
-        let mark = clients.get((client, seq))?.map(|v| decode("clients", v.value())).transpose()?;
+        let mark = self.view()?.clients.get((client, seq))?.map(|v| decode("clients", v.value())).transpose()?;
         Ok(mark)
     }
 
