@@ -7,7 +7,7 @@
 
 use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
-use shardline_protocol::{ErrorCode, Frame, Message, Request, Response, Route, ShardId};
+use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response, Route, ShardId};
 use tokio::time::Instant;
 use tracing::{debug_span, Instrument};
 
@@ -19,12 +19,12 @@ use crate::service::{answer_with, encode, Balancer};
 impl Balancer {
     /// Serves a `Read` frame.
     pub(crate) async fn read(&self, frame: Frame) -> Result<Frame, ErrorCode> {
-        let (low, high, primary) = match Request::from_frame(&frame) {
+        let (low, high, asked_primary) = match Request::from_frame(&frame) {
             Ok(Request::Read { low, high, primary }) => (low, high, primary),
             Ok(other) => return Err(unexpected("a read", &other)),
             Err(e) => return Err(ErrorCode::BadRequest(e.to_string())),
         };
-        let primary = primary || frame.has_flag(FLAG_LINEARIZABLE);
+        let primary = asked_primary || frame.has_flag(FLAG_LINEARIZABLE);
         if low > high {
             return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
         }
@@ -35,32 +35,37 @@ impl Balancer {
             return Ok(encode(&Response::Rows(Vec::new())));
         }
         let hash = hash_of(self.next_request());
-        if let [(shard, low, high)] = parts[..] {
-            // One shard: its answer is the answer, forwarded as it came.
-            return self.read_part(shard, low, high, primary, hash, deadline).await;
+        if let [(shard, part_low, part_high)] = parts[..] {
+            // One shard: its answer is the answer, forwarded as it came; a request that
+            // fits the shard whole is forwarded as the bytes that came in, too.
+            let whole = (part_low, part_high, primary) == (low, high, asked_primary);
+            let payload = whole.then(|| frame.payload.clone());
+            return self.read_part(shard, (part_low, part_high), primary, hash, deadline, payload).await;
         }
         let reads = parts.iter().map(|&(shard, low, high)| {
             let span = debug_span!("shard_read", %shard, low, high, primary);
-            self.read_part(shard, low, high, primary, hash, deadline).instrument(span)
+            self.read_part(shard, (low, high), primary, hash, deadline, None).instrument(span)
         });
         let answers = join_all(reads).await.into_iter().collect::<Result<Vec<Frame>, ErrorCode>>()?;
         Ok(answer_with(rows_kind(), merge_rows(&answers)?))
     }
 
-    /// Reads `[low, high]` of one shard from the replica the ring picks (or its primary).
+    /// Reads `[low, high]` of one shard from the replica the ring picks (or its primary);
+    /// `payload`, when given, is that request already encoded.
     async fn read_part(
         &self,
         shard: ShardId,
-        low: i64,
-        high: i64,
+        (low, high): (i64, i64),
         primary: bool,
         hash: u64,
         deadline: Instant,
+        payload: Option<bytes::Bytes>,
     ) -> Result<Frame, ErrorCode> {
-        let sub = Request::Read { low, high, primary }
-            .to_frame(0)
-            .map_err(|e| ErrorCode::Internal(e.to_string()))?
-            .with_route(Route::Shard(shard.0));
+        let sub = match payload {
+            Some(payload) => Frame::new(kind::READ, 0, payload),
+            None => Request::Read { low, high, primary }.to_frame(0).map_err(|e| ErrorCode::Internal(e.to_string()))?,
+        }
+        .with_route(Route::Shard(shard.0));
         let pick = |r: &Routing, failed: &[String]| r.reader(shard, hash, primary, failed);
         let (answer, target) = self.call_with_retries(Some(shard), &sub, deadline, pick).await?;
         if answer.kind != rows_kind() {

@@ -225,9 +225,9 @@ impl Client {
                 backoff *= 2;
             }
             let answer = match (&self.inner.router, self.connection_unless_direct().await) {
-                (Some(router), _) => tokio::time::timeout(timeout, router.call(frame.clone()))
-                    .await
-                    .map_err(|_| ClientError::Timeout { addr: self.inner.addr.clone(), timeout }),
+                // The router bounds every call by its own deadline (the same `timeout`):
+                // no timer per request here.
+                (Some(router), _) => Ok(router.call(frame.clone()).await),
                 (None, Ok(Some(conn))) => conn.call(frame.clone(), timeout).await,
                 (None, Ok(None)) => unreachable!("a client without a router has a connection"),
                 (None, Err(e)) => Err(e),
