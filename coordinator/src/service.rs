@@ -17,17 +17,25 @@ impl CoordinatorService {
     /// Answers one request.
     pub async fn request(&self, request: Request) -> Response {
         let c = &self.0;
+        // A standby answers PING, STATUS and STATS; the rest is the leader's.
+        let leads = || if c.acting() { Ok(()) } else { Err(c.not_leader()) };
         let result = match request {
             Request::Ping => Ok(Response::Pong),
-            Request::Status | Request::SubscribeTopology => Ok(Response::Topology(c.topology())),
+            Request::Status => Ok(Response::Topology(c.topology())),
+            Request::SubscribeTopology => leads().map(|()| Response::Topology(c.topology())),
             Request::Stats => Ok(Response::Stats(c.stats())),
-            Request::GetTopology { known_version } => {
+            Request::GetTopology { known_version } => leads().map(|()| {
                 let t = c.topology();
-                Ok(if t.version > known_version {
+                if t.version > known_version {
                     Response::Topology(t)
                 } else {
                     Response::TopologyUnchanged { version: t.version }
-                })
+                }
+            }),
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. }
+                if !c.acting() =>
+            {
+                Err(c.not_leader())
             }
             Request::Init(init) => c.init(init).await.map(Response::Topology),
             Request::AddServers(add) => c.add_servers(add).await.map(Response::Topology),
@@ -91,8 +99,15 @@ impl Service for CoordinatorService {
             return None;
         }
         let id = frame.request_id;
-        let mut topology = self.0.subscribe();
         let (tx, rx) = mpsc::channel(16);
+        if !self.0.acting() {
+            // A standby refuses: the subscriber moves on to the next coordinator it knows.
+            let refusal = Response::Error(self.0.not_leader()).to_frame(id).ok()?;
+            tx.try_send(refusal).ok()?;
+            return Some(rx);
+        }
+        let mut topology = self.0.subscribe();
+        let coordinator = self.0.clone();
         tokio::spawn(async move {
             let mut sent = None;
             loop {
@@ -106,7 +121,8 @@ impl Service for CoordinatorService {
                         break;
                     }
                 }
-                if topology.changed().await.is_err() {
+                if topology.changed().await.is_err() || !coordinator.acting() {
+                    // A coordinator that stood down ends its subscriptions.
                     break;
                 }
             }
