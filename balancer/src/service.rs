@@ -141,7 +141,11 @@ impl Balancer {
         let mut attempts = self.topology.coordinators();
         loop {
             attempts -= 1;
-            let coordinator = self.topology.coordinator();
+            // With several coordinators, the one that answers as leader now: an admin
+            // operation sent to a paused one would wait out the whole admin timeout.
+            let Some(coordinator) = self.topology.leading(&self.pool).await else {
+                return Err(ErrorCode::NotLeader { leader: None });
+            };
             let answer = match self.pool.call(&coordinator, frame.clone(), timeout).await {
                 Ok(answer) => answer,
                 Err(e @ CallError::Connect { .. }) if attempts > 0 => {

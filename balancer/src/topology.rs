@@ -35,6 +35,13 @@ use crate::stats::Stats;
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(20);
 /// How long an on-demand `GetTopology` may take.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+/// With several coordinators, a subscription with nothing pushed for this long is given
+/// up (they repeat the topology every 300 ms).
+const SUBSCRIPTION_SILENCE: Duration = Duration::from_millis(1000);
+/// The same with several coordinators: a paused one is given up on sooner for the next
+/// (a request's retry waits for its refresh, so this bounds what a paused coordinator
+/// adds to a write's wait once leases are granted again).
+const REFRESH_TIMEOUT_OF_SEVERAL: Duration = Duration::from_millis(250);
 
 /// The newest routing table, shared by every request.
 #[derive(Debug)]
@@ -128,6 +135,32 @@ impl TopologyCache {
         }
     }
 
+    /// The coordinator that leads, found by asking each in turn from the one believed to
+    /// lead for the topology (standbys refuse, a paused one does not answer in time);
+    /// with one coordinator, that one, unasked.
+    pub async fn leading(&self, pool: &Pool) -> Option<Arc<str>> {
+        if self.coordinators.len() == 1 {
+            return Some(self.coordinator());
+        }
+        for _ in 0..self.coordinators.len() {
+            let coordinator = self.coordinator();
+            let ask = Request::GetTopology { known_version: self.current().version() };
+            let frame = ask.to_frame(0).ok()?;
+            match pool.call(&coordinator, frame, REFRESH_TIMEOUT_OF_SEVERAL).await.map(|a| Response::from_frame(&a)) {
+                Ok(Ok(Response::Topology(t))) => {
+                    self.offer(t);
+                    return Some(coordinator);
+                }
+                Ok(Ok(Response::TopologyUnchanged { .. })) => return Some(coordinator),
+                other => {
+                    debug!(%coordinator, ?other, "not the leading coordinator");
+                    self.next_coordinator(&coordinator);
+                }
+            }
+        }
+        None
+    }
+
     /// Asks the coordinator for a topology newer than `seen`, unless a newer one is held
     /// already or another refresh ran a moment ago.
     pub async fn refresh(&self, pool: &Pool, stats: &Stats, seen: u64) {
@@ -141,7 +174,8 @@ impl TopologyCache {
         let ask = Request::GetTopology { known_version };
         let Ok(frame) = ask.to_frame(0) else { return };
         let coordinator = self.coordinator();
-        match pool.call(&coordinator, frame, REFRESH_TIMEOUT).await {
+        let timeout = if self.coordinators.len() > 1 { REFRESH_TIMEOUT_OF_SEVERAL } else { REFRESH_TIMEOUT };
+        match pool.call(&coordinator, frame, timeout).await {
             Ok(answer) => match Response::from_frame(&answer) {
                 Ok(Response::Topology(t)) => {
                     self.offer(t);
@@ -219,7 +253,17 @@ async fn subscribe_once(cache: &TopologyCache, addr: &str, cfg: &BalancerConfig)
     let ask = Request::SubscribeTopology.to_frame(ID).map_err(|e| failed(e.to_string()))?;
     framed.send(&ask).await.map_err(|e| failed(e.to_string()))?;
     let mut subscribed = false;
-    while let Some(frame) = framed.next().await {
+    // Several coordinators (on etcd) repeat the topology every 300 ms: one silent for
+    // longer than this is paused or cut off, and another may lead by now.
+    let silence = (cache.coordinators() > 1).then_some(SUBSCRIPTION_SILENCE);
+    loop {
+        let next = match silence {
+            Some(limit) => tokio::time::timeout(limit, framed.next())
+                .await
+                .map_err(|_| failed(format!("{addr} silent for {limit:?}")))?,
+            None => framed.next().await,
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| failed(e.to_string()))?;
         if frame.request_id != ID {
             continue;

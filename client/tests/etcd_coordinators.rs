@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use harness::etcd::{self, bin, stat, stats, wait_leader, Etcd, KillNaming, Proc};
 use harness::writers::{assert_rows_are, Writers};
 use harness::{ensure_binaries, free_port, node_base_port, poll, settled};
-use shardline::{Client, InitRequest, Schema, ShardId, ShardSpec};
+use shardline::{Client, ClientError, ErrorCode, InitRequest, Schema, ShardId, ShardSpec};
 
 /// Concurrent writers of sh1's keys.
 const WRITERS: i64 = 4;
@@ -192,6 +192,7 @@ async fn scenario(etcd_bin: &Path, dir: &Path) {
     let took_over_1 = killed.elapsed();
     more_writes(200).await;
     let resumed_1 = sampler.resumed_after(killed);
+    switch_over(&c, "the second leader").await;
 
     // 2. SIGSTOP the new leader past its lease; another takes over; SIGCONT.
     coords[second].signal(libc::SIGSTOP);
@@ -200,6 +201,7 @@ async fn scenario(etcd_bin: &Path, dir: &Path) {
     let took_over_2 = paused.elapsed();
     more_writes(200).await;
     let resumed_2 = sampler.resumed_after(paused);
+    switch_over(&c, "the third leader").await;
     coords[second].signal(libc::SIGCONT);
     let woke = Instant::now();
     let asleep = woke.duration_since(paused);
@@ -217,6 +219,7 @@ async fn scenario(etcd_bin: &Path, dir: &Path) {
     more_writes(200).await;
     let resumed_3 = sampler.resumed_after(etcd_killed);
     let leader_after = wait_leader(&addrs, &[first], Duration::from_secs(10)).await;
+    switch_over(&c, "the leader after etcd lost a member").await;
 
     let late = stats(&addrs[second]).await.expect("the woken coordinator answers");
     let late_asked = Instant::now();
@@ -243,6 +246,20 @@ async fn scenario(etcd_bin: &Path, dir: &Path) {
     }
     for p in coords.iter_mut() {
         p.kill();
+    }
+}
+
+/// A planned switchover of both shards through the balancer (which finds the leading
+/// coordinator): each is an election, so every leader in turn hands out terms.
+async fn switch_over(c: &Client, by: &str) {
+    for shard in [ShardId(1), ShardId(2)] {
+        match c.failover(shard, None).await {
+            Ok(_) => {}
+            // The election ran (a new term) but chose another replica with a longer log
+            // than the target: the switchover's own rule, not a fault.
+            Err(ClientError::Server(ErrorCode::Unavailable { .. })) => {}
+            Err(e) => panic!("switchover of {shard} by {by}: {e}"),
+        }
     }
 }
 

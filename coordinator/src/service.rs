@@ -9,6 +9,10 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Coordinator;
 
+/// How often a coordinator elected through etcd repeats the topology to a subscriber when
+/// nothing changed (a balancer gives up on one silent for a few of these).
+pub const SUBSCRIPTION_REPEAT: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The coordinator as a network service.
 #[derive(Debug, Clone)]
 pub struct CoordinatorService(pub Arc<Coordinator>);
@@ -108,11 +112,15 @@ impl Service for CoordinatorService {
         }
         let mut topology = self.0.subscribe();
         let coordinator = self.0.clone();
+        // One of several coordinators repeats the topology when nothing changed for a
+        // while, so a subscriber notices a coordinator that went silent (paused, cut off)
+        // and looks for the leader elsewhere.
+        let repeat = coordinator.leadership().is_elected().then_some(SUBSCRIPTION_REPEAT);
         tokio::spawn(async move {
             let mut sent = None;
             loop {
                 let t = topology.borrow_and_update().clone();
-                if sent != Some(t.version) {
+                if sent != Some(t.version) || repeat.is_some() {
                     sent = Some(t.version);
                     let Ok(frame) = Response::Topology(t).to_frame(id) else {
                         break;
@@ -121,7 +129,11 @@ impl Service for CoordinatorService {
                         break;
                     }
                 }
-                if topology.changed().await.is_err() || !coordinator.acting() {
+                let changed = match repeat {
+                    Some(every) => tokio::time::timeout(every, topology.changed()).await.unwrap_or(Ok(())),
+                    None => topology.changed().await,
+                };
+                if changed.is_err() || !coordinator.acting() {
                     // A coordinator that stood down ends its subscriptions.
                     break;
                 }

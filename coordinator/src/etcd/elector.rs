@@ -6,8 +6,12 @@
 //! it does not lead it tries a transaction: put the leader key under its lease if the key
 //! does not exist (else read who leads). Once it wins it fences the metadata store with
 //! its identity and the coordinator takes over (reloads the configuration, adopts the
-//! running nodes). When a keep-alive says the lease is gone, or none is answered before
-//! the deadline, it stands down and starts again with a new lease.
+//! running nodes). When no keep-alive is answered before the deadline (etcd electing a
+//! new raft leader, say) the coordinator stops acting at once (the gate), but the lease
+//! may still be alive in etcd, and with it the leader key: if a keep-alive gets through
+//! again in time, it takes over afresh from the stored configuration. When a keep-alive
+//! says the lease is gone, or a whole TTL has passed since the deadline, it stands down
+//! and starts again with a new lease.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,6 +90,8 @@ impl Elector {
         let identity = format!("{} {:x}", self.me, lease.id());
         debug!(lease = lease.id(), ttl = lease.ttl(), "etcd lease granted");
         let mut leading = false;
+        // Leading, but the deadline passed: not acting until a keep-alive gets through.
+        let mut lapsed = false;
         let mut refreshed: Option<Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,7 +103,26 @@ impl Elector {
                 Err(e) => debug!(%e, "keep-alive failed"),
             }
             if Instant::now() >= held.until {
-                break "no keep-alive answered before the lease's deadline";
+                if Instant::now() >= held.until + self.ttl {
+                    break "no keep-alive answered for a whole TTL past the deadline";
+                }
+                if leading && !lapsed {
+                    warn!("no keep-alive answered before the lease's deadline: not acting until one is");
+                    lapsed = true;
+                    self.leadership.lose();
+                    coordinator.step_down();
+                }
+                continue;
+            }
+            if leading && lapsed {
+                // The lease lived on in etcd, and the leader key with it: nobody else led.
+                info!(lease = held.id, "keep-alive answered again: taking over afresh");
+                if let Err(e) = coordinator.take_over(held.until, &self.me).await {
+                    warn!(%e, "could not take over again; standing down");
+                    break "the takeover failed";
+                }
+                lapsed = false;
+                continue;
             }
             if leading {
                 self.leadership.renew(held.until);
