@@ -10,7 +10,8 @@ use crate::error::BalancerError;
 /// Everything the balancer needs besides its listener.
 #[derive(Debug, Clone)]
 pub struct BalancerConfig {
-    /// The coordinator's `host:port` (topology, admin operations).
+    /// The coordinator's `host:port` (topology, admin operations), or several, comma-separated
+    /// (coordinators on etcd: the balancer follows whichever leads).
     pub coordinator: String,
     /// Client connections served at once (default 1024).
     pub max_connections: usize,

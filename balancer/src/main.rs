@@ -23,7 +23,8 @@ struct Args {
     /// Address to serve clients on.
     #[arg(long, env = "SHARDLINE_LISTEN", default_value = "127.0.0.1:7000")]
     listen: String,
-    /// The coordinator's address (topology and admin operations).
+    /// The coordinator's address (topology and admin operations); several, comma-separated,
+    /// when coordinators run on etcd (the balancer follows whichever leads).
     #[arg(long, env = "SHARDLINE_COORDINATOR", default_value = "127.0.0.1:7100")]
     coordinator: String,
     /// Client connections served at once; more are refused with Overloaded.

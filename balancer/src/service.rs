@@ -13,10 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shardline_metrics::{ops, RequestMetrics};
-use shardline_protocol::net::Service;
+use shardline_protocol::net::{CallError, Service};
 use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response};
 use tokio::time::Instant;
-use tracing::{debug_span, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
 use crate::config::BalancerConfig;
 use crate::pool::Pool;
@@ -131,21 +131,47 @@ impl Balancer {
 
     /// Relays an admin or status request to the coordinator, once (admin operations are
     /// not idempotent, so a failed call is reported, not repeated).
+    /// With several coordinators, a `NotLeader` refusal or a failed connection (nothing
+    /// was sent) moves on to the next one, at most once round the list.
     async fn to_coordinator(&self, frame: Frame) -> Result<Frame, ErrorCode> {
-        let coordinator = self.topology.coordinator().clone();
         let timeout = match frame.kind {
             kind::STATUS | kind::GET_TOPOLOGY => self.cfg.call_timeout,
             _ => self.cfg.admin_timeout,
         };
-        let answer = self.pool.call(&coordinator, frame, timeout).await;
-        let answer = answer.map_err(|e| match e.to_code(None) {
-            ErrorCode::Internal(m) => ErrorCode::Internal(format!("coordinator: {m}")),
-            other => other,
-        })?;
-        if let Ok(Response::Topology(t)) = Response::from_frame(&answer) {
-            self.topology.offer(t);
+        let mut attempts = self.topology.coordinators();
+        loop {
+            attempts -= 1;
+            // With several coordinators, the one that answers as leader now: an admin
+            // operation sent to a paused one would wait out the whole admin timeout.
+            let Some(coordinator) = self.topology.leading(&self.pool).await else {
+                return Err(ErrorCode::NotLeader { leader: None });
+            };
+            let answer = match self.pool.call(&coordinator, frame.clone(), timeout).await {
+                Ok(answer) => answer,
+                Err(e @ CallError::Connect { .. }) if attempts > 0 => {
+                    debug!(%e, "coordinator unreachable: trying the next");
+                    self.topology.next_coordinator(&coordinator);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(match e.to_code(None) {
+                        ErrorCode::Internal(m) => ErrorCode::Internal(format!("coordinator: {m}")),
+                        other => other,
+                    })
+                }
+            };
+            match Response::from_frame(&answer) {
+                Ok(Response::Topology(t)) => {
+                    self.topology.offer(t);
+                }
+                Ok(Response::Error(ErrorCode::NotLeader { .. })) if attempts > 0 => {
+                    self.topology.next_coordinator(&coordinator);
+                    continue;
+                }
+                _ => {}
+            }
+            return Ok(answer);
         }
-        Ok(answer)
     }
 
     fn stats_frame(&self) -> Frame {

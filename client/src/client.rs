@@ -2,7 +2,7 @@
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,7 +80,10 @@ impl WriteResult {
 
 #[derive(Debug)]
 struct Inner {
-    addr: String,
+    /// The balancer (or coordinator) addresses, one or more.
+    addrs: Vec<String>,
+    /// The index in `addrs` of the one connected to (or to try next).
+    current: AtomicUsize,
     config: ClientConfig,
     client_id: u64,
     seq: AtomicU64,
@@ -114,17 +117,29 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`) with the default [`ClientConfig`].
+    /// Connects to `addr` (`host:port`) with the default [`ClientConfig`]. `addr` may list
+    /// several balancers, comma-separated (`a:7000,b:7000`): see [`Client::connect_with`].
     pub async fn connect(addr: impl Into<String>) -> Result<Client, ClientError> {
         Client::connect_with(addr, ClientConfig::default()).await
     }
 
-    /// Connects to `addr` with `config`.
+    /// Connects to `addr` with `config`. With several balancers (`a:7000,b:7000`) the
+    /// client uses one at a time and moves to the next when it cannot connect or its
+    /// connection breaks; the call is then sent again there under the usual retry rules
+    /// (never init, add or rm; a write with the same client id and sequence, so it
+    /// applies at most once).
     pub async fn connect_with(addr: impl Into<String>, config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
+        let addr = addr.into();
+        let mut addrs: Vec<String> =
+            addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+        if addrs.is_empty() {
+            addrs.push(addr);
+        }
         let client = Client {
             inner: Arc::new(Inner {
-                addr: addr.into(),
+                addrs,
+                current: AtomicUsize::new(0),
                 config,
                 client_id: random_client_id(),
                 seq: AtomicU64::new(1),
@@ -152,7 +167,8 @@ impl Client {
         let router = Router::start(&coordinator, &config, pool_size)?;
         let client = Client {
             inner: Arc::new(Inner {
-                addr: coordinator,
+                addrs: vec![coordinator],
+                current: AtomicUsize::new(0),
                 config,
                 client_id: random_client_id(),
                 seq: AtomicU64::new(1),
@@ -171,9 +187,29 @@ impl Client {
         self.inner.router.is_some()
     }
 
-    /// The server's address.
+    /// The address of the server in use (of the balancer connected to, with several).
     pub fn addr(&self) -> &str {
-        &self.inner.addr
+        let inner = &self.inner;
+        &inner.addrs[inner.current.load(Ordering::Relaxed) % inner.addrs.len()]
+    }
+
+    /// Every address this client may use.
+    pub fn addrs(&self) -> &[String] {
+        &self.inner.addrs
+    }
+
+    /// The server at `failed` did not answer: use the next one (unless another call has
+    /// moved on already).
+    fn move_on(&self, failed: &str) {
+        let inner = &self.inner;
+        if inner.addrs.len() < 2 {
+            return;
+        }
+        let at = inner.current.load(Ordering::Relaxed) % inner.addrs.len();
+        if inner.addrs[at] == failed {
+            let next = (at + 1) % inner.addrs.len();
+            let _ = inner.current.compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// The random id this client stamps on its writes (non-zero).
@@ -204,10 +240,23 @@ impl Client {
             return Ok(conn);
         }
         let c = &self.inner.config;
-        let conn =
-            Arc::new(Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight).await?);
-        *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());
-        Ok(conn)
+        // Each address at most once; a request that is refused connection everywhere fails.
+        let mut last = None;
+        for _ in 0..self.inner.addrs.len() {
+            let addr = self.addr().to_owned();
+            match Connection::open(&addr, c.connect_timeout, c.max_payload, c.max_in_flight).await {
+                Ok(conn) => {
+                    let conn = Arc::new(conn);
+                    *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    self.move_on(&addr);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one address"))
     }
 
     /// Sends any request and returns the server's answer; an `Error` answer becomes
@@ -224,11 +273,24 @@ impl Client {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
+            let addr = self.addr().to_owned();
             let answer = match (&self.inner.router, self.connection_unless_direct().await) {
                 // The router bounds every call by its own deadline (the same `timeout`):
                 // no timer per request here.
                 (Some(router), _) => Ok(router.call(frame.clone()).await),
-                (None, Ok(Some(conn))) => conn.call(frame.clone(), timeout).await,
+                (None, Ok(Some(conn))) => {
+                    let answer = conn.call(frame.clone(), timeout).await;
+                    if self.inner.addrs.len() > 1 && answer.as_ref().is_err_and(ClientError::is_transport) {
+                        // That balancer failed: the next attempt (if any) goes to another,
+                        // on a new connection.
+                        self.move_on(&addr);
+                        let mut cached = self.inner.conn.lock().expect("connection lock");
+                        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                            *cached = None;
+                        }
+                    }
+                    answer
+                }
                 (None, Ok(None)) => unreachable!("a client without a router has a connection"),
                 (None, Err(e)) => Err(e),
             };

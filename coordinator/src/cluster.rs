@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::CoordinatorConfig;
-use crate::driver::{Core, CoreConfig, Effect};
+use crate::driver::{Core, CoreConfig, Effect, MetaSink};
+use crate::leadership::Leadership;
 use crate::meta::{ClusterMeta, MetaError, MetaStore};
 use crate::reconcile;
 use crate::spawner::{NodeSpec, Spawner};
@@ -41,16 +42,35 @@ pub struct Coordinator {
     restarting: Mutex<HashSet<String>>,
     /// Requests by operation and outcome, for `/metrics`.
     requests: RequestMetrics,
+    /// Where the configuration is kept (redb, or etcd shared with other coordinators).
+    store: Arc<dyn MetaSink>,
+    /// Whether this coordinator may act now; checked before every control call.
+    leadership: Arc<Leadership>,
+    /// Control calls (heartbeats included) sent, and when the last one was.
+    calls: Mutex<(u64, Option<Instant>)>,
 }
 
 impl Coordinator {
     /// Loads the cluster from the data directory and starts heartbeating its nodes.
     pub fn open(cfg: CoordinatorConfig, spawner: Box<dyn Spawner>) -> Result<Arc<Coordinator>, MetaError> {
         let store = MetaStore::open(&cfg.data_dir)?;
-        let meta = store.load()?;
+        Coordinator::open_with(cfg, spawner, Arc::new(store), Arc::new(Leadership::sole()))
+    }
+
+    /// A coordinator on `store`. With [`Leadership::sole`] it loads the cluster and starts
+    /// heartbeating at once; an elected one stands by (serving STATUS from the stored
+    /// configuration) until its elector calls [`Coordinator::take_over`].
+    pub fn open_with(
+        cfg: CoordinatorConfig,
+        spawner: Box<dyn Spawner>,
+        store: Arc<dyn MetaSink>,
+        leadership: Arc<Leadership>,
+    ) -> Result<Arc<Coordinator>, MetaError> {
+        let meta = if leadership.is_elected() { store.load().unwrap_or_default() } else { store.load()? };
         info!(servers = meta.servers.len(), shards = meta.shards.len(), version = meta.version, "cluster loaded");
         let version = meta.version;
-        let core = Core::new(CoreConfig::new(&cfg, spawner.can_restart()), meta, Box::new(store), Instant::now());
+        let core_cfg = CoreConfig::new(&cfg, spawner.can_restart());
+        let core = Core::new(core_cfg, meta, Box::new(store.clone()), Instant::now());
         let coordinator = Arc::new(Coordinator {
             topology: watch::channel(Topology { version, ..Default::default() }).0,
             cfg,
@@ -61,13 +81,106 @@ impl Coordinator {
             respawns: AtomicU64::new(0),
             restarting: Mutex::new(HashSet::new()),
             requests: RequestMetrics::new(shardline_metrics::ops::CLIENT),
+            store,
+            leadership,
+            calls: Mutex::new((0, None)),
         });
-        let servers: Vec<String> = coordinator.core().meta().servers.keys().cloned().collect();
-        for name in servers {
-            coordinator.watch_server(&name);
+        if coordinator.acting() {
+            coordinator.watch_all();
         }
         coordinator.publish();
         Ok(coordinator)
+    }
+
+    /// Starts heartbeating every server of the configuration.
+    fn watch_all(self: &Arc<Self>) {
+        let servers: Vec<String> = self.core().meta().servers.keys().cloned().collect();
+        for name in servers {
+            self.watch_server(&name);
+        }
+    }
+
+    /// Whether this coordinator may act now (always, with the embedded store).
+    pub fn acting(&self) -> bool {
+        self.leadership.acting(Instant::now())
+    }
+
+    /// This coordinator's leadership.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// Counts a control call about to be sent, if this coordinator may act; the fence
+    /// every call passes, checked at the last moment.
+    fn may_call(&self) -> bool {
+        let now = Instant::now();
+        if !self.leadership.acting(now) {
+            return false;
+        }
+        let mut calls = self.calls.lock().expect("calls lock");
+        calls.0 += 1;
+        calls.1 = Some(now);
+        true
+    }
+
+    /// Elected leader: reloads the configuration from the store, treats every shard as
+    /// leased by the predecessor until a lease from now has passed, starts acting (until
+    /// `until`, renewed by the elector; `me` is this coordinator's address) and adopts the
+    /// nodes (heartbeats; the reconcile loop restarts, re-elects and re-points as needed).
+    /// Nothing acts on the standby's copy of the configuration: acting starts only once
+    /// the reloaded one is in place.
+    pub async fn take_over(self: &Arc<Self>, until: Instant, me: &str) -> Result<(), MetaError> {
+        let store = self.store.clone();
+        let meta = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("loading the configuration: {e}")))??;
+        let now = Instant::now();
+        let mut core =
+            Core::new(CoreConfig::new(&self.cfg, self.spawner.can_restart()), meta, Box::new(self.store.clone()), now);
+        core.take_over(now);
+        core.number_calls_after(&self.core());
+        info!(
+            servers = core.meta().servers.len(),
+            shards = core.meta().shards.len(),
+            version = core.meta().version,
+            terms = ?core.meta().shards.values().map(|s| (s.spec.id.0, s.term)).collect::<Vec<_>>(),
+            "leading: configuration reloaded, adopting the nodes"
+        );
+        *self.core() = core;
+        self.leadership.won(until, me);
+        self.watch_all();
+        self.publish();
+        Ok(())
+    }
+
+    /// Elected leader no more: stops heartbeating (the leadership gate has already
+    /// stopped every call); the configuration stays, for STATUS, until refreshed.
+    pub fn step_down(&self) {
+        for (_, task) in self.heartbeats.lock().expect("heartbeats lock").drain() {
+            task.abort();
+        }
+        self.restarting.lock().expect("restarting lock").clear();
+        // Wakes the topology subscriptions, which end now that this one does not lead.
+        self.topology.send_modify(|_| ());
+    }
+
+    /// Standing by: reloads the configuration so STATUS shows the cluster as stored.
+    pub async fn refresh_standby(self: &Arc<Self>) {
+        let store = self.store.clone();
+        let Ok(Ok(meta)) = tokio::task::spawn_blocking(move || store.load()).await else {
+            debug!("standby could not reload the configuration");
+            return;
+        };
+        if self.acting() {
+            return;
+        }
+        let core_cfg = CoreConfig::new(&self.cfg, self.spawner.can_restart());
+        let mut core = Core::new(core_cfg, meta, Box::new(self.store.clone()), Instant::now());
+        let mut held = self.core();
+        core.number_calls_after(&held);
+        *held = core;
+        drop(held);
+        self.publish();
     }
 
     /// The core, locked (never across an await).
@@ -116,7 +229,7 @@ impl Coordinator {
         let mut core = self.core();
         let mut next = topology_of(&core, now);
         let current = self.topology.borrow().clone();
-        if same_shape(&current, &next) {
+        if same_shape(&current, &next) || !self.leadership.acting(now) {
             // Only heartbeat ages moved: refresh them for STATUS without a new version.
             self.topology.send_replace(next);
             return;
@@ -133,6 +246,9 @@ impl Coordinator {
     /// Carries out what the core asked for: each call on its own task, its answer fed
     /// back (and what that asks for carried out in turn); wake-ups and restarts likewise.
     pub(crate) fn carry_out(self: &Arc<Self>, effects: Vec<Effect>) {
+        if !self.acting() {
+            return;
+        }
         for effect in effects {
             let me = self.clone();
             match effect {
@@ -199,6 +315,13 @@ impl Coordinator {
             }
             let Some(c) = conn.as_mut() else { continue };
             let call = self.core().heartbeat_call(&server, Instant::now());
+            if !self.may_call() {
+                // Stood down (or paused past the lease): the heartbeat is not sent.
+                continue;
+            }
+            if let ControlRequest::Heartbeat { seq, grant, .. } = &call.request {
+                tracing::trace!(seq, grant = ?grant.as_ref().map(|g| g.seq), "heartbeat");
+            }
             let answer = match c.call::<_, ControlResponse>(&call.request, timeout).await {
                 Ok(status @ ControlResponse::Status(_)) => Some(status),
                 Ok(other) => {
@@ -225,6 +348,9 @@ impl Coordinator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !self.acting() {
+                continue;
+            }
             // An admin operation under way (spawning, configuring, retiring replicas) does
             // not hold up failover elsewhere: elections run whatever else is going on.
             let admin_held = self.admin.try_lock().is_err();
@@ -236,6 +362,9 @@ impl Coordinator {
 
     /// Restarts `server` on its data (the core decided it is due).
     async fn respawn(&self, server: &str) {
+        if !self.acting() {
+            return;
+        }
         if !self.restarting.lock().expect("restarting lock").insert(server.to_owned()) {
             return;
         }
@@ -263,6 +392,9 @@ impl Coordinator {
         let mut conn = Conn::connect(addr, timeout, self.cfg.limits.max_payload)
             .await
             .map_err(|e| ErrorCode::Unavailable { shard: ShardId(0), reason: e.to_string() })?;
+        if !self.may_call() {
+            return Err(self.not_leader());
+        }
         conn.call(request, timeout).await.map_err(|e| ErrorCode::Timeout(format!("{addr}: {e}")))
     }
 
@@ -281,19 +413,36 @@ impl Coordinator {
         Err(ErrorCode::Timeout(format!("{name} did not answer at {addr} within {:?}", self.cfg.ready_timeout)))
     }
 
-    /// Stops background tasks and, with the process spawner, the nodes.
+    /// The answer of a coordinator that does not lead.
+    pub(crate) fn not_leader(&self) -> ErrorCode {
+        ErrorCode::NotLeader { leader: self.leadership.leader() }
+    }
+
+    /// Stops background tasks and, with the process spawner, the nodes, unless other
+    /// coordinators share the cluster (etcd): then the nodes are the cluster's, not this
+    /// process's, and go on for the next leader.
     pub async fn shutdown(&self) {
         for (_, task) in self.heartbeats.lock().expect("heartbeats lock").drain() {
             task.abort();
         }
-        self.spawner.shutdown().await;
+        if !self.leadership.is_elected() {
+            self.spawner.shutdown().await;
+        }
     }
 
     /// STATS lines.
     pub(crate) fn stats(&self) -> Vec<(String, String)> {
         let c = self.core().counters().clone();
         let t = self.topology();
+        let now = Instant::now();
+        let (calls, last_call) = *self.calls.lock().expect("calls lock");
+        let last_call_ms = last_call.map_or("never".to_owned(), |at| now.duration_since(at).as_millis().to_string());
         vec![
+            ("role".into(), self.leadership.role(now).into()),
+            ("leader".into(), self.leadership.leader().unwrap_or_default()),
+            ("times_led".into(), self.leadership.terms().to_string()),
+            ("control_calls".into(), calls.to_string()),
+            ("last_control_call_ms_ago".into(), last_call_ms),
             ("topology_version".into(), t.version.to_string()),
             ("servers".into(), t.servers.len().to_string()),
             ("servers_healthy".into(), t.servers.iter().filter(|s| s.healthy).count().to_string()),

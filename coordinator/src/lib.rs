@@ -13,7 +13,11 @@
 //!   tokio driver and the simulator both run it.
 //! - [`lease`]: lease grants, and when a shard's leases have surely ended.
 //! - [`plan`]: admin requests checked and turned into plans (refusals change nothing).
-//! - [`meta`]: the persisted configuration; terms are saved before they are used.
+//! - [`meta`]: the persisted configuration; terms are saved before they are used (redb,
+//!   the default, through [`driver::MetaSink`]).
+//! - [`etcd`]: the same configuration in etcd, every save a compare-and-swap, and the
+//!   election of one leading coordinator among several.
+//! - [`leadership`]: whether this coordinator may act now; every control call checks it.
 //! - [`spawner`]: starting nodes: child processes, Docker containers, or nodes run by
 //!   someone else.
 //! - `switchover`: waits out a planned move of a shard's primary, which the core drives
@@ -41,7 +45,9 @@ pub mod config;
 pub mod detector;
 pub mod driver;
 pub mod election;
+pub mod etcd;
 mod failover;
+pub mod leadership;
 pub mod lease;
 pub mod meta;
 pub mod metrics;

@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use prometheus_client::registry::Registry;
 use shardline_coordinator::config::CoordinatorConfig;
+use shardline_coordinator::etcd::{Elector, EtcdMeta, EtcdUrl};
+use shardline_coordinator::leadership::Leadership;
 use shardline_coordinator::service::CoordinatorService;
 use shardline_coordinator::spawner::{DockerConfig, DockerSpawner, ExternalSpawner, ProcessSpawner, Spawner};
 use shardline_coordinator::Coordinator;
@@ -29,6 +31,18 @@ struct Args {
     /// Directory for the cluster metadata (and, with the process spawner, node data).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Where the cluster metadata lives: `redb` (a file in --data-dir; one coordinator) or
+    /// `etcd://HOST:PORT,HOST:PORT[/PREFIX]` (any number of coordinators, one leading).
+    #[arg(long, default_value = "redb")]
+    meta: String,
+    /// The etcd lease of the leading coordinator, in milliseconds (etcd rounds it up to
+    /// whole seconds and to its own minimum); a standby takes over within about this.
+    #[arg(long, default_value_t = 1000)]
+    etcd_ttl_ms: u64,
+    /// The address other processes reach this coordinator at, as a standby names the
+    /// leader (default: --listen; set it when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<String>,
     /// How storage nodes are run: as child processes, as Docker containers, or by someone else.
     #[arg(long, value_enum, default_value_t = SpawnerKind::Process)]
     spawner: SpawnerKind,
@@ -130,7 +144,25 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let limits = cfg.limits;
-    let coordinator = Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?;
+    let mut elector = None;
+    let coordinator = if args.meta == "redb" {
+        Coordinator::open(cfg, spawner).context("opening the coordinator's data directory")?
+    } else {
+        let url = EtcdUrl::parse(&args.meta).map_err(anyhow::Error::msg)?;
+        let ttl = Duration::from_millis(args.etcd_ttl_ms);
+        let store = Arc::new(EtcdMeta::start(url.clone(), ttl / 2).context("starting the etcd client")?);
+        let leadership = Arc::new(Leadership::elected());
+        tracing::info!(endpoints = ?url.endpoints, prefix = %url.prefix, "metadata in etcd: standing by until elected");
+        elector = Some(Elector::new(
+            url,
+            args.advertise.clone().unwrap_or_else(|| args.listen.to_string()),
+            ttl,
+            store.clone(),
+            leadership.clone(),
+        ));
+        Coordinator::open_with(cfg, spawner, store, leadership).context("opening the coordinator")?
+    };
+    let elector = elector.map(|e| tokio::spawn(e.run(coordinator.clone())));
     tracing::info!(listen = %args.listen, "coordinator listening");
     let mut registry = Registry::default();
     shardline_coordinator::metrics::register(&coordinator, &mut registry);
@@ -139,6 +171,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
     net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;
     reconcile.abort();
+    if let Some(elector) = elector {
+        elector.abort();
+    }
     coordinator.shutdown().await;
     Ok(())
 }

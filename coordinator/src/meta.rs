@@ -178,6 +178,16 @@ pub enum MetaError {
     /// The stored configuration does not decode.
     #[error("coordinator metadata does not decode: {0}")]
     Decode(String),
+    /// An etcd call failed (no member reachable, timed out, refused).
+    #[error("coordinator metadata in etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// The compare-and-swap failed: another coordinator changed the configuration since
+    /// this one read it, or this one no longer holds the leadership. Nothing was written.
+    #[error("coordinator metadata changed under this coordinator, or it no longer leads: {0}")]
+    Conflict(String),
+    /// The etcd backend did not answer in time, or its worker is gone.
+    #[error("coordinator metadata in etcd unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl<E: Into<redb::Error>> From<Wrap<E>> for MetaError {

@@ -9,6 +9,10 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Coordinator;
 
+/// How often a coordinator elected through etcd repeats the topology to a subscriber when
+/// nothing changed (a balancer gives up on one silent for a few of these).
+pub const SUBSCRIPTION_REPEAT: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The coordinator as a network service.
 #[derive(Debug, Clone)]
 pub struct CoordinatorService(pub Arc<Coordinator>);
@@ -17,17 +21,25 @@ impl CoordinatorService {
     /// Answers one request.
     pub async fn request(&self, request: Request) -> Response {
         let c = &self.0;
+        // A standby answers PING, STATUS and STATS; the rest is the leader's.
+        let leads = || if c.acting() { Ok(()) } else { Err(c.not_leader()) };
         let result = match request {
             Request::Ping => Ok(Response::Pong),
-            Request::Status | Request::SubscribeTopology => Ok(Response::Topology(c.topology())),
+            Request::Status => Ok(Response::Topology(c.topology())),
+            Request::SubscribeTopology => leads().map(|()| Response::Topology(c.topology())),
             Request::Stats => Ok(Response::Stats(c.stats())),
-            Request::GetTopology { known_version } => {
+            Request::GetTopology { known_version } => leads().map(|()| {
                 let t = c.topology();
-                Ok(if t.version > known_version {
+                if t.version > known_version {
                     Response::Topology(t)
                 } else {
                     Response::TopologyUnchanged { version: t.version }
-                })
+                }
+            }),
+            Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. }
+                if !c.acting() =>
+            {
+                Err(c.not_leader())
             }
             Request::Init(init) => c.init(init).await.map(Response::Topology),
             Request::AddServers(add) => c.add_servers(add).await.map(Response::Topology),
@@ -91,13 +103,24 @@ impl Service for CoordinatorService {
             return None;
         }
         let id = frame.request_id;
-        let mut topology = self.0.subscribe();
         let (tx, rx) = mpsc::channel(16);
+        if !self.0.acting() {
+            // A standby refuses: the subscriber moves on to the next coordinator it knows.
+            let refusal = Response::Error(self.0.not_leader()).to_frame(id).ok()?;
+            tx.try_send(refusal).ok()?;
+            return Some(rx);
+        }
+        let mut topology = self.0.subscribe();
+        let coordinator = self.0.clone();
+        // One of several coordinators repeats the topology when nothing changed for a
+        // while, so a subscriber notices a coordinator that went silent (paused, cut off)
+        // and looks for the leader elsewhere.
+        let repeat = coordinator.leadership().is_elected().then_some(SUBSCRIPTION_REPEAT);
         tokio::spawn(async move {
             let mut sent = None;
             loop {
                 let t = topology.borrow_and_update().clone();
-                if sent != Some(t.version) {
+                if sent != Some(t.version) || repeat.is_some() {
                     sent = Some(t.version);
                     let Ok(frame) = Response::Topology(t).to_frame(id) else {
                         break;
@@ -106,7 +129,12 @@ impl Service for CoordinatorService {
                         break;
                     }
                 }
-                if topology.changed().await.is_err() {
+                let changed = match repeat {
+                    Some(every) => tokio::time::timeout(every, topology.changed()).await.unwrap_or(Ok(())),
+                    None => topology.changed().await,
+                };
+                if changed.is_err() || !coordinator.acting() {
+                    // A coordinator that stood down ends its subscriptions.
                     break;
                 }
             }

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod prometheus;
 pub mod writers;
 
@@ -39,6 +40,19 @@ pub fn free_service_port() -> u16 {
     panic!("no free port with a free port 1000 above it");
 }
 
+/// A free port whose next `n - 1` ports are free too, each with its metrics port (1000
+/// above): for `shardline up --balancers n`.
+pub fn free_service_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if port <= u16::MAX - 1000 - n && (0..n).all(|i| (i == 0 || free(port + i)) && free(port + i + 1000)) {
+            return port;
+        }
+    }
+    panic!("no {n} free ports in a row with free ports 1000 above them");
+}
+
 /// The start of a range of ports for storage nodes, different for each call in this
 /// process and each test process, whose first 16 ports are free now, and so are the 16
 /// ports 1000 above them (the nodes' metrics). Ranges are 2000 apart, so one cluster's
@@ -60,7 +74,7 @@ pub fn node_base_port() -> u16 {
 }
 
 /// The directory holding this test's binaries: `target/<profile>`.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
 }
@@ -150,9 +164,11 @@ impl Up {
     pub async fn start_with(extra: &[&str]) -> Up {
         ensure_binaries();
         let dir = tempfile::Builder::new().prefix("shardline-client-test").tempdir().expect("temporary directory");
+        // `--balancers N` takes N ports from the balancer's.
+        let balancers = extra.windows(2).find(|w| w[0] == "--balancers").and_then(|w| w[1].parse().ok()).unwrap_or(1);
         let mut up = Up {
             dir,
-            balancer_port: free_service_port(),
+            balancer_port: free_service_ports(balancers),
             coordinator_port: free_service_port(),
             node_base_port: node_base_port(),
             extra: extra.iter().map(|a| a.to_string()).collect(),

@@ -49,6 +49,11 @@ impl Writers {
         self.acked.load(Ordering::Relaxed)
     }
 
+    /// The counter of acknowledged writes, to sample from another task.
+    pub fn acked_counter(&self) -> Arc<AtomicU64> {
+        self.acked.clone()
+    }
+
     /// The flag that stops the writers (other load may stop on it too).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()

@@ -40,15 +40,37 @@ use answers::Purpose;
 use elect::Election;
 use switch::Switch;
 
-/// Where the core saves the configuration before acting on a change.
-pub trait MetaSink: Debug + Send {
-    /// Saves `meta` durably.
+/// Where the configuration is kept: loaded when a coordinator starts acting, saved by the
+/// core before it acts on a change. Backends: [`MetaStore`] (redb, one coordinator) and
+/// [`crate::etcd::EtcdMeta`] (etcd, any number of coordinators, every save a
+/// compare-and-swap on the revision last read, fenced by the leader's etcd lease).
+pub trait MetaSink: Debug + Send + Sync {
+    /// Saves `meta` durably; fails, changing nothing, if another coordinator changed it
+    /// since this one loaded or last saved it.
     fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError>;
+
+    /// The stored configuration (empty if none was ever saved); later saves compare
+    /// against what this read.
+    fn load(&self) -> Result<ClusterMeta, MetaError>;
 }
 
 impl MetaSink for MetaStore {
     fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError> {
         MetaStore::save(self, meta)
+    }
+
+    fn load(&self) -> Result<ClusterMeta, MetaError> {
+        MetaStore::load(self)
+    }
+}
+
+impl<T: MetaSink + ?Sized> MetaSink for std::sync::Arc<T> {
+    fn save(&self, meta: &ClusterMeta) -> Result<(), MetaError> {
+        (**self).save(meta)
+    }
+
+    fn load(&self) -> Result<ClusterMeta, MetaError> {
+        (**self).load()
     }
 }
 
@@ -59,6 +81,10 @@ pub struct NoSink;
 impl MetaSink for NoSink {
     fn save(&self, _: &ClusterMeta) -> Result<(), MetaError> {
         Ok(())
+    }
+
+    fn load(&self) -> Result<ClusterMeta, MetaError> {
+        Ok(ClusterMeta::default())
     }
 }
 
@@ -210,6 +236,23 @@ impl Core {
             counters: Counters::default(),
             broken: None,
         }
+    }
+
+    /// This core takes over from another coordinator that may have granted leases until
+    /// a moment ago: every shard counts as leased from `now`, so no new primary is told to
+    /// lead before a predecessor's last grant has surely run out. (The predecessor stopped
+    /// granting before its etcd lease ran out, and this one was elected after that.)
+    pub fn take_over(&mut self, now: Instant) {
+        let shards: Vec<ShardId> = self.meta.shards.keys().copied().collect();
+        for shard in shards {
+            self.leases.elected(shard, now);
+        }
+    }
+
+    /// Numbers this core's calls after `previous`'s, so an answer to a call the previous
+    /// core made (in flight while it was replaced) never passes for one of this core's.
+    pub fn number_calls_after(&mut self, previous: &Core) {
+        self.next_call = self.next_call.max(previous.next_call);
     }
 
     /// The configuration now.

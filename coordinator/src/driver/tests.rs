@@ -20,6 +20,10 @@ impl MetaSink for Saved {
         self.0.lock().unwrap().push(meta.clone());
         Ok(())
     }
+
+    fn load(&self) -> Result<ClusterMeta, MetaError> {
+        Ok(self.0.lock().unwrap().last().cloned().unwrap_or_default())
+    }
 }
 
 const SHARD: ShardId = ShardId(1);
@@ -307,4 +311,29 @@ fn a_never_elected_shard_waits_for_the_admin_operation_that_configures_it() {
     let queries = core.reconcile(t0, false);
     assert!(calls(&queries).iter().all(|c| matches!(c.request, ControlRequest::ElectionQuery { term: 1, .. })));
     assert_eq!(calls(&queries).len(), 3, "with no admin operation under way, the reconcile loop elects it");
+}
+
+#[test]
+fn a_coordinator_taking_over_waits_out_leases_its_predecessor_may_have_granted() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    // This core took over at 200 ms from a coordinator that may have granted a's lease
+    // until then; a never answers this one.
+    let (mut core, _) = core(Some("a"), t0);
+    core.take_over(t0 + ms(200));
+    let now = t0 + ms(450);
+    for at in [t0 + ms(50), now] {
+        for node in ["b", "c"] {
+            let hb = core.heartbeat_call(node, at);
+            core.on_answer(hb.id, Some(status(node, ReplicaRole::Follower, 4)), at);
+        }
+    }
+    let queries: Vec<u64> = calls(&core.reconcile(now, false)).iter().map(|c| c.id).collect();
+    assert_eq!(queries.len(), 3, "a is dead: elect");
+    assert!(core.on_answer(queries[1], Some(vote(5, 9)), now).is_empty());
+    let wait = core.on_answer(queries[2], Some(vote(5, 9)), now);
+    let Some(Effect::WakeAt(at)) = wait.first() else { panic!("a wait for the predecessor's leases: {wait:?}") };
+    assert_eq!(*at, t0 + ms(200) + ms(300) + ms(35), "counted from the takeover");
+    assert!(calls(&core.tick(*at - ms(1))).is_empty(), "not before");
+    assert!(matches!(calls(&core.tick(*at))[0].request, ControlRequest::BecomePrimary { term: 5, .. }));
 }

@@ -114,6 +114,14 @@ pub enum ErrorCode {
         /// an append leaves under it.
         max: u64,
     },
+    /// This coordinator stands by (another one leads, elected through etcd): admin
+    /// operations and topology subscriptions go to the leader. Appended last, like
+    /// `TooLarge`.
+    #[error("not the leading coordinator; the leader is {}", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        /// The leader's address, if this coordinator knows it.
+        leader: Option<String>,
+    },
 }
 
 impl ErrorCode {
@@ -142,6 +150,7 @@ impl ErrorCode {
             ErrorCode::Timeout(_) => "Timeout",
             ErrorCode::Internal(_) => "Internal",
             ErrorCode::TooLarge { .. } => "TooLarge",
+            ErrorCode::NotLeader { .. } => "NotLeader",
         }
     }
 

@@ -69,6 +69,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         any::<i64>().prop_map(|key| ErrorCode::DuplicateKey { key }),
         ".{0,20}".prop_map(ErrorCode::Overloaded),
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::TooLarge { len, max }),
+        proptest::option::of(".{0,20}").prop_map(|leader| ErrorCode::NotLeader { leader }),
     ]
 }
 

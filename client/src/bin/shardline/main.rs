@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shardline", version, about, long_about = None)]
 struct Cli {
-    /// The balancer's address.
+    /// The balancer's address; several, comma-separated, to move to another when one fails.
     #[arg(long, global = true, env = "SHARDLINE_ADDR", default_value = "127.0.0.1:7000")]
     addr: String,
     /// Print machine-readable JSON instead of tables.

@@ -27,9 +27,13 @@ pub struct UpArgs {
     /// Where the cluster keeps its data and logs (reuse it to resume the cluster).
     #[arg(long, default_value = "./shardline-data")]
     data_dir: PathBuf,
-    /// Port of the balancer (clients, the CLI, nc).
+    /// Port of the balancer (clients, the CLI, nc); further balancers take the next ports.
     #[arg(long, default_value_t = 7000)]
     balancer_port: u16,
+    /// How many balancers to run (1 to 16), on --balancer-port and the ports after it; a
+    /// client given several (`--addr a,b`) moves to another when one fails.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    balancers: u16,
     /// Port of the coordinator.
     #[arg(long, default_value_t = 7100)]
     coordinator_port: u16,
@@ -349,10 +353,16 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let balancer_bin = sibling("shardline-balancer")?;
     let node_bin = sibling("shardline-node")?;
     port_free(args.coordinator_port)?;
-    port_free(args.balancer_port)?;
+    let balancer_ports: Vec<u16> = (0..args.balancers)
+        .map(|i| args.balancer_port.checked_add(i).context("balancer ports past 65535"))
+        .collect::<anyhow::Result<_>>()?;
     let coord_metrics = metrics_port(args.coordinator_port, args.metrics_offset)?;
-    let balancer_metrics = metrics_port(args.balancer_port, args.metrics_offset)?;
-    for port in coord_metrics.iter().chain(&balancer_metrics) {
+    let mut metrics_ports: Vec<u16> = coord_metrics.into_iter().collect();
+    for &port in &balancer_ports {
+        port_free(port)?;
+        metrics_ports.extend(metrics_port(port, args.metrics_offset)?);
+    }
+    for port in &metrics_ports {
         port_free(*port)?;
     }
     let init = match &args.config {
@@ -364,7 +374,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let dir = args.data_dir.canonicalize()?;
     let logs = dir.join("logs");
     let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
-    let balancer_addr = format!("127.0.0.1:{}", args.balancer_port);
+    let balancer_addrs: Vec<String> = balancer_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let balancer_addr = balancer_addrs.join(",");
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
@@ -379,10 +390,9 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         "--node-bin".into(),
         node_bin.display().to_string(),
     ];
-    let mut balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
+    let mut balancer_args = vec!["--coordinator".into(), coord_addr.clone()];
     let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
     coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
-    balancer_args.push(format!("--metrics-addr={}", metrics_flag(balancer_metrics)));
     coordinator_args.push(match args.metrics_offset {
         0 => "--node-arg=--metrics-addr=off".to_owned(),
         n => format!("--node-arg=--metrics-addr=+{n}"),
@@ -398,9 +408,15 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
     let started = async {
         wait_ready(&mut procs, "the coordinator", &coord_addr).await?;
-        let log = logs.join("balancer.log");
-        procs.0.push(spawn("shardline-balancer", &balancer_bin, &balancer_args, log)?);
-        wait_ready(&mut procs, "the balancer", &balancer_addr).await?;
+        for (i, (addr, &port)) in balancer_addrs.iter().zip(&balancer_ports).enumerate() {
+            // The first balancer's log keeps its name; the others are numbered.
+            let log = logs.join(if i == 0 { "balancer.log".to_owned() } else { format!("balancer-{i}.log") });
+            let mut own = vec!["--listen".to_owned(), addr.clone()];
+            own.push(format!("--metrics-addr={}", metrics_flag(metrics_port(port, args.metrics_offset)?)));
+            own.extend(balancer_args.iter().cloned());
+            procs.0.push(spawn("shardline-balancer", &balancer_bin, &own, log)?);
+            wait_ready(&mut procs, "the balancer", addr).await?;
+        }
         let admin = Client::connect(coord_addr.clone()).await?;
         let existing = admin.status().await.context("asking the coordinator")?;
         let resumed = existing.schema.is_some();
@@ -486,14 +502,17 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
         }));
         return;
     }
-    let addr = if args.balancer_port == 7000 { String::new() } else { format!(" --addr {balancer}") };
+    let addr =
+        if args.balancer_port == 7000 && args.balancers == 1 { String::new() } else { format!(" --addr {balancer}") };
     println!(
         "\nShardline is up: {} shards on {} servers{}\n",
         t.shards.len(),
         t.servers.len(),
         if no_primary.is_empty() { String::new() } else { format!(" (still electing: {})", no_primary.join(", ")) }
     );
-    println!("  balancer     {balancer}   clients, the CLI, nc");
+    for b in balancer.split(',') {
+        println!("  balancer     {b}   clients, the CLI, nc");
+    }
     println!("  coordinator  {coordinator}   membership, elections, admin");
     println!(
         "  nodes        ports from {}; data and logs under {}",
