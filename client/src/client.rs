@@ -12,6 +12,8 @@ use shardline_protocol::{
 };
 use tokio::sync::Mutex;
 
+use shardline_protocol::net::auth::Credential;
+
 use crate::connection::Connection;
 use crate::direct::Router;
 use crate::error::ClientError;
@@ -35,6 +37,10 @@ pub struct ClientConfig {
     /// is sent again after a broken connection or a timeout (default 2). Writes are sent
     /// again with the same client id and sequence, so they apply at most once.
     pub retries: u32,
+    /// The user and secret to authenticate with (default `None`: this process's own,
+    /// [`shardline_protocol::net::auth::set_outgoing`], if any; else none, which a server
+    /// with no credentials configured accepts).
+    pub credential: Option<Credential>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +52,7 @@ impl Default for ClientConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             retries: 2,
+            credential: None,
         }
     }
 }
@@ -204,8 +211,9 @@ impl Client {
             return Ok(conn);
         }
         let c = &self.inner.config;
-        let conn =
-            Arc::new(Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight).await?);
+        let credential = c.credential.clone().or_else(shardline_protocol::net::auth::outgoing);
+        let conn = Connection::open(&self.inner.addr, c.connect_timeout, c.max_payload, c.max_in_flight, credential);
+        let conn = Arc::new(conn.await?);
         *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());
         Ok(conn)
     }

@@ -114,6 +114,13 @@ pub enum ErrorCode {
         /// an append leaves under it.
         max: u64,
     },
+    /// The connection has not authenticated (or its credential was refused): only `PING`,
+    /// `HELP` and `AUTH` are answered. Appended after `TooLarge` to keep wire indices.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The connection's user lacks the permission this request needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ErrorCode {
@@ -142,6 +149,8 @@ impl ErrorCode {
             ErrorCode::Timeout(_) => "Timeout",
             ErrorCode::Internal(_) => "Internal",
             ErrorCode::TooLarge { .. } => "TooLarge",
+            ErrorCode::Unauthenticated(_) => "Unauthenticated",
+            ErrorCode::Forbidden(_) => "Forbidden",
         }
     }
 

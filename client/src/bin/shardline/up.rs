@@ -19,7 +19,9 @@ use clap::Args;
 use serde_json::json;
 use shardline::{layout, Client, ClientConfig, Topology};
 
+use crate::auth::LocalAuth;
 use crate::output::print_json;
+use shardline_protocol::net::auth;
 
 /// Flags of `shardline up`.
 #[derive(Debug, Args)]
@@ -52,6 +54,10 @@ pub struct UpArgs {
     /// new or wiped replica (0: unlimited; default the node's, 64 MiB/s).
     #[arg(long)]
     snapshot_rate: Option<u64>,
+    /// Where the cluster's credentials are (users file, cluster secret, admin and app
+    /// credentials); generated there if missing. Default: DATA_DIR/auth.
+    #[arg(long)]
+    auth_dir: Option<PathBuf>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -363,6 +369,9 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let dir = args.data_dir.canonicalize()?;
     let logs = dir.join("logs");
+    let local = LocalAuth::ensure(&args.auth_dir.clone().unwrap_or_else(|| dir.join("auth")))?;
+    // This process's own calls (readiness, init) are the admin's.
+    auth::set_outgoing(Some(local.admin.clone()));
     let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
     let balancer_addr = format!("127.0.0.1:{}", args.balancer_port);
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -380,6 +389,10 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         node_bin.display().to_string(),
     ];
     let mut balancer_args = vec!["--listen".into(), balancer_addr.clone(), "--coordinator".into(), coord_addr.clone()];
+    for args in [&mut coordinator_args, &mut balancer_args] {
+        args.push(format!("--users-file={}", local.users_file.display()));
+        args.push(format!("--cluster-secret-file={}", local.cluster_secret_file.display()));
+    }
     let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
     coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
     balancer_args.push(format!("--metrics-addr={}", metrics_flag(balancer_metrics)));
@@ -437,7 +450,7 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         _ = sigint.recv() => { procs.stop().await; return Ok(()) }
         _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
     };
-    announce(&args, &dir, &balancer_addr, &coord_addr, resumed, &topology, json);
+    announce(&args, &dir, resumed, &topology, json, &local);
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let failed = loop {
@@ -469,7 +482,9 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resumed: bool, t: &Topology, json: bool) {
+fn announce(args: &UpArgs, dir: &Path, resumed: bool, t: &Topology, json: bool, local: &LocalAuth) {
+    let balancer = format!("127.0.0.1:{}", args.balancer_port);
+    let coordinator = format!("127.0.0.1:{}", args.coordinator_port);
     let no_primary: Vec<String> =
         t.shards.iter().filter(|s| s.primary.is_none()).map(|s| s.spec.id.to_string()).collect();
     if json {
@@ -483,6 +498,7 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
             "servers": t.servers.len(),
             "without_primary": no_primary,
             "metrics_offset": args.metrics_offset,
+            "credentials": local.admin_credentials,
         }));
         return;
     }
@@ -494,6 +510,11 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
         if no_primary.is_empty() { String::new() } else { format!(" (still electing: {})", no_primary.join(", ")) }
     );
     println!("  balancer     {balancer}   clients, the CLI, nc");
+    println!(
+        "  credentials  {} (admin; the CLI reads it with --credentials, or by itself from {})",
+        local.admin_credentials.display(),
+        crate::auth::DEFAULT_CREDENTIALS
+    );
     println!("  coordinator  {coordinator}   membership, elections, admin");
     println!(
         "  nodes        ports from {}; data and logs under {}",
@@ -518,6 +539,9 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
     println!("  shardline{addr} read 0 100");
     println!("  shardline{addr} read-server Server0");
     println!("  shardline{addr} write --file rows.csv     (header: the schema's column names)");
-    println!("  nc 127.0.0.1 {}                          then type HELP", args.balancer_port);
+    println!(
+        "  nc 127.0.0.1 {}                          then HELP, and AUTH admin <the admin secret>",
+        args.balancer_port
+    );
     println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
 }
