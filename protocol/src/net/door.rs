@@ -24,6 +24,9 @@ use crate::{error_frame, frame, kind, ErrorCode, Frame, Message, Request, Respon
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Frames an unauthenticated connection may send before it is closed.
 pub const MAX_EARLY_FRAMES: u32 = 64;
+/// The largest frame payload taken before authentication (an `Auth` is a name and a
+/// secret): a stranger can make the server hold no more than this.
+pub const MAX_EARLY_PAYLOAD: usize = 8 * 1024;
 
 /// Runs the server's side: the grants won and the bytes read past the `Auth` frame, or
 /// `None` if the connection ended or was closed without authenticating.
@@ -35,6 +38,7 @@ pub(super) async fn accept(
 ) -> io::Result<Option<(Grants, BytesMut)>> {
     let mut input = BytesMut::with_capacity(4096);
     let (mut attempts, mut frames) = (0, 0);
+    let max_payload = max_payload.min(MAX_EARLY_PAYLOAD);
     loop {
         let frame = match frame::decode(&mut input, max_payload) {
             Ok(Some(frame)) => frame,

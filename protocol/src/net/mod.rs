@@ -21,7 +21,7 @@ mod serve;
 mod signal;
 
 pub use conn::{CallError, Conn};
-pub use door::{open as open_stream, MAX_ATTEMPTS, MAX_EARLY_FRAMES};
+pub use door::{open as open_stream, MAX_ATTEMPTS, MAX_EARLY_FRAMES, MAX_EARLY_PAYLOAD};
 pub use mux::{MuxConn, MAX_IN_FLIGHT, SWEEP};
 pub use serve::{serve, serve_with, Limits, Service, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use signal::stop_signal;

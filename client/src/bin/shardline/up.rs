@@ -58,6 +58,14 @@ pub struct UpArgs {
     /// credentials); generated there if missing. Default: DATA_DIR/auth.
     #[arg(long)]
     auth_dir: Option<PathBuf>,
+    /// Milliseconds a new connection to any process may take to send its first byte and
+    /// authenticate (default the processes' own, 10 s).
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may stay silent with nothing in flight (default the
+    /// processes' own, 300 s).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -403,6 +411,15 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     if let Some(max) = args.max_payload {
         coordinator_args.push(format!("--node-arg=--max-payload={max}"));
         balancer_args.extend(["--max-payload".into(), max.to_string()]);
+    }
+    for (flag, value) in
+        [("handshake-timeout-ms", args.handshake_timeout_ms), ("idle-timeout-ms", args.idle_timeout_ms)]
+    {
+        if let Some(ms) = value {
+            coordinator_args.push(format!("--{flag}={ms}"));
+            coordinator_args.push(format!("--node-arg=--{flag}={ms}"));
+            balancer_args.push(format!("--{flag}={ms}"));
+        }
     }
     if let Some(rate) = args.snapshot_rate {
         coordinator_args.push(format!("--node-arg=--snapshot-rate={rate}"));
