@@ -86,6 +86,12 @@ pub fn test_auth() -> &'static Path {
     })
 }
 
+/// The text mode's line that authenticates a connection as the test admin.
+pub fn auth_line() -> String {
+    let admin = Credential::load(&test_auth().join("admin.credentials")).expect("the admin credential");
+    format!("AUTH {} {}\n", admin.user, admin.secret.0)
+}
+
 /// Makes sure the sibling binaries `shardline up` runs exist, building missing ones.
 pub fn ensure_binaries() {
     test_auth();

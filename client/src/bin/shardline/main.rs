@@ -189,6 +189,12 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = format!("{e:#}");
             eprintln!("error: {}", text.replace('\n', " "));
+            if text.contains("Unauthenticated") || text.contains("refused the credential") {
+                eprintln!(
+                    "hint: give --credentials FILE (or SHARDLINE_CREDENTIALS); `shardline up` writes \
+                     DATA_DIR/auth/admin.credentials"
+                );
+            }
             ExitCode::FAILURE
         }
     }
