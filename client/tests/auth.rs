@@ -130,8 +130,12 @@ async fn only_authenticated_users_get_their_own_permissions() {
         assert!(matches!(answer, Response::Error(ErrorCode::Unauthenticated(_))), "{answer:?}");
     }
     eprintln!("wrong secrets answered after {took:?}");
-    assert!(took[0] >= Duration::from_millis(100), "{took:?}");
-    assert!(took[2] >= Duration::from_millis(400) && took[2] > took[0], "{took:?}");
+    // Each answer waits at least its penalty: 100 ms, 200 ms, 400 ms (argon2 adds its own
+    // time, which a loaded machine stretches, so only the lower bounds are asserted).
+    for (i, t) in took.iter().enumerate() {
+        let penalty = shardline_protocol::net::auth::penalty(i as u32 + 1);
+        assert!(*t >= penalty, "refusal {} answered after {t:?}, before its {penalty:?} penalty", i + 1);
+    }
     let mut rest = [0u8; 64];
     let closed = tokio::time::timeout(STEP, raw.read(&mut rest)).await.expect("closed in time");
     assert!(matches!(closed, Ok(0) | Err(_)), "the connection stayed open after {} refusals", took.len());
