@@ -1,7 +1,9 @@
 //! The balancer's configuration: a validated value with documented defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use shardline_protocol::net::auth::{Credential, Gate};
 use shardline_protocol::net::Limits;
 use shardline_protocol::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 
@@ -36,6 +38,15 @@ pub struct BalancerConfig {
     pub backoff_min: Duration,
     /// Longest pause between retries (default 200 ms).
     pub backoff_max: Duration,
+    /// How long a client may take to send its first byte and authenticate (default 10 s).
+    pub handshake_timeout: Duration,
+    /// How long a client connection may stay silent with nothing in flight (default 300 s).
+    pub idle_timeout: Duration,
+    /// Who may connect and do what (default: open, no credentials asked).
+    pub gate: Arc<Gate>,
+    /// What the balancer presents to the nodes and the coordinator (default `None`: this
+    /// process's own credential, [`shardline_protocol::net::auth::set_outgoing`]).
+    pub credential: Option<Credential>,
 }
 
 impl Default for BalancerConfig {
@@ -52,6 +63,10 @@ impl Default for BalancerConfig {
             admin_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
+            handshake_timeout: shardline_protocol::net::DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: shardline_protocol::net::DEFAULT_IDLE_TIMEOUT,
+            gate: Arc::new(Gate::open()),
+            credential: None,
         }
     }
 }
@@ -62,12 +77,19 @@ impl BalancerConfig {
         BalancerConfig { coordinator: coordinator.into(), ..BalancerConfig::default() }
     }
 
+    /// The credential to present to the nodes and the coordinator, if any.
+    pub fn outgoing(&self) -> Option<Credential> {
+        self.credential.clone().or_else(shardline_protocol::net::auth::outgoing)
+    }
+
     /// The limits the client listener enforces.
     pub fn limits(&self) -> Limits {
         Limits {
             max_payload: self.max_payload,
             max_in_flight: self.max_in_flight,
             max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -86,7 +108,11 @@ impl BalancerConfig {
         if self.max_payload < 1024 {
             return bad("frames must be allowed at least 1 KiB");
         }
-        if self.connect_timeout.is_zero() || self.call_timeout.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.call_timeout.is_zero()
+            || self.handshake_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+        {
             return bad("timeouts must be above zero");
         }
         if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {

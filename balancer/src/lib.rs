@@ -80,7 +80,7 @@ pub async fn run_with_metrics(
     metrics::register(&balancer, &mut registry);
     let exporter = exporter::start(metrics, listen, registry).await?;
     let follower = tokio::spawn(topology::follow(balancer.topology().clone(), config.clone()));
-    net::serve(listener, balancer, config.limits(), shutdown).await;
+    net::serve_with(listener, balancer, config.limits(), config.gate.clone(), shutdown).await;
     follower.abort();
     if let Some((_, task)) = exporter {
         task.abort();

@@ -2,12 +2,14 @@
 //! or SIGTERM.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use shardline_balancer::config::BalancerConfig;
 use shardline_metrics::MetricsAddr;
+use shardline_protocol::net::auth;
 use tracing_subscriber::EnvFilter;
 
 /// Shardline's balancer: routes client requests (binary frames, or text lines from `nc`)
@@ -47,6 +49,20 @@ struct Args {
     /// host; a taken port then only costs the metrics) or off.
     #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = MetricsAddr::default())]
     metrics_addr: MetricsAddr,
+    /// Users file (TOML; see the README's Security section): with it (or a cluster
+    /// secret), a connection must authenticate before anything but PING, HELP and AUTH.
+    #[arg(long, env = "SHARDLINE_USERS_FILE")]
+    users_file: Option<PathBuf>,
+    /// File holding the cluster's internal secret: control and peer messages are accepted
+    /// only from its holders, and this process presents it to its peers.
+    #[arg(long, env = "SHARDLINE_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Milliseconds a new connection may take to send its first byte and authenticate.
+    #[arg(long, default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Milliseconds a connection may stay silent with nothing in flight before it is closed.
+    #[arg(long, default_value_t = 300_000)]
+    idle_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -63,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
         retry_deadline: Duration::from_millis(args.retry_deadline_ms),
         pool_size: args.pool_size,
         max_payload: args.max_payload,
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        gate: auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?,
         ..BalancerConfig::new(args.coordinator)
     };
     config.validate()?;

@@ -16,7 +16,8 @@ use shardline_protocol::Frame;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::CallError;
-use shardline_protocol::net::MuxConn;
+use shardline_protocol::net::auth::Credential;
+use shardline_protocol::net::{MuxConn, MAX_IN_FLIGHT};
 
 /// How long a failed connect makes a slot fail calls without trying again.
 pub const FAIL_FAST: Duration = Duration::from_millis(50);
@@ -56,6 +57,7 @@ pub struct Pool {
     turn: AtomicUsize,
     connect_timeout: Duration,
     max_payload: usize,
+    credential: Option<Credential>,
 }
 
 impl Pool {
@@ -67,7 +69,14 @@ impl Pool {
             turn: AtomicUsize::new(0),
             connect_timeout,
             max_payload,
+            credential: None,
         }
+    }
+
+    /// The same pool, presenting `credential` on every connection it opens.
+    pub fn with_credential(mut self, credential: Option<Credential>) -> Pool {
+        self.credential = credential;
+        self
     }
 
     /// Sends `frame` to `addr` and waits up to `timeout` for its answer. The answer carries
@@ -112,7 +121,15 @@ impl Pool {
             return ready;
         }
         *slot.state.lock().expect("slot lock") = State::Empty;
-        let state = match MuxConn::connect(addr.clone(), self.connect_timeout, self.max_payload).await {
+        let state = match MuxConn::connect_as(
+            addr.clone(),
+            self.connect_timeout,
+            self.max_payload,
+            MAX_IN_FLIGHT,
+            self.credential.as_ref(),
+        )
+        .await
+        {
             Ok(conn) => State::Open(Arc::new(conn)),
             Err(e) => State::Failed(Instant::now(), e),
         };

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use shardline_protocol::{FrameCodec, Message, Request, Response, Topology};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Mutex as AsyncMutex};
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
@@ -244,11 +243,10 @@ pub async fn follow(cache: Arc<TopologyCache>, cfg: BalancerConfig) {
 async fn subscribe_once(cache: &TopologyCache, addr: &str, cfg: &BalancerConfig) -> Result<(), String> {
     const ID: u64 = 1;
     let failed = |e: String| e;
-    let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+    let credential = cfg.outgoing();
+    let stream = shardline_protocol::net::open_stream(addr, cfg.connect_timeout, cfg.max_payload, credential.as_ref())
         .await
-        .map_err(|_| failed(format!("connect to {addr}: timed out")))?
-        .map_err(|e| failed(format!("connect to {addr}: {e}")))?;
-    stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let mut framed = Framed::new(stream, FrameCodec::new(cfg.max_payload));
     let ask = Request::SubscribeTopology.to_frame(ID).map_err(|e| failed(e.to_string()))?;
     framed.send(&ask).await.map_err(|e| failed(e.to_string()))?;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shardline::{Client, ClientConfig, InitRequest, Topology};
+use shardline::{Client, ClientConfig, Credential, InitRequest, Topology};
 
 use crate::error::BenchError;
 use crate::rss;
@@ -143,6 +143,10 @@ impl LocalCluster {
         for _ in 0..(limit.as_millis() / 200 + 2) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 return Err(BenchError::Process(format!("shardline up exited ({status}): {}", self.log_tail())));
+            }
+            // `shardline up` writes the cluster's credentials first: the bench is its admin.
+            if let Ok(admin) = Credential::load(&self.data_dir().join("auth/admin.credentials")) {
+                shardline_protocol::net::auth::set_outgoing(Some(admin));
             }
             if let Ok(client) = Client::connect_with(self.addr(), config.clone()).await {
                 if let Ok(t) = client.status().await {

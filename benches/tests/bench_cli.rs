@@ -42,9 +42,18 @@ struct Run {
 
 /// Runs shardline-bench with `args`, killed after `limit`.
 fn bench(args: &[&str], limit: Duration) -> Run {
+    bench_as(args, limit, None)
+}
+
+/// [`bench`] authenticating with the credentials file `credentials`, if any.
+fn bench_as(args: &[&str], limit: Duration, credentials: Option<&std::path::Path>) -> Run {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-bench"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardline-bench"));
+    if let Some(path) = credentials {
+        command.env("SHARDLINE_CREDENTIALS", path);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("stdout file"))
@@ -104,9 +113,10 @@ async fn runs_against_a_real_cluster_and_refuses_bad_flags() {
         .await
         .expect("shardline up");
     let addr = cluster.addr();
+    let credentials = cluster.data_dir().join("auth/admin.credentials");
     let out = tempfile::tempdir().expect("temporary directory");
     let out_dir = out.path().join("closed");
-    let r = bench(
+    let r = bench_as(
         &[
             "--addr",
             &addr,
@@ -126,6 +136,7 @@ async fn runs_against_a_real_cluster_and_refuses_bad_flags() {
             out_dir.to_str().unwrap(),
         ],
         Duration::from_secs(30),
+        Some(&credentials),
     );
     assert_eq!(r.code, Some(0), "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stdout.contains("p50 ms") && r.stdout.contains("p99.9 ms") && r.stdout.contains("max ms"));
@@ -147,7 +158,7 @@ async fn runs_against_a_real_cluster_and_refuses_bad_flags() {
     assert_eq!(json["ops"].as_array().unwrap().len(), 5);
 
     let open_dir = out.path().join("open");
-    let r = bench(
+    let r = bench_as(
         &[
             "--addr",
             &addr,
@@ -164,6 +175,7 @@ async fn runs_against_a_real_cluster_and_refuses_bad_flags() {
             open_dir.to_str().unwrap(),
         ],
         Duration::from_secs(20),
+        Some(&credentials),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("--json prints JSON");

@@ -12,6 +12,8 @@ use shardline_protocol::{
 };
 use tokio::sync::Mutex;
 
+use shardline_protocol::net::auth::Credential;
+
 use crate::connection::Connection;
 use crate::direct::Router;
 use crate::error::ClientError;
@@ -35,6 +37,10 @@ pub struct ClientConfig {
     /// is sent again after a broken connection or a timeout (default 2). Writes are sent
     /// again with the same client id and sequence, so they apply at most once.
     pub retries: u32,
+    /// The user and secret to authenticate with (default `None`: this process's own,
+    /// [`shardline_protocol::net::auth::set_outgoing`], if any; else none, which a server
+    /// with no credentials configured accepts).
+    pub credential: Option<Credential>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +52,7 @@ impl Default for ClientConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             retries: 2,
+            credential: None,
         }
     }
 }
@@ -241,10 +248,12 @@ impl Client {
         }
         let c = &self.inner.config;
         // Each address at most once; a request that is refused connection everywhere fails.
+        let credential = c.credential.clone().or_else(shardline_protocol::net::auth::outgoing);
         let mut last = None;
         for _ in 0..self.inner.addrs.len() {
             let addr = self.addr().to_owned();
-            match Connection::open(&addr, c.connect_timeout, c.max_payload, c.max_in_flight).await {
+            let open = Connection::open(&addr, c.connect_timeout, c.max_payload, c.max_in_flight, credential.clone());
+            match open.await {
                 Ok(conn) => {
                     let conn = Arc::new(conn);
                     *self.inner.conn.lock().expect("connection lock") = Some(conn.clone());

@@ -39,6 +39,7 @@ impl Router {
             call_timeout: config.timeout,
             admin_timeout: config.admin_timeout,
             pool_size,
+            credential: config.credential.clone(),
             ..BalancerConfig::new(coordinator)
         };
         cfg.validate().map_err(|e| ClientError::InvalidRequest(e.to_string()))?;

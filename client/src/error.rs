@@ -42,6 +42,15 @@ pub enum ClientError {
         /// The client's frame limit.
         max: usize,
     },
+    /// The server refused this client's credential (or wants one and none was given):
+    /// check `--credentials` / [`ClientConfig::credential`](crate::ClientConfig).
+    #[error("{addr} refused the credential: {reason}")]
+    Refused {
+        /// The server's address.
+        addr: String,
+        /// The server's answer.
+        reason: String,
+    },
     /// The request could not be built from the arguments (e.g. an empty write).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -135,10 +135,11 @@ async fn scenario(up: &Up, c: &Client) {
 
     // The text mode answers the same way on the same port.
     let mut nc = tokio::net::TcpStream::connect(up.addr()).await.expect("connect for the text mode");
-    nc.write_all(b"READ 0 1999 PRIMARY\nREAD 0 1 PRIMARY\nQUIT\n").await.expect("send lines");
+    let lines = format!("{}READ 0 1999 PRIMARY\nREAD 0 1 PRIMARY\nQUIT\n", harness::auth_line());
+    nc.write_all(lines.as_bytes()).await.expect("send lines");
     let mut text = String::new();
     tokio::time::timeout(PROMPT, nc.read_to_string(&mut text)).await.expect("text answers in time").expect("read");
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text.lines().skip_while(|l| l.starts_with("OK authenticated")).collect();
     assert!(lines[0].starts_with("ERR TooLarge: "), "{text}");
     assert_eq!(lines.last().copied(), Some("OK 2 rows"), "{text}");
 }

@@ -37,7 +37,7 @@ async fn sh1_primary(c: &Client) -> Option<(String, u64, Vec<String>)> {
 /// Sends one text-mode line to `addr` and returns the answer's lines through OK/ERR.
 async fn text_line(addr: &str, line: &str) -> Vec<String> {
     let (read, mut write) = TcpStream::connect(addr).await.expect("connect").into_split();
-    write.write_all(format!("{line}\n").as_bytes()).await.expect("send");
+    write.write_all(format!("{}{line}\n", harness::auth_line()).as_bytes()).await.expect("send");
     let mut lines = BufReader::new(read);
     let mut answer = Vec::new();
     for _ in 0..1000 {
@@ -45,6 +45,9 @@ async fn text_line(addr: &str, line: &str) -> Vec<String> {
         let n = lines.read_line(&mut l).await.expect("receive");
         assert!(n > 0, "connection closed after {answer:?}");
         let l = l.trim_end().to_owned();
+        if l.starts_with("OK authenticated") {
+            continue;
+        }
         let last = l.starts_with("OK") || l.starts_with("ERR");
         answer.push(l);
         if last {

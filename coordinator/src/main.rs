@@ -84,6 +84,20 @@ struct Args {
     /// (--node-arg=--metrics-addr=...; by default their port plus 1000).
     #[arg(long, default_value_t = MetricsAddr::default())]
     metrics_addr: MetricsAddr,
+    /// Users file (TOML; see the README's Security section): with it (or a cluster
+    /// secret), a connection must authenticate before anything but PING, HELP and AUTH.
+    #[arg(long, env = "SHARDLINE_USERS_FILE")]
+    users_file: Option<PathBuf>,
+    /// File holding the cluster's internal secret: control and peer messages are accepted
+    /// only from its holders, and this process presents it to its peers.
+    #[arg(long, env = "SHARDLINE_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Milliseconds a new connection may take to send its first byte and authenticate.
+    #[arg(long, default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Milliseconds a connection may stay silent with nothing in flight before it is closed.
+    #[arg(long, default_value_t = 300_000)]
+    idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -107,7 +121,18 @@ async fn main() -> anyhow::Result<()> {
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
     cfg.dead_after = Duration::from_millis(args.dead_after_ms);
     cfg.lease = Duration::from_millis(args.lease_ms);
+    cfg.limits.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
+    cfg.limits.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     cfg.validate().map_err(anyhow::Error::msg)?;
+    let gate = net::auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?;
+    // The nodes this coordinator starts check the same credentials.
+    let mut node_args = args.node_args;
+    for (flag, path) in [("users-file", &args.users_file), ("cluster-secret-file", &args.cluster_secret_file)] {
+        if let Some(path) = path {
+            let path = std::path::absolute(path).with_context(|| format!("--{flag} {}", path.display()))?;
+            node_args.push(format!("--{flag}={}", path.display()));
+        }
+    }
     let spawner: Box<dyn Spawner> = match args.spawner {
         SpawnerKind::Process => {
             let node_bin = match args.node_bin {
@@ -119,7 +144,8 @@ async fn main() -> anyhow::Result<()> {
             }
             let nodes_dir = args.data_dir.join("nodes");
             Box::new(
-                ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, args.node_args).adopting(nodes_dir),
+                ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, node_args.clone())
+                    .adopting(nodes_dir),
             )
         }
         SpawnerKind::External => {
@@ -136,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 image: args.docker_image,
                 network: args.docker_network,
                 prefix: args.docker_prefix,
-                node_args: args.node_args,
+                node_args,
             };
             Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
         }
@@ -169,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     let _metrics = exporter::start(args.metrics_addr, args.listen, registry).await?;
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
-    net::serve(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, shutdown).await;
+    net::serve_with(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, gate, shutdown).await;
     reconcile.abort();
     if let Some(elector) = elector {
         elector.abort();

@@ -30,6 +30,12 @@ pub fn init(request: &InitRequest, meta: &ClusterMeta) -> Result<AddPlan, ErrorC
         return Err(bad("the cluster is already initialized; use add and rm to change it"));
     }
     request.schema.validate().map_err(|e| ErrorCode::SchemaViolation(e.to_string()))?;
+    if request.schema.columns.len() > MAX_COLUMNS {
+        return Err(bad(format!("{} columns; at most {MAX_COLUMNS}", request.schema.columns.len())));
+    }
+    if let Some(c) = request.schema.columns.iter().find(|c| c.name.is_empty() || c.name.len() > MAX_NAME) {
+        return Err(bad(format!("column name of {} bytes: 1 to {MAX_NAME}", c.name.len())));
+    }
     if request.shards.is_empty() {
         return Err(bad("init needs at least one shard"));
     }
@@ -51,6 +57,23 @@ pub const MAX_SERVERS: usize = 1024;
 /// The most shards one request may create.
 pub const MAX_NEW_SHARDS: usize = 4096;
 
+/// The most shards a cluster may have.
+pub const MAX_SHARDS: usize = 4096;
+
+/// The longest server or column name, in bytes.
+pub const MAX_NAME: usize = 64;
+
+/// The most columns a schema may have.
+pub const MAX_COLUMNS: usize = 64;
+
+/// Refuses a server name past [`MAX_NAME`] bytes before it is looked up or echoed.
+pub fn check_name(name: &str) -> Result<(), ErrorCode> {
+    if name.len() > MAX_NAME {
+        return Err(bad(format!("a server name of {} bytes; at most {MAX_NAME}", name.len())));
+    }
+    Ok(())
+}
+
 /// Checks an AddServers request (also used by Init) against the cluster.
 pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<AddPlan, ErrorCode> {
     if request.n == 0 {
@@ -65,6 +88,16 @@ pub fn add_servers(request: &AddServersRequest, meta: &ClusterMeta) -> Result<Ad
     }
     if request.new_shards.len() > MAX_NEW_SHARDS {
         return Err(bad(format!("{} new shards in one request; at most {MAX_NEW_SHARDS}", request.new_shards.len())));
+    }
+    if request.new_shards.len() > MAX_SHARDS.saturating_sub(meta.shards.len()) {
+        return Err(bad(format!(
+            "{} new shards would take the cluster past {MAX_SHARDS} shards (it has {})",
+            request.new_shards.len(),
+            meta.shards.len()
+        )));
+    }
+    for name in request.servers.keys() {
+        check_name(name)?;
     }
     if request.n < request.servers.len() {
         return Err(bad(format!("n = {} is less than the {} servers named", request.n, request.servers.len())));
@@ -127,6 +160,12 @@ pub fn remove_servers(n: usize, named: &[String], meta: &ClusterMeta) -> Result<
     }
     if n < named.len() {
         return Err(bad(format!("n = {n} is less than the {} servers named", named.len())));
+    }
+    if n > meta.servers.len() {
+        return Err(bad(format!("n = {n}, but the cluster has {} servers", meta.servers.len())));
+    }
+    for name in named {
+        check_name(name)?;
     }
     let mut chosen: Vec<String> = Vec::new();
     for name in named {
@@ -285,5 +324,23 @@ mod tests {
         let add = AddServersRequest { n: usize::MAX, new_shards: vec![], servers: BTreeMap::new() };
         let e = add_servers(&add, &meta).unwrap_err();
         assert!(matches!(&e, ErrorCode::BadRequest(m) if m.contains("past 1024 servers")), "{e:?}");
+    }
+
+    #[test]
+    fn long_names_many_columns_and_too_many_shards_are_refused() {
+        let meta = initialized();
+        let long = "S".repeat(MAX_NAME + 1);
+        let add = AddServersRequest { n: 1, new_shards: vec![], servers: BTreeMap::from([(long.clone(), vec![])]) };
+        assert!(add_servers(&add, &meta).unwrap_err().to_string().contains("at most 64"));
+        assert!(remove_servers(1, std::slice::from_ref(&long), &meta).unwrap_err().to_string().contains("at most 64"));
+        assert!(remove_servers(usize::MAX, &[], &meta).is_err());
+        let shards = (0..MAX_SHARDS as u32).map(|i| spec(100 + i, 1_000_000 + i64::from(i) * 10)).collect();
+        let add = AddServersRequest { n: 1, new_shards: shards, servers: BTreeMap::new() };
+        assert!(add_servers(&add, &meta).unwrap_err().to_string().contains("past 4096 shards"));
+        let mut init = init_request();
+        let column =
+            |i: usize| shardline_protocol::Column { name: format!("c{i}"), ty: shardline_protocol::ColumnType::Int };
+        init.schema.columns.extend((0..MAX_COLUMNS).map(column));
+        assert!(super::init(&init, &ClusterMeta::default()).unwrap_err().to_string().contains("columns"));
     }
 }

@@ -53,6 +53,7 @@ impl CoordinatorService {
             | Request::Log { .. } => Err(ErrorCode::BadRequest(
                 "data operations go to the balancer (or a storage node), not to the coordinator".into(),
             )),
+            Request::Auth { .. } => Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into())),
         };
         result.unwrap_or_else(Response::Error)
     }

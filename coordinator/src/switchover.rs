@@ -18,6 +18,9 @@ impl Coordinator {
         shard: ShardId,
         to: Option<String>,
     ) -> Result<Topology, ErrorCode> {
+        if let Some(to) = &to {
+            crate::plan::check_name(to)?;
+        }
         let _admin = self.admin.lock().await;
         let effects = self.core().switchover(shard, to.as_deref(), Instant::now())?;
         self.carry_out(effects);

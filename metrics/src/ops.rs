@@ -90,6 +90,7 @@ pub fn of_request(r: &Request) -> &'static str {
         Request::GetTopology { .. } => "get_topology",
         Request::SubscribeTopology => "subscribe_topology",
         Request::Failover { .. } => "failover",
+        Request::Auth { .. } => OTHER,
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`frame`]: the checksummed header and `decode` / `encode` (sans-IO), the byte table.
 //! - [`codec`]: the `tokio_util::codec` wrapper used on sockets.
 //! - [`message`]: typed requests and responses by audience, and how they map onto frames.
+//! - [`access`]: who may send what: the permission each frame kind needs (sans-IO).
 //! - [`batch`]: the write batch layout a router splits by key without decoding rows.
 //! - [`log_entry`]: the replicated log entry and its CRC.
 //! - [`model`]: schema, values, rows, shards.
@@ -26,6 +27,7 @@
 //! assert_eq!(Request::from_frame(&frame).unwrap(), request);
 //! ```
 
+pub mod access;
 pub mod batch;
 pub mod codec;
 pub mod frame;
@@ -44,7 +46,7 @@ pub use log_entry::{EntryError, LogEntry, LogLine, Operation};
 pub use message::{
     error_frame, kind, AddServersRequest, ClientSeqMark, ControlRequest, ControlResponse, CopyDirection, CopyProgress,
     CopySize, ErrorCode, InitRequest, LeaseGrant, Message, MessageError, NodeStatus, PeerRequest, PeerResponse,
-    ReplicaRole, Request, Response, ServerInfo, ShardCommit, ShardCopy, ShardRows, ShardState, ShardTopology, Topology,
-    Vote,
+    ReplicaRole, Request, Response, Secret, ServerInfo, ShardCommit, ShardCopy, ShardRows, ShardState, ShardTopology,
+    Topology, Vote,
 };
 pub use model::{Column, ColumnType, LogPosition, Row, Schema, SchemaError, ServerAddr, ShardId, ShardSpec, Value};

@@ -60,6 +60,7 @@ impl NodeConfig {
             max_payload: self.max_payload,
             max_in_flight: self.max_in_flight,
             max_connections: self.max_connections,
+            ..Default::default()
         }
     }
 

@@ -234,6 +234,7 @@ impl Node {
             Request::GetTopology { .. } | Request::SubscribeTopology => {
                 Err(ErrorCode::BadRequest("storage nodes hold no topology; ask the coordinator".into()))
             }
+            Request::Auth { .. } => Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into())),
         };
         result.unwrap_or_else(Response::Error)
     }

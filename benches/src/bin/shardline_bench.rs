@@ -277,6 +277,11 @@ async fn interruptible(work: impl std::future::Future<Output = anyhow::Result<()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A cluster that asks for credentials: SHARDLINE_CREDENTIALS names the file (as for the CLI).
+    if let Some(path) = std::env::var_os("SHARDLINE_CREDENTIALS") {
+        let credential = shardline::Credential::load(std::path::Path::new(&path))?;
+        shardline_protocol::net::auth::set_outgoing(Some(credential));
+    }
     match cli.command {
         None => bench(cli.run).await,
         Some(Command::Seed(args)) => seed_table(args).await,

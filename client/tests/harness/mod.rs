@@ -15,9 +15,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shardline::{Client, Row, Topology, Value};
+use shardline::{Client, Credential, Row, Topology, Value};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -79,8 +80,35 @@ pub fn target_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
 }
 
+/// The credentials every cluster of this test process shares: `shardline auth init` under
+/// `target/<profile>/test-auth` (kept, so reused). The admin credential becomes this
+/// process's own, so a plain `Client::connect` authenticates; [`cli`] passes it on.
+pub fn test_auth() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("test-auth");
+        let status = Command::new(env!("CARGO_BIN_EXE_shardline"))
+            .args(["auth", "init"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running shardline auth init");
+        assert!(status.success(), "shardline auth init {} failed", dir.display());
+        let admin = Credential::load(&dir.join("admin.credentials")).expect("the admin credential");
+        shardline_protocol::net::auth::set_outgoing(Some(admin));
+        dir
+    })
+}
+
+/// The text mode's line that authenticates a connection as the test admin.
+pub fn auth_line() -> String {
+    let admin = Credential::load(&test_auth().join("admin.credentials")).expect("the admin credential");
+    format!("AUTH {} {}\n", admin.user, admin.secret.0)
+}
+
 /// Makes sure the sibling binaries `shardline up` runs exist, building missing ones.
 pub fn ensure_binaries() {
+    test_auth();
     for (package, bin) in [
         ("shardline-coordinator", "shardline-coordinator"),
         ("shardline-balancer", "shardline-balancer"),
@@ -189,6 +217,8 @@ impl Up {
             .args(["--balancer-port", &self.balancer_port.to_string()])
             .args(["--coordinator-port", &self.coordinator_port.to_string()])
             .args(["--node-base-port", &self.node_base_port.to_string()])
+            .arg("--auth-dir")
+            .arg(test_auth())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -340,6 +370,7 @@ pub fn cli(args: &[&str]) -> CliRun {
     let (out, err) = (out_dir.path().join("out"), out_dir.path().join("err"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardline"))
         .args(args)
+        .env("SHARDLINE_CREDENTIALS", test_auth().join("admin.credentials"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))

@@ -47,6 +47,8 @@ pub mod kind {
     pub const SUBSCRIBE_TOPOLOGY: u8 = REQUEST_BASE + 13;
     /// `Request::Failover`.
     pub const FAILOVER: u8 = REQUEST_BASE + 14;
+    /// `Request::Auth`.
+    pub const AUTH: u8 = REQUEST_BASE + 15;
     /// `Response::Error`: responses keep this variant at index 0 so it never moves.
     pub const ERROR: u8 = RESPONSE_BASE;
 }
@@ -151,6 +153,25 @@ pub enum Request {
         /// The new primary; `None`: the most caught-up other voter.
         to: Option<String>,
     },
+    /// Present a credential for this connection (the first request on a server that
+    /// requires one); answered `Authenticated` or `Unauthenticated`.
+    Auth {
+        /// The user name (`cluster` for the cluster's own processes).
+        user: String,
+        /// The password or token, sent as is (use TLS where the network is not trusted).
+        secret: Secret,
+    },
+}
+
+/// A password or token on the wire: its `Debug` never shows it, so logging a request
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// One shard's commit of a write: where it sits in the log and who holds it durably.
@@ -203,6 +224,13 @@ pub enum Response {
     TopologyUnchanged {
         /// The current version.
         version: u64,
+    },
+    /// Answer to `Auth`: the connection now acts as `user` with `grants`.
+    Authenticated {
+        /// The user.
+        user: String,
+        /// What the user may do: `client`, `admin`, `cluster`.
+        grants: Vec<String>,
     },
 }
 

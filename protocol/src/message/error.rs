@@ -122,6 +122,13 @@ pub enum ErrorCode {
         /// The leader's address, if this coordinator knows it.
         leader: Option<String>,
     },
+    /// The connection has not authenticated (or its credential was refused): only `PING`,
+    /// `HELP` and `AUTH` are answered. Appended after `NotLeader` to keep wire indices.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The connection's user lacks the permission this request needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ErrorCode {
@@ -151,6 +158,8 @@ impl ErrorCode {
             ErrorCode::Internal(_) => "Internal",
             ErrorCode::TooLarge { .. } => "TooLarge",
             ErrorCode::NotLeader { .. } => "NotLeader",
+            ErrorCode::Unauthenticated(_) => "Unauthenticated",
+            ErrorCode::Forbidden(_) => "Forbidden",
         }
     }
 

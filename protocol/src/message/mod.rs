@@ -18,7 +18,7 @@ mod error;
 mod peer;
 mod status;
 
-pub use client::{kind, AddServersRequest, InitRequest, Request, Response, ShardCommit, ShardRows};
+pub use client::{kind, AddServersRequest, InitRequest, Request, Response, Secret, ShardCommit, ShardRows};
 pub use control::{ControlRequest, ControlResponse, LeaseGrant, Vote};
 pub use error::ErrorCode;
 pub use peer::{ClientSeqMark, PeerRequest, PeerResponse};

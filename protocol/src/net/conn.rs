@@ -64,12 +64,20 @@ pub enum CallError {
     /// A frame or message that does not decode, or an answer that is not the one asked for.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The peer refused this process's credential (or wants one and none was given).
+    #[error("{addr} refused the credential: {reason}")]
+    Refused {
+        /// The address.
+        addr: String,
+        /// The peer's answer.
+        reason: String,
+    },
 }
 
 impl CallError {
     /// Whether trying again (after a topology refresh) may help.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, CallError::TooLarge { .. } | CallError::AnswerTooLarge { .. })
+        !matches!(self, CallError::TooLarge { .. } | CallError::AnswerTooLarge { .. } | CallError::Refused { .. })
     }
 
     /// The error code a client sees for this failure on behalf of `shard` (if any).
@@ -79,6 +87,7 @@ impl CallError {
                 ErrorCode::too_large(*len, *max)
             }
             (CallError::Timeout { .. }, _) => ErrorCode::Timeout(self.to_string()),
+            (CallError::Refused { .. }, _) => ErrorCode::Internal(self.to_string()),
             (_, Some(shard)) => ErrorCode::Unavailable { shard, reason: self.to_string() },
             (_, None) => ErrorCode::Internal(self.to_string()),
         }
@@ -96,14 +105,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects within `timeout`, with Nagle off.
+    /// Connects within `timeout`, with Nagle off, presenting this process's credential
+    /// ([`super::auth::set_outgoing`]) if it has one.
     pub async fn connect(addr: &str, timeout: Duration, max_payload: usize) -> Result<Conn, CallError> {
-        let connect_err = |reason: String| CallError::Connect { addr: addr.to_owned(), reason };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
+        let stream = super::door::open(addr, timeout, max_payload, super::auth::outgoing().as_ref()).await?;
         Ok(Conn {
             addr: addr.to_owned(),
             framed: Framed::new(stream, FrameCodec::new(max_payload)),

@@ -29,31 +29,55 @@ use futures::Stream;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tracing::warn;
 
 use super::serve::{Limits, Service};
+use crate::access::{Grants, Need};
 use crate::frame::DecodeError;
-use crate::{error_frame, frame, ErrorCode, Frame};
+use crate::{error_frame, frame, kind, ErrorCode, Frame, Message, Request, Response};
 
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Output bytes past which the connection stops reading until the peer catches up.
 pub const HIGH_WATER: usize = 1 << 20;
 
-/// Serves binary frames on `stream` until the peer closes it and every answer is out.
-pub(super) async fn serve_frames<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> io::Result<()> {
+/// What a connection may do, once past the handshake.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session {
+    /// Its user's permissions.
+    pub grants: Grants,
+    /// The server asks for no credentials (an `Auth` frame is simply acknowledged).
+    pub open: bool,
+}
+
+/// Serves binary frames on `stream` (with `input` already read from it) until the peer
+/// closes it and every answer is out, or it stays idle past the idle timeout.
+pub(super) async fn serve_frames<S: Service>(
+    stream: TcpStream,
+    service: Arc<S>,
+    limits: Limits,
+    session: Session,
+    mut input: BytesMut,
+) -> io::Result<()> {
+    input.reserve(READ_CHUNK);
     let mut conn = FrameConn {
         stream,
         service,
         limits,
-        input: BytesMut::with_capacity(READ_CHUNK),
+        session,
+        idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+        last_read: Instant::now(),
+        input,
         output: BytesMut::with_capacity(READ_CHUNK),
         pending: FuturesUnordered::new(),
         streams: Vec::new(),
         reading: true,
         later: answer_later::<S>,
     };
+    // Frames that came with the handshake are answered before the first read.
+    conn.answer_input();
     poll_fn(|cx| conn.poll_turn(cx)).await
 }
 
@@ -66,6 +90,11 @@ struct FrameConn<S, F, L> {
     stream: TcpStream,
     service: Arc<S>,
     limits: Limits,
+    session: Session,
+    /// Fires when the connection may have been idle for the idle timeout.
+    idle: Pin<Box<Sleep>>,
+    /// When the peer last sent anything.
+    last_read: Instant,
     input: BytesMut,
     output: BytesMut,
     pending: FuturesUnordered<F>,
@@ -110,6 +139,10 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
+                if self.poll_idle(cx) {
+                    warn!(idle = ?self.limits.idle_timeout, "closing an idle connection");
+                    return Poll::Ready(Ok(()));
+                }
                 return Poll::Pending;
             }
         }
@@ -129,6 +162,7 @@ where
                 Ok(true)
             }
             Poll::Ready(Ok(_)) => {
+                self.last_read = Instant::now();
                 self.answer_input();
                 Ok(true)
             }
@@ -158,7 +192,36 @@ where
         }
     }
 
+    /// Whether the connection has been idle (nothing read, nothing owed) past the idle
+    /// timeout; otherwise re-arms the timer for the next moment it could be.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.idle.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let busy = !self.pending.is_empty() || !self.streams.is_empty() || !self.output.is_empty();
+        let due = self.last_read + self.limits.idle_timeout;
+        if !busy && now >= due {
+            return true;
+        }
+        let next = if busy { now + self.limits.idle_timeout } else { due };
+        self.idle.as_mut().reset(next);
+        // Registers the re-armed timer with this task's waker.
+        let _ = self.idle.as_mut().poll(cx);
+        false
+    }
+
     fn answer(&mut self, frame: Frame) {
+        let need = Need::of_kind(frame.kind);
+        if !self.session.grants.allows(need) {
+            let code = ErrorCode::Forbidden(format!("this needs the {} permission", need.name()));
+            self.push_error(frame.kind, frame.request_id, code);
+            return;
+        }
+        if frame.kind == kind::AUTH {
+            self.answer_auth(&frame);
+            return;
+        }
         if let Some(stream) = self.service.stream(&frame) {
             self.streams.push(stream);
             return;
@@ -171,6 +234,22 @@ where
                 self.push_error(frame.kind, frame.request_id, code);
             }
             Err(frame) => self.pending.push((self.later)(self.service.clone(), frame)),
+        }
+    }
+
+    /// An `Auth` frame past the handshake: acknowledged on an open server, refused on one
+    /// that checked a credential already (one user per connection).
+    fn answer_auth(&mut self, frame: &Frame) {
+        let answer = match Request::from_frame(frame) {
+            Ok(Request::Auth { user, .. }) if self.session.open => {
+                Response::Authenticated { user, grants: self.session.grants.names() }
+            }
+            Ok(_) => Response::Error(ErrorCode::BadRequest("this connection is authenticated already".into())),
+            Err(e) => Response::Error(ErrorCode::BadRequest(e.to_string())),
+        };
+        match answer.to_frame(frame.request_id) {
+            Ok(f) => self.push(&f),
+            Err(e) => self.push_error(frame.kind, frame.request_id, ErrorCode::Internal(e.to_string())),
         }
     }
 
@@ -219,7 +298,7 @@ fn push_frame(output: &mut BytesMut, max_payload: usize, answer: &Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ControlResponse, Message, PeerResponse, Response, Row};
+    use crate::{ControlResponse, PeerResponse, Row};
 
     fn decode_one(buf: &mut BytesMut) -> Frame {
         frame::decode(buf, usize::MAX).expect("a frame").expect("whole")

@@ -23,7 +23,6 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -119,19 +118,26 @@ impl MuxConn {
     }
 
     /// [`MuxConn::connect`] with at most `max_in_flight` calls open at once (further calls
-    /// wait for a place, within their timeout).
+    /// wait for a place, within their timeout); presents this process's credential.
     pub async fn connect_with(
         addr: Arc<str>,
         timeout: Duration,
         max_payload: usize,
         max_in_flight: usize,
     ) -> Result<MuxConn, CallError> {
-        let connect_err = |reason: String| CallError::Connect { addr: addr.to_string(), reason };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(&*addr))
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
+        MuxConn::connect_as(addr, timeout, max_payload, max_in_flight, super::auth::outgoing().as_ref()).await
+    }
+
+    /// [`MuxConn::connect_with`] presenting `credential` (rather than this process's own,
+    /// [`super::auth::set_outgoing`]) when it connects; `None` presents nothing.
+    pub async fn connect_as(
+        addr: Arc<str>,
+        timeout: Duration,
+        max_payload: usize,
+        max_in_flight: usize,
+        credential: Option<&super::auth::Credential>,
+    ) -> Result<MuxConn, CallError> {
+        let stream = super::door::open(&addr, timeout, max_payload, credential).await?;
         let (read, write) = stream.into_split();
         let pending = Pending { next_id: 1, ..Pending::default() };
         let shared = Arc::new(Shared { addr, pending: Mutex::new(pending), wake_writer: Notify::new() });

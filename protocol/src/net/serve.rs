@@ -10,8 +10,11 @@
 //! `nc` and a binary client see the same outcome for the same request.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,10 +22,14 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
 use tracing::{debug, info, warn};
 
-use super::frames::serve_frames;
+use super::auth::Gate;
+use super::door;
+use super::frames::{serve_frames, Session};
+use crate::access::{Grants, Need};
 use crate::frame::is_binary_start;
 use crate::text::{self, TextCommand};
 use crate::{ErrorCode, Frame, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
+use tokio::time::timeout_at;
 
 /// A server's logic: one frame in, one frame out; one text request in, one answer out.
 pub trait Service: Send + Sync + 'static {
@@ -61,19 +68,47 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// How long a new connection may take to send its first byte and, where credentials
+    /// are required, to authenticate; then it is closed.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay silent with nothing in flight before it is closed.
+    pub idle_timeout: Duration,
 }
+
+/// [`Limits::handshake_timeout`]'s default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`Limits::idle_timeout`]'s default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_payload: DEFAULT_MAX_PAYLOAD, max_in_flight: DEFAULT_MAX_IN_FLIGHT, max_connections: 1024 }
+        Limits {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: 1024,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
     }
 }
 
-/// Serves `listener` until `shutdown` completes.
+/// Serves `listener` until `shutdown` completes, to anyone (no credentials asked).
 pub async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, service, limits, Arc::new(Gate::open()), shutdown).await
+}
+
+/// Serves `listener` until `shutdown` completes, asking each connection for the
+/// credentials `gate` wants before answering anything but `Ping`, `Help` and `Auth`.
+pub async fn serve_with<S: Service>(
+    listener: TcpListener,
+    service: Arc<S>,
+    limits: Limits,
+    gate: Arc<Gate>,
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -88,9 +123,10 @@ pub async fn serve<S: Service>(
                         continue;
                     };
                     let service = service.clone();
+                    let gate = gate.clone();
                     service.connection_opened();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, service.clone(), limits).await {
+                        if let Err(e) = serve_connection(stream, peer.ip(), service.clone(), limits, &gate).await {
                             debug!(%peer, %e, "connection ended");
                         }
                         service.connection_closed();
@@ -124,31 +160,101 @@ fn within_limit(response: Response, max_payload: usize) -> Response {
     }
 }
 
-async fn serve_connection<S: Service>(stream: TcpStream, service: Arc<S>, limits: Limits) -> std::io::Result<()> {
+async fn serve_connection<S: Service>(
+    mut stream: TcpStream,
+    peer: IpAddr,
+    service: Arc<S>,
+    limits: Limits,
+    gate: &Gate,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout");
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    if timeout_at(deadline, stream.peek(&mut first)).await.map_err(|_| timed_out())?? == 0 {
         return Ok(());
     }
-    if is_binary_start(first[0]) {
-        serve_frames(stream, service, limits).await
-    } else {
-        serve_text(stream, service, limits.max_payload).await
+    if !is_binary_start(first[0]) {
+        return serve_text(stream, peer, service, limits, gate).await;
     }
+    let (grants, input) = if gate.is_open() {
+        (Grants::ALL, BytesMut::new())
+    } else {
+        let accepted = door::accept(&mut stream, gate, peer, limits.max_payload);
+        match timeout_at(deadline, accepted).await.map_err(|_| timed_out())?? {
+            Some(won) => won,
+            None => return Ok(()),
+        }
+    };
+    serve_frames(stream, service, limits, Session { grants, open: gate.is_open() }, input).await
 }
 
-async fn serve_text<S: Service>(stream: TcpStream, service: Arc<S>, max_payload: usize) -> std::io::Result<()> {
+/// What the text mode answers `request` with, if the connection may not send it.
+fn refusal(grants: Grants, request: &Request) -> Option<Response> {
+    let need = Need::of_request(request);
+    if grants.allows(need) {
+        return None;
+    }
+    let code = if grants.is_none() {
+        ErrorCode::Unauthenticated("authenticate first: AUTH <user> <secret>".into())
+    } else {
+        ErrorCode::Forbidden(format!("this needs the {} permission", need.name()))
+    };
+    Some(Response::Error(code))
+}
+
+async fn serve_text<S: Service>(
+    stream: TcpStream,
+    peer: IpAddr,
+    service: Arc<S>,
+    limits: Limits,
+    gate: &Gate,
+) -> std::io::Result<()> {
+    let max_payload = limits.max_payload;
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(BufReader::new(read), LinesCodec::new_with_max_length(text::MAX_LINE));
-    while let Some(line) = lines.next().await {
+    let mut grants = if gate.is_open() { Grants::ALL } else { Grants::NONE };
+    let mut refused = 0;
+    // Until it authenticates, a connection has the handshake's time; then the idle timeout.
+    let mut deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    loop {
+        let Ok(line) = timeout_at(deadline, lines.next()).await else {
+            let answer = "ERR Timeout: closing an idle connection\n";
+            let _ = write.write_all(answer.as_bytes()).await;
+            break;
+        };
+        let Some(line) = line else { break };
+        if !grants.is_none() {
+            deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        }
         let answer = match line {
             Ok(line) => match text::parse_line(&line) {
                 Ok(TextCommand::Empty) => continue,
                 Ok(TextCommand::Quit) => break,
                 Ok(TextCommand::Help) => text::HELP.to_owned(),
-                Ok(TextCommand::Request(request)) => {
-                    text::format_response(&within_limit(service.text(request).await, max_payload))
+                Ok(TextCommand::Request(Request::Auth { user, secret })) => {
+                    match gate.check(peer, &user, &secret).await {
+                        Ok(won) => {
+                            grants = won;
+                            deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                            text::format_response(&Response::Authenticated { user, grants: won.names() })
+                        }
+                        Err(e) => {
+                            refused += 1;
+                            let answer =
+                                text::format_response(&Response::Error(ErrorCode::Unauthenticated(e.to_string())));
+                            if refused >= door::MAX_ATTEMPTS {
+                                write.write_all(answer.as_bytes()).await?;
+                                break;
+                            }
+                            answer
+                        }
+                    }
                 }
+                Ok(TextCommand::Request(request)) => match refusal(grants, &request) {
+                    Some(refused) => text::format_response(&refused),
+                    None => text::format_response(&within_limit(service.text(request).await, max_payload)),
+                },
                 Err(e) => text::format_text_error(&e),
             },
             Err(e) => {

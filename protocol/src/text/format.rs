@@ -10,6 +10,7 @@ use crate::text::TextError;
 pub const HELP: &str = "\
 Shardline text mode: one command a line; every answer ends with a line starting OK or ERR.
   PING                          liveness check                 PING
+  AUTH <user> <secret>          authenticate this connection   AUTH app s3cret
   HELP                          this list                      HELP
   STATUS                        cluster or node status         STATUS
   STATS                         counters and latencies         STATS
@@ -77,6 +78,9 @@ pub fn format_response(response: &Response) -> String {
         }
         Response::TopologyUnchanged { version } => {
             let _ = writeln!(out, "OK topology unchanged at version {version}");
+        }
+        Response::Authenticated { user, grants } => {
+            let _ = writeln!(out, "OK authenticated as {} ({})", one_line(user), grants.join(", "));
         }
     }
     out
@@ -268,7 +272,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        for cmd in ["PING", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP"] {
+        for cmd in ["PING", "AUTH", "STATUS", "STATS", "READ", "WRITE", "UPDATE", "DEL", "LOG", "HELP"] {
             assert!(HELP.contains(&format!("\n  {cmd} ")), "HELP lacks {cmd}");
         }
     }

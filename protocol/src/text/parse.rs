@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::batch::WriteBatch;
-use crate::message::{AddServersRequest, Request};
+use crate::message::{AddServersRequest, Request, Secret};
 use crate::model::{Row, ShardId, Value};
 
 /// Longest line accepted, in bytes; longer ones are an error, not a buffer that grows.
@@ -45,6 +45,10 @@ pub fn parse_line(line: &str) -> Result<TextCommand, TextError> {
         "QUIT" | "EXIT" => return Ok(TextCommand::Quit),
         "PING" => no_args("PING", args, Request::Ping)?,
         "STATUS" => no_args("STATUS", args, Request::Status)?,
+        "AUTH" => match args {
+            [user, secret] => Request::Auth { user: user.text.clone(), secret: Secret(secret.text.clone()) },
+            _ => return err("usage: AUTH <user> <secret>, e.g. AUTH app s3cret"),
+        },
         "STATS" => no_args("STATS", args, Request::Stats)?,
         "READ" => parse_read(args)?,
         "READSERVER" | "READ-SERVER" => match args {
@@ -255,6 +259,7 @@ mod tests {
         assert_eq!(add.servers["Server6"], vec![ShardId(1), ShardId(2)]);
         assert_eq!(request("RM 2 Server1"), Request::RemoveServers { n: 2, servers: vec!["Server1".into()] });
         assert_eq!(request("FAILOVER sh1"), Request::Failover { shard: ShardId(1), to: None });
+        assert_eq!(request("auth app \"pa ss\""), Request::Auth { user: "app".into(), secret: Secret("pa ss".into()) });
         assert_eq!(
             request("failover sh2 Server4"),
             Request::Failover { shard: ShardId(2), to: Some("Server4".into()) }

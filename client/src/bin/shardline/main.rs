@@ -1,6 +1,7 @@
 //! `shardline`: the command-line client of a Shardline cluster, and `shardline up`, which
 //! starts a local one. Flags are parsed here; each subcommand lives in its own module.
 
+mod auth;
 mod catch_up;
 mod commands;
 mod output;
@@ -27,6 +28,10 @@ struct Cli {
     /// Seconds a call may wait for its answer.
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
+    /// Credentials file (`user = "..."`, `secret = "..."`) to authenticate with; default
+    /// ./shardline-data/auth/admin.credentials (what `shardline up` makes) if it exists.
+    #[arg(long, global = true, env = "SHARDLINE_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +108,9 @@ enum Command {
     /// Start a local cluster (coordinator, balancer, storage nodes) and keep it running
     /// until Ctrl-C.
     Up(up::UpArgs),
+    /// Credentials: create a local set (`auth init DIR`), or hash a secret for a users file.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Load-test the cluster with HdrHistogram reports: runs `shardline-bench` (next to this
     /// binary) against --addr; `shardline bench --help` lists its options.
     #[command(disable_help_flag = true)]
@@ -181,12 +189,21 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = format!("{e:#}");
             eprintln!("error: {}", text.replace('\n', " "));
+            if text.contains("Unauthenticated") || text.contains("refused the credential") {
+                eprintln!(
+                    "hint: give --credentials FILE (or SHARDLINE_CREDENTIALS); `shardline up` writes \
+                     DATA_DIR/auth/admin.credentials"
+                );
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Up(_) | Command::Auth(_)) {
+        shardline_protocol::net::auth::set_outgoing(auth::resolve(cli.credentials.as_deref())?);
+    }
     let ctx = commands::Ctx::new(cli.addr.clone(), cli.json, cli.timeout);
     match cli.command {
         Command::Status => commands::status(&ctx).await,
@@ -205,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ping => commands::ping(&ctx).await,
         Command::Stats => commands::stats(&ctx).await,
         Command::Up(args) => up::run(args, cli.json).await,
+        Command::Auth(command) => auth::run(command),
         Command::Bench { args } => up::exec_bench(&cli.addr, cli.json, args),
     }
 }

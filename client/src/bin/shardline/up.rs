@@ -19,7 +19,9 @@ use clap::Args;
 use serde_json::json;
 use shardline::{layout, Client, ClientConfig, Topology};
 
+use crate::auth::LocalAuth;
 use crate::output::print_json;
+use shardline_protocol::net::auth;
 
 /// Flags of `shardline up`.
 #[derive(Debug, Args)]
@@ -56,6 +58,18 @@ pub struct UpArgs {
     /// new or wiped replica (0: unlimited; default the node's, 64 MiB/s).
     #[arg(long)]
     snapshot_rate: Option<u64>,
+    /// Where the cluster's credentials are (users file, cluster secret, admin and app
+    /// credentials); generated there if missing. Default: DATA_DIR/auth.
+    #[arg(long)]
+    auth_dir: Option<PathBuf>,
+    /// Milliseconds a new connection to any process may take to send its first byte and
+    /// authenticate (default the processes' own, 10 s).
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may stay silent with nothing in flight (default the
+    /// processes' own, 300 s).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -373,6 +387,9 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let dir = args.data_dir.canonicalize()?;
     let logs = dir.join("logs");
+    let local = LocalAuth::ensure(&args.auth_dir.clone().unwrap_or_else(|| dir.join("auth")))?;
+    // This process's own calls (readiness, init) are the admin's.
+    auth::set_outgoing(Some(local.admin.clone()));
     let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
     let balancer_addrs: Vec<String> = balancer_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let balancer_addr = balancer_addrs.join(",");
@@ -391,6 +408,10 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         node_bin.display().to_string(),
     ];
     let mut balancer_args = vec!["--coordinator".into(), coord_addr.clone()];
+    for args in [&mut coordinator_args, &mut balancer_args] {
+        args.push(format!("--users-file={}", local.users_file.display()));
+        args.push(format!("--cluster-secret-file={}", local.cluster_secret_file.display()));
+    }
     let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
     coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
     coordinator_args.push(match args.metrics_offset {
@@ -400,6 +421,15 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     if let Some(max) = args.max_payload {
         coordinator_args.push(format!("--node-arg=--max-payload={max}"));
         balancer_args.extend(["--max-payload".into(), max.to_string()]);
+    }
+    for (flag, value) in
+        [("handshake-timeout-ms", args.handshake_timeout_ms), ("idle-timeout-ms", args.idle_timeout_ms)]
+    {
+        if let Some(ms) = value {
+            coordinator_args.push(format!("--{flag}={ms}"));
+            coordinator_args.push(format!("--node-arg=--{flag}={ms}"));
+            balancer_args.push(format!("--{flag}={ms}"));
+        }
     }
     if let Some(rate) = args.snapshot_rate {
         coordinator_args.push(format!("--node-arg=--snapshot-rate={rate}"));
@@ -453,7 +483,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         _ = sigint.recv() => { procs.stop().await; return Ok(()) }
         _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
     };
-    announce(&args, &dir, &balancer_addr, &coord_addr, resumed, &topology, json);
+    let a = Announce { balancer: &balancer_addr, coordinator: &coord_addr, resumed, local: &local };
+    announce(&args, &dir, &topology, json, a);
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let failed = loop {
@@ -485,7 +516,16 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resumed: bool, t: &Topology, json: bool) {
+/// What `shardline up` prints once the cluster serves: where to reach it, and how.
+struct Announce<'a> {
+    balancer: &'a str,
+    coordinator: &'a str,
+    resumed: bool,
+    local: &'a LocalAuth,
+}
+
+fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>) {
+    let Announce { balancer, coordinator, resumed, local } = a;
     let no_primary: Vec<String> =
         t.shards.iter().filter(|s| s.primary.is_none()).map(|s| s.spec.id.to_string()).collect();
     if json {
@@ -499,6 +539,7 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
             "servers": t.servers.len(),
             "without_primary": no_primary,
             "metrics_offset": args.metrics_offset,
+            "credentials": local.admin_credentials,
         }));
         return;
     }
@@ -513,6 +554,11 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
     for b in balancer.split(',') {
         println!("  balancer     {b}   clients, the CLI, nc");
     }
+    println!(
+        "  credentials  {} (admin; the CLI reads it with --credentials, or by itself from {})",
+        local.admin_credentials.display(),
+        crate::auth::DEFAULT_CREDENTIALS
+    );
     println!("  coordinator  {coordinator}   membership, elections, admin");
     println!(
         "  nodes        ports from {}; data and logs under {}",
@@ -537,6 +583,9 @@ fn announce(args: &UpArgs, dir: &Path, balancer: &str, coordinator: &str, resume
     println!("  shardline{addr} read 0 100");
     println!("  shardline{addr} read-server Server0");
     println!("  shardline{addr} write --file rows.csv     (header: the schema's column names)");
-    println!("  nc 127.0.0.1 {}                          then type HELP", args.balancer_port);
+    println!(
+        "  nc 127.0.0.1 {}                          then HELP, and AUTH admin <the admin secret>",
+        args.balancer_port
+    );
     println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
 }
