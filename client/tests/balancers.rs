@@ -28,14 +28,7 @@ async fn scenario(up: &Up) {
     assert!(stats.iter().any(|(k, v)| k == "role" && v == "balancer"), "{stats:?}");
     let c = Client::connect(format!("{first},{second}")).await.unwrap();
     assert_eq!(c.addr(), first, "the first balancer is used first");
-    let pid: i32 = c
-        .stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == "pid")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("the balancer's STATS has a pid line");
+    let pid = harness::stats_pid(&c).await;
 
     let writers = Writers::start(&c, WRITERS, MAX_WRITES);
     poll("100 writes acknowledged", Duration::from_secs(30), || async { (writers.acked() >= 100).then_some(()) }).await;

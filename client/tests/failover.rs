@@ -38,14 +38,7 @@ async fn scenario(c: &Client) {
     let old_primary = sh1.primary.clone().expect("sh1 has a primary");
     let addr = t.server(&old_primary).unwrap().addr.clone();
     let node = Client::connect(addr.clone()).await.unwrap();
-    let pid: i32 = node
-        .stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == "pid")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("the node's STATS has a pid line");
+    let pid = harness::stats_pid(&node).await;
     drop(node);
 
     let writers = Writers::start(c, WRITERS, MAX_WRITES);

@@ -135,6 +135,13 @@ pub fn signal(pid: i32, sig: i32) {
     }
 }
 
+/// The pid a server reports on its STATS `pid` line.
+pub async fn stats_pid(c: &Client) -> i32 {
+    let stats = c.stats().await.expect("STATS answers");
+    let pid = stats.into_iter().find(|(k, _)| k == "pid").and_then(|(_, v)| v.parse().ok());
+    pid.expect("STATS has a pid line")
+}
+
 /// Polls `probe` every 100 ms until it gives a value; panics after `limit`.
 pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
@@ -293,23 +300,7 @@ impl Up {
 
     /// Every process whose command line names this test's directory.
     pub fn spawned_pids(&self) -> Vec<i32> {
-        let marker = self.dir.path().to_string_lossy().into_owned();
-        let me = std::process::id() as i32;
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-                if String::from_utf8_lossy(&cmdline).contains(&marker) {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        etcd::pids_naming(self.dir.path())
     }
 
     /// The tail of `shardline up`'s output and of the balancer's and coordinator's logs.
