@@ -26,8 +26,6 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod config;
 pub mod error;
 pub mod merge;

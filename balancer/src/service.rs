@@ -6,10 +6,8 @@
 //! encodes its typed request into the same frame a binary client would send. Every answer
 //! over the frame limit (a merged read, a forwarded one) becomes a `TooLarge` error.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shardline_metrics::{ops, RequestMetrics};
@@ -47,7 +45,7 @@ impl Balancer {
             topology,
             pool,
             stats: Stats::default(),
-            client_id: random_client_id(),
+            client_id: shardline_protocol::quorum::random_client_id(),
             seq: AtomicU64::new(1),
             requests: AtomicU64::new(0),
             metrics: RequestMetrics::new(ops::CLIENT),
@@ -197,15 +195,6 @@ pub(crate) fn encode(response: &Response) -> Frame {
 /// An answer frame of `kind` carrying `payload` (request id 0, set by the caller).
 pub(crate) fn answer_with(kind: u8, payload: Bytes) -> Frame {
     Frame::new(kind, 0, payload)
-}
-
-/// A random, non-zero client id, different for every balancer process and start.
-fn random_client_id() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    h.write_u128(now);
-    h.write_u32(std::process::id());
-    h.finish().max(1)
 }
 
 impl Service for Balancer {

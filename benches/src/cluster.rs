@@ -47,14 +47,6 @@ pub fn init_json(init: &InitRequest) -> serde_json::Value {
     json!({"N": init.n, "schema": {"columns": columns, "dtypes": dtypes}, "shards": shards, "servers": servers})
 }
 
-/// Whether every shard has a primary and every replica is readable and every server up.
-pub fn settled(t: &Topology) -> bool {
-    t.schema.is_some()
-        && !t.shards.is_empty()
-        && t.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
-        && t.servers.iter().all(|s| s.healthy)
-}
-
 /// A running `shardline up` cluster.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -150,7 +142,7 @@ impl LocalCluster {
             }
             if let Ok(client) = Client::connect_with(self.addr(), config.clone()).await {
                 if let Ok(t) = client.status().await {
-                    if settled(&t) {
+                    if t.is_settled() {
                         return Ok(t);
                     }
                 }
@@ -247,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_init_json_reads_back_as_the_same_layout() {
-        let init = shardline::layout::seed_init();
+        let init = shardline::InitRequest::seed();
         let doc = init_json(&init);
         let back = shardline::layout::init_from(&doc).unwrap();
         assert_eq!(back, init);

@@ -28,8 +28,6 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod cluster;
 pub mod cpu;
 pub mod error;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use crate::error::BenchError;
@@ -51,6 +52,23 @@ pub(crate) fn plot_error(path: &Path, e: impl std::fmt::Debug) -> BenchError {
     BenchError::Plot { path: path.display().to_string(), reason: format!("{e:?}") }
 }
 
+/// Draws `chart`'s legend at `position` and writes the picture to `path`.
+pub(crate) fn finish<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<(), BenchError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))
+}
+
 /// Draws every operation's latency by percentile into `path`.
 pub fn latency(path: &Path, title: &str, series: &[(String, Histogram<u64>)]) -> Result<(), BenchError> {
     let curves: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, h)| (n.as_str(), curve(h))).collect();
@@ -82,14 +100,7 @@ pub fn latency(path: &Path, title: &str, series: &[(String, Histogram<u64>)]) ->
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .draw()
-        .map_err(|e| plot_error(path, e))?;
-    root.present().map_err(|e| plot_error(path, e))
+    finish(&mut chart, &root, SeriesLabelPosition::UpperLeft, path)
 }
 
 /// Draws reads per server as bars into `path`, with a dashed line at the even share.
@@ -137,14 +148,7 @@ pub fn spread(path: &Path, title: &str, servers: &[ServerReads]) -> Result<(), B
         .map_err(|e| plot_error(path, e))?
         .label(format!("even share ({even:.0})"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[1].stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .draw()
-        .map_err(|e| plot_error(path, e))?;
-    root.present().map_err(|e| plot_error(path, e))
+    finish(&mut chart, &root, SeriesLabelPosition::UpperRight, path)
 }
 
 #[cfg(test)]

@@ -3,42 +3,25 @@
 //! table, `.hgrm` files, SVG charts and JSON are checked, an open-loop run by count, and bad
 //! flags that must fail with one clear line and a non-zero exit, never a panic or a hang.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardline_benches::cluster::LocalCluster;
 use shardline_benches::hgrm;
 
-/// `target/<profile>`, where the sibling binaries live.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
-}
+use shardline_testkit::target_dir;
 
 /// Builds the binaries `shardline up` needs if they are missing.
 fn ensure_binaries() {
-    let missing: Vec<&str> = ["shardline", "shardline-coordinator", "shardline-balancer", "shardline-node"]
-        .into_iter()
-        .filter(|b| !target_dir().join(b).exists())
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "shardline", "-p", "shardline-coordinator", "-p", "shardline-balancer"])
-        .args(["-p", "shardline-storage-node"])
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "could not build {missing:?}");
+    shardline_testkit::ensure_binaries(&[
+        ("shardline", "shardline"),
+        ("shardline-coordinator", "shardline-coordinator"),
+        ("shardline-balancer", "shardline-balancer"),
+        ("shardline-storage-node", "shardline-node"),
+    ]);
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use shardline_testkit::Finished as Run;
 
 /// Runs shardline-bench with `args`, killed after `limit`.
 fn bench(args: &[&str], limit: Duration) -> Run {
@@ -47,36 +30,11 @@ fn bench(args: &[&str], limit: Duration) -> Run {
 
 /// [`bench`] authenticating with the credentials file `credentials`, if any.
 fn bench_as(args: &[&str], limit: Duration, credentials: Option<&std::path::Path>) -> Run {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_shardline-bench"));
     if let Some(path) = credentials {
         command.env("SHARDLINE_CREDENTIALS", path);
     }
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("running shardline-bench");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shardline-bench {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: std::fs::read_to_string(out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(err).unwrap_or_default(),
-    }
+    shardline_testkit::run_bounded(command.args(args), limit)
 }
 
 fn bad_flags(addr: &str) {

@@ -5,7 +5,7 @@
 //! Checked: the JSON report's structure, and that no acknowledged write was lost and no
 //! refused write is present. No timing is asserted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,61 +15,26 @@ struct Owned {
     child: Option<Child>,
 }
 
-impl Owned {
-    /// Processes other than this test whose command line names the directory.
-    fn leftovers(&self) -> Vec<u32> {
-        let marker = self.dir.path().to_string_lossy().into_owned();
-        let me = std::process::id();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-            .filter(|pid| *pid != me)
-            .filter(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                String::from_utf8_lossy(&cmdline).contains(&marker) && !stat.contains(") Z")
-            })
-            .collect()
-    }
-}
-
 impl Drop for Owned {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in self.leftovers() {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+        for pid in shardline_testkit::pids_naming(self.dir.path()) {
+            shardline_testkit::signal(pid, libc::SIGKILL);
         }
     }
 }
 
-/// `target/<profile>`, where the sibling binaries live.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
-}
-
 /// Builds the binaries `shardline up` needs if they are missing.
 fn ensure_binaries() {
-    let bins = ["shardline", "shardline-coordinator", "shardline-balancer", "shardline-node"];
-    if bins.iter().all(|b| target_dir().join(b).exists()) {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "shardline", "-p", "shardline-coordinator", "-p", "shardline-balancer"]);
-    build.args(["-p", "shardline-storage-node"]);
-    if target_dir().ends_with("release") {
-        build.arg("--release");
-    }
-    assert!(build.status().expect("running cargo build").success(), "could not build the cluster's binaries");
+    shardline_testkit::ensure_binaries(&[
+        ("shardline", "shardline"),
+        ("shardline-coordinator", "shardline-coordinator"),
+        ("shardline-balancer", "shardline-balancer"),
+        ("shardline-storage-node", "shardline-node"),
+    ]);
 }
 
 /// Whether this machine can cut a process off (root with iptables); else why not.
@@ -171,7 +136,7 @@ fn kills_and_a_pause_lose_no_acknowledged_write() {
     assert!(svg.starts_with("<svg") && svg.contains("kill"));
     assert!(out.join("report.json").is_file());
 
-    let left = owned.leftovers();
+    let left = shardline_testkit::pids_naming(owned.dir.path());
     assert!(left.is_empty(), "the bench left processes running: {left:?}");
     let rules = Command::new("iptables").arg("-S").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     assert!(!rules.unwrap_or_default().contains("shardline-bench-"), "the bench left iptables rules behind");

@@ -1,10 +1,9 @@
 //! [`Client`]: the typed calls, over one shared, pipelined connection.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use shardline_protocol::{
     AddServersRequest, InitRequest, Message, Request, Response, Row, ShardCommit, ShardId, ShardRows, Topology,
@@ -102,6 +101,22 @@ struct Inner {
     router: Option<Router>,
 }
 
+impl Inner {
+    /// A client's shared state, with a fresh client id and no connection yet.
+    fn new(addrs: Vec<String>, config: ClientConfig, router: Option<Router>) -> Inner {
+        Inner {
+            addrs,
+            current: AtomicUsize::new(0),
+            config,
+            client_id: shardline_protocol::quorum::random_client_id(),
+            seq: AtomicU64::new(1),
+            conn: std::sync::Mutex::new(None),
+            connecting: Mutex::new(()),
+            router,
+        }
+    }
+}
+
 /// A connection to a Shardline balancer (or coordinator, for admin calls), shared by its
 /// clones: each clone's calls travel on the same pipelined connection, so many can be in
 /// flight at once.
@@ -143,18 +158,7 @@ impl Client {
         if addrs.is_empty() {
             addrs.push(addr);
         }
-        let client = Client {
-            inner: Arc::new(Inner {
-                addrs,
-                current: AtomicUsize::new(0),
-                config,
-                client_id: random_client_id(),
-                seq: AtomicU64::new(1),
-                conn: std::sync::Mutex::new(None),
-                connecting: Mutex::new(()),
-                router: None,
-            }),
-        };
+        let client = Client { inner: Arc::new(Inner::new(addrs, config, None)) };
         client.connection().await?;
         Ok(client)
     }
@@ -172,18 +176,7 @@ impl Client {
         config.validate()?;
         let coordinator = coordinator.into();
         let router = Router::start(&coordinator, &config, pool_size)?;
-        let client = Client {
-            inner: Arc::new(Inner {
-                addrs: vec![coordinator],
-                current: AtomicUsize::new(0),
-                config,
-                client_id: random_client_id(),
-                seq: AtomicU64::new(1),
-                conn: std::sync::Mutex::new(None),
-                connecting: Mutex::new(()),
-                router: Some(router),
-            }),
-        };
+        let client = Client { inner: Arc::new(Inner::new(vec![coordinator], config, Some(router))) };
         // Connected once the router has a topology: ask for one through it.
         client.status().await?;
         Ok(client)
@@ -440,15 +433,4 @@ fn unexpected(want: &str, got: &Response) -> ClientError {
     let got = format!("{got:?}");
     let got: String = got.chars().take(120).collect();
     ClientError::Protocol(format!("expected a {want} answer, got {got}"))
-}
-
-/// A random, non-zero id: different for every client in every process.
-fn random_client_id() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    h.write_u128(now);
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish().max(1)
 }

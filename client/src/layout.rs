@@ -69,21 +69,6 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, LayoutError> {
     Err(LayoutError::Invalid(msg.into()))
 }
 
-/// The seed's default layout: its schema, 6 servers, 4 shards of 4096 keys, 3 replicas each.
-pub fn seed_init() -> InitRequest {
-    let shards = (0..4).map(|i| ShardSpec { id: ShardId(i + 1), low: i64::from(i) * 4096, size: 4096 }).collect();
-    let layout: [(&str, [u32; 2]); 6] = [
-        ("Server0", [1, 2]),
-        ("Server1", [3, 4]),
-        ("Server2", [1, 3]),
-        ("Server3", [4, 2]),
-        ("Server4", [1, 4]),
-        ("Server5", [3, 2]),
-    ];
-    let servers = layout.iter().map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect())).collect();
-    InitRequest { n: 6, schema: Schema::seed(), shards, servers }
-}
-
 /// Reads a file as JSON or TOML: by its extension, else by its first character.
 pub fn read_document(path: &Path) -> Result<Json, LayoutError> {
     let text = std::fs::read_to_string(path)
@@ -271,7 +256,7 @@ mod tests {
     fn the_seed_payload_is_the_default_layout() {
         let doc = parse_document(SEED_INIT, true).unwrap();
         let init = init_from(&doc).unwrap();
-        let mut want = seed_init();
+        let mut want = InitRequest::seed();
         for shards in want.servers.values_mut() {
             shards.sort();
         }

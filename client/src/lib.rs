@@ -13,6 +13,7 @@
 //! number; the balancer and the storage nodes apply a given (id, sequence) at most once,
 //! so a write sent again after a failover or a broken connection is not applied twice.
 //!
+//! - [`cli`]: what the command-line programs share (answering a bad command line).
 //! - [`client`]: [`Client`], its configuration and [`WriteResult`].
 //! - [`direct`]: routing in the client ([`Client::connect_direct`]): requests straight to
 //!   the storage nodes, on the coordinator's topology, with the balancer's rules.
@@ -45,8 +46,7 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
+pub mod cli;
 pub mod client;
 mod connection;
 pub mod direct;

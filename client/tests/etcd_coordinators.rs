@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::etcd::{self, bin, stat, stats, wait_leader, Etcd, KillNaming, Proc};
+use harness::etcd::{self, bin, settled_balancer, stat, stats, wait_leader, Etcd, KillNaming, Proc};
 use harness::writers::{assert_rows_are, Writers};
-use harness::{ensure_binaries, free_port, node_base_port, poll, settled};
+use harness::{ensure_binaries, free_port, node_base_port, poll};
 use shardline::{Client, ClientError, ErrorCode, InitRequest, Schema, ShardId, ShardSpec};
 
 /// Concurrent writers of sh1's keys.
@@ -156,21 +156,7 @@ async fn scenario(etcd_bin: &Path, dir: &Path) {
     admin.init(InitRequest { n: 3, schema: Schema::seed(), shards, servers }).await.unwrap();
     drop(admin);
 
-    let balancer_port = free_port();
-    let balancer_args: Vec<String> = vec![
-        "--listen".into(),
-        format!("127.0.0.1:{balancer_port}"),
-        "--coordinator".into(),
-        addrs.join(","),
-        "--metrics-addr".into(),
-        "off".into(),
-    ];
-    let _balancer = Proc::start("balancer", &bin("shardline-balancer"), &balancer_args, dir.join("balancer.log"));
-    let c = poll("a settled cluster through the balancer", Duration::from_secs(30), || async {
-        let c = Client::connect(format!("127.0.0.1:{balancer_port}")).await.ok()?;
-        settled(&c.status().await.ok()?).then_some(c)
-    })
-    .await;
+    let (_balancer, c) = settled_balancer(dir, &addrs.join(",")).await;
 
     let writers = Writers::start(&c, WRITERS, MAX_WRITES);
     let sampler = Sampler::start(&writers);

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::etcd::{bin, KillNaming, Proc};
+use harness::etcd::{bin, settled_balancer, KillNaming, Proc};
 use harness::writers::{assert_rows_are, Writers};
-use harness::{ensure_binaries, free_port, poll, settled};
+use harness::{ensure_binaries, free_port, poll};
 use shardline::{Client, InitRequest, Schema, ShardId, ShardSpec};
 
 const WRITERS: i64 = 4;
@@ -77,21 +77,7 @@ async fn scenario(dir: &Path) {
     let servers = names.iter().map(|n| (n.to_string(), vec![ShardId(1), ShardId(2)])).collect();
     admin.init(InitRequest { n: 3, schema: Schema::seed(), shards, servers }).await.unwrap();
 
-    let balancer_port = free_port();
-    let balancer_args: Vec<String> = vec![
-        "--listen".into(),
-        format!("127.0.0.1:{balancer_port}"),
-        "--coordinator".into(),
-        coordinator.clone(),
-        "--metrics-addr".into(),
-        "off".into(),
-    ];
-    let _balancer = Proc::start("balancer", &bin("shardline-balancer"), &balancer_args, dir.join("balancer.log"));
-    let c = poll("a settled cluster through the balancer", Duration::from_secs(30), || async {
-        let c = Client::connect(format!("127.0.0.1:{balancer_port}")).await.ok()?;
-        settled(&c.status().await.ok()?).then_some(c)
-    })
-    .await;
+    let (_balancer, c) = settled_balancer(dir, &coordinator).await;
 
     let t = c.status().await.unwrap();
     let victim = t.shards.iter().find(|s| s.spec.id == ShardId(1)).and_then(|s| s.primary.clone()).expect("a primary");
@@ -123,7 +109,7 @@ async fn scenario(dir: &Path) {
     nodes.insert(victim, node(dir, victim, ports[victim], 2));
     let restarted = Instant::now();
     poll("the restarted node adopted: every replica readable again", Duration::from_secs(30), || async {
-        settled(&c.status().await.ok()?).then_some(())
+        c.status().await.ok()?.is_settled().then_some(())
     })
     .await;
     let adopted = restarted.elapsed();

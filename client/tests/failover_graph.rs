@@ -21,14 +21,6 @@ use serde_json::Value;
 /// Points further apart than this (seconds; the range query steps 0.5 s) have a failed
 /// scrape between them (Prometheus marks a series stale when its target is down).
 const GAP: f64 = 0.75;
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(23, 190, 207),
-];
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
@@ -90,7 +82,7 @@ fn draw(
             .draw()
             .map_err(|e| format!("{e:?}"))?;
         for (i, (name, points)) in data.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+            let color = Palette99::pick(i).to_rgba();
             // The killed primary is drawn first and wide: where the replicas agree, it shows
             // as a band behind the others instead of vanishing under them.
             let width = if name == killed { 7 } else { 2 };

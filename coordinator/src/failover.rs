@@ -12,10 +12,7 @@ use crate::cluster::Coordinator;
 /// How often a waiting admin operation looks at the core again.
 pub(crate) const POLL: Duration = Duration::from_millis(20);
 
-/// The majority of `n` replicas.
-pub fn majority(n: usize) -> usize {
-    n / 2 + 1
-}
+pub use shardline_protocol::quorum::majority;
 
 impl Coordinator {
     /// Elects a primary for `shard` at a new term (or joins the election under way) and

@@ -9,16 +9,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use harness::*;
-use shardline_protocol::{AddServersRequest, Request, Response, ShardId, WriteBatch};
+use shardline_protocol::{AddServersRequest, InitRequest, Request, Response, ShardId, Topology, WriteBatch};
 
 const SETTLE: Duration = Duration::from_secs(40);
 
 async fn init(coord: &Coord) {
-    match request(&coord.addr(), &Request::Init(seed_init())).await {
+    match request(&coord.addr(), &Request::Init(InitRequest::seed())).await {
         Ok(Response::Topology(_)) => {}
         other => panic!("init: {other:?}"),
     }
-    coord.wait_topology("every shard has a primary and every replica serves", SETTLE, settled).await;
+    coord.wait_topology("every shard has a primary and every replica serves", SETTLE, Topology::is_settled).await;
 }
 
 fn primary_of(t: &shardline_protocol::Topology, shard: u32) -> String {
@@ -27,7 +27,7 @@ fn primary_of(t: &shardline_protocol::Topology, shard: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
-    let coord = Coord::start(21000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     let t = coord.topology().await;
     assert_eq!((t.servers.len(), t.shards.len()), (6, 4));
@@ -38,7 +38,7 @@ async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
     assert_eq!(coord.spawned_pids().len(), 7, "the coordinator and 6 node processes");
 
     let refused = [
-        Request::Init(seed_init()),
+        Request::Init(InitRequest::seed()),
         Request::RemoveServers { n: 3, servers: vec!["Server0".into(), "Server2".into(), "Server4".into()] },
         Request::RemoveServers { n: 1, servers: vec!["Nobody".into()] },
         Request::RemoveServers { n: 0, servers: vec![] },
@@ -60,7 +60,7 @@ async fn init_spawns_the_seed_layout_and_refuses_bad_admin_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
-    let coord = Coord::start(22000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     let mut acked = Vec::new();
     let mut key = 0i64;
@@ -90,7 +90,7 @@ async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
             }
         }
         // The coordinator restarts the killed node on its data; it catches up.
-        coord.wait_topology("the killed node is back and serving", SETTLE, settled).await;
+        coord.wait_topology("the killed node is back and serving", SETTLE, Topology::is_settled).await;
     }
     let rows = shard_rows(&coord, ShardId(1)).await;
     let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
@@ -110,7 +110,7 @@ async fn primaries_killed_under_load_fail_over_and_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
-    let mut coord = Coord::start(23000).await;
+    let mut coord = Coord::start().await;
     init(&coord).await;
     for key in 0..40 {
         assert!(matches!(
@@ -121,7 +121,7 @@ async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
     let before = coord.topology().await;
     coord.kill();
     coord.spawn().await;
-    let after = coord.wait_topology("same cluster after restart", SETTLE, settled).await;
+    let after = coord.wait_topology("same cluster after restart", SETTLE, Topology::is_settled).await;
     assert_eq!(
         after.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
         before.servers.iter().map(|s| &s.name).collect::<Vec<_>>()
@@ -149,7 +149,7 @@ async fn a_restarted_coordinator_keeps_the_cluster_and_never_reuses_a_term() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_replicas_catch_up_before_serving_and_removed_primaries_are_replaced() {
-    let coord = Coord::start(24000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     let mut acked = Vec::new();
     for key in 0..300 {
@@ -198,7 +198,7 @@ async fn added_replicas_catch_up_before_serving_and_removed_primaries_are_replac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_primary_acknowledges_nothing_and_then_follows() {
-    let coord = Coord::start(25000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     for key in 0..20 {
         assert!(matches!(
@@ -237,7 +237,7 @@ async fn an_isolated_primary_acknowledges_nothing_and_then_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
-    let coord = Coord::start_with(26000, &["--snapshot-lag=20", "--log-retain=10"]).await;
+    let coord = Coord::start_with(&["--snapshot-lag=20", "--log-retain=10"]).await;
     init(&coord).await;
     for key in 0..150 {
         let outcome = write_routed(&coord, key, 11, key as u64 + 1, Duration::from_secs(10)).await;
@@ -255,7 +255,7 @@ async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
         replica_rows(&addr, spec).await.filter(|rows| rows.len() == 150)
     })
     .await;
-    coord.wait_topology("the replacement is readable again", SETTLE, settled).await;
+    coord.wait_topology("the replacement is readable again", SETTLE, Topology::is_settled).await;
     assert_eq!(on_replacement, shard_rows(&coord, ShardId(1)).await);
     assert_eq!(on_replacement.len(), 150);
     let log = std::fs::read_to_string(coord.node_dir(&victim).with_extension("log")).unwrap_or_default();
@@ -270,7 +270,7 @@ async fn a_replacement_on_a_fresh_directory_catches_up_by_snapshot() {
 /// newcomers become voters one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_added_at_once_cannot_outvote_the_replicas_holding_acknowledged_writes() {
-    let coord = Coord::start(27000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     let t = coord.topology().await;
     let primary = primary_of(&t, 1);
@@ -326,7 +326,7 @@ async fn two_replicas_added_at_once_cannot_outvote_the_replicas_holding_acknowle
 /// stopped), a dead primary of an unrelated shard is still replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_goes_on_while_an_admin_operation_waits() {
-    let coord = Coord::start(28000).await;
+    let coord = Coord::start().await;
     init(&coord).await;
     let t = coord.topology().await;
     // sh1 is {Server0, Server2, Server4}; the removal below leaves sh2 {Server0, Server3,

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shardline_protocol::{AddServersRequest, Request, Response, ShardId};
+use shardline_protocol::{AddServersRequest, Request, Response, ShardId, Topology};
 use stack::{docker, node_stats, stat, Stack};
-use wire::{converged, primary_keys, primary_of, settled, topology, wait_topology, write, Outcome};
+use wire::{converged, primary_keys, primary_of, topology, wait_topology, write, Outcome};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -90,7 +90,7 @@ fn labelled(kinds: &[&str]) -> Vec<String> {
 /// in frames and in the text mode; `make up` again changes nothing.
 async fn bring_up(stack: &Stack) {
     let addr = stack.addr();
-    let t = wait_topology(&addr, "the seed's layout settles", SETTLE, settled).await;
+    let t = wait_topology(&addr, "the seed's layout settles", SETTLE, Topology::is_settled).await;
     assert_eq!((t.servers.len(), t.shards.len()), (6, 4));
     assert!(t.shards.iter().all(|s| s.replicas.len() == 3));
     let mut want: Vec<String> = t.servers.iter().map(|s| stack.container(&s.name)).collect();
@@ -161,7 +161,7 @@ async fn kills_under_load(stack: &Stack) -> Vec<i64> {
     let mut acked = Vec::new();
     let mut failovers = Vec::new();
     for round in 0..10u64 {
-        let t = wait_topology(&addr, "settled before a kill", SETTLE, settled).await;
+        let t = wait_topology(&addr, "settled before a kill", SETTLE, Topology::is_settled).await;
         let (victim, term) = primary_of(&t, 1);
         let container = stack.container(&victim);
         let before = docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &container]).await.unwrap();
@@ -177,7 +177,7 @@ async fn kills_under_load(stack: &Stack) -> Vec<i64> {
             }
             Outcome::Failed(e) => panic!("round {round}: no write acknowledged within 30 s of the kill: {e}"),
         }
-        wait_topology(&addr, "the killed node is back and caught up", SETTLE, settled).await;
+        wait_topology(&addr, "the killed node is back and caught up", SETTLE, Topology::is_settled).await;
         let after = docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}} {{.State.Running}}", &container]).await;
         let after = after.unwrap();
         let (id_before, id_after) = (before.split(' ').next().unwrap(), after.split(' ').next().unwrap());
@@ -215,7 +215,7 @@ async fn kills_under_load(stack: &Stack) -> Vec<i64> {
 /// container, stand still); reconnected, it follows the new term and converges.
 async fn network_cut(stack: &Stack) -> Vec<i64> {
     let addr = stack.addr();
-    let t = wait_topology(&addr, "settled before the cut", SETTLE, settled).await;
+    let t = wait_topology(&addr, "settled before the cut", SETTLE, Topology::is_settled).await;
     let (victim, term) = primary_of(&t, 2);
     let container = stack.container(&victim);
     docker(&["network", "disconnect", &stack.network(), &container]).await.unwrap();
@@ -262,7 +262,7 @@ async fn network_cut(stack: &Stack) -> Vec<i64> {
     }
 
     docker(&["network", "connect", &stack.network(), &container]).await.unwrap();
-    wait_topology(&addr, "the reconnected node serves again", SETTLE, settled).await;
+    wait_topology(&addr, "the reconnected node serves again", SETTLE, Topology::is_settled).await;
     let back = node_stats(&container).await.expect("stats after reconnect");
     let back_term: u64 = stat(&back, "sh2.term").parse().expect("a term");
     assert!(back_term >= new_term, "it follows the new term: {back_term} < {new_term}");
@@ -286,7 +286,7 @@ async fn add_and_remove(stack: &Stack) {
     let format = "{{.State.Running}} {{index .Config.Labels \"shardline.node\"}}";
     assert_eq!(docker(&["inspect", "-f", format, &container]).await.unwrap(), "true Server6");
     assert!(docker(&["volume", "inspect", &container]).await.is_ok(), "its volume exists");
-    wait_topology(&addr, "Server6 caught up", SETTLE, settled).await;
+    wait_topology(&addr, "Server6 caught up", SETTLE, Topology::is_settled).await;
     converged(&addr, 1, Duration::from_secs(60)).await;
 
     match wire::request(&addr, &Request::RemoveServers { n: 1, servers: vec!["Server6".into()] }).await {
@@ -296,5 +296,5 @@ async fn add_and_remove(stack: &Stack) {
     assert!(docker(&["inspect", &container]).await.is_err(), "the container is gone");
     assert!(docker(&["volume", "inspect", &container]).await.is_err(), "the volume is gone");
     assert_eq!(stack.node_containers().await.len(), 6);
-    wait_topology(&addr, "settled after the removal", SETTLE, settled).await;
+    wait_topology(&addr, "settled after the removal", SETTLE, Topology::is_settled).await;
 }

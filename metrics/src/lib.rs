@@ -25,8 +25,6 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod addr;
 pub mod exporter;
 pub mod histogram;

@@ -11,6 +11,7 @@
 //! - [`batch`]: the write batch layout a router splits by key without decoding rows.
 //! - [`log_entry`]: the replicated log entry and its CRC.
 //! - [`model`]: schema, values, rows, shards.
+//! - [`quorum`]: the majority a commit or an election needs; client ids for retries.
 //! - [`rows`]: read answers built and merged as bytes (a node's stored rows, shards' parts).
 //! - [`text`]: the nc text mode's parser and formatter.
 //! - `net` (feature `net`): the thin tokio layer: serving a listener, calling a peer.
@@ -36,6 +37,7 @@ pub mod message;
 pub mod model;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod quorum;
 pub mod rows;
 pub mod text;
 

@@ -37,8 +37,6 @@
 //! [`SimDisk`]: shardline_storage_node::disk::SimDisk
 //! [`MemTable`]: shardline_storage_node::store::MemTable
 
-#![warn(missing_docs)]
-
 pub mod check;
 pub mod client;
 pub mod coordinator;

@@ -10,7 +10,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::cluster::{expect_ok, shard_spec};
+use harness::cluster::shard_spec;
 use harness::{within, Budget, Cluster, Ledger, NodeOpts, SHARD};
 use shardline_protocol::{ControlRequest, ControlResponse, ErrorCode, LeaseGrant, Request, Response, Route};
 
@@ -25,13 +25,7 @@ async fn an_expired_lease_stops_writes_until_renewed() {
 
 async fn scenario(cluster: &mut Cluster) {
     let (primary, term) = (0, 1);
-    for i in 0..3 {
-        expect_ok("ConfigureShard", cluster.configure(i).await);
-    }
-    for i in [1, 2] {
-        expect_ok("BecomeFollower", cluster.become_follower(i, term, primary).await);
-    }
-    expect_ok("BecomePrimary with a short lease", cluster.become_primary(primary, term, SHORT_LEASE_MS).await);
+    cluster.setup_shard_with_lease(primary, term, SHORT_LEASE_MS).await;
     let mut ledger = Ledger::new(71);
     let outcome = ledger.write(cluster, primary, &[1]).await;
     assert!(outcome.is_acked(), "write inside the lease: {outcome}");

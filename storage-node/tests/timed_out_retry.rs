@@ -22,7 +22,6 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::cluster::expect_ok;
 use harness::{classify, row_for, within, Budget, Cluster, Ledger, NodeOpts, Outcome, SHARD};
 use shardline_protocol::{
     ControlRequest, ControlResponse, ErrorCode, LeaseGrant, LogLine, Request, Response, WriteBatch,
@@ -68,13 +67,7 @@ fn w_request(seq: u64, key: i64) -> Request {
 
 async fn scenario(cluster: &mut Cluster) {
     let (primary, term) = (0, 1);
-    for i in 0..3 {
-        expect_ok("ConfigureShard", cluster.configure(i).await);
-    }
-    for i in [1, 2] {
-        expect_ok("BecomeFollower", cluster.become_follower(i, term, primary).await);
-    }
-    expect_ok("BecomePrimary with a short lease", cluster.become_primary(primary, term, SHORT_LEASE_MS).await);
+    cluster.setup_shard_with_lease(primary, term, SHORT_LEASE_MS).await;
     let mut beats = Beats { next: 1 };
     let mut ledger = Ledger::new(55);
     beats.renew(cluster, primary, term).await;

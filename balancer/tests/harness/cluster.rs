@@ -18,13 +18,13 @@ use super::node::TestNode;
 use super::Budget;
 
 /// A lease that never lapses during a test.
-pub const LEASE_MS: u64 = 60_000;
+pub(crate) const LEASE_MS: u64 = 60_000;
 /// Longest any single call in a test may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which nodes hold which shards, and who leads each.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// How many nodes (`Server0..`).
     pub nodes: usize,
     /// Per shard: its spec, the nodes holding it, and the index of its primary.
@@ -34,19 +34,19 @@ pub struct Layout {
 impl Layout {
     /// Three nodes; shards sh1 `[0,100)`, sh2 `[100,200)`, sh3 `[200,300)` on every node,
     /// led by Server0, Server1 and Server2.
-    pub fn three_by_three() -> Layout {
+    pub(crate) fn three_by_three() -> Layout {
         Layout::three_of(100)
     }
 
     /// Like [`Layout::three_by_three`] with shards of `size` keys from 0.
-    pub fn three_of(size: u64) -> Layout {
+    pub(crate) fn three_of(size: u64) -> Layout {
         let spec = |id: u32| ShardSpec { id: ShardId(id), low: i64::from(id - 1) * size as i64, size };
         Layout { nodes: 3, shards: (1..=3).map(|id| (spec(id), vec![0, 1, 2], id as usize - 1)).collect() }
     }
 }
 
 /// A running cluster behind a balancer.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The storage nodes, by index.
     pub nodes: Vec<TestNode>,
     /// The fake coordinator.
@@ -63,7 +63,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the nodes, assigns roles at term 1, starts the coordinator and a balancer
     /// configured by `tweak`, and waits until the balancer holds the topology.
-    pub async fn start(layout: Layout, tweak: impl FnOnce(&mut BalancerConfig)) -> Cluster {
+    pub(crate) async fn start(layout: Layout, tweak: impl FnOnce(&mut BalancerConfig)) -> Cluster {
         let nodes = (0..layout.nodes).map(|i| TestNode::start(&format!("Server{i}"))).collect();
         let terms = vec![1; layout.shards.len()];
         let mut cluster = Cluster {
@@ -103,7 +103,7 @@ impl Cluster {
     }
 
     /// Waits until the balancer reports topology version `version` or later.
-    pub async fn wait_for_topology(&self, version: u64) {
+    pub(crate) async fn wait_for_topology(&self, version: u64) {
         let mut client = self.client().await;
         let mut budget = Budget::new("the balancer taking the topology", Duration::from_secs(10));
         loop {
@@ -118,12 +118,12 @@ impl Cluster {
     }
 
     /// A new client connection to the balancer.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(&self.balancer_addr).await
     }
 
     /// Sends a control request to node `i`.
-    pub async fn control(&self, i: usize, req: ControlRequest) -> ControlResponse {
+    pub(crate) async fn control(&self, i: usize, req: ControlRequest) -> ControlResponse {
         let mut conn = Conn::connect(self.nodes[i].addr(), CALL_TIMEOUT, DEFAULT_MAX_PAYLOAD)
             .await
             .unwrap_or_else(|e| panic!("connect to node {i}: {e}"));
@@ -157,7 +157,7 @@ impl Cluster {
     }
 
     /// The topology the coordinator would publish now (version left to the coordinator).
-    pub fn topology_now(&self) -> Topology {
+    pub(crate) fn topology_now(&self) -> Topology {
         let name = |i: usize| self.nodes[i].name().to_owned();
         let shards = self
             .layout
@@ -188,7 +188,7 @@ impl Cluster {
     /// Kills the primary of shard number `s`, elects the live replica with the highest log
     /// at the next term (asking every live replica first, which fences the old primary),
     /// and pushes the new topology. Returns the new primary's index.
-    pub async fn fail_over(&mut self, s: usize) -> usize {
+    pub(crate) async fn fail_over(&mut self, s: usize) -> usize {
         let (spec, replicas, old) = self.layout.shards[s].clone();
         self.nodes[old].kill();
         let term = self.terms[s] + 1;
@@ -231,13 +231,13 @@ impl Drop for Cluster {
 }
 
 /// A client of the balancer: one call at a time, each with a deadline.
-pub struct Client {
+pub(crate) struct Client {
     conn: Conn,
 }
 
 impl Client {
     /// Connects to the balancer at `addr`.
-    pub async fn connect(addr: &str) -> Client {
+    pub(crate) async fn connect(addr: &str) -> Client {
         let conn = Conn::connect(addr, CALL_TIMEOUT, DEFAULT_MAX_PAYLOAD)
             .await
             .unwrap_or_else(|e| panic!("connect to the balancer: {e}"));
@@ -245,7 +245,7 @@ impl Client {
     }
 
     /// Sends `req` and returns the answer (panics if none comes in time).
-    pub async fn call(&mut self, req: &Request) -> Response {
+    pub(crate) async fn call(&mut self, req: &Request) -> Response {
         self.conn.call(req, CALL_TIMEOUT).await.unwrap_or_else(|e| panic!("{req:?}: {e}"))
     }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// The fake coordinator.
-pub struct FakeCoordinator {
+pub(crate) struct FakeCoordinator {
     addr: String,
     topology: watch::Sender<Topology>,
     server: JoinHandle<()>,
@@ -23,7 +23,7 @@ pub struct FakeCoordinator {
 
 impl FakeCoordinator {
     /// Starts serving `topology` on a fresh `127.0.0.1:0` port.
-    pub async fn start(topology: Topology) -> FakeCoordinator {
+    pub(crate) async fn start(topology: Topology) -> FakeCoordinator {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (tx, _) = watch::channel(topology);
@@ -37,17 +37,17 @@ impl FakeCoordinator {
     }
 
     /// Where it listens.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
     /// The topology it serves now.
-    pub fn topology(&self) -> Topology {
+    pub(crate) fn topology(&self) -> Topology {
         self.topology.borrow().clone()
     }
 
     /// Changes the topology (the version is bumped) and pushes it to every subscriber.
-    pub fn update(&self, change: impl FnOnce(&mut Topology)) -> u64 {
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Topology)) -> u64 {
         let mut version = 0;
         self.topology.send_modify(|t| {
             change(t);
@@ -115,4 +115,4 @@ async fn serve(stream: TcpStream, mut topology: watch::Receiver<Topology>) {
 }
 
 /// Shared handle for tests that change the topology from several tasks.
-pub type Coordinator = Arc<FakeCoordinator>;
+pub(crate) type Coordinator = Arc<FakeCoordinator>;

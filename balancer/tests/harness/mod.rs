@@ -14,57 +14,10 @@
 // Each test binary uses part of the harness.
 #![allow(dead_code, unused_imports)]
 
-pub mod cluster;
-pub mod coordinator;
-pub mod node;
+pub(crate) mod cluster;
+pub(crate) mod coordinator;
+pub(crate) mod node;
 
-pub use cluster::{Cluster, Layout};
+pub(crate) use cluster::{Cluster, Layout};
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
-/// Runs `f`, panicking if it takes longer than `limit`.
-pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: did not finish within {limit:?}"),
-    }
-}
-
-/// A polling budget: bounded in wall time and in attempts.
-pub struct Budget {
-    what: String,
-    until: Instant,
-    attempts: u32,
-    max_attempts: u32,
-    interval: Duration,
-}
-
-impl Budget {
-    /// At most `within` of time, polled every 20 ms.
-    pub fn new(what: impl Into<String>, within: Duration) -> Budget {
-        let interval = Duration::from_millis(20);
-        Budget {
-            what: what.into(),
-            until: Instant::now() + within,
-            attempts: 0,
-            max_attempts: (within.as_millis() / interval.as_millis()).max(1) as u32 + 1,
-            interval,
-        }
-    }
-
-    /// Pauses one interval and says whether another attempt is allowed.
-    pub async fn retry(&mut self) -> bool {
-        self.attempts += 1;
-        if self.attempts >= self.max_attempts || Instant::now() >= self.until {
-            return false;
-        }
-        tokio::time::sleep(self.interval).await;
-        true
-    }
-
-    /// What was waited for and how many attempts it took.
-    pub fn spent(&self) -> String {
-        format!("{} after {} attempts", self.what, self.attempts)
-    }
-}
+pub(crate) use shardline_testkit::{within, Budget};

@@ -8,7 +8,7 @@ use shardline_storage_node::{config::NodeConfig, failpoint::Failpoints, node::No
 use tokio::runtime::Runtime;
 
 /// One storage node: name, address, data directory and the runtime it runs in.
-pub struct TestNode {
+pub(crate) struct TestNode {
     name: String,
     addr: String,
     runtime: Option<Runtime>,
@@ -17,7 +17,7 @@ pub struct TestNode {
 
 impl TestNode {
     /// Opens a node called `name` on a fresh `127.0.0.1:0` port and a temporary directory.
-    pub fn start(name: &str) -> TestNode {
+    pub(crate) fn start(name: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -41,27 +41,27 @@ impl TestNode {
     }
 
     /// The node's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The node's `host:port`.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
     /// Name and address, as control messages carry them.
-    pub fn server(&self) -> ServerAddr {
+    pub(crate) fn server(&self) -> ServerAddr {
         ServerAddr { name: self.name.clone(), addr: self.addr.clone() }
     }
 
     /// Whether the node still runs.
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.runtime.is_some()
     }
 
     /// Kills the node: every task, connection and the listener go at once.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

@@ -117,6 +117,17 @@ struct RunArgs {
     direct: Option<String>,
 }
 
+/// The flags of every bench that starts its own `shardline up` cluster.
+#[derive(Debug, Args)]
+struct OwnCluster {
+    /// The `shardline` binary, to start a cluster (default: next to this one).
+    #[arg(long)]
+    shardline: Option<PathBuf>,
+    /// Print the results as JSON on stdout (and no progress bar).
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Args)]
 struct SeedArgs {
     /// Reads, and writes, per layout.
@@ -128,15 +139,11 @@ struct SeedArgs {
     /// Bytes of the Stud_name column.
     #[arg(long, default_value_t = 16)]
     row_size: usize,
-    /// The `shardline` binary (default: next to this one).
-    #[arg(long)]
-    shardline: Option<PathBuf>,
     /// Where each run's files go.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// Print the results as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    own: OwnCluster,
 }
 
 #[derive(Debug, Args)]
@@ -156,15 +163,11 @@ struct PeerArgs {
     /// Length of each Shardline run.
     #[arg(long, default_value = "10s")]
     duration: String,
-    /// The `shardline` binary (default: next to this one).
-    #[arg(long)]
-    shardline: Option<PathBuf>,
     /// Where Shardline's runs leave their files.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// Print the results as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    own: OwnCluster,
 }
 
 #[derive(Debug, Args)]
@@ -217,32 +220,20 @@ struct FailoverArgs {
     /// Longest wait for the cluster to be healthy again after a fault.
     #[arg(long, default_value = "60s")]
     recover_timeout: String,
-    /// The `shardline` binary, to start a cluster (default: next to this one).
-    #[arg(long)]
-    shardline: Option<PathBuf>,
     /// Where report.json and timeline.svg go.
     #[arg(long, default_value = "bench-out/failover")]
     out: PathBuf,
-    /// Print the report as JSON on stdout (and no progress bar).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    own: OwnCluster,
     /// Seed for the load's choices.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match shardline::cli::parse_or_exit("shardline-bench") {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.render().to_string();
-            eprintln!("{} (see shardline-bench --help)", text.lines().next().unwrap_or("bad arguments"));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -349,14 +340,14 @@ async fn seed_table(a: SeedArgs) -> anyhow::Result<()> {
         return Err(BenchError::InvalidSpec("--requests and --workers must be above zero".into()).into());
     }
     let spec = SeedSpec {
-        shardline_bin: shardline_bin(a.shardline)?,
+        shardline_bin: shardline_bin(a.own.shardline)?,
         requests: a.requests,
         workers: a.workers,
         row_size: a.row_size,
         out: a.out,
-        progress: !a.json,
+        progress: !a.own.json,
     };
-    let json = a.json;
+    let json = a.own.json;
     let rows = seed::run(&spec, |row| {
         if !json {
             eprintln!("done: {}", row.layout.name());
@@ -379,17 +370,17 @@ async fn peer_table(a: PeerArgs) -> anyhow::Result<()> {
     }
     let duration: Duration = parse_duration(&a.duration)?;
     let spec = PeerSpec {
-        shardline_bin: shardline_bin(a.shardline)?,
+        shardline_bin: shardline_bin(a.own.shardline)?,
         clients: a.clients,
         pipelines: a.pipelines,
         value_size: a.value_size,
         redis_requests: a.redis_requests,
         duration,
         out: a.out,
-        progress: !a.json,
+        progress: !a.own.json,
     };
     let rows = peer::run(&spec).await?;
-    if a.json {
+    if a.own.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", peer::table(&spec, &rows));
@@ -406,7 +397,7 @@ fn failover_spec(a: FailoverArgs) -> anyhow::Result<FailoverSpec> {
     let target = match (a.docker, a.addr) {
         (true, addr) => Target::Docker { addr: addr.unwrap_or_else(|| "127.0.0.1:7000".into()), prefix: a.prefix },
         (false, Some(addr)) => Target::Processes { addr, nodes_dir: a.nodes_dir },
-        (false, None) => Target::OwnCluster { shardline_bin: shardline_bin(a.shardline)? },
+        (false, None) => Target::OwnCluster { shardline_bin: shardline_bin(a.own.shardline)? },
     };
     let spec = FailoverSpec {
         target,
@@ -420,7 +411,7 @@ fn failover_spec(a: FailoverArgs) -> anyhow::Result<FailoverSpec> {
         recover_timeout: parse_duration(&a.recover_timeout)?,
         primary_reads: a.primary_reads,
         out: a.out,
-        progress: !a.json,
+        progress: !a.own.json,
         seed: a.seed,
     };
     spec.validate()?;
@@ -428,7 +419,7 @@ fn failover_spec(a: FailoverArgs) -> anyhow::Result<FailoverSpec> {
 }
 
 async fn failover_table(a: FailoverArgs) -> anyhow::Result<()> {
-    let json = a.json;
+    let json = a.own.json;
     let spec = failover_spec(a)?;
     let mut report = failover::driver::run(&spec).await?;
     report.write_files(&spec.out)?;

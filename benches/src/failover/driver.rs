@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::{Client, Topology};
 
-use crate::cluster::{self, LocalCluster};
+use crate::cluster::LocalCluster;
 use crate::error::BenchError;
 use crate::failover::inject::{Injected, Injector};
 use crate::failover::ledger::{self, Verdict};
@@ -104,7 +104,7 @@ async fn ready_topology(addr: &str, limit: Duration) -> Result<(Client, Topology
     if first.schema.is_none() {
         admin.init(layout()).await.map_err(|e| BenchError::client("initializing the cluster", e))?;
     }
-    let settled = wait_until(&admin, limit, |t| cluster::settled(t).then(|| t.clone()))
+    let settled = wait_until(&admin, limit, |t| t.is_settled().then(|| t.clone()))
         .await
         .ok_or_else(|| BenchError::Cluster(format!("the cluster did not settle within {limit:?}")))?;
     Ok((admin, settled))
@@ -189,7 +189,7 @@ async fn recover(
     let healed = wait_until(admin, spec.recover_timeout, |t| {
         let s = t.shards.iter().find(|s| s.spec.id.0 == shard)?;
         let moved_on = s.term > term_before || !needs_new_term;
-        (moved_on && cluster::settled(t)).then(|| (s.primary.clone(), s.term))
+        (moved_on && t.is_settled()).then(|| (s.primary.clone(), s.term))
     })
     .await;
     let Some((primary_after, term_after)) = healed else {

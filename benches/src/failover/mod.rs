@@ -146,7 +146,7 @@ pub const SHARD_KEYS: u64 = 1_000_000;
 /// 3 replicas each, its schema), with shards of [`SHARD_KEYS`] keys so writes of fresh keys
 /// do not run out (the seed's shards hold 4096).
 pub fn layout() -> InitRequest {
-    let mut init = shardline::layout::seed_init();
+    let mut init = shardline::InitRequest::seed();
     init.shards = (0..4u32)
         .map(|i| ShardSpec { id: ShardId(i + 1), low: i64::from(i) * SHARD_KEYS as i64, size: SHARD_KEYS })
         .collect();

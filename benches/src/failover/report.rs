@@ -242,14 +242,7 @@ impl FailoverReport {
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(|e| plot_error(path, e))?;
-        root.present().map_err(|e| plot_error(path, e))
+        crate::plots::finish(&mut chart, &root, SeriesLabelPosition::UpperRight, path)
     }
 }
 

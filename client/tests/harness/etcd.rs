@@ -13,7 +13,7 @@ use shardline::Client;
 use super::{free_port, poll, signal, target_dir};
 
 /// The etcd binary: `$SHARDLINE_ETCD`, else `etcd` on the PATH; `Err` says why there is none.
-pub fn binary() -> Result<PathBuf, String> {
+pub(crate) fn binary() -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("SHARDLINE_ETCD") {
         return Ok(PathBuf::from(path));
     }
@@ -25,7 +25,7 @@ pub fn binary() -> Result<PathBuf, String> {
 }
 
 /// A child process with a name and a log file, killed by pid on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     /// What it is, for messages.
     pub name: String,
     /// Its log (stdout and stderr).
@@ -35,7 +35,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `bin` with `args`, output to `log`.
-    pub fn start(name: &str, bin: &Path, args: &[String], log: PathBuf) -> Proc {
+    pub(crate) fn start(name: &str, bin: &Path, args: &[String], log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin)
             .args(args)
@@ -50,19 +50,19 @@ impl Proc {
     }
 
     /// Its pid, while it runs.
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
     /// Sends `sig` (SIGSTOP, SIGCONT...).
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         if let Some(pid) = self.pid() {
             signal(pid, sig);
         }
     }
 
     /// SIGKILLs it and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -70,7 +70,7 @@ impl Proc {
     }
 
     /// The last `n` lines of its log.
-    pub fn tail(&self, n: usize) -> String {
+    pub(crate) fn tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
@@ -87,39 +87,32 @@ impl Drop for Proc {
     }
 }
 
-/// Every process (but this one) whose command line names `dir`: the nodes coordinators
-/// started, which outlive them.
-pub fn pids_naming(dir: &Path) -> Vec<i32> {
-    let marker = dir.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(&marker) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+/// A balancer following `coordinators` (comma-separated), logging into `dir`, and a client
+/// through it once the cluster has settled.
+pub(crate) async fn settled_balancer(dir: &Path, coordinators: &str) -> (Proc, Client) {
+    let port = free_port();
+    let args: Vec<String> = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--coordinator".into(),
+        coordinators.to_owned(),
+        "--metrics-addr".into(),
+        "off".into(),
+    ];
+    let balancer = Proc::start("balancer", &bin("shardline-balancer"), &args, dir.join("balancer.log"));
+    let c = poll("a settled cluster through the balancer", Duration::from_secs(30), || async {
+        let c = Client::connect(format!("127.0.0.1:{port}")).await.ok()?;
+        c.status().await.ok()?.is_settled().then_some(c)
+    })
+    .await;
+    (balancer, c)
 }
 
-/// Kills every process naming a directory when dropped (the nodes, whoever started them).
-pub struct KillNaming(pub PathBuf);
-
-impl Drop for KillNaming {
-    fn drop(&mut self) {
-        for pid in pids_naming(&self.0) {
-            signal(pid, libc::SIGKILL);
-        }
-    }
-}
+#[allow(unused_imports)] // each test binary uses part of it
+pub(crate) use shardline_testkit::{pids_naming, KillNaming};
 
 /// One HTTP/1.0 request to 127.0.0.1:`port`; the body of the answer, if any came.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(1000))).ok()?;
@@ -134,7 +127,7 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
 }
 
 /// A three-member (or n-member) etcd cluster on free 127.0.0.1 ports.
-pub struct Etcd {
+pub(crate) struct Etcd {
     /// Client ports, by member.
     pub client_ports: Vec<u16>,
     /// The members' processes (a killed one is `kill`ed in place).
@@ -143,7 +136,7 @@ pub struct Etcd {
 
 impl Etcd {
     /// Starts `n` members under `dir` and waits until every one reports healthy.
-    pub async fn start(bin: &Path, dir: &Path, n: usize) -> Etcd {
+    pub(crate) async fn start(bin: &Path, dir: &Path, n: usize) -> Etcd {
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster: Vec<String> =
@@ -195,13 +188,13 @@ impl Etcd {
     }
 
     /// `etcd://127.0.0.1:P,...` for the coordinators' `--meta`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let hosts: Vec<String> = self.client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         format!("etcd://{}", hosts.join(","))
     }
 
     /// The member that leads etcd's raft group now, if one says so.
-    pub fn leader(&self) -> Option<usize> {
+    pub(crate) fn leader(&self) -> Option<usize> {
         self.client_ports.iter().position(|&port| {
             let Some(body) = http(port, "POST", "/v3/maintenance/status", "{}") else { return false };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
@@ -212,23 +205,23 @@ impl Etcd {
 }
 
 /// The path of a binary built beside the tests.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     target_dir().join(name)
 }
 
 /// A coordinator's STATS as pairs, if it answers within a second.
-pub async fn stats(addr: &str) -> Option<Vec<(String, String)>> {
+pub(crate) async fn stats(addr: &str) -> Option<Vec<(String, String)>> {
     let c = tokio::time::timeout(Duration::from_secs(1), Client::connect(addr.to_owned())).await.ok()?.ok()?;
     tokio::time::timeout(Duration::from_secs(1), c.stats()).await.ok()?.ok()
 }
 
 /// One STATS value.
-pub fn stat<'a>(stats: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn stat<'a>(stats: &'a [(String, String)], key: &str) -> Option<&'a str> {
     stats.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// Waits until one of `addrs` (not in `except`) says it leads; returns its index.
-pub async fn wait_leader(addrs: &[String], except: &[usize], limit: Duration) -> usize {
+pub(crate) async fn wait_leader(addrs: &[String], except: &[usize], limit: Duration) -> usize {
     let started = Instant::now();
     let found = poll("a leading coordinator", limit, || async {
         for (i, addr) in addrs.iter().enumerate() {
@@ -249,7 +242,7 @@ pub async fn wait_leader(addrs: &[String], except: &[usize], limit: Duration) ->
 }
 
 /// Removes ANSI colour sequences from a log line.
-pub fn plain(line: &str) -> String {
+pub(crate) fn plain(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -267,7 +260,7 @@ pub fn plain(line: &str) -> String {
 }
 
 /// The value of `key=` in a tracing line (`term=5`, `shard=sh1`, `node=Server0`).
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let at = line.find(&format!("{key}="))? + key.len() + 1;
     let rest = &line[at..];
     let end = rest.find([' ', '}', ':', ',']).unwrap_or(rest.len());

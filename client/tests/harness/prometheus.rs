@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{free_port, signal};
 
 /// Where the Prometheus binary is, or why there is none (the test then skips).
-pub fn find_binary() -> Result<PathBuf, String> {
+pub(crate) fn find_binary() -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("PROMETHEUS_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -28,13 +28,13 @@ pub fn find_binary() -> Result<PathBuf, String> {
 
 /// The metrics address of a process serving on `addr` (`host:port`): `shardline up`'s
 /// default, its port plus 1000.
-pub fn metrics_target(addr: &str) -> String {
+pub(crate) fn metrics_target(addr: &str) -> String {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     format!("{host}:{}", port.parse::<u16>().expect("port") + 1000)
 }
 
 /// One scrape job: its name and `host:port` targets.
-pub struct Job {
+pub(crate) struct Job {
     /// The job label.
     pub name: &'static str,
     /// Targets serving `/metrics`.
@@ -42,7 +42,7 @@ pub struct Job {
 }
 
 /// A running Prometheus.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     /// Its HTTP address.
     pub addr: String,
     dir: tempfile::TempDir,
@@ -51,7 +51,7 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Starts `bin` scraping `jobs` every second; waits (bounded) until its API answers.
-    pub async fn start(bin: &std::path::Path, jobs: &[Job]) -> Prometheus {
+    pub(crate) async fn start(bin: &std::path::Path, jobs: &[Job]) -> Prometheus {
         let dir = tempfile::Builder::new().prefix("shardline-prometheus").tempdir().expect("temporary directory");
         let mut config = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n");
         for job in jobs {
@@ -93,7 +93,7 @@ impl Prometheus {
     }
 
     /// Waits (bounded) until Prometheus has `expected` targets, every one `up`; returns them.
-    pub async fn wait_all_up(&self, expected: usize) -> Vec<(String, String, String)> {
+    pub(crate) async fn wait_all_up(&self, expected: usize) -> Vec<(String, String, String)> {
         super::poll("every target up in prometheus", Duration::from_secs(60), || async {
             let targets = self.targets().await?;
             (targets.len() == expected && targets.iter().all(|(_, _, health)| health == "up")).then_some(targets)
@@ -102,12 +102,12 @@ impl Prometheus {
     }
 
     /// Prometheus's own log.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// GETs `path`; the status and the body, or `None` if the connection failed.
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
         stream.write_all(request.as_bytes()).await.ok()?;
@@ -120,14 +120,14 @@ impl Prometheus {
     }
 
     /// GETs an API path and parses its JSON `data`; `None` unless the status is `success`.
-    pub async fn api(&self, path: &str) -> Option<Value> {
+    pub(crate) async fn api(&self, path: &str) -> Option<Value> {
         let (_, body) = self.get(path).await?;
         let json: Value = serde_json::from_str(&body).ok()?;
         (json["status"] == "success").then(|| json["data"].clone())
     }
 
     /// The scrape targets: (job, instance, health).
-    pub async fn targets(&self) -> Option<Vec<(String, String, String)>> {
+    pub(crate) async fn targets(&self) -> Option<Vec<(String, String, String)>> {
         let data = self.api("/api/v1/targets?state=active").await?;
         let targets = data["activeTargets"].as_array()?;
         Some(
@@ -142,7 +142,7 @@ impl Prometheus {
     }
 
     /// An instant query: each series' labels and value.
-    pub async fn query(&self, promql: &str) -> Option<Vec<(Value, f64)>> {
+    pub(crate) async fn query(&self, promql: &str) -> Option<Vec<(Value, f64)>> {
         let data = self.api(&format!("/api/v1/query?query={}", encode(promql))).await?;
         let series = data["result"].as_array()?;
         Some(series.iter().filter_map(|s| Some((s["metric"].clone(), s["value"][1].as_str()?.parse().ok()?))).collect())
@@ -150,7 +150,7 @@ impl Prometheus {
 
     /// A range query from `start` to `end` (Unix seconds) every `step` seconds: each
     /// series' labels and (time, value) points.
-    pub async fn query_range(
+    pub(crate) async fn query_range(
         &self,
         promql: &str,
         start: f64,

@@ -11,7 +11,7 @@ use super::row;
 
 /// `n` concurrent writers through one client; writer `w` writes keys `w, w + n, ...` (all
 /// in sh1), each once, at most `max` each, until stopped. Any error ends its writer.
-pub struct Writers {
+pub(crate) struct Writers {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<Result<Vec<i64>, String>>>,
@@ -19,7 +19,7 @@ pub struct Writers {
 
 impl Writers {
     /// Starts the writers.
-    pub fn start(c: &Client, n: i64, max: i64) -> Writers {
+    pub(crate) fn start(c: &Client, n: i64, max: i64) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -45,23 +45,23 @@ impl Writers {
     }
 
     /// Writes acknowledged so far.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
     }
 
     /// The counter of acknowledged writes, to sample from another task.
-    pub fn acked_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn acked_counter(&self) -> Arc<AtomicU64> {
         self.acked.clone()
     }
 
     /// The flag that stops the writers (other load may stop on it too).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
 
     /// Stops the writers and returns every key acknowledged, sorted; panics with the first
     /// error a writer saw, saying it happened `during` what.
-    pub async fn stop(self, during: &str) -> Vec<i64> {
+    pub(crate) async fn stop(self, during: &str) -> Vec<i64> {
         self.stop.store(true, Ordering::Relaxed);
         let mut written = Vec::new();
         for task in self.tasks {
@@ -77,7 +77,7 @@ impl Writers {
 
 /// sh1's rows, read from its primary, are exactly the `written` keys (sorted), once each,
 /// with the values the writers wrote.
-pub async fn assert_rows_are(c: &Client, written: &[i64]) {
+pub(crate) async fn assert_rows_are(c: &Client, written: &[i64]) {
     let rows = c.read_primary(0..=4095).await.unwrap();
     let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "a key is read twice or out of order");

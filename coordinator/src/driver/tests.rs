@@ -117,17 +117,23 @@ fn a_term_is_saved_before_any_replica_hears_of_it_and_the_winner_leads() {
     assert!(!core.electing(SHARD));
 }
 
+/// Heartbeats to primary `a` answered at `t0` and 100 ms, and the third call, at 200 ms,
+/// which carries a lease grant counted from the second.
+fn third_heartbeat_of_primary_a(core: &mut Core, t0: Instant) -> Call {
+    let ms = Duration::from_millis;
+    for at in [t0, t0 + ms(100)] {
+        let hb = core.heartbeat_call("a", at);
+        core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), at);
+    }
+    core.heartbeat_call("a", t0 + ms(200))
+}
+
 #[test]
 fn a_successor_leads_only_once_the_old_leases_have_run_out() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     let (mut core, _) = core(Some("a"), t0);
-    // Heartbeats answered at 0 and 100 ms: the third carries a grant counted from the second.
-    for at in [t0, t0 + ms(100)] {
-        let hb = core.heartbeat_call("a", at);
-        core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), at);
-    }
-    let hb = core.heartbeat_call("a", t0 + ms(200));
+    let hb = third_heartbeat_of_primary_a(&mut core, t0);
     assert!(matches!(hb.request, ControlRequest::Heartbeat { grant: Some(_), .. }));
     // a restarted meanwhile and answers idle: a new election, while its lease may still run.
     core.on_answer(hb.id, Some(status("a", ReplicaRole::Idle, 4)), t0 + ms(200));
@@ -149,11 +155,7 @@ fn no_lease_wait_once_the_old_primary_has_voted_at_the_new_term() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     let (mut core, _) = core(Some("a"), t0);
-    for at in [t0, t0 + ms(100)] {
-        let hb = core.heartbeat_call("a", at);
-        core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), at);
-    }
-    let hb = core.heartbeat_call("a", t0 + ms(200));
+    let hb = third_heartbeat_of_primary_a(&mut core, t0);
     core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), t0 + ms(200));
     // A planned switchover to c while a's lease runs: a votes, so it has stepped down.
     let now = t0 + ms(250);

@@ -184,10 +184,6 @@ impl Spawner for DockerSpawner {
         .boxed()
     }
 
-    fn can_restart(&self) -> bool {
-        true
-    }
-
     fn remove(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>> {
         let node = node.clone();
         async move {

@@ -64,8 +64,10 @@ pub trait Spawner: Send + Sync + std::fmt::Debug {
     /// that is running is a no-op.
     fn start(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>>;
 
-    /// Whether this backend can restart the node if it dies.
-    fn can_restart(&self) -> bool;
+    /// Whether this backend can restart the node if it dies (all but external ones can).
+    fn can_restart(&self) -> bool {
+        true
+    }
 
     /// Stops the node and deletes its data (RemoveServers).
     fn remove(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>>;

@@ -120,10 +120,6 @@ impl Spawner for ProcessSpawner {
         .boxed()
     }
 
-    fn can_restart(&self) -> bool {
-        true
-    }
-
     fn remove(&self, node: &NodeSpec) -> BoxFuture<'_, Result<(), SpawnError>> {
         let node = node.clone();
         async move {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use shardline_coordinator::spawner::container_name;
 
 /// The image `make images` builds.
-pub const IMAGE: &str = "shardline:latest";
+pub(crate) const IMAGE: &str = "shardline:latest";
 
 /// Why the Docker tests cannot run here, if they cannot: no engine, no compose, no make.
-pub fn unavailable() -> Option<String> {
+pub(crate) fn unavailable() -> Option<String> {
     let checks: [(&str, &[&str]); 3] = [
         ("docker", &["version", "--format", "{{.Server.Version}}"]),
         ("docker-compose", &["version"]),
@@ -36,13 +36,13 @@ pub fn unavailable() -> Option<String> {
 }
 
 /// The workspace root (where the Makefile is).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// Runs `make images`, so the image holds the code under test: a no-op for cargo and
 /// cached layers for Docker when nothing changed, a static release build the first time.
-pub fn ensure_images() {
+pub(crate) fn ensure_images() {
     eprintln!("building {IMAGE} with `make images` (a release build)");
     let started = Instant::now();
     let status = Command::new("make").arg("images").current_dir(root()).status().expect("running make images");
@@ -51,7 +51,7 @@ pub fn ensure_images() {
 }
 
 /// A stack of this test run; removed on drop.
-pub struct Stack {
+pub(crate) struct Stack {
     /// Names everything of this run.
     pub prefix: String,
     /// The balancer's port on 127.0.0.1.
@@ -60,7 +60,7 @@ pub struct Stack {
 
 impl Stack {
     /// A stack with a fresh prefix and port, not started yet (dropping it cleans up).
-    pub fn new() -> Stack {
+    pub(crate) fn new() -> Stack {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let prefix = format!("sltest-{}-{:04x}", std::process::id(), nanos & 0xffff);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -68,7 +68,7 @@ impl Stack {
     }
 
     /// Runs `make <target>` for this stack; returns its stdout, panics if it fails.
-    pub fn make(&self, target: &str, extra: &[&str]) -> String {
+    pub(crate) fn make(&self, target: &str, extra: &[&str]) -> String {
         let out = self.make_output(target, extra);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
@@ -93,22 +93,22 @@ impl Stack {
     }
 
     /// The balancer's address on the host.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// The Docker network of this stack.
-    pub fn network(&self) -> String {
+    pub(crate) fn network(&self) -> String {
         format!("{}-net", self.prefix)
     }
 
     /// The container (and volume) of server `name`.
-    pub fn container(&self, name: &str) -> String {
+    pub(crate) fn container(&self, name: &str) -> String {
         container_name(&self.prefix, name)
     }
 
     /// The node containers of this stack, running or not.
-    pub async fn node_containers(&self) -> Vec<String> {
+    pub(crate) async fn node_containers(&self) -> Vec<String> {
         let filter = format!("label=shardline.prefix={}", self.prefix);
         let out = docker(&[
             "ps",
@@ -128,7 +128,7 @@ impl Stack {
     }
 
     /// What of this run is still in Docker: containers, volumes, networks (by label and name).
-    pub fn leftovers(&self) -> Vec<String> {
+    pub(crate) fn leftovers(&self) -> Vec<String> {
         let label = format!("label=shardline.prefix={}", self.prefix);
         let name = format!("name={}", self.prefix);
         let queries: [&[&str]; 6] = [
@@ -149,7 +149,7 @@ impl Stack {
     }
 
     /// The coordinator's and balancer's last log lines, for failure messages.
-    pub fn compose_logs(&self) -> String {
+    pub(crate) fn compose_logs(&self) -> String {
         let out = Command::new("docker-compose")
             .args(["-p", &self.prefix, "-f", "docker/docker-compose.yml", "logs", "--no-color", "--tail", "40"])
             .env("SHARDLINE_PREFIX", &self.prefix)
@@ -173,7 +173,7 @@ impl Drop for Stack {
 }
 
 /// Runs `docker ARGS`; its stdout, or its stderr as the error.
-pub async fn docker(args: &[&str]) -> Result<String, String> {
+pub(crate) async fn docker(args: &[&str]) -> Result<String, String> {
     let out = tokio::process::Command::new("docker")
         .args(args)
         .stdin(Stdio::null())
@@ -190,7 +190,7 @@ pub async fn docker(args: &[&str]) -> Result<String, String> {
 
 /// A node's STATS, read inside its container (`docker exec … shardline stats` on its
 /// loopback): works while the node is cut off from every network.
-pub async fn node_stats(container: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub(crate) async fn node_stats(container: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let out = tokio::time::timeout(
         Duration::from_secs(15),
         docker(&["exec", container, "shardline", "--addr", "127.0.0.1:7200", "--timeout", "3", "--json", "stats"]),
@@ -204,6 +204,6 @@ pub async fn node_stats(container: &str) -> Result<serde_json::Map<String, serde
 }
 
 /// One stat as text ("" if absent).
-pub fn stat(stats: &serde_json::Map<String, serde_json::Value>, key: &str) -> String {
+pub(crate) fn stat(stats: &serde_json::Map<String, serde_json::Value>, key: &str) -> String {
     stats.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned()
 }

@@ -3,23 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use shardline_protocol::net::Conn;
 use shardline_protocol::{Request, Response, Row, ShardId, Topology, WriteBatch};
 
-pub use crate::common::{poll, retryable, row, settled, Outcome};
+pub(crate) use crate::common::{poll, retryable, row, Outcome};
 
 /// Timeout of one call: above the balancer's 5 s retry deadline across a failover.
-pub const CALL: Duration = Duration::from_secs(8);
+pub(crate) const CALL: Duration = Duration::from_secs(8);
 
 /// One request on a fresh connection.
-pub async fn request(addr: &str, request: &Request) -> Result<Response, String> {
-    let mut conn =
-        Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD).await.map_err(|e| e.to_string())?;
-    conn.call(request, CALL).await.map_err(|e| e.to_string())
+pub(crate) async fn request(addr: &str, request: &Request) -> Result<Response, String> {
+    crate::common::request_within(addr, request, CALL).await
 }
 
 /// The topology, through the balancer (which asks the coordinator).
-pub async fn topology(addr: &str) -> Topology {
+pub(crate) async fn topology(addr: &str) -> Topology {
     poll("the topology", Duration::from_secs(20), || async {
         match request(addr, &Request::Status).await {
             Ok(Response::Topology(t)) => Some(t),
@@ -30,7 +27,12 @@ pub async fn topology(addr: &str) -> Topology {
 }
 
 /// Polls until `check` accepts the topology.
-pub async fn wait_topology(addr: &str, what: &str, limit: Duration, check: impl Fn(&Topology) -> bool) -> Topology {
+pub(crate) async fn wait_topology(
+    addr: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&Topology) -> bool,
+) -> Topology {
     poll(what, limit, || async {
         match request(addr, &Request::Status).await {
             Ok(Response::Topology(t)) if check(&t) => Some(t),
@@ -41,14 +43,14 @@ pub async fn wait_topology(addr: &str, what: &str, limit: Duration, check: impl 
 }
 
 /// The primary of shard `id`.
-pub fn primary_of(t: &Topology, id: u32) -> (String, u64) {
+pub(crate) fn primary_of(t: &Topology, id: u32) -> (String, u64) {
     let s = t.shards.iter().find(|s| s.spec.id == ShardId(id)).expect("the shard");
     (s.primary.clone().expect("a primary"), s.term)
 }
 
 /// Writes `key` through the balancer, retrying with the same `(client, seq)` (applied once)
 /// while the answer is retryable, for up to `limit`.
-pub async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Duration) -> Outcome {
+pub(crate) async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Duration) -> Outcome {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     for _ in 0..(limit.as_millis() / 20 + 2) {
@@ -68,7 +70,7 @@ pub async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Duration)
 }
 
 /// The keys in `[low, high]`, read from each shard's primary (linearizable).
-pub async fn primary_keys(addr: &str, low: i64, high: i64) -> Vec<i64> {
+pub(crate) async fn primary_keys(addr: &str, low: i64, high: i64) -> Vec<i64> {
     poll("a linearizable read", Duration::from_secs(30), || async {
         match request(addr, &Request::Read { low, high, primary: true }).await {
             Ok(Response::Rows(rows)) => Some(rows.iter().map(|r| r.key).collect()),
@@ -79,7 +81,7 @@ pub async fn primary_keys(addr: &str, low: i64, high: i64) -> Vec<i64> {
 }
 
 /// The rows server `name` holds of shard `id` (ReadServer, routed by the balancer).
-pub async fn server_rows(addr: &str, name: &str, id: u32) -> Option<Vec<Row>> {
+pub(crate) async fn server_rows(addr: &str, name: &str, id: u32) -> Option<Vec<Row>> {
     match request(addr, &Request::ReadServer { server: name.to_owned() }).await {
         Ok(Response::ServerRows(shards)) => shards.into_iter().find(|s| s.shard == ShardId(id)).map(|s| s.rows),
         _ => None,
@@ -87,7 +89,7 @@ pub async fn server_rows(addr: &str, name: &str, id: u32) -> Option<Vec<Row>> {
 }
 
 /// Waits until every replica of shard `id` holds exactly the rows of its primary.
-pub async fn converged(addr: &str, id: u32, limit: Duration) {
+pub(crate) async fn converged(addr: &str, id: u32, limit: Duration) {
     poll(&format!("every replica of sh{id} holds the primary's rows"), limit, || async {
         let t = topology(addr).await;
         let shard = t.shards.iter().find(|s| s.spec.id == ShardId(id))?;

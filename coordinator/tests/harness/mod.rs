@@ -8,43 +8,28 @@
 
 #![allow(dead_code)]
 
-pub mod wire;
-pub use wire::{poll, retryable, row, settled, Outcome};
+pub(crate) mod wire;
+pub(crate) use wire::{poll, retryable, row, Outcome};
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shardline_protocol::net::Conn;
-use shardline_protocol::{InitRequest, Request, Response, Row, Schema, ShardId, ShardSpec, Topology, WriteBatch};
+use shardline_protocol::{Request, Response, Row, ShardId, ShardSpec, Topology, WriteBatch};
 
 /// The coordinator's timings in tests: the defaults (heartbeat 100 ms, dead after 400 ms).
-pub const CALL: Duration = Duration::from_secs(3);
+pub(crate) const CALL: Duration = Duration::from_secs(3);
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub(crate) use shardline_testkit::{free_port, node_base_port, signal};
 
 /// The `shardline-node` binary next to this test's target directory, built if missing.
-pub fn node_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = dir.join("shardline-node");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "shardline-storage-node", "--bin", "shardline-node"])
-            .status()
-            .expect("running cargo build for shardline-node");
-        assert!(status.success() && bin.exists(), "could not build {}", bin.display());
-    }
-    bin
+pub(crate) fn node_bin() -> PathBuf {
+    shardline_testkit::ensure_binaries(&[("shardline-storage-node", "shardline-node")]);
+    shardline_testkit::target_dir().join("shardline-node")
 }
 
 /// A coordinator process and everything it spawned.
-pub struct Coord {
+pub(crate) struct Coord {
     pub port: u16,
     node_base_port: u16,
     node_args: Vec<String>,
@@ -54,16 +39,16 @@ pub struct Coord {
 
 impl Coord {
     /// Starts a coordinator on a free port with a fresh data directory; its nodes get
-    /// ports from `node_base_port` up (each test its own range).
-    pub async fn start(node_base_port: u16) -> Coord {
-        Coord::start_with(node_base_port, &[]).await
+    /// ports from a free range of their own ([`node_base_port`]).
+    pub(crate) async fn start() -> Coord {
+        Coord::start_with(&[]).await
     }
 
     /// Like [`Coord::start`], passing `node_args` to every node it spawns.
-    pub async fn start_with(node_base_port: u16, node_args: &[&str]) -> Coord {
+    pub(crate) async fn start_with(node_args: &[&str]) -> Coord {
         let dir = tempfile::Builder::new().prefix("shardline-coord-test").tempdir().unwrap();
         let node_args = node_args.iter().map(|a| format!("--node-arg={a}")).collect();
-        let mut c = Coord { port: free_port(), node_base_port, node_args, dir, child: None };
+        let mut c = Coord { port: free_port(), node_base_port: node_base_port(), node_args, dir, child: None };
         c.spawn().await;
         c
     }
@@ -73,7 +58,7 @@ impl Coord {
     }
 
     /// (Re)starts the coordinator process on the same port and data directory.
-    pub async fn spawn(&mut self) {
+    pub(crate) async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardline-coordinator"))
             .arg("--listen")
@@ -103,12 +88,12 @@ impl Coord {
     }
 
     /// The coordinator's address.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// SIGKILLs the coordinator only (its nodes keep running).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -116,7 +101,7 @@ impl Coord {
     }
 
     /// The topology now.
-    pub async fn topology(&self) -> Topology {
+    pub(crate) async fn topology(&self) -> Topology {
         match request(&self.addr(), &Request::Status).await {
             Ok(Response::Topology(t)) => t,
             other => panic!("status: {other:?}"),
@@ -124,7 +109,12 @@ impl Coord {
     }
 
     /// Polls until `check` accepts the topology.
-    pub async fn wait_topology(&self, what: &str, limit: Duration, check: impl Fn(&Topology) -> bool) -> Topology {
+    pub(crate) async fn wait_topology(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Topology) -> bool,
+    ) -> Topology {
         let addr = self.addr();
         poll(what, limit, || async {
             match request(&addr, &Request::Status).await {
@@ -136,7 +126,7 @@ impl Coord {
     }
 
     /// Every process whose command line names this test's data directory.
-    pub fn spawned_pids(&self) -> Vec<i32> {
+    pub(crate) fn spawned_pids(&self) -> Vec<i32> {
         let marker = self.dir.path().to_string_lossy().into_owned();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -153,17 +143,17 @@ impl Coord {
     }
 
     /// A spawned node's data directory.
-    pub fn node_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn node_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join("nodes").join(name)
     }
 
     /// The tail of the coordinator's log, for failure messages.
     /// The coordinator's whole log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
@@ -182,44 +172,18 @@ impl Drop for Coord {
     }
 }
 
-/// Sends a signal to a process.
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
 /// One request on a fresh connection.
-pub async fn request(addr: &str, request: &Request) -> Result<Response, String> {
-    let mut conn =
-        Conn::connect(addr, CALL, shardline_protocol::DEFAULT_MAX_PAYLOAD).await.map_err(|e| e.to_string())?;
-    conn.call(request, CALL).await.map_err(|e| e.to_string())
-}
-
-/// The seed's default layout: 6 servers, 4 shards of 4096 keys, 3 replicas each.
-pub fn seed_init() -> InitRequest {
-    let shards = (0..4).map(|i| ShardSpec { id: ShardId(i + 1), low: i as i64 * 4096, size: 4096 }).collect();
-    let layout: [(&str, [u32; 2]); 6] = [
-        ("Server0", [1, 2]),
-        ("Server1", [3, 4]),
-        ("Server2", [1, 3]),
-        ("Server3", [4, 2]),
-        ("Server4", [1, 4]),
-        ("Server5", [3, 2]),
-    ];
-    let servers: BTreeMap<String, Vec<ShardId>> =
-        layout.iter().map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect())).collect();
-    InitRequest { n: 6, schema: Schema::seed(), shards, servers }
+pub(crate) async fn request(addr: &str, request: &Request) -> Result<Response, String> {
+    wire::request_within(addr, request, CALL).await
 }
 
 /// The address of a server in the topology.
-pub fn addr_of(t: &Topology, server: &str) -> String {
+pub(crate) fn addr_of(t: &Topology, server: &str) -> String {
     t.server(server).unwrap_or_else(|| panic!("no server {server}")).addr.clone()
 }
 
 /// A node's pid, from its STATS.
-pub async fn node_pid(addr: &str) -> i32 {
+pub(crate) async fn node_pid(addr: &str) -> i32 {
     match request(addr, &Request::Stats).await {
         Ok(Response::Stats(pairs)) => {
             pairs.iter().find(|(k, _)| k == "pid").and_then(|(_, v)| v.parse().ok()).expect("a pid line")
@@ -231,7 +195,7 @@ pub async fn node_pid(addr: &str) -> i32 {
 /// Writes `key` to its shard's primary as the topology names it, retrying through
 /// failover (refreshing the topology) for up to `limit`; `(client, seq)` makes retries
 /// idempotent.
-pub async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64, limit: Duration) -> Outcome {
+pub(crate) async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64, limit: Duration) -> Outcome {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     for _ in 0..(limit.as_millis() / 20 + 2) {
@@ -257,7 +221,7 @@ pub async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64, limit:
 }
 
 /// All rows of a shard, read from its primary (linearizable).
-pub async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
+pub(crate) async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
     poll("reading a shard from its primary", Duration::from_secs(20), || async {
         let t = coord.topology().await;
         let s = t.shards.iter().find(|s| s.spec.id == shard)?;
@@ -272,7 +236,7 @@ pub async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
 }
 
 /// All rows a replica holds of a shard (any replica, follower reads).
-pub async fn replica_rows(addr: &str, shard: ShardSpec) -> Option<Vec<Row>> {
+pub(crate) async fn replica_rows(addr: &str, shard: ShardSpec) -> Option<Vec<Row>> {
     let read = Request::Read { low: shard.low, high: shard.high()?, primary: false };
     match request(addr, &read).await {
         Ok(Response::Rows(rows)) => Some(rows),

@@ -1,47 +1,38 @@
 //! What every coordinator test binary (processes and Docker) shares: polling with a
-//! deadline, the rows the tests write, how a write ended, and what "settled" means.
+//! deadline, one request on a fresh connection, the rows the tests write, how a write ended.
 
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use shardline_protocol::{ErrorCode, Row, ShardCommit, Topology, Value};
+use shardline_protocol::net::Conn;
+use shardline_protocol::{ErrorCode, Request, Response, Row, ShardCommit, Value};
 
 /// Polls `probe` every 50 ms until it gives a value; panics after `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+pub(crate) async fn poll<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    for _ in 0..(limit.as_millis() / 50 + 2) {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {limit:?}");
+    shardline_testkit::poll_every(what, limit, Duration::from_millis(50), probe).await
 }
 
-/// Every shard has a primary, every replica serves, every server is healthy.
-pub fn settled(t: &Topology) -> bool {
-    !t.shards.is_empty()
-        && t.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
-        && t.servers.iter().all(|s| s.healthy)
+/// One request on a fresh connection, each step bounded by `limit`.
+pub(crate) async fn request_within(addr: &str, request: &Request, limit: Duration) -> Result<Response, String> {
+    let mut conn =
+        Conn::connect(addr, limit, shardline_protocol::DEFAULT_MAX_PAYLOAD).await.map_err(|e| e.to_string())?;
+    conn.call(request, limit).await.map_err(|e| e.to_string())
 }
 
 /// The row the tests write for `key`.
-pub fn row(key: i64) -> Row {
+pub(crate) fn row(key: i64) -> Row {
     Row::new(key, vec![Value::Str(format!("student{key}")), Value::Int(key % 100)])
 }
 
 /// How one write ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Committed by a majority.
     Acked(ShardCommit),
     /// Refused, or not known to have committed.
@@ -49,6 +40,6 @@ pub enum Outcome {
 }
 
 /// Whether a write's error is worth retrying (with the same client id and sequence).
-pub fn retryable(e: &ErrorCode) -> bool {
+pub(crate) fn retryable(e: &ErrorCode) -> bool {
     e.is_retryable() || matches!(e, ErrorCode::Timeout(_))
 }

@@ -66,6 +66,24 @@ pub struct InitRequest {
     pub servers: BTreeMap<String, Vec<ShardId>>,
 }
 
+impl InitRequest {
+    /// The seed's default layout: its schema, 6 servers, 4 shards of 4096 keys, 3 replicas
+    /// each (the course system's `/init` example, which tests and benches start from).
+    pub fn seed() -> InitRequest {
+        let shards = (0..4).map(|i| ShardSpec { id: ShardId(i + 1), low: i64::from(i) * 4096, size: 4096 }).collect();
+        let layout: [(&str, [u32; 2]); 6] = [
+            ("Server0", [1, 2]),
+            ("Server1", [3, 4]),
+            ("Server2", [1, 3]),
+            ("Server3", [4, 2]),
+            ("Server4", [1, 4]),
+            ("Server5", [3, 2]),
+        ];
+        let servers = layout.iter().map(|(n, s)| ((*n).to_owned(), s.iter().map(|&i| ShardId(i)).collect())).collect();
+        InitRequest { n: 6, schema: Schema::seed(), shards, servers }
+    }
+}
+
 /// The seed's `/add`: new servers, optionally new shards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddServersRequest {

@@ -30,6 +30,15 @@ impl Topology {
     pub fn server(&self, name: &str) -> Option<&ServerInfo> {
         self.servers.iter().find(|s| s.name == name)
     }
+
+    /// Whether the cluster has settled: initialized, every shard with a primary and every
+    /// replica readable, every server healthy (what tests and benches wait for).
+    pub fn is_settled(&self) -> bool {
+        self.schema.is_some()
+            && !self.shards.is_empty()
+            && self.shards.iter().all(|s| s.primary.is_some() && s.readable.len() == s.replicas.len())
+            && self.servers.iter().all(|s| s.healthy)
+    }
 }
 
 /// One shard in the topology.

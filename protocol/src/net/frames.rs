@@ -41,7 +41,7 @@ use crate::{error_frame, frame, kind, ErrorCode, Frame, Message, Request, Respon
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Output bytes past which the connection stops reading until the peer catches up.
-pub const HIGH_WATER: usize = 1 << 20;
+pub(super) const HIGH_WATER: usize = 1 << 20;
 
 /// What a connection may do, once past the handshake.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use shardline_protocol::frame::{FLAG_END_OF_STREAM, FLAG_LINEARIZABLE};
 use shardline_protocol::*;
 
-pub fn value() -> impl Strategy<Value = Value> {
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::Int),
         any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(Value::Float),
@@ -19,45 +19,45 @@ pub fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
-pub fn row() -> impl Strategy<Value = Row> {
+pub(crate) fn row() -> impl Strategy<Value = Row> {
     (any::<i64>(), vec(value(), 0..4)).prop_map(|(k, v)| Row::new(k, v))
 }
 
-pub fn rows() -> impl Strategy<Value = Vec<Row>> {
+pub(crate) fn rows() -> impl Strategy<Value = Vec<Row>> {
     vec(row(), 0..8)
 }
 
-pub fn shard_id() -> impl Strategy<Value = ShardId> {
+pub(crate) fn shard_id() -> impl Strategy<Value = ShardId> {
     any::<u32>().prop_map(ShardId)
 }
 
-pub fn shard_spec() -> impl Strategy<Value = ShardSpec> {
+pub(crate) fn shard_spec() -> impl Strategy<Value = ShardSpec> {
     (shard_id(), any::<i64>(), any::<u64>()).prop_map(|(id, low, size)| ShardSpec { id, low, size })
 }
 
-pub fn schema() -> impl Strategy<Value = Schema> {
+pub(crate) fn schema() -> impl Strategy<Value = Schema> {
     let ty = prop_oneof![Just(ColumnType::Int), Just(ColumnType::Float), Just(ColumnType::Str)];
     vec(("[a-z]{1,6}", ty), 1..5)
         .prop_map(|cols| Schema { columns: cols.into_iter().map(|(name, ty)| Column { name, ty }).collect() })
 }
 
-pub fn name() -> impl Strategy<Value = String> {
+pub(crate) fn name() -> impl Strategy<Value = String> {
     "Server[0-9]{1,2}"
 }
 
-pub fn server_map() -> impl Strategy<Value = BTreeMap<String, Vec<ShardId>>> {
+pub(crate) fn server_map() -> impl Strategy<Value = BTreeMap<String, Vec<ShardId>>> {
     btree_map(name(), vec(shard_id(), 0..3), 0..4)
 }
 
-pub fn position() -> impl Strategy<Value = LogPosition> {
+pub(crate) fn position() -> impl Strategy<Value = LogPosition> {
     (any::<u64>(), any::<u64>()).prop_map(|(term, index)| LogPosition { term, index })
 }
 
-pub fn server_addr() -> impl Strategy<Value = ServerAddr> {
+pub(crate) fn server_addr() -> impl Strategy<Value = ServerAddr> {
     (name(), "127\\.0\\.0\\.1:[0-9]{4}").prop_map(|(name, addr)| ServerAddr { name, addr })
 }
 
-pub fn error_code() -> impl Strategy<Value = ErrorCode> {
+pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         (shard_id(), any::<u64>(), proptest::option::of(server_addr()))
             .prop_map(|(shard, term, primary)| ErrorCode::NotPrimary { shard, term, primary }),
@@ -73,7 +73,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
     ]
 }
 
-pub fn request() -> impl Strategy<Value = Request> {
+pub(crate) fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
         Just(Request::Status),
@@ -101,7 +101,7 @@ pub fn request() -> impl Strategy<Value = Request> {
     ]
 }
 
-pub fn topology() -> impl Strategy<Value = Topology> {
+pub(crate) fn topology() -> impl Strategy<Value = Topology> {
     let shard = (shard_spec(), any::<u64>(), proptest::option::of(name()), vec(name(), 0..3)).prop_map(
         |(spec, term, primary, replicas)| ShardTopology { spec, term, primary, readable: replicas.clone(), replicas },
     );
@@ -117,17 +117,17 @@ pub fn topology() -> impl Strategy<Value = Topology> {
         .prop_map(|(version, schema, shards, servers, copies)| Topology { version, schema, shards, servers, copies })
 }
 
-pub fn copy_size() -> impl Strategy<Value = CopySize> {
+pub(crate) fn copy_size() -> impl Strategy<Value = CopySize> {
     (any::<u64>(), any::<u64>()).prop_map(|(rows, bytes)| CopySize { rows, bytes })
 }
 
-pub fn copy_progress() -> impl Strategy<Value = CopyProgress> {
+pub(crate) fn copy_progress() -> impl Strategy<Value = CopyProgress> {
     let direction = prop_oneof![Just(CopyDirection::Sending), Just(CopyDirection::Receiving)];
     (direction, name(), any::<u64>(), copy_size(), copy_size())
         .prop_map(|(direction, peer, upto, copied, total)| CopyProgress { direction, peer, upto, copied, total })
 }
 
-pub fn shard_state() -> impl Strategy<Value = ShardState> {
+pub(crate) fn shard_state() -> impl Strategy<Value = ShardState> {
     let role = prop_oneof![Just(ReplicaRole::Primary), Just(ReplicaRole::Follower), Just(ReplicaRole::Idle)];
     (
         shard_spec(),
@@ -146,7 +146,7 @@ pub fn shard_state() -> impl Strategy<Value = ShardState> {
         })
 }
 
-pub fn response() -> impl Strategy<Value = Response> {
+pub(crate) fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         error_code().prop_map(Response::Error),
         Just(Response::Pong),
@@ -167,7 +167,7 @@ pub fn response() -> impl Strategy<Value = Response> {
     ]
 }
 
-pub fn control_request() -> impl Strategy<Value = ControlRequest> {
+pub(crate) fn control_request() -> impl Strategy<Value = ControlRequest> {
     prop_oneof![
         (shard_spec(), schema()).prop_map(|(shard, schema)| ControlRequest::ConfigureShard { shard, schema }),
         shard_id().prop_map(|shard| ControlRequest::DropShard { shard }),
@@ -198,7 +198,7 @@ pub fn control_request() -> impl Strategy<Value = ControlRequest> {
     ]
 }
 
-pub fn log_entry() -> impl Strategy<Value = LogEntry> {
+pub(crate) fn log_entry() -> impl Strategy<Value = LogEntry> {
     let op = prop_oneof![
         Just(Operation::Noop),
         (any::<u64>(), any::<u64>(), rows()).prop_map(|(client_id, seq, rows)| Operation::Write {
@@ -213,7 +213,7 @@ pub fn log_entry() -> impl Strategy<Value = LogEntry> {
     (any::<u64>(), any::<u64>(), op).prop_map(|(term, index, op)| LogEntry { term, index, op })
 }
 
-pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
+pub(crate) fn peer_request() -> impl Strategy<Value = PeerRequest> {
     prop_oneof![
         (shard_id(), any::<u64>(), name(), position(), vec(log_entry(), 0..3), any::<u64>()).prop_map(
             |(shard, term, primary, prev, entries, commit)| {
@@ -245,7 +245,7 @@ pub fn peer_request() -> impl Strategy<Value = PeerRequest> {
     ]
 }
 
-pub fn frame() -> impl Strategy<Value = Frame> {
+pub(crate) fn frame() -> impl Strategy<Value = Frame> {
     let route = prop_oneof![Just(Route::None), any::<i64>().prop_map(Route::Key), any::<u32>().prop_map(Route::Shard),];
     let flags = prop_oneof![Just(0u16), Just(FLAG_LINEARIZABLE), Just(FLAG_END_OF_STREAM)];
     (any::<u8>(), any::<u64>(), route, flags, vec(any::<u8>(), 0..200)).prop_map(|(kind, id, route, flags, payload)| {

@@ -153,7 +153,7 @@ struct Node {
 
 impl Problem {
     /// Searches for an order; `Ok` if one exists.
-    pub fn search(&self, state_limit: usize) -> Result<(), Failure> {
+    pub(super) fn search(&self, state_limit: usize) -> Result<(), Failure> {
         let root = self.settle(Node {
             required: Bits::new(self.required.len()),
             optional: Bits::new(self.optional.len()),

@@ -8,31 +8,31 @@ use std::collections::BTreeMap;
 use shardline_sim::history::{History, Key, Op, OpKind, Outcome, Time, Value};
 
 /// An op on key 0.
-pub fn op(client: u32, kind: OpKind, invoke: Time, complete: Time, outcome: Outcome) -> Op {
+pub(crate) fn op(client: u32, kind: OpKind, invoke: Time, complete: Time, outcome: Outcome) -> Op {
     Op { client, key: 0, kind, invoke, complete, outcome }
 }
 
 /// A history of the given ops.
-pub fn history(ops: impl IntoIterator<Item = Op>) -> History {
+pub(crate) fn history(ops: impl IntoIterator<Item = Op>) -> History {
     ops.into_iter().collect()
 }
 
 /// A final state of `(key, value)` pairs; other keys are absent.
-pub fn final_state(entries: &[(Key, Value)]) -> BTreeMap<Key, Option<Value>> {
+pub(crate) fn final_state(entries: &[(Key, Value)]) -> BTreeMap<Key, Option<Value>> {
     entries.iter().map(|&(k, v)| (k, Some(v))).collect()
 }
 
 /// xorshift64*: a tiny deterministic generator, so the tests need no `rand`.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from a seed (any value, zero included).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
     }
 
     /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -40,14 +40,14 @@ impl Rng {
     }
 
     /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
 
 /// The shape of a generated history.
 #[derive(Debug, Clone, Copy)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Concurrent clients, each with one op in flight at a time.
     pub clients: u32,
     /// Ops in total.
@@ -82,7 +82,7 @@ enum Fate {
 /// Each client issues ops one after another; each op takes effect at a random point in
 /// its interval (or, when its outcome is unknown, possibly later, or never), and the
 /// outcomes come from applying the ops in that order to a model of the register.
-pub fn generate(seed: u64, shape: Shape) -> (History, BTreeMap<Key, Option<Value>>) {
+pub(crate) fn generate(seed: u64, shape: Shape) -> (History, BTreeMap<Key, Option<Value>>) {
     let mut rng = Rng::new(seed);
     let mut clock = vec![0u64; shape.clients as usize];
     let mut planned = Vec::new(); // (effect time, op, fate)

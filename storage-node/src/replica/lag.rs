@@ -34,7 +34,7 @@ pub(super) struct AppendTimes {
 
 impl AppendTimes {
     /// The log now ends at `last`, logged at `now`; every follower holds `held` already.
-    pub fn logged(&mut self, last: u64, now: Time, held: u64) {
+    pub(super) fn logged(&mut self, last: u64, now: Time, held: u64) {
         while self.marks.front().is_some_and(|(i, _)| *i <= held) {
             self.marks.pop_front();
         }
@@ -45,7 +45,7 @@ impl AppendTimes {
     }
 
     /// How long a follower that durably holds up to `durable` has lacked an entry, at `now`.
-    pub fn behind(&self, durable: u64, now: Time) -> Duration {
+    pub(super) fn behind(&self, durable: u64, now: Time) -> Duration {
         let first_lacking = self.marks.iter().find(|(i, _)| *i > durable).or(self.marks.front());
         match first_lacking {
             Some((last, at)) if *last > durable => now.saturating_sub(*at),

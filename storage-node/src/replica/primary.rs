@@ -56,7 +56,7 @@ pub(super) struct PrimaryState {
 
 impl PrimaryState {
     /// A new primary whose log ends at `last`.
-    pub fn new(
+    pub(super) fn new(
         epoch: (u64, u64, u64),
         followers: Vec<Follower>,
         pending_clients: HashMap<(u64, u64), u64>,
@@ -77,12 +77,12 @@ impl PrimaryState {
     }
 
     /// The replica set changed with the log ending at `last`.
-    pub fn settle_from(&mut self, last: u64) {
+    pub(super) fn settle_from(&mut self, last: u64) {
         self.settle_mark = last;
     }
 
     /// Each follower's lag behind this primary's log, which ends at `last`, at `now`.
-    pub fn lag(&self, last: u64, now: Time) -> Vec<FollowerLag> {
+    pub(super) fn lag(&self, last: u64, now: Time) -> Vec<FollowerLag> {
         let lag = |f: &Follower| FollowerLag {
             follower: f.addr.name.clone(),
             voter: f.voter,
@@ -93,7 +93,7 @@ impl PrimaryState {
     }
 
     /// Voting followers.
-    pub fn voters(&self) -> usize {
+    pub(super) fn voters(&self) -> usize {
         self.followers.iter().filter(|f| f.voter).count()
     }
 
@@ -104,14 +104,14 @@ impl PrimaryState {
 
     /// Whether a majority of the current replica set durably holds everything logged when
     /// the set was taken (see [`ShardState::settled`](shardline_protocol::ShardState)).
-    pub fn settled(&self) -> bool {
+    pub(super) fn settled(&self) -> bool {
         let mut durable = self.durable();
         durable.sort_unstable_by(|a, b| b.cmp(a));
         durable[majority(durable.len()) - 1] >= self.settle_mark
     }
 
     /// Fails every waiting write as indeterminate.
-    pub fn shut_down(self, shard: ShardId, effects: &mut Vec<Effect>) {
+    pub(super) fn shut_down(self, shard: ShardId, effects: &mut Vec<Effect>) {
         let n: usize = self.waiters.values().map(Vec::len).sum();
         if n > 0 {
             warn!(%shard, writes = n, "stepping down with writes in flight: their outcome is unknown");
@@ -126,7 +126,7 @@ impl PrimaryState {
 
     /// The lowest follower position that log truncation must keep, ignoring followers
     /// so far behind that they will get a snapshot anyway.
-    pub fn slowest_follower(&self, applied: u64, snapshot_lag: u64) -> u64 {
+    pub(super) fn slowest_follower(&self, applied: u64, snapshot_lag: u64) -> u64 {
         self.followers
             .iter()
             .map(|f| f.durable)

@@ -49,7 +49,7 @@ pub(super) struct Follower {
 
 impl Follower {
     /// A follower (a voter or a learner) to send entries from `next`, known to hold `durable`.
-    pub fn new(addr: ServerAddr, voter: bool, next: u64, durable: u64) -> Follower {
+    pub(super) fn new(addr: ServerAddr, voter: bool, next: u64, durable: u64) -> Follower {
         Follower {
             addr,
             voter,
@@ -279,7 +279,7 @@ impl Follower {
 
 impl Follower {
     /// The snapshot copy under way to this follower, if any.
-    pub fn copy(&self) -> Option<CopyProgress> {
+    pub(super) fn copy(&self) -> Option<CopyProgress> {
         self.snapshot.as_ref().map(|out| out.progress(&self.addr.name))
     }
 }

@@ -138,29 +138,29 @@ mod tests {
         assert_eq!(Room::new(64 << 20, NODE).batch(), MAX_BATCH_BYTES, "capped when frames are large");
     }
 
+    /// Items `make(0)`, `make(1)`, ... while their sizes still fit under `limit` with `used`.
+    fn fill<T>(used: &mut usize, limit: usize, make: impl Fn(u64) -> T, size: impl Fn(&T) -> usize) -> Vec<T> {
+        let mut out = Vec::new();
+        for k in 0.. {
+            let item = make(k);
+            if *used + size(&item) > limit {
+                break;
+            }
+            *used += size(&item);
+            out.push(item);
+        }
+        out
+    }
+
     #[test]
     fn a_full_chunk_fits_a_snapshot_frame() {
         let max = 65_536;
         let room = Room::new(max, NODE);
         let row = |k| Row::new(k, vec![Value::Str("x".repeat(500)), Value::Int(k)]);
         let mark = |k| ClientSeqMark { client: u64::MAX, seq: k, entry: LogPosition { term: u64::MAX, index: k } };
-        let (mut rows, mut marks, mut used) = (Vec::new(), Vec::new(), 0);
-        for k in 0.. {
-            let r = row(k);
-            if used + row_size(&r) > room.chunk() {
-                break;
-            }
-            used += row_size(&r);
-            rows.push(r);
-        }
-        for k in 0.. {
-            let m = mark(k);
-            if used + mark_size(&m) > room.chunk() {
-                break;
-            }
-            used += mark_size(&m);
-            marks.push(m);
-        }
+        let mut used = 0;
+        let rows = fill(&mut used, room.chunk(), |k| row(k as i64), row_size);
+        let marks = fill(&mut used, room.chunk(), mark, mark_size);
         let wide = LogPosition { term: u64::MAX, index: u64::MAX };
         let chunk = PeerRequest::Snapshot {
             shard: ShardId(u32::MAX),

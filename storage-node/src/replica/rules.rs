@@ -1,12 +1,8 @@
 //! The replication rules as pure functions: when an entry is committed, and what a
 //! follower does with an append. No I/O, no clocks; the shard task calls these.
 
+pub use shardline_protocol::quorum::majority;
 use shardline_protocol::LogPosition;
-
-/// The majority of `replicas` (the primary included).
-pub fn majority(replicas: usize) -> usize {
-    replicas / 2 + 1
-}
 
 /// The highest index a majority holds durably, if that entry is from the current term
 /// (Raft's rule: earlier terms' entries commit only by a current-term entry after them).

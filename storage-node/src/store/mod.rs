@@ -94,7 +94,7 @@ pub(crate) mod contract {
 
     /// A snapshot reads what the table held when it began, whatever commits after, and
     /// resumes after any key or mark.
-    pub fn snapshot_is_pinned_and_resumable(t: &impl TableStore) {
+    pub(crate) fn snapshot_is_pinned_and_resumable(t: &impl TableStore) {
         let entries: Vec<LogEntry> = (1..=5).map(|i| write(i, i as i64 * 10)).collect();
         t.apply(&entries, false).unwrap();
         let view = t.snapshot().unwrap();

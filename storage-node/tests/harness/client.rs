@@ -14,7 +14,7 @@ use tokio::time::{timeout_at, Instant};
 
 /// Why a call got no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// No connection was made: the request was never sent.
     Connect(String),
     /// The request may have been sent, but no answer came in time (or the connection
@@ -26,7 +26,7 @@ pub enum CallError {
 
 impl CallError {
     /// Whether the request certainly never reached the node.
-    pub fn never_sent(&self) -> bool {
+    pub(crate) fn never_sent(&self) -> bool {
         matches!(self, CallError::Connect(_))
     }
 }
@@ -42,7 +42,7 @@ impl fmt::Display for CallError {
 }
 
 /// One connection to one node.
-pub struct Conn {
+pub(crate) struct Conn {
     addr: String,
     stream: TcpStream,
     buf: BytesMut,
@@ -51,7 +51,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connects within `limit`.
-    pub async fn connect(addr: &str, limit: Duration) -> Result<Conn, CallError> {
+    pub(crate) async fn connect(addr: &str, limit: Duration) -> Result<Conn, CallError> {
         Conn::connect_by(addr, Instant::now() + limit).await
     }
 
@@ -67,7 +67,7 @@ impl Conn {
 
     /// Sends `req` (with `route` instead of the message's own, if given) and waits up to
     /// `limit` for the answer with the same request id.
-    pub async fn call<Q: Message, A: Message>(
+    pub(crate) async fn call<Q: Message, A: Message>(
         &mut self,
         req: &Q,
         route: Option<Route>,
@@ -122,7 +122,7 @@ fn decode_answer<A: Message>(answer: &frame::Frame) -> Result<A, CallError> {
 }
 
 /// Connects, sends one request and reads its answer, all within `limit`.
-pub async fn call_once<Q: Message, A: Message>(
+pub(crate) async fn call_once<Q: Message, A: Message>(
     addr: &str,
     req: &Q,
     route: Option<Route>,

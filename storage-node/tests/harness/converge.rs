@@ -11,7 +11,7 @@ impl Cluster {
     /// Polls until node `primary` leads and every node in `followers` follows it at its
     /// term, serves, has no fault, has applied the primary's commit index and holds exactly
     /// the primary's rows. Returns those rows; panics with the last observed states.
-    pub async fn wait_converged(&self, primary: usize, followers: &[usize], limit: Duration) -> Vec<Row> {
+    pub(crate) async fn wait_converged(&self, primary: usize, followers: &[usize], limit: Duration) -> Vec<Row> {
         let mut budget = Budget::every(format!("convergence on node {primary}"), limit, Duration::from_millis(100));
         loop {
             let why = match self.converged(primary, followers).await {
@@ -56,7 +56,7 @@ impl Cluster {
     /// Checks that every entry in node `i`'s log is the entry node `reference` holds at the
     /// same index (same term and CRC), that none lies beyond the reference's last entry,
     /// and that every CRC is good. Entries the reference has already dropped are skipped.
-    pub async fn log_matches(&self, i: usize, reference: usize) -> Result<(), String> {
+    pub(crate) async fn log_matches(&self, i: usize, reference: usize) -> Result<(), String> {
         let mine = self.log(i, 100_000).await?;
         let theirs = self.log(reference, 100_000).await?;
         let Some(first) = theirs.first().map(|l| l.index) else {
@@ -95,7 +95,7 @@ impl Cluster {
 }
 
 /// A short description of where two key-ordered row lists first differ.
-pub fn first_difference(got: &[Row], want: &[Row]) -> String {
+pub(crate) fn first_difference(got: &[Row], want: &[Row]) -> String {
     for (g, w) in got.iter().zip(want) {
         if g != w {
             return format!("{g:?} where the primary has {w:?}");

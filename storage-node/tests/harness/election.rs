@@ -6,7 +6,7 @@ use super::cluster::{Cluster, LEASE_MS, SHARD};
 
 /// What an election did.
 #[derive(Debug, Clone)]
-pub struct Election {
+pub(crate) struct Election {
     /// The node told to lead.
     pub winner: usize,
     /// Every answer to the election query: node, and its vote or why there was none.
@@ -15,7 +15,7 @@ pub struct Election {
 
 impl Election {
     /// Node `i`'s vote, if it voted.
-    pub fn vote(&self, i: usize) -> Option<&Vote> {
+    pub(crate) fn vote(&self, i: usize) -> Option<&Vote> {
         self.votes.iter().find(|(n, _)| *n == i).and_then(|(_, v)| v.as_ref().ok())
     }
 }
@@ -24,7 +24,7 @@ impl Cluster {
     /// The coordinator's election at `term` among the nodes `live`: every one is asked
     /// (adopting `term`), a majority of all replicas must answer, the electable voter with
     /// the highest (last term, last index) is told to lead and the other voters to follow.
-    pub async fn elect(&self, term: u64, live: &[usize]) -> Result<Election, String> {
+    pub(crate) async fn elect(&self, term: u64, live: &[usize]) -> Result<Election, String> {
         let mut votes = Vec::new();
         for &i in live {
             let vote = match self.control(i, ControlRequest::ElectionQuery { shard: SHARD, term }).await {

@@ -18,7 +18,7 @@ use super::cluster::{Cluster, SHARD};
 
 /// How one write ended, from the client's side.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Committed on a majority: it must survive.
     Acked(ShardCommit),
     /// Refused before it was logged: it must never appear.
@@ -32,17 +32,17 @@ pub enum Outcome {
 
 impl Outcome {
     /// Whether the write was acknowledged.
-    pub fn is_acked(&self) -> bool {
+    pub(crate) fn is_acked(&self) -> bool {
         matches!(self, Outcome::Acked(_))
     }
 
     /// Whether the write certainly did not and will not take effect.
-    pub fn definitely_failed(&self) -> bool {
+    pub(crate) fn definitely_failed(&self) -> bool {
         matches!(self, Outcome::Refused(_) | Outcome::Unreachable(_))
     }
 
     /// The refusal's error name, if it is a refusal.
-    pub fn refusal(&self) -> Option<&'static str> {
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
         match self {
             Outcome::Refused(code) => Some(code.name()),
             _ => None,
@@ -50,7 +50,7 @@ impl Outcome {
     }
 
     /// The commit, if acknowledged.
-    pub fn commit(&self) -> Option<&ShardCommit> {
+    pub(crate) fn commit(&self) -> Option<&ShardCommit> {
         match self {
             Outcome::Acked(commit) => Some(commit),
             _ => None,
@@ -73,7 +73,7 @@ impl fmt::Display for Outcome {
 
 /// Classifies a write's answer. `Timeout` and `Internal` are indeterminate; every other
 /// error code is a refusal before logging.
-pub fn classify(answer: Result<Response, CallError>) -> Outcome {
+pub(crate) fn classify(answer: Result<Response, CallError>) -> Outcome {
     match answer {
         Ok(Response::Committed(commits)) => match commits.into_iter().find(|c| c.shard == SHARD) {
             Some(commit) => Outcome::Acked(commit),
@@ -90,13 +90,13 @@ pub fn classify(answer: Result<Response, CallError>) -> Outcome {
 }
 
 /// The row the tests write for `key`: the value tells whose write it was.
-pub fn row_for(key: i64) -> Row {
+pub(crate) fn row_for(key: i64) -> Row {
     Row::new(key, vec![Value::Str(format!("name{key}")), Value::Int(key % 100)])
 }
 
 /// One recorded batch.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The keys it wrote.
     pub keys: Vec<i64>,
     /// The node it went to.
@@ -109,7 +109,7 @@ pub struct Entry {
 
 /// Every batch written, in order.
 #[derive(Debug)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     client_id: u64,
     next_seq: u64,
     entries: Vec<Entry>,
@@ -117,19 +117,19 @@ pub struct Ledger {
 
 impl Ledger {
     /// An empty ledger writing as `client_id`.
-    pub fn new(client_id: u64) -> Ledger {
+    pub(crate) fn new(client_id: u64) -> Ledger {
         Ledger { client_id, next_seq: 1, entries: Vec::new() }
     }
 
     /// A fresh (client id, sequence) pair: each write is new, never a retry.
-    pub fn next_id(&mut self) -> (u64, u64) {
+    pub(crate) fn next_id(&mut self) -> (u64, u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         (self.client_id, seq)
     }
 
     /// Writes one batch (`row_for` each key) to node `node` and records the outcome.
-    pub async fn write(&mut self, cluster: &Cluster, node: usize, keys: &[i64]) -> Outcome {
+    pub(crate) async fn write(&mut self, cluster: &Cluster, node: usize, keys: &[i64]) -> Outcome {
         let (client_id, seq) = self.next_id();
         let rows: Vec<Row> = keys.iter().map(|&k| row_for(k)).collect();
         let batch = WriteBatch::encode(client_id, seq, &rows).expect("encodable batch");
@@ -139,28 +139,28 @@ impl Ledger {
     }
 
     /// Records a batch written elsewhere.
-    pub fn record(&mut self, keys: &[i64], node: usize, outcome: Outcome, must_be_absent: bool) {
+    pub(crate) fn record(&mut self, keys: &[i64], node: usize, outcome: Outcome, must_be_absent: bool) {
         self.entries.push(Entry { keys: keys.to_vec(), node, outcome, must_be_absent });
     }
 
     /// Marks the last batch as one that must never be present (only a fenced, stale
     /// primary can have logged it), whatever its outcome.
-    pub fn mark_last_must_be_absent(&mut self) {
+    pub(crate) fn mark_last_must_be_absent(&mut self) {
         self.entries.last_mut().expect("a recorded batch").must_be_absent = true;
     }
 
     /// Every recorded batch.
-    pub fn entries(&self) -> &[Entry] {
+    pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// Keys of acknowledged batches.
-    pub fn acked_keys(&self) -> Vec<i64> {
+    pub(crate) fn acked_keys(&self) -> Vec<i64> {
         self.keys_where(|e| e.outcome.is_acked())
     }
 
     /// Keys of batches that definitely failed.
-    pub fn failed_keys(&self) -> Vec<i64> {
+    pub(crate) fn failed_keys(&self) -> Vec<i64> {
         self.keys_where(|e| e.outcome.definitely_failed())
     }
 
@@ -169,7 +169,7 @@ impl Ledger {
     }
 
     /// How many batches ended each way: (acked, refused or unreachable, indeterminate).
-    pub fn tally(&self) -> (usize, usize, usize) {
+    pub(crate) fn tally(&self) -> (usize, usize, usize) {
         let acked = self.entries.iter().filter(|e| e.outcome.is_acked()).count();
         let failed = self.entries.iter().filter(|e| e.outcome.definitely_failed()).count();
         (acked, failed, self.entries.len() - acked - failed)
@@ -177,7 +177,7 @@ impl Ledger {
 
     /// Checks `rows` (one replica's whole shard, in key order) against every invariant in
     /// this module's doc. Returns every violation found, one per line.
-    pub fn check(&self, rows: &[Row]) -> Result<(), String> {
+    pub(crate) fn check(&self, rows: &[Row]) -> Result<(), String> {
         let mut problems = Vec::new();
         let mut held: BTreeMap<i64, &Row> = BTreeMap::new();
         for pair in rows.windows(2) {

@@ -30,75 +30,17 @@
 // Each test binary uses part of the harness.
 #![allow(dead_code, unused_imports)]
 
-pub mod client;
-pub mod cluster;
-pub mod converge;
-pub mod election;
-pub mod ledger;
-pub mod node;
-pub mod segment;
+pub(crate) mod client;
+pub(crate) mod cluster;
+pub(crate) mod converge;
+pub(crate) mod election;
+pub(crate) mod ledger;
+pub(crate) mod node;
+pub(crate) mod segment;
 
-pub use client::{call_once, CallError, Conn};
-pub use cluster::{Cluster, ReadError, CALL_TIMEOUT, LEASE_MS, SHARD};
-pub use ledger::{classify, row_for, Ledger, Outcome};
-pub use node::{NodeOpts, NodeProc};
+pub(crate) use client::{call_once, CallError, Conn};
+pub(crate) use cluster::{Cluster, ReadError, CALL_TIMEOUT, LEASE_MS, SHARD};
+pub(crate) use ledger::{classify, row_for, Ledger, Outcome};
+pub(crate) use node::{NodeOpts, NodeProc};
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
-/// Runs `f` and panics if it takes longer than `limit`: every test's overall timeout.
-///
-/// Call it with the cluster owned by the caller, so that a timeout panics while the nodes
-/// are still alive and their stderr tails get printed.
-pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: did not finish within {limit:?}"),
-    }
-}
-
-/// A polling budget: at most `within` of wall time and a bounded number of attempts.
-#[derive(Debug)]
-pub struct Budget {
-    what: String,
-    started: Instant,
-    deadline: Instant,
-    interval: Duration,
-    attempts: u32,
-    max_attempts: u32,
-}
-
-impl Budget {
-    /// A budget polling every 50 ms for at most `within`.
-    pub fn new(what: impl Into<String>, within: Duration) -> Budget {
-        Budget::every(what, within, Duration::from_millis(50))
-    }
-
-    /// A budget polling every `interval` for at most `within`.
-    pub fn every(what: impl Into<String>, within: Duration, interval: Duration) -> Budget {
-        let now = Instant::now();
-        let max_attempts = (within.as_millis() / interval.as_millis().max(1)) as u32 + 2;
-        Budget { what: what.into(), started: now, deadline: now + within, interval, attempts: 0, max_attempts }
-    }
-
-    /// Counts an attempt that did not succeed and sleeps before the next one; `false` when
-    /// the budget is spent (then stop and report).
-    pub async fn retry(&mut self) -> bool {
-        self.attempts += 1;
-        if self.attempts >= self.max_attempts || Instant::now() + self.interval > self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.interval).await;
-        true
-    }
-
-    /// Whether time and attempts remain, without sleeping.
-    pub fn left(&self) -> bool {
-        self.attempts < self.max_attempts && Instant::now() < self.deadline
-    }
-
-    /// A one-line account for failure messages.
-    pub fn spent(&self) -> String {
-        format!("{}: gave up after {} attempts in {:?}", self.what, self.attempts, self.started.elapsed())
-    }
-}
+pub(crate) use shardline_testkit::{within, Budget};

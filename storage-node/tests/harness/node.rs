@@ -18,14 +18,14 @@ use super::client::call_once;
 use super::Budget;
 
 /// The node binary cargo built for this test.
-pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_shardline-node");
+pub(crate) const NODE_BIN: &str = env!("CARGO_BIN_EXE_shardline-node");
 
 /// How long a node may take to answer its first `Ping`.
-pub const READY_WITHIN: Duration = Duration::from_secs(20);
+pub(crate) const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// The node's command-line settings.
 #[derive(Debug, Clone)]
-pub struct NodeOpts {
+pub(crate) struct NodeOpts {
     /// `--write-timeout-ms`: how long a logged write waits for a majority.
     pub write_timeout_ms: u64,
     /// `--sync-heartbeat-ms`: how often a primary probes its followers.
@@ -57,7 +57,7 @@ impl Default for NodeOpts {
 }
 
 /// A node process and everything it owns on disk.
-pub struct NodeProc {
+pub(crate) struct NodeProc {
     name: String,
     port: u16,
     opts: NodeOpts,
@@ -69,20 +69,16 @@ pub struct NodeProc {
     starts: u32,
 }
 
-/// Asks the kernel for a free port: bind `127.0.0.1:0`, read the port, let it go.
-pub fn free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
+pub(crate) use shardline_testkit::free_port;
 
 impl NodeProc {
     /// Spawns node `name` on a fresh port and data dir, with extra environment `env`.
     /// Does not wait for it to be ready (see [`NodeProc::wait_ready`]).
-    pub fn spawn(name: &str, opts: NodeOpts, env: &[(&str, &str)]) -> io::Result<NodeProc> {
+    pub(crate) fn spawn(name: &str, opts: NodeOpts, env: &[(&str, &str)]) -> io::Result<NodeProc> {
         let dir = tempfile::Builder::new().prefix(&format!("shardline-{name}-")).tempdir()?;
         std::fs::create_dir_all(dir.path().join("data"))?;
-        let metrics_port = if opts.metrics { Some(free_port()?) } else { None };
-        let port = free_port()?;
+        let metrics_port = if opts.metrics { Some(free_port()) } else { None };
+        let port = free_port();
         let mut node =
             NodeProc { name: name.to_owned(), port, opts, dir, metrics_port, child: None, last_exit: None, starts: 0 };
         node.start(env)?;
@@ -90,32 +86,32 @@ impl NodeProc {
     }
 
     /// The node's server name (`--id`).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Where the node serves Prometheus metrics, if it does.
-    pub fn metrics_addr(&self) -> Option<String> {
+    pub(crate) fn metrics_addr(&self) -> Option<String> {
         self.metrics_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// `--data-dir`.
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     /// Where the node's stderr (and stdout) go, across restarts.
-    pub fn stderr_path(&self) -> PathBuf {
+    pub(crate) fn stderr_path(&self) -> PathBuf {
         self.dir.path().join("node.stderr")
     }
 
     /// The running process's pid, if there is one.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
@@ -163,7 +159,7 @@ impl NodeProc {
     }
 
     /// Whether the process is running (a stopped process counts); reaps it if it exited.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         let Some(child) = self.child.as_mut() else {
             return false;
         };
@@ -179,12 +175,12 @@ impl NodeProc {
     }
 
     /// How the last process exited, if it did.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
         self.last_exit
     }
 
     /// Waits up to `limit` for the process to exit on its own; `true` if it did.
-    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> bool {
         let mut budget = Budget::every(format!("{} exit", self.name), limit, Duration::from_millis(20));
         loop {
             if !self.alive() {
@@ -208,7 +204,7 @@ impl NodeProc {
     }
 
     /// SIGKILL and reap. A no-op if the process is not running.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             self.last_exit = child.wait().ok();
@@ -216,14 +212,14 @@ impl NodeProc {
     }
 
     /// SIGSTOP: the process keeps its sockets (connects still complete) but answers nothing.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.signal(libc::SIGSTOP);
     }
 
     /// Waits up to `limit` until the kernel shows the process stopped (state `T` in
     /// `/proc/<pid>/stat`): SIGSTOP is asynchronous, and a test that needs the process to
     /// read nothing more must not race it.
-    pub async fn wait_stopped(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn wait_stopped(&mut self, limit: Duration) -> bool {
         let mut budget = Budget::every(format!("{} stopped", self.name), limit, Duration::from_millis(5));
         loop {
             if let Some(pid) = self.pid() {
@@ -242,7 +238,7 @@ impl NodeProc {
 
     /// Kills the process, deletes its whole data directory (a lost or replaced disk) and
     /// starts it again, empty, on the same port. Does not wait for it to be ready.
-    pub fn wipe_and_restart(&mut self) -> io::Result<()> {
+    pub(crate) fn wipe_and_restart(&mut self) -> io::Result<()> {
         self.kill();
         std::fs::remove_dir_all(self.data_dir())?;
         std::fs::create_dir_all(self.data_dir())?;
@@ -250,19 +246,19 @@ impl NodeProc {
     }
 
     /// SIGCONT after [`NodeProc::stop`].
-    pub fn cont(&mut self) {
+    pub(crate) fn cont(&mut self) {
         self.signal(libc::SIGCONT);
     }
 
     /// Kills the process if it runs, then starts it again on the same port and data dir
     /// with environment `env` (and without any failpoint not in `env`).
-    pub fn restart(&mut self, env: &[(&str, &str)]) -> io::Result<()> {
+    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) -> io::Result<()> {
         self.kill();
         self.start(env)
     }
 
     /// Polls `Ping` until it answers `Pong`; fails early if the process exits.
-    pub async fn wait_ready(&mut self) -> Result<(), String> {
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), String> {
         let mut budget = Budget::every(format!("{} ready", self.name), READY_WITHIN, Duration::from_millis(25));
         let addr = self.addr();
         loop {
@@ -286,7 +282,7 @@ impl NodeProc {
     }
 
     /// The last `lines` lines of the node's stderr, headed by its name.
-    pub fn stderr_tail(&self, lines: usize) -> String {
+    pub(crate) fn stderr_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let from = all.len().saturating_sub(lines);

@@ -13,7 +13,7 @@ use shardline_protocol::ShardId;
 
 /// Where one record sits on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// The segment file.
     pub path: PathBuf,
     /// Offset of the record's first byte in the file.
@@ -28,19 +28,19 @@ pub struct Record {
 
 impl Record {
     /// File offset of the middle byte of the record's operation.
-    pub fn op_middle(&self) -> u64 {
+    pub(crate) fn op_middle(&self) -> u64 {
         let op_len = self.len - ENTRY_HEADER_LEN;
         self.offset + (ENTRY_HEADER_LEN + op_len / 2) as u64
     }
 }
 
 /// The log directory of `shard` under `data_dir`.
-pub fn log_dir(data_dir: &Path, shard: ShardId) -> PathBuf {
+pub(crate) fn log_dir(data_dir: &Path, shard: ShardId) -> PathBuf {
     data_dir.join("shards").join(shard.0.to_string()).join("log")
 }
 
 /// The segment files of `shard`, oldest first.
-pub fn segments(data_dir: &Path, shard: ShardId) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn segments(data_dir: &Path, shard: ShardId) -> Result<Vec<PathBuf>, String> {
     let dir = log_dir(data_dir, shard);
     let listing = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = listing
@@ -53,7 +53,7 @@ pub fn segments(data_dir: &Path, shard: ShardId) -> Result<Vec<PathBuf>, String>
 
 /// Every whole, CRC-valid record of `shard`'s log, in file order. A damaged record or a
 /// short tail is an error (this reads a log the test has not damaged yet).
-pub fn records(data_dir: &Path, shard: ShardId) -> Result<Vec<Record>, String> {
+pub(crate) fn records(data_dir: &Path, shard: ShardId) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     for path in segments(data_dir, shard)? {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -78,7 +78,7 @@ pub fn records(data_dir: &Path, shard: ShardId) -> Result<Vec<Record>, String> {
 }
 
 /// XORs the byte at `offset` of `path` with `mask` (non-zero), in place.
-pub fn flip_byte(path: &Path, offset: u64, mask: u8) -> std::io::Result<()> {
+pub(crate) fn flip_byte(path: &Path, offset: u64, mask: u8) -> std::io::Result<()> {
     assert_ne!(mask, 0, "a zero mask changes nothing");
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let mut byte = [0u8];

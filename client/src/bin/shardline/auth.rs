@@ -22,11 +22,11 @@ use shardline_protocol::net::auth::{self, UserEntry};
 
 /// Where `shardline up` keeps its credentials under the default data directory: the CLI
 /// uses the admin credential there when none is given.
-pub const DEFAULT_CREDENTIALS: &str = "./shardline-data/auth/admin.credentials";
+pub(crate) const DEFAULT_CREDENTIALS: &str = "./shardline-data/auth/admin.credentials";
 
 /// `shardline auth ...`.
 #[derive(Debug, Subcommand)]
-pub enum AuthCommand {
+pub(crate) enum AuthCommand {
     /// Create a local auth directory (users file, cluster secret, admin and app
     /// credentials), or keep the one there.
     Init {
@@ -38,7 +38,7 @@ pub enum AuthCommand {
 }
 
 /// Runs `shardline auth ...`.
-pub fn run(command: AuthCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: AuthCommand) -> anyhow::Result<()> {
     match command {
         AuthCommand::Init { dir } => {
             let local = LocalAuth::ensure(&dir)?;
@@ -63,7 +63,7 @@ pub fn run(command: AuthCommand) -> anyhow::Result<()> {
 
 /// The credential a command presents: `--credentials FILE`, else the default one of
 /// `shardline up` if that file exists, else none.
-pub fn resolve(flag: Option<&Path>) -> anyhow::Result<Option<Credential>> {
+pub(crate) fn resolve(flag: Option<&Path>) -> anyhow::Result<Option<Credential>> {
     match flag {
         Some(path) => Ok(Some(Credential::load(path)?)),
         None if Path::new(DEFAULT_CREDENTIALS).is_file() => Ok(Some(Credential::load(Path::new(DEFAULT_CREDENTIALS))?)),
@@ -73,7 +73,7 @@ pub fn resolve(flag: Option<&Path>) -> anyhow::Result<Option<Credential>> {
 
 /// A local auth directory's files.
 #[derive(Debug)]
-pub struct LocalAuth {
+pub(crate) struct LocalAuth {
     /// The directory.
     pub dir: PathBuf,
     /// `users.toml`.
@@ -89,7 +89,7 @@ pub struct LocalAuth {
 impl LocalAuth {
     /// Uses the files in `dir`, generating the missing ones (all of them, if the users
     /// file is missing: the credentials and the hashes must agree).
-    pub fn ensure(dir: &Path) -> anyhow::Result<LocalAuth> {
+    pub(crate) fn ensure(dir: &Path) -> anyhow::Result<LocalAuth> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let users_file = dir.join("users.toml");

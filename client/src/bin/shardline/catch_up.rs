@@ -20,10 +20,10 @@ const POLL: Duration = Duration::from_millis(200);
 const STALL: Duration = Duration::from_secs(120);
 
 /// A replica of a shard on a server.
-pub type Replica = (ShardId, String);
+pub(crate) type Replica = (ShardId, String);
 
 /// The replicas `after` lists that `before` did not: the ones an add created.
-pub fn new_replicas(before: &Topology, after: &Topology) -> Vec<Replica> {
+pub(crate) fn new_replicas(before: &Topology, after: &Topology) -> Vec<Replica> {
     let mut out = Vec::new();
     for shard in &after.shards {
         let old = before.shards.iter().find(|s| s.spec.id == shard.spec.id);
@@ -38,7 +38,7 @@ pub fn new_replicas(before: &Topology, after: &Topology) -> Vec<Replica> {
 
 /// The copy to `replica` under way, as its sender reports it (or else its receiver), with
 /// the server it comes from.
-pub fn copy_to<'a>(t: &'a Topology, (shard, server): &Replica) -> Option<(&'a str, &'a CopyProgress)> {
+pub(crate) fn copy_to<'a>(t: &'a Topology, (shard, server): &Replica) -> Option<(&'a str, &'a CopyProgress)> {
     let of_shard = || t.copies.iter().filter(move |c| c.shard == *shard);
     let sent = of_shard()
         .find(|c| c.progress.direction == CopyDirection::Sending && c.progress.peer == *server)
@@ -51,12 +51,12 @@ pub fn copy_to<'a>(t: &'a Topology, (shard, server): &Replica) -> Option<(&'a st
 }
 
 /// Whether `replica` serves reads in `t`.
-pub fn readable(t: &Topology, (shard, server): &Replica) -> bool {
+pub(crate) fn readable(t: &Topology, (shard, server): &Replica) -> bool {
     t.shards.iter().any(|s| s.spec.id == *shard && s.readable.contains(server))
 }
 
 /// Waits until every replica in `replicas` is readable, drawing their progress.
-pub async fn wait(client: &Client, replicas: Vec<Replica>) -> anyhow::Result<Topology> {
+pub(crate) async fn wait(client: &Client, replicas: Vec<Replica>) -> anyhow::Result<Topology> {
     let tty = std::io::stderr().is_terminal();
     let bars =
         MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });

@@ -15,7 +15,7 @@ use crate::output::{
 
 /// What every subcommand needs: where the balancer is and how to print.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The balancer's address.
     pub addr: String,
     /// Print JSON.
@@ -25,12 +25,12 @@ pub struct Ctx {
 
 impl Ctx {
     /// A context from the global flags.
-    pub fn new(addr: String, json: bool, timeout_s: u64) -> Ctx {
+    pub(crate) fn new(addr: String, json: bool, timeout_s: u64) -> Ctx {
         Ctx { addr, json, timeout: Duration::from_secs(timeout_s.max(1)) }
     }
 
     /// Connects to the balancer.
-    pub async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         let config = ClientConfig { timeout: self.timeout, ..ClientConfig::default() };
         Client::connect_with(self.addr.clone(), config).await.with_context(|| {
             format!("cannot reach the balancer at {} (is `shardline up` running? --addr sets the address)", self.addr)
@@ -38,13 +38,13 @@ impl Ctx {
     }
 
     /// The cluster's schema, for typing input and naming columns.
-    pub async fn schema(&self, client: &Client) -> anyhow::Result<Schema> {
+    pub(crate) async fn schema(&self, client: &Client) -> anyhow::Result<Schema> {
         let t = client.status().await.context("fetching the schema")?;
         t.schema.context("the cluster is not initialized: run `shardline init --config FILE`")
     }
 }
 
-pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let t = ctx.client().await?.status().await?;
     if ctx.json {
         print_json(&topology_json(&t));
@@ -63,7 +63,7 @@ fn print_topology(ctx: &Ctx, what: &str, t: &shardline::Topology) {
     }
 }
 
-pub async fn init(ctx: &Ctx, config: &Path) -> anyhow::Result<()> {
+pub(crate) async fn init(ctx: &Ctx, config: &Path) -> anyhow::Result<()> {
     let request = layout::load_init(config).with_context(|| format!("init layout {}", config.display()))?;
     let t = ctx.client().await?.init(request).await?;
     print_topology(ctx, "initialized", &t);
@@ -97,7 +97,7 @@ fn shard_arg(arg: &str) -> anyhow::Result<ShardSpec> {
     })
 }
 
-pub async fn add(
+pub(crate) async fn add(
     ctx: &Ctx,
     servers: Vec<String>,
     n: Option<usize>,
@@ -134,7 +134,7 @@ pub async fn add(
     Ok(())
 }
 
-pub async fn rm(ctx: &Ctx, n: Option<usize>, servers: Vec<String>) -> anyhow::Result<()> {
+pub(crate) async fn rm(ctx: &Ctx, n: Option<usize>, servers: Vec<String>) -> anyhow::Result<()> {
     let n = n.unwrap_or(servers.len());
     if n == 0 {
         bail!("nothing to remove: name servers or give -n");
@@ -147,14 +147,14 @@ pub async fn rm(ctx: &Ctx, n: Option<usize>, servers: Vec<String>) -> anyhow::Re
     Ok(())
 }
 
-pub async fn failover(ctx: &Ctx, shard: &str, to: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn failover(ctx: &Ctx, shard: &str, to: Option<&str>) -> anyhow::Result<()> {
     let Some(id) = ShardId::parse(shard) else { bail!("`{shard}` is not a shard id (e.g. sh1)") };
     let t = ctx.client().await?.failover(id, to).await?;
     print_topology(ctx, "switched over", &t);
     Ok(())
 }
 
-pub async fn read(ctx: &Ctx, low: i64, high: i64, primary: bool) -> anyhow::Result<()> {
+pub(crate) async fn read(ctx: &Ctx, low: i64, high: i64, primary: bool) -> anyhow::Result<()> {
     if low > high {
         bail!("LOW {low} is above HIGH {high}");
     }
@@ -170,7 +170,7 @@ pub async fn read(ctx: &Ctx, low: i64, high: i64, primary: bool) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn read_server(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn read_server(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     let schema = client.status().await?.schema;
     let shards = client.read_server(name).await?;
@@ -192,7 +192,7 @@ fn words(values: &[String]) -> Vec<&str> {
     values.iter().map(String::as_str).collect()
 }
 
-pub async fn write(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn write(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
     if values.is_empty() {
         bail!("nothing to write: give a row (shardline write 42 alice 77) or --file FILE");
     }
@@ -208,7 +208,7 @@ pub async fn write(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn update(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn update(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     let schema = ctx.schema(&client).await?;
     let row = row_from_words(&schema, &words(values))?;
@@ -221,7 +221,7 @@ pub async fn update(ctx: &Ctx, values: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn delete(ctx: &Ctx, key: i64) -> anyhow::Result<()> {
+pub(crate) async fn delete(ctx: &Ctx, key: i64) -> anyhow::Result<()> {
     let result = ctx.client().await?.delete(key).await?;
     if ctx.json {
         print_json(&write_json(&result));
@@ -231,7 +231,7 @@ pub async fn delete(ctx: &Ctx, key: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ping(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) async fn ping(ctx: &Ctx) -> anyhow::Result<()> {
     let rtt = ctx.client().await?.ping().await?;
     let us = rtt.as_micros() as u64;
     if ctx.json {
@@ -242,7 +242,7 @@ pub async fn ping(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn stats(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) async fn stats(ctx: &Ctx) -> anyhow::Result<()> {
     let pairs = ctx.client().await?.stats().await?;
     if ctx.json {
         let obj: serde_json::Map<String, serde_json::Value> =

@@ -5,7 +5,7 @@ use shardline::rows::row_to_json;
 use shardline::{Row, Schema, ShardCommit, ShardRows, Topology, Value, WriteResult};
 
 /// Lays out `rows` under `header` in columns padded to their widest cell.
-pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -49,14 +49,14 @@ fn cell(v: &Value) -> String {
 }
 
 /// Column names from the schema (positional names where it has none).
-pub fn header(schema: Option<&Schema>, width: usize) -> Vec<String> {
+pub(crate) fn header(schema: Option<&Schema>, width: usize) -> Vec<String> {
     (0..width)
         .map(|i| schema.and_then(|s| s.columns.get(i)).map_or_else(|| format!("c{i}"), |c| c.name.clone()))
         .collect()
 }
 
 /// Rows as a table with the schema's column names.
-pub fn rows_table(schema: Option<&Schema>, rows: &[Row]) -> String {
+pub(crate) fn rows_table(schema: Option<&Schema>, rows: &[Row]) -> String {
     let width = schema.map_or_else(|| rows.first().map_or(1, |r| r.values.len() + 1), |s| s.columns.len());
     let cells: Vec<Vec<String>> =
         rows.iter().map(|r| std::iter::once(r.key.to_string()).chain(r.values.iter().map(cell)).collect()).collect();
@@ -64,14 +64,14 @@ pub fn rows_table(schema: Option<&Schema>, rows: &[Row]) -> String {
 }
 
 /// Rows as a JSON array of objects keyed by column name.
-pub fn rows_json(schema: Option<&Schema>, rows: &[Row]) -> Json {
+pub(crate) fn rows_json(schema: Option<&Schema>, rows: &[Row]) -> Json {
     let empty = Schema { columns: vec![] };
     let schema = schema.unwrap_or(&empty);
     Json::Array(rows.iter().map(|r| row_to_json(schema, r)).collect())
 }
 
 /// A server's rows by shard, as JSON.
-pub fn server_rows_json(schema: Option<&Schema>, server: &str, shards: &[ShardRows]) -> Json {
+pub(crate) fn server_rows_json(schema: Option<&Schema>, server: &str, shards: &[ShardRows]) -> Json {
     let shards: Vec<Json> =
         shards.iter().map(|s| json!({"shard": s.shard.to_string(), "rows": rows_json(schema, &s.rows)})).collect();
     json!({"server": server, "shards": shards})
@@ -88,7 +88,7 @@ fn commit_json(c: &ShardCommit) -> Json {
 }
 
 /// A write's commits as JSON.
-pub fn write_json(result: &WriteResult) -> Json {
+pub(crate) fn write_json(result: &WriteResult) -> Json {
     json!({
         "rows": result.rows(),
         "commits": result.commits.iter().map(commit_json).collect::<Vec<_>>(),
@@ -96,7 +96,7 @@ pub fn write_json(result: &WriteResult) -> Json {
 }
 
 /// A write's commits as a table.
-pub fn write_text(verb: &str, result: &WriteResult) -> String {
+pub(crate) fn write_text(verb: &str, result: &WriteResult) -> String {
     let rows: Vec<Vec<String>> = result
         .commits
         .iter()
@@ -109,7 +109,7 @@ pub fn write_text(verb: &str, result: &WriteResult) -> String {
 }
 
 /// The topology as JSON.
-pub fn topology_json(t: &Topology) -> Json {
+pub(crate) fn topology_json(t: &Topology) -> Json {
     let schema = t
         .schema
         .as_ref()
@@ -164,7 +164,7 @@ pub fn topology_json(t: &Topology) -> Json {
 }
 
 /// The topology as tables: schema, shards, servers.
-pub fn topology_text(t: &Topology) -> String {
+pub(crate) fn topology_text(t: &Topology) -> String {
     let mut out = format!("topology version {}\n", t.version);
     match &t.schema {
         None => {
@@ -235,6 +235,6 @@ fn copy_row(c: &shardline::ShardCopy) -> Vec<String> {
 }
 
 /// Prints JSON on one line.
-pub fn print_json(value: &Json) {
+pub(crate) fn print_json(value: &Json) {
     println!("{value}");
 }

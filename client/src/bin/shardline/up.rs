@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use shardline::{layout, Client, ClientConfig, Topology};
+use shardline::{layout, Client, ClientConfig, InitRequest, Topology};
 
 use crate::auth::LocalAuth;
 use crate::output::print_json;
@@ -25,7 +25,7 @@ use shardline_protocol::net::auth;
 
 /// Flags of `shardline up`.
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// Where the cluster keeps its data and logs (reuse it to resume the cluster).
     #[arg(long, default_value = "./shardline-data")]
     data_dir: PathBuf,
@@ -183,7 +183,7 @@ fn signal(pid: u32, sig: i32) {
 /// Replaces this process with `shardline-bench`, aimed at `addr` unless `args` name one.
 /// Its `seed` and `peer` subcommands start clusters of their own and take no address;
 /// `failover` takes it after its name.
-pub fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyhow::Result<()> {
+pub(crate) fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let bench = sibling("shardline-bench")?;
     let at = match args.first().map(String::as_str) {
@@ -362,7 +362,7 @@ async fn wait_primaries(client: &Client, limit: Duration) -> Option<Topology> {
 }
 
 /// Runs `shardline up` until Ctrl-C.
-pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let coordinator_bin = sibling("shardline-coordinator")?;
     let balancer_bin = sibling("shardline-balancer")?;
     let node_bin = sibling("shardline-node")?;
@@ -463,7 +463,7 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
                 );
             }
         } else {
-            let request = init.unwrap_or_else(layout::seed_init);
+            let request = init.unwrap_or_else(InitRequest::seed);
             if !json {
                 println!("initializing a new cluster: {} servers, {} shards", request.n, request.shards.len());
             }

@@ -32,7 +32,7 @@ fn read_rows(path: &Path, schema: &shardline::Schema) -> anyhow::Result<Vec<Row>
 }
 
 /// Writes the rows of `path` in batches of `batch`, `parallel` batches in flight.
-pub async fn run(ctx: &Ctx, path: &Path, batch: usize, parallel: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx, path: &Path, batch: usize, parallel: usize) -> anyhow::Result<()> {
     if batch == 0 || parallel == 0 {
         bail!("--batch and --parallel must be at least 1");
     }
