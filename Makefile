@@ -10,8 +10,17 @@ run: ## build in release and start a local cluster (shardline up; ARGS="--data-d
 	$(CARGO) build --release --workspace
 	./target/release/shardline up $(ARGS)
 
-test: ## build everything and run every test (unit, property, integration)
+# What CI runs (.ci/run): lint, every test, and a short smoke of each fuzz target where a
+# nightly toolchain is present (cargo fuzz needs one; without it the smoke says skipped).
+TEST_FUZZ_SECONDS ?= 30
+test: ## lint, build and run every test (unit, property, integration), then fuzz each decoder 30 s (nightly)
+	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
+	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then \
+		FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) bash fuzz/smoke.sh; \
+	else \
+		echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly)"; \
+	fi
 
 SEEDS ?= 2000
 FAULTS ?= all

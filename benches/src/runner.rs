@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use shardline::{Client, ClientError};
+use shardline::{Client, ClientConfig, ClientError};
 
 use crate::error::BenchError;
 use crate::keys::{KeySpace, Rng};
@@ -146,16 +146,7 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
     prep.set_message(format!("preloading rows up to {target}..."));
     let preloaded = prepare::preload(&first, &keys, &rows, target).await?;
     prep.finish_and_clear();
-    let clients = match &spec.direct {
-        Some(coordinator) => vec![prepare::connect_direct(coordinator, config.clone()).await?; spec.connections],
-        None => {
-            let mut clients = vec![first.clone()];
-            for _ in 1..spec.connections {
-                clients.push(prepare::connect(&spec.addr, config.clone()).await?);
-            }
-            clients
-        }
-    };
+    let clients = connections(spec, &first, &config).await?;
     let balancer = balancer_pid(&first, &spec.addr).await;
     let probe = Probe::connect(first, &topology).await;
     let before = probe.read().await;
@@ -209,6 +200,34 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
     };
     let after = probe.read().await;
     let memory = sampler.finish();
+    let notes = notes(&shared, &after, &memory);
+    Ok(Outcome {
+        ops,
+        elapsed,
+        spread: spread::spread(&before, &after, &topology),
+        memory,
+        key_set: (shared.keys.len(), present_at_start),
+        preloaded,
+        bench_cpu,
+        notes,
+    })
+}
+
+/// The bench's clients: `spec.connections` balancer connections (the first is `first`),
+/// or with `--direct` clones of one routing client.
+async fn connections(spec: &BenchSpec, first: &Client, config: &ClientConfig) -> Result<Vec<Client>, BenchError> {
+    if let Some(coordinator) = &spec.direct {
+        return Ok(vec![prepare::connect_direct(coordinator, config.clone()).await?; spec.connections]);
+    }
+    let mut clients = vec![first.clone()];
+    for _ in 1..spec.connections {
+        clients.push(prepare::connect(&spec.addr, config.clone()).await?);
+    }
+    Ok(clients)
+}
+
+/// What the report should say about how far its figures can be trusted.
+fn notes(shared: &Shared, after: &spread::Counters, memory: &[ProcMem]) -> Vec<String> {
     let mut notes = Vec::new();
     if shared.exhausted.load(Ordering::Relaxed) {
         notes.push(format!(
@@ -223,16 +242,7 @@ pub async fn run(spec: &BenchSpec) -> Result<Outcome, BenchError> {
     if memory.is_empty() {
         notes.push("no memory figures: the cluster's processes are not visible in this machine's /proc".into());
     }
-    Ok(Outcome {
-        ops,
-        elapsed,
-        spread: spread::spread(&before, &after, &topology),
-        memory,
-        key_set: (shared.keys.len(), present_at_start),
-        preloaded,
-        bench_cpu,
-        notes,
-    })
+    notes
 }
 
 /// The balancer's pid, when its address is on this machine: from its STATS, or else from

@@ -50,6 +50,8 @@ fn partition_possible() -> Result<(), String> {
 }
 
 #[test]
+// A scenario reads top to bottom as the story it tests; split, it would not.
+#[allow(clippy::too_many_lines)]
 fn kills_and_a_pause_lose_no_acknowledged_write() {
     ensure_binaries();
     let mut kinds = vec!["kill", "pause", "kill"];

@@ -16,6 +16,7 @@ use shardline_protocol::{
 use tracing::{info, warn};
 
 use crate::cluster::Coordinator;
+use crate::error::CoordinatorError;
 use crate::failover::POLL;
 use crate::meta::{ServerMeta, ShardMeta};
 use crate::plan::{self, AddPlan};
@@ -23,7 +24,7 @@ use crate::plan::{self, AddPlan};
 impl Coordinator {
     /// Creates the cluster: schema, shards, servers; spawns and configures the nodes and
     /// elects every shard's first primary.
-    pub async fn init(self: &Arc<Self>, request: InitRequest) -> Result<Topology, ErrorCode> {
+    pub async fn init(self: &Arc<Self>, request: InitRequest) -> Result<Topology, CoordinatorError> {
         let _admin = self.admin.lock().await;
         let plan = plan::init(&request, &self.meta())?;
         let schema = request.schema.clone();
@@ -35,10 +36,10 @@ impl Coordinator {
 
     /// Adds servers (and shards); new replicas of existing shards join as learners: they
     /// catch up from their primary, then serve reads and, one at a time, become voters.
-    pub async fn add_servers(self: &Arc<Self>, request: AddServersRequest) -> Result<Topology, ErrorCode> {
+    pub async fn add_servers(self: &Arc<Self>, request: AddServersRequest) -> Result<Topology, CoordinatorError> {
         let _admin = self.admin.lock().await;
         if self.meta().schema.is_none() {
-            return Err(ErrorCode::BadRequest("the cluster is not initialized yet: init it first".into()));
+            return Err(ErrorCode::BadRequest("the cluster is not initialized yet: init it first".into()).into());
         }
         let plan = plan::add_servers(&request, &self.meta())?;
         info!(servers = plan.servers.len(), shards = plan.new_shards.len(), "adding servers");
@@ -47,10 +48,10 @@ impl Coordinator {
     }
 
     /// Persists, spawns, configures and elects for an [`AddPlan`].
-    async fn apply(self: &Arc<Self>, plan: AddPlan) -> Result<(), ErrorCode> {
+    async fn apply(self: &Arc<Self>, plan: AddPlan) -> Result<(), CoordinatorError> {
         let mut addrs = Vec::new();
         for name in plan.servers.keys() {
-            addrs.push((name.clone(), self.spawner.address_for(name).map_err(|e| ErrorCode::Internal(e.to_string()))?));
+            addrs.push((name.clone(), self.spawner.address_for(name)?));
         }
         let new_shards: Vec<ShardId> = plan.new_shards.iter().map(|s| s.id).collect();
         self.update(|m| {
@@ -82,7 +83,7 @@ impl Coordinator {
             self.watch_server(name);
         }
         let started = join_all(addrs.iter().map(|(name, _)| self.start_node(name))).await;
-        started.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
+        started.into_iter().collect::<Result<Vec<()>, CoordinatorError>>()?;
 
         let schema = self.meta().schema.clone().expect("initialized");
         let mut configure = Vec::new();
@@ -98,7 +99,8 @@ impl Coordinator {
         for (addr, answer) in join_all(configure).await {
             match answer {
                 Ok(ControlResponse::Ok) => {}
-                Ok(other) => return Err(ErrorCode::Internal(format!("configuring a shard on {addr}: {other:?}"))),
+                Ok(ControlResponse::Error(code)) => return Err(code.into()),
+                Ok(other) => return Err(CoordinatorError::Unexpected { addr, answer: format!("{other:?}") }),
                 Err(e) => return Err(e),
             }
         }
@@ -130,7 +132,7 @@ impl Coordinator {
 
     /// Waits until every new learner has been configured and told to follow (the core's
     /// calls for it have ended); errs naming those that have not followed.
-    async fn wait_joined(&self, learners: &[(ShardId, String)]) -> Result<(), ErrorCode> {
+    async fn wait_joined(&self, learners: &[(ShardId, String)]) -> Result<(), CoordinatorError> {
         let deadline = Instant::now() + self.cfg.call_timeout * 3;
         while Instant::now() < deadline && learners.iter().any(|(id, name)| self.core().joining(*id, name)) {
             tokio::time::sleep(POLL).await;
@@ -144,13 +146,14 @@ impl Coordinator {
                 reason: format!(
                     "added as learners but not yet following: {late:?}; the coordinator keeps configuring them"
                 ),
-            }),
+            }
+            .into()),
         }
     }
 
-    async fn start_node(&self, name: &str) -> Result<(), ErrorCode> {
+    async fn start_node(&self, name: &str) -> Result<(), CoordinatorError> {
         let spec = self.node_spec(name);
-        self.spawner.start(&spec).await.map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        self.spawner.start(&spec).await?;
         self.wait_ready(name, &spec.addr).await
     }
 
@@ -159,7 +162,7 @@ impl Coordinator {
     /// has settled (a retired primary is replaced by an election). A server is stopped once
     /// it holds no replica; if a shard cannot settle in time, what is done stays done and
     /// the error says so.
-    pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, ErrorCode> {
+    pub async fn remove_servers(self: &Arc<Self>, n: usize, named: Vec<String>) -> Result<Topology, CoordinatorError> {
         let _admin = self.admin.lock().await;
         let chosen = plan::remove_servers(n, &named, &self.meta())?;
         info!(servers = ?chosen, "removing servers");
@@ -206,7 +209,8 @@ impl Coordinator {
             let left: Vec<&String> = chosen.iter().filter(|s| !gone.contains(s)).collect();
             return Err(ErrorCode::Timeout(format!(
                 "{e}; removed {gone:?}, still to remove {left:?}: run the removal again naming them"
-            )));
+            ))
+            .into());
         }
         Ok(self.topology())
     }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use shardline_metrics::RequestMetrics;
 use shardline_protocol::net::Conn;
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Request, Response, ServerInfo, ShardCopy, ShardId, ShardTopology,
-    Topology,
+    ControlRequest, ControlResponse, ErrorCode, Request, Response, ServerInfo, ShardCopy, ShardTopology, Topology,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::CoordinatorConfig;
 use crate::driver::{Core, CoreConfig, Effect, MetaSink};
+use crate::error::CoordinatorError;
 use crate::leadership::Leadership;
 use crate::meta::{ClusterMeta, MetaError, MetaStore};
 use crate::reconcile;
@@ -194,8 +194,8 @@ impl Coordinator {
     }
 
     /// Changes the configuration and persists it before anyone acts on the change.
-    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut ClusterMeta) -> T) -> Result<T, ErrorCode> {
-        self.core().update(change).map_err(|e| ErrorCode::Internal(e.to_string()))
+    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut ClusterMeta) -> T) -> Result<T, CoordinatorError> {
+        Ok(self.core().update(change)?)
     }
 
     /// The topology now.
@@ -387,19 +387,22 @@ impl Coordinator {
     }
 
     /// One control call on a fresh connection.
-    pub(crate) async fn control(&self, addr: &str, request: &ControlRequest) -> Result<ControlResponse, ErrorCode> {
+    pub(crate) async fn control(
+        &self,
+        addr: &str,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, CoordinatorError> {
         let timeout = self.cfg.call_timeout;
-        let mut conn = Conn::connect(addr, timeout, self.cfg.limits.max_payload)
-            .await
-            .map_err(|e| ErrorCode::Unavailable { shard: ShardId(0), reason: e.to_string() })?;
+        let failed = |source| CoordinatorError::Call { addr: addr.to_owned(), source };
+        let mut conn = Conn::connect(addr, timeout, self.cfg.limits.max_payload).await.map_err(failed)?;
         if !self.may_call() {
-            return Err(self.not_leader());
+            return Err(self.not_leader().into());
         }
-        conn.call(request, timeout).await.map_err(|e| ErrorCode::Timeout(format!("{addr}: {e}")))
+        conn.call(request, timeout).await.map_err(failed)
     }
 
     /// Waits until `addr` answers a ping, up to the ready timeout.
-    pub(crate) async fn wait_ready(&self, name: &str, addr: &str) -> Result<(), ErrorCode> {
+    pub(crate) async fn wait_ready(&self, name: &str, addr: &str) -> Result<(), CoordinatorError> {
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let step = Duration::from_millis(20);
         while Instant::now() < deadline {
@@ -410,7 +413,7 @@ impl Coordinator {
             }
             tokio::time::sleep(step).await;
         }
-        Err(ErrorCode::Timeout(format!("{name} did not answer at {addr} within {:?}", self.cfg.ready_timeout)))
+        Err(CoordinatorError::NotReady { name: name.to_owned(), addr: addr.to_owned(), after: self.cfg.ready_timeout })
     }
 
     /// The answer of a coordinator that does not lead.

@@ -48,18 +48,18 @@ impl CoordinatorConfig {
     }
 
     /// Checks that the timings are consistent.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_interval.is_zero() || self.lease.is_zero() {
-            return Err("the heartbeat interval and the lease must be above zero".into());
+            return Err(ConfigError::Zero);
         }
         if self.heartbeat_interval >= self.dead_after {
-            return Err("dead-after must be longer than the heartbeat interval".into());
+            return Err(ConfigError::DeadAfterTooShort);
         }
         if self.lease >= self.dead_after {
-            return Err("the lease must be shorter than dead-after, or an isolated primary could still take writes when its replacement is elected".into());
+            return Err(ConfigError::LeaseOutlivesDeadAfter);
         }
         if self.lease <= self.heartbeat_interval {
-            return Err("the lease must outlast the heartbeat interval, or leases lapse between heartbeats".into());
+            return Err(ConfigError::LeaseTooShort);
         }
         Ok(())
     }
@@ -68,4 +68,22 @@ impl CoordinatorConfig {
     pub fn node_dir(&self, name: &str) -> PathBuf {
         self.data_dir.join("nodes").join(name)
     }
+}
+
+/// Why a coordinator's timings were refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The heartbeat interval or the lease is zero.
+    #[error("the heartbeat interval and the lease must be above zero")]
+    Zero,
+    /// A node would be declared dead between two heartbeats.
+    #[error("dead-after must be longer than the heartbeat interval")]
+    DeadAfterTooShort,
+    /// An isolated primary's lease would outlive the wait before its replacement.
+    #[error("the lease must be shorter than dead-after, or an isolated primary could still take writes when its replacement is elected")]
+    LeaseOutlivesDeadAfter,
+    /// Leases would lapse between heartbeats.
+    #[error("the lease must outlast the heartbeat interval, or leases lapse between heartbeats")]
+    LeaseTooShort,
 }

@@ -26,6 +26,7 @@
 //!   calls over real connections, runs the heartbeat and reconcile timers, restarts nodes,
 //!   publishes the topology; admin operations spawn nodes and queue changes for the core.
 //!   [`service`]: the network face.
+//! - [`error`]: [`CoordinatorError`], and where it becomes the wire's `ErrorCode`.
 //! - [`metrics`]: what `/metrics` reports (elections, failovers, topology, requests).
 //!
 //! ```no_run
@@ -45,6 +46,7 @@ pub mod config;
 pub mod detector;
 pub mod driver;
 pub mod election;
+pub mod error;
 pub mod etcd;
 mod failover;
 pub mod leadership;
@@ -59,4 +61,5 @@ pub mod spawner;
 mod switchover;
 
 pub use cluster::Coordinator;
+pub use error::CoordinatorError;
 pub use failover::majority;

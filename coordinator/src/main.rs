@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.lease = Duration::from_millis(args.lease_ms);
     cfg.limits.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
     cfg.limits.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
-    cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.validate()?;
     let gate = net::auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?;
     // The nodes this coordinator starts check the same credentials.
     let mut node_args = args.node_args;

@@ -8,6 +8,7 @@ use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response};
 use tokio::sync::mpsc;
 
 use crate::cluster::Coordinator;
+use crate::error::CoordinatorError;
 
 /// How often a coordinator elected through etcd repeats the topology to a subscriber when
 /// nothing changed (a balancer gives up on one silent for a few of these).
@@ -22,7 +23,7 @@ impl CoordinatorService {
     pub async fn request(&self, request: Request) -> Response {
         let c = &self.0;
         // A standby answers PING, STATUS and STATS; the rest is the leader's.
-        let leads = || if c.acting() { Ok(()) } else { Err(c.not_leader()) };
+        let leads = || if c.acting() { Ok(()) } else { Err(CoordinatorError::from(c.not_leader())) };
         let result = match request {
             Request::Ping => Ok(Response::Pong),
             Request::Status => Ok(Response::Topology(c.topology())),
@@ -39,12 +40,14 @@ impl CoordinatorService {
             Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. }
                 if !c.acting() =>
             {
-                Err(c.not_leader())
+                Err(c.not_leader().into())
             }
             Request::Init(init) => c.init(init).await.map(Response::Topology),
             Request::AddServers(add) => c.add_servers(add).await.map(Response::Topology),
             Request::RemoveServers { n, servers } => c.remove_servers(n, servers).await.map(Response::Topology),
-            Request::Failover { shard, to } => c.switchover(shard, to).await.map(Response::Topology),
+            Request::Failover { shard, to } => {
+                c.switchover(shard, to).await.map(Response::Topology).map_err(Into::into)
+            }
             Request::Read { .. }
             | Request::ReadServer { .. }
             | Request::Write(_)
@@ -52,10 +55,13 @@ impl CoordinatorService {
             | Request::Delete { .. }
             | Request::Log { .. } => Err(ErrorCode::BadRequest(
                 "data operations go to the balancer (or a storage node), not to the coordinator".into(),
-            )),
-            Request::Auth { .. } => Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into())),
+            )
+            .into()),
+            Request::Auth { .. } => {
+                Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into()).into())
+            }
         };
-        result.unwrap_or_else(Response::Error)
+        result.unwrap_or_else(|e| Response::Error(e.into()))
     }
 }
 

@@ -360,6 +360,31 @@ pub fn schedule(world: &mut World, nodes: usize, mix: FaultMix, from: Nanos, unt
 /// Carries out a fault.
 pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
     match fault {
+        f @ (Fault::Crash { .. }
+        | Fault::Failpoint { .. }
+        | Fault::Pause { .. }
+        | Fault::Restart { .. }
+        | Fault::Wake { .. }
+        | Fault::Wipe { .. }) => apply_to_process(world, nodes, f),
+        f @ (Fault::FailSync { .. }
+        | Fault::FailWrite { .. }
+        | Fault::Flip { .. }
+        | Fault::FlipLastLength { .. }
+        | Fault::FlipTail { .. }) => apply_to_disk(nodes, f),
+        Fault::OnPrimary { .. }
+        | Fault::OnFollower { .. }
+        | Fault::AddReplica { .. }
+        | Fault::RemoveReplica { .. }
+        | Fault::Switchover { .. } => {
+            unreachable!("carried out by the cluster, which knows the coordinator")
+        }
+        f => apply_to_network(world, nodes, f),
+    }
+}
+
+/// Carries out a fault of a node's process: a crash, a restart, a pause, a wipe, a failpoint.
+fn apply_to_process(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
+    match fault {
         Fault::Crash { node, torn } => {
             let tail = torn.map_or(CrashTail::Drop, CrashTail::Keep);
             if nodes[node].up {
@@ -381,6 +406,62 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 nodes[node].wake(world);
             }
         }
+        Fault::Wipe { node, shard } => {
+            if nodes[node].up {
+                nodes[node].crash(world, CrashTail::Drop);
+            }
+            nodes[node].storage.remove(&shardline_protocol::ShardId(shard));
+            nodes[node].restart();
+        }
+        Fault::Failpoint { node, point, action, hit, restart_after } => {
+            if nodes[node].up {
+                nodes[node].arm(point, action, hit, restart_after);
+            }
+        }
+        other => unreachable!("not a process fault: {other:?}"),
+    }
+}
+
+/// Carries out a fault of a node's disk: flipped bits, failing writes and syncs.
+fn apply_to_disk(nodes: &mut [SimNode], fault: Fault) {
+    match fault {
+        Fault::Flip { node, at, bit } => {
+            let storage: Vec<_> = nodes[node].storage.values().cloned().collect();
+            if !storage.is_empty() {
+                let s = &storage[(at % storage.len() as u64) as usize];
+                s.disk.flip(at / storage.len() as u64, bit);
+            }
+        }
+        Fault::FlipTail { node, shard, back, bit } => {
+            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
+                s.disk.flip_tail(".seg", back, bit);
+            }
+        }
+        Fault::FlipLastLength { node, shard } => {
+            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
+                if let Some(back) = last_length_field(&s.disk) {
+                    // The length's high byte: the record now claims more bytes than there are.
+                    s.disk.flip_tail(".seg", back, 4);
+                }
+            }
+        }
+        Fault::FailSync { node } => {
+            for s in nodes[node].storage.values() {
+                s.disk.fail_syncs(1);
+            }
+        }
+        Fault::FailWrite { node } => {
+            for s in nodes[node].storage.values() {
+                s.disk.fail_appends(1);
+            }
+        }
+        other => unreachable!("not a disk fault: {other:?}"),
+    }
+}
+
+/// Carries out a fault of the network: cuts, delays, late copies, and healing them all.
+fn apply_to_network(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
+    match fault {
         Fault::Isolate { node, one_way } => {
             let me = Addr::Node(node);
             let others = (0..nodes.len()).filter(|&n| n != node).map(Addr::Node).chain([Addr::Coord]);
@@ -407,55 +488,6 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
         }
         Fault::CutClients { node, clients } => nodes[node].cut_clients(world, clients),
         Fault::ReachClients { node } => nodes[node].clients_cut = 0,
-        Fault::Flip { node, at, bit } => {
-            let storage: Vec<_> = nodes[node].storage.values().cloned().collect();
-            if !storage.is_empty() {
-                let s = &storage[(at % storage.len() as u64) as usize];
-                s.disk.flip(at / storage.len() as u64, bit);
-            }
-        }
-        Fault::FlipTail { node, shard, back, bit } => {
-            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
-                s.disk.flip_tail(".seg", back, bit);
-            }
-        }
-        Fault::FlipLastLength { node, shard } => {
-            if let Some(s) = nodes[node].storage.get(&shardline_protocol::ShardId(shard)) {
-                if let Some(back) = last_length_field(&s.disk) {
-                    // The length's high byte: the record now claims more bytes than there are.
-                    s.disk.flip_tail(".seg", back, 4);
-                }
-            }
-        }
-        Fault::Wipe { node, shard } => {
-            if nodes[node].up {
-                nodes[node].crash(world, CrashTail::Drop);
-            }
-            nodes[node].storage.remove(&shardline_protocol::ShardId(shard));
-            nodes[node].restart();
-        }
-        Fault::FailSync { node } => {
-            for s in nodes[node].storage.values() {
-                s.disk.fail_syncs(1);
-            }
-        }
-        Fault::FailWrite { node } => {
-            for s in nodes[node].storage.values() {
-                s.disk.fail_appends(1);
-            }
-        }
-        Fault::Failpoint { node, point, action, hit, restart_after } => {
-            if nodes[node].up {
-                nodes[node].arm(point, action, hit, restart_after);
-            }
-        }
-        Fault::OnPrimary { .. }
-        | Fault::OnFollower { .. }
-        | Fault::AddReplica { .. }
-        | Fault::RemoveReplica { .. }
-        | Fault::Switchover { .. } => {
-            unreachable!("carried out by the cluster, which knows the coordinator")
-        }
         Fault::HealAll => {
             // Lost and duplicated messages are faults too: liveness is judged on a network
             // that only delays (as TCP would look to the program).
@@ -477,6 +509,8 @@ pub fn apply(world: &mut World, nodes: &mut [SimNode], fault: Fault) {
                 }
             }
         }
+
+        other => unreachable!("not a network fault: {other:?}"),
     }
 }
 

@@ -65,19 +65,37 @@ impl NodeConfig {
     }
 
     /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id.is_empty() || self.id.contains(char::is_whitespace) {
-            return Err(format!("node id `{}` must be non-empty with no spaces", self.id));
+            return Err(ConfigError::NodeId(self.id.clone()));
         }
         if self.sync_heartbeat.is_zero() || self.write_timeout.is_zero() || self.peer_timeout.is_zero() {
-            return Err("timeouts and the sync heartbeat must be above zero".into());
+            return Err(ConfigError::ZeroTimeout);
         }
         if self.peer_timeout <= self.sync_heartbeat {
-            return Err("the peer timeout must be longer than the sync heartbeat".into());
+            return Err(ConfigError::PeerTimeoutTooShort);
         }
         if self.max_in_flight == 0 || self.max_connections == 0 || self.max_payload < 1024 {
-            return Err("limits must allow at least one connection, one request and 1 KiB frames".into());
+            return Err(ConfigError::Limits);
         }
         Ok(())
     }
+}
+
+/// Why a node's configuration was refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node id is empty or has white space.
+    #[error("node id `{0}` must be non-empty with no spaces")]
+    NodeId(String),
+    /// A timeout or the sync heartbeat is zero.
+    #[error("timeouts and the sync heartbeat must be above zero")]
+    ZeroTimeout,
+    /// The peer timeout would expire between two sync heartbeats.
+    #[error("the peer timeout must be longer than the sync heartbeat")]
+    PeerTimeoutTooShort,
+    /// A limit leaves no room for a connection, a request or a useful frame.
+    #[error("limits must allow at least one connection, one request and 1 KiB frames")]
+    Limits,
 }

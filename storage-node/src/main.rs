@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.log_retain = args.log_retain;
     cfg.max_payload = args.max_payload;
     cfg.max_in_flight = args.max_in_flight;
-    cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.validate()?;
     let failpoints = Failpoints::from_env().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen;
     let mut limits = cfg.limits();

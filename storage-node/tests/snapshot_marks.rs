@@ -70,6 +70,8 @@ async fn committed(cluster: &Cluster, i: usize, req: &Request, what: &str) -> Sh
     }
 }
 
+// A scenario reads top to bottom as the story it tests; split, it would not.
+#[allow(clippy::too_many_lines)]
 async fn scenario(cluster: &mut Cluster) {
     let (old, term, rebuilt, other) = (0, 1, 2, 1);
     cluster.setup_shard(old, term).await;

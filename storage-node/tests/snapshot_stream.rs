@@ -104,6 +104,8 @@ async fn text_status(cluster: &Cluster, i: usize) -> String {
     out
 }
 
+// A scenario reads top to bottom as the story it tests; split, it would not.
+#[allow(clippy::too_many_lines)]
 async fn scenario(cluster: &mut Cluster) {
     let (primary, learner, term) = (0, 1, 1);
     let configure = ControlRequest::ConfigureShard { shard: spec(), schema: Schema::seed() };

@@ -60,6 +60,8 @@ async fn a_wiped_follower_is_not_counted_for_what_it_lost() {
     within(TEST_TIMEOUT, "wiped_follower", scenario(&mut cluster)).await;
 }
 
+// A scenario reads top to bottom as the story it tests; split, it would not.
+#[allow(clippy::too_many_lines)]
 async fn scenario(cluster: &mut Cluster) {
     let (primary, term, f, g) = (0, 1, 1, 2);
     let frozen = [2, 3, 4];

@@ -129,6 +129,14 @@ pub enum ErrorCode {
     /// The connection's user lacks the permission this request needs.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A process this one had to call could not be reached: nothing was sent to it.
+    #[error("{addr} unreachable: {reason}")]
+    Unreachable {
+        /// The address called.
+        addr: String,
+        /// Why the connection failed.
+        reason: String,
+    },
 }
 
 impl ErrorCode {
@@ -160,6 +168,7 @@ impl ErrorCode {
             ErrorCode::NotLeader { .. } => "NotLeader",
             ErrorCode::Unauthenticated(_) => "Unauthenticated",
             ErrorCode::Forbidden(_) => "Forbidden",
+            ErrorCode::Unreachable { .. } => "Unreachable",
         }
     }
 
@@ -172,6 +181,7 @@ impl ErrorCode {
                 | ErrorCode::LeaseExpired { .. }
                 | ErrorCode::Unavailable { .. }
                 | ErrorCode::NoQuorum { .. }
+                | ErrorCode::Unreachable { .. }
         )
     }
 }

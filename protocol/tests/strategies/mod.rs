@@ -70,6 +70,7 @@ pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
         ".{0,20}".prop_map(ErrorCode::Overloaded),
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::TooLarge { len, max }),
         proptest::option::of(".{0,20}").prop_map(|leader| ErrorCode::NotLeader { leader }),
+        (".{0,20}", ".{0,20}").prop_map(|(addr, reason)| ErrorCode::Unreachable { addr, reason }),
     ]
 }
 

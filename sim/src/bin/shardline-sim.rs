@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use shardline_sim::faults::FaultMix;
-use shardline_sim::run::{run, Broken, RunConfig};
+use shardline_sim::run::{run, Broken, Report, RunConfig};
 use shardline_sim::scenarios::{self, Victim};
 use shardline_storage_node::failpoint;
 
@@ -60,13 +60,7 @@ fn main() -> anyhow::Result<()> {
     }
     let faults = FaultMix::parse(&args.faults).map_err(anyhow::Error::msg)?;
     if args.scenario.as_deref() == Some("list") {
-        for s in scenarios::SCENARIOS {
-            let about = s.about.split_whitespace().collect::<Vec<_>>().join(" ");
-            match s.guards.and_then(|g| g.to_possible_value()) {
-                Some(g) => println!("{} (fails with --broken {}): {about}", s.name, g.get_name()),
-                None => println!("{}: {about}", s.name),
-            }
-        }
+        list_scenarios();
         return Ok(());
     }
     let scenario = match args.scenario.as_deref() {
@@ -101,29 +95,7 @@ fn main() -> anyhow::Result<()> {
             failed += 1;
             if shown < args.show {
                 shown += 1;
-                eprintln!("seed {seed} FAILED ({} ops, {} acked):", report.ops, report.acked);
-                for v in &report.violations {
-                    eprintln!("  {v}");
-                }
-                if let Some(key) = args.history {
-                    for op in report.history.ops.iter().filter(|op| op.key == key) {
-                        eprintln!("    {op}");
-                    }
-                }
-                let broken = args
-                    .broken
-                    .map(|b| format!(" --broken {}", b.to_possible_value().expect("a name").get_name()))
-                    .unwrap_or_default();
-                let what = match (scenario, &args.failpoint) {
-                    (Some(s), _) => format!("--scenario {}", s.name),
-                    (None, Some(spec)) => {
-                        format!("--failpoint {spec}{}", if args.on_follower { " --on-follower" } else { "" })
-                    }
-                    (None, None) => format!("--faults {}", args.faults),
-                };
-                eprintln!(
-                    "  replay: cargo run --release -p shardline-sim -- --seed {seed} --seeds 1 {what} --trace{broken}"
-                );
+                describe_failure(&args, scenario, seed, &report);
             }
             if args.fail_fast {
                 break;
@@ -147,4 +119,39 @@ fn main() -> anyhow::Result<()> {
         bail!("{failed} of {} seeds failed", args.seeds);
     }
     Ok(())
+}
+
+/// Prints every scripted scenario with what it shows.
+fn list_scenarios() {
+    for s in scenarios::SCENARIOS {
+        let about = s.about.split_whitespace().collect::<Vec<_>>().join(" ");
+        match s.guards.and_then(|g| g.to_possible_value()) {
+            Some(g) => println!("{} (fails with --broken {}): {about}", s.name, g.get_name()),
+            None => println!("{}: {about}", s.name),
+        }
+    }
+}
+
+/// Prints a failed seed's violations, the asked-for key's history, and the command that
+/// replays it.
+fn describe_failure(args: &Args, scenario: Option<&scenarios::Scenario>, seed: u64, report: &Report) {
+    eprintln!("seed {seed} FAILED ({} ops, {} acked):", report.ops, report.acked);
+    for v in &report.violations {
+        eprintln!("  {v}");
+    }
+    if let Some(key) = args.history {
+        for op in report.history.ops.iter().filter(|op| op.key == key) {
+            eprintln!("    {op}");
+        }
+    }
+    let broken = args
+        .broken
+        .map(|b| format!(" --broken {}", b.to_possible_value().expect("a name").get_name()))
+        .unwrap_or_default();
+    let what = match (scenario, &args.failpoint) {
+        (Some(s), _) => format!("--scenario {}", s.name),
+        (None, Some(spec)) => format!("--failpoint {spec}{}", if args.on_follower { " --on-follower" } else { "" }),
+        (None, None) => format!("--faults {}", args.faults),
+    };
+    eprintln!("  replay: cargo run --release -p shardline-sim -- --seed {seed} --seeds 1 {what} --trace{broken}");
 }

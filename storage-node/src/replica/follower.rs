@@ -135,8 +135,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             AppendPlan::Accept { truncate_from, skip } => {
                 if let Some(from) = truncate_from {
                     if from <= self.commit {
+                        warn!(from, commit = self.commit, "primary asked to cut a committed entry: refused");
                         let why = format!("primary asked to cut committed entry {from} (commit {})", self.commit);
-                        warn!("{why}");
                         return PeerResponse::Error(ErrorCode::Internal(why));
                     }
                     info!(from, "cutting a divergent log suffix");

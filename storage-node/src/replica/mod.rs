@@ -459,7 +459,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
 
     /// Marks the replica faulty after a storage error it cannot recover from by itself.
     fn storage_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
-        warn!(%e, "{what} failed: replica stops serving");
+        warn!(%e, what, "storage failed: replica stops serving");
         let index = self.wal.last().index + 1;
         self.fault = Some((index, format!("{what} failed: {e}")));
         self.step_down(Role::Idle);
@@ -470,7 +470,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// itself back to its last good fsync). It acknowledges nothing it cannot prove
     /// durable, and serves again once a primary has brought it up to date.
     fn log_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
-        warn!(%e, "{what} failed: reloading the log from disk");
+        warn!(%e, what, "log write failed: reloading the log from disk");
         self.step_down(Role::Idle);
         self.synced = false;
         self.unsynced = 0;

@@ -63,7 +63,7 @@ pub fn open_shard(
     std::fs::create_dir_all(&dir)?;
     let table = Table::open(&dir.join("table.redb"), failpoints.clone())?;
     let disk = FsDisk::open(dir.join("log"))?;
-    let span = info_span!("shard", node = %cfg.id, shard = %shard);
+    let span = info_span!("shard", node = %cfg.id, shard = %shard, term = tracing::field::Empty);
     let _enter = span.enter();
     let replica_cfg = Arc::new(ReplicaConfig {
         node: cfg.id.clone(),
@@ -115,6 +115,7 @@ pub fn open_shard(
         links: HashMap::new(),
         answers,
     };
+    span.record("term", task.replica.state().term);
     drop(_enter);
     tokio::spawn(task.run(rx, answers_rx).instrument(span));
     Ok(ShardHandle { tx, shared })
@@ -269,7 +270,12 @@ impl ShardTask {
         let r = &self.replica;
         {
             let mut published = self.shared.published.lock().expect("published lock");
-            published.state = r.state();
+            let state = r.state();
+            if state.term != published.state.term {
+                // The shard span names the term, so every line it logs says which.
+                tracing::Span::current().record("term", state.term);
+            }
+            published.state = state;
             published.primary = r.primary_hint();
             published.lease_until = r.lease_until();
             published.origin = self.origin;
