@@ -142,11 +142,18 @@ async fn main() -> anyhow::Result<()> {
             Box::new(ExternalSpawner::new(addresses))
         }
         SpawnerKind::Docker => {
+            // The nodes read the same files, at the same paths, through read-only mounts.
+            let mut shared_dirs: Vec<String> = (args.server.files()?.into_iter())
+                .filter_map(|(_, path)| path.parent().map(|d| d.display().to_string()))
+                .collect();
+            shared_dirs.sort();
+            shared_dirs.dedup();
             let docker = DockerConfig {
                 image: args.docker_image,
                 network: args.docker_network,
                 prefix: args.docker_prefix,
                 node_args,
+                shared_dirs,
             };
             Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
         }

@@ -114,9 +114,8 @@ impl ServerArgs {
         Ok(Ports { listener, tls, plain })
     }
 
-    /// The flags that hand these credentials and certificates on to a process this one
-    /// starts (the coordinator's nodes), as absolute paths.
-    pub fn passed_on(&self) -> std::io::Result<Vec<String>> {
+    /// The credential and certificate files given, by flag name, as absolute paths.
+    pub fn files(&self) -> std::io::Result<Vec<(&'static str, PathBuf)>> {
         let files: [(&str, &Option<PathBuf>); 5] = [
             ("users-file", &self.users_file),
             ("cluster-secret-file", &self.cluster_secret_file),
@@ -124,12 +123,13 @@ impl ServerArgs {
             ("tls-key", &self.tls_key),
             ("tls-ca", &self.tls_ca),
         ];
-        let mut flags = Vec::new();
-        for (flag, path) in files {
-            if let Some(path) = path.as_deref() {
-                flags.push(format!("--{flag}={}", std::path::absolute(path)?.display()));
-            }
-        }
-        Ok(flags)
+        let given = files.into_iter().filter_map(|(flag, path)| path.as_deref().map(|p| (flag, p)));
+        given.map(|(flag, path)| Ok((flag, std::path::absolute(path)?))).collect()
+    }
+
+    /// The flags that hand these credentials and certificates on to a process this one
+    /// starts (the coordinator's nodes).
+    pub fn passed_on(&self) -> std::io::Result<Vec<String>> {
+        Ok(self.files()?.into_iter().map(|(flag, path)| format!("--{flag}={}", path.display())).collect())
     }
 }

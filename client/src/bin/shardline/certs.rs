@@ -61,7 +61,9 @@ impl LocalTls {
 fn ca() -> anyhow::Result<(CertificateParams, KeyPair)> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "Shardline local CA");
+    // A name of its own, so a client trusting another local CA is told "unknown issuer".
+    let tag = &shardline_protocol::net::auth::generate_secret()[..12];
+    params.distinguished_name.push(DnType::CommonName, format!("Shardline local CA {tag}"));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     Ok((params, KeyPair::generate()?))
 }

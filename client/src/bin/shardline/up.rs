@@ -208,12 +208,11 @@ pub fn exec_bench(addr: &str, json: bool, tls_ca: Option<&Path>, mut args: Vec<S
     if json && !args.iter().any(|a| a == "--json") {
         args.push("--json".into());
     }
-    if let (Some(ca), Some(_)) = (tls_ca, at) {
-        if !args.iter().any(|a| a == "--tls-ca" || a.starts_with("--tls-ca=")) {
-            args.push(format!("--tls-ca={}", ca.display()));
-        }
+    let mut command = std::process::Command::new(&bench);
+    if let Some(ca) = tls_ca {
+        command.env("SHARDLINE_TLS_CA", ca);
     }
-    let error = std::process::Command::new(&bench).args(&args).exec();
+    let error = command.args(&args).exec();
     Err(anyhow::Error::new(error).context(format!("running {}", bench.display())))
 }
 
