@@ -66,7 +66,10 @@ bench-copy: ## add a replica to a shard of 1,000,000 rows: sender's memory, copy
 SHARDLINE_PREFIX ?= shardline
 SHARDLINE_PORT ?= 7000
 SHARDLINE_IMAGE ?= shardline:latest
-export SHARDLINE_PREFIX SHARDLINE_PORT SHARDLINE_IMAGE
+# The stack's credentials (users file, cluster secret, admin and app credentials), made by
+# `make up` if missing and mounted read-only into the containers at this same host path.
+SHARDLINE_AUTH ?= $(CURDIR)/docker/auth/$(SHARDLINE_PREFIX)
+export SHARDLINE_PREFIX SHARDLINE_PORT SHARDLINE_IMAGE SHARDLINE_AUTH
 # What `make clean` removes: everything Shardline made (CLEAN_SCOPE=all, the default), or
 # with CLEAN_SCOPE=prefix only the stack SHARDLINE_PREFIX names (its images are kept).
 CLEAN_SCOPE ?= all
@@ -80,8 +83,11 @@ STATIC_DIR := $(or $(CARGO_TARGET_DIR),target)/$(STATIC_TARGET)/release
 STATIC_BINS := shardline-coordinator shardline-balancer shardline-node shardline
 # The CLI: the static one `make images` built, else the image's own (host network, so
 # 127.0.0.1:SHARDLINE_PORT is the same address; docker/ mounted for the layout file).
-CLI := $(if $(wildcard $(STATIC_DIR)/shardline),$(STATIC_DIR)/shardline,docker run --rm --network host \
-	--label shardline.prefix=$(SHARDLINE_PREFIX) -v $(CURDIR)/docker:/docker:ro -w / $(SHARDLINE_IMAGE) shardline)
+CLI_BIN := $(if $(wildcard $(STATIC_DIR)/shardline),$(STATIC_DIR)/shardline,docker run --rm --network host \
+	--label shardline.prefix=$(SHARDLINE_PREFIX) -v $(CURDIR)/docker:/docker:ro -v $(SHARDLINE_AUTH):$(SHARDLINE_AUTH) \
+	-w / $(SHARDLINE_IMAGE) shardline)
+# Every CLI call presents the stack's admin credential.
+CLI := $(CLI_BIN) --credentials $(SHARDLINE_AUTH)/admin.credentials
 ADDR := 127.0.0.1:$(SHARDLINE_PORT)
 COMPOSE := docker-compose -p $(SHARDLINE_PREFIX) -f docker/docker-compose.yml
 WAIT_SECONDS ?= 60
@@ -102,6 +108,8 @@ all: images ## build the images, start coordinator + balancer on Docker, init th
 	@$(MAKE) --no-print-directory up
 
 up: ## start the Docker stack from existing images and init it (once; safe to run twice)
+	@mkdir -p $(SHARDLINE_AUTH)
+	@$(CLI_BIN) auth init $(SHARDLINE_AUTH) >/dev/null && echo "credentials: $(SHARDLINE_AUTH)"
 	$(COMPOSE) up -d
 	@deadline=$$(( $$(date +%s) + $(WAIT_SECONDS) )); \
 	until $(CLI) --addr $(ADDR) --timeout 2 ping >/dev/null 2>&1 \
@@ -121,13 +129,16 @@ up: ## start the Docker stack from existing images and init it (once; safe to ru
 	@echo "Shardline is up on Docker; its balancer is at $(ADDR)."
 	@echo "  $(CLI) --addr $(ADDR) status"
 	@echo "  $(CLI) --addr $(ADDR) write 42 alice 77 && $(CLI) --addr $(ADDR) read 0 100"
-	@echo "  nc 127.0.0.1 $(SHARDLINE_PORT)      (then HELP, STATUS, READ 0 100, ...)"
+	@echo "  nc 127.0.0.1 $(SHARDLINE_PORT)      (then HELP, AUTH admin <secret in $(SHARDLINE_AUTH)/admin.credentials>, STATUS, ...)"
 	@echo "  docker ps --filter label=shardline.prefix=$(SHARDLINE_PREFIX)"
 	@echo "  make clean      removes every container, volume, network and image Shardline made"
 
 bench-failover-docker: images ## the failover bench against the Docker stack SHARDLINE_PREFIX (started if needed, initialized by the bench if new)
 	$(CARGO) build --release -p shardline-benches
+	@mkdir -p $(SHARDLINE_AUTH)
+	@$(CLI_BIN) auth init $(SHARDLINE_AUTH) >/dev/null
 	$(COMPOSE) up -d
+	SHARDLINE_CREDENTIALS=$(SHARDLINE_AUTH)/admin.credentials \
 	$(or $(CARGO_TARGET_DIR),target)/release/shardline-bench failover --docker --prefix $(SHARDLINE_PREFIX) \
 		--addr $(ADDR) --out bench-out/failover-docker $(BENCH_ARGS)
 
@@ -143,5 +154,5 @@ clean: ## remove every container, volume, network and image labelled shardline.m
 	@if [ "$(CLEAN_SCOPE)" = all ]; then \
 		docker images -q --filter label=shardline.managed=true | sort -u | xargs -r docker rmi -f >/dev/null; \
 	fi
-	@if [ "$(CLEAN_SCOPE)" = all ]; then rm -rf docker/build; fi
+	@if [ "$(CLEAN_SCOPE)" = all ]; then rm -rf docker/build docker/auth; else rm -rf $(SHARDLINE_AUTH); fi
 	@echo "removed what Shardline made in Docker ($(CLEAN_LABEL))"

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::net::auth::{Credential, Gate};
+use shardline_protocol::net::tls::ClientTls;
 use shardline_protocol::net::Limits;
+use shardline_protocol::net::Outgoing;
 use shardline_protocol::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 
 use crate::error::BalancerError;
@@ -47,6 +49,9 @@ pub struct BalancerConfig {
     /// What the balancer presents to the nodes and the coordinator (default `None`: this
     /// process's own credential, [`shardline_protocol::net::auth::set_outgoing`]).
     pub credential: Option<Credential>,
+    /// The CA the nodes' and coordinator's certificates must chain to (default `None`:
+    /// this process's own, [`shardline_protocol::net::tls::set_outgoing`]; else in the clear).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for BalancerConfig {
@@ -67,6 +72,7 @@ impl Default for BalancerConfig {
             idle_timeout: shardline_protocol::net::DEFAULT_IDLE_TIMEOUT,
             gate: Arc::new(Gate::open()),
             credential: None,
+            tls: None,
         }
     }
 }
@@ -77,9 +83,13 @@ impl BalancerConfig {
         BalancerConfig { coordinator: coordinator.into(), ..BalancerConfig::default() }
     }
 
-    /// The credential to present to the nodes and the coordinator, if any.
-    pub fn outgoing(&self) -> Option<Credential> {
-        self.credential.clone().or_else(shardline_protocol::net::auth::outgoing)
+    /// The TLS and credential to present to the nodes and the coordinator:
+    /// [`BalancerConfig::tls`] and [`BalancerConfig::credential`], else this process's own.
+    pub fn outgoing(&self) -> Outgoing {
+        Outgoing {
+            tls: self.tls.clone().or_else(shardline_protocol::net::tls::outgoing),
+            credential: self.credential.clone().or_else(shardline_protocol::net::auth::outgoing),
+        }
     }
 
     /// The limits the client listener enforces.

@@ -63,22 +63,24 @@ pub async fn run(
     run_with_metrics(listener, config, MetricsAddr::Off, shutdown).await
 }
 
-/// Like [`run`], also serving Prometheus `/metrics` where `metrics` says.
+/// Like [`run`] on `ports` (a TLS port, and a plaintext one beside it, if they say so),
+/// also serving Prometheus `/metrics` where `metrics` says.
 pub async fn run_with_metrics(
-    listener: TcpListener,
+    ports: impl Into<net::Ports>,
     config: BalancerConfig,
     metrics: MetricsAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BalancerError> {
     config.validate()?;
     let balancer = Arc::new(Balancer::new(config.clone()));
-    let listen = listener.local_addr()?;
+    let ports = ports.into();
+    let listen = ports.listener.local_addr()?;
     info!(%listen, coordinator = %config.coordinator, client_id = balancer.client_id(), "balancer starting");
     let mut registry = Registry::default();
     metrics::register(&balancer, &mut registry);
     let exporter = exporter::start(metrics, listen, registry).await?;
     let follower = tokio::spawn(topology::follow(balancer.topology().clone(), config.clone()));
-    net::serve_with(listener, balancer, config.limits(), config.gate.clone(), shutdown).await;
+    net::serve_ports(ports, balancer, config.limits(), config.gate.clone(), shutdown).await;
     follower.abort();
     if let Some((_, task)) = exporter {
         task.abort();

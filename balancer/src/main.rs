@@ -2,14 +2,13 @@
 //! or SIGTERM.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use shardline_balancer::config::BalancerConfig;
 use shardline_metrics::MetricsAddr;
-use shardline_protocol::net::auth;
+use shardline_protocol::net::cli::ServerArgs;
 use tracing_subscriber::EnvFilter;
 
 /// Shardline's balancer: routes client requests (binary frames, or text lines from `nc`)
@@ -49,20 +48,9 @@ struct Args {
     /// host; a taken port then only costs the metrics) or off.
     #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = MetricsAddr::default())]
     metrics_addr: MetricsAddr,
-    /// Users file (TOML; see the README's Security section): with it (or a cluster
-    /// secret), a connection must authenticate before anything but PING, HELP and AUTH.
-    #[arg(long, env = "SHARDLINE_USERS_FILE")]
-    users_file: Option<PathBuf>,
-    /// File holding the cluster's internal secret: control and peer messages are accepted
-    /// only from its holders, and this process presents it to its peers.
-    #[arg(long, env = "SHARDLINE_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Milliseconds a new connection may take to send its first byte and authenticate.
-    #[arg(long, default_value_t = 10_000)]
-    handshake_timeout_ms: u64,
-    /// Milliseconds a connection may stay silent with nothing in flight before it is closed.
-    #[arg(long, default_value_t = 300_000)]
-    idle_timeout_ms: u64,
+    /// Credentials, timeouts, TLS.
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -73,22 +61,26 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    let (gate, tls) = args.server.setup()?;
     let config = BalancerConfig {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         retry_deadline: Duration::from_millis(args.retry_deadline_ms),
         pool_size: args.pool_size,
         max_payload: args.max_payload,
-        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        gate: auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?,
+        handshake_timeout: Duration::from_millis(args.server.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(args.server.idle_timeout_ms),
+        gate,
         ..BalancerConfig::new(args.coordinator)
     };
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listen = tokio::net::lookup_host(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("cannot resolve --listen {}", args.listen))?;
+    let ports = args.server.bind(listen, tls).await?;
     let shutdown = shardline_protocol::net::stop_signal().context("cannot watch for SIGTERM")?;
-    shardline_balancer::run_with_metrics(listener, config, args.metrics_addr, shutdown).await?;
+    shardline_balancer::run_with_metrics(ports, config, args.metrics_addr, shutdown).await?;
     Ok(())
 }

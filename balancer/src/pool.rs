@@ -16,7 +16,7 @@ use shardline_protocol::Frame;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::CallError;
-use shardline_protocol::net::auth::Credential;
+use shardline_protocol::net::Outgoing;
 use shardline_protocol::net::{MuxConn, MAX_IN_FLIGHT};
 
 /// How long a failed connect makes a slot fail calls without trying again.
@@ -57,7 +57,7 @@ pub struct Pool {
     turn: AtomicUsize,
     connect_timeout: Duration,
     max_payload: usize,
-    credential: Option<Credential>,
+    outgoing: Outgoing,
 }
 
 impl Pool {
@@ -69,13 +69,13 @@ impl Pool {
             turn: AtomicUsize::new(0),
             connect_timeout,
             max_payload,
-            credential: None,
+            outgoing: Outgoing::default(),
         }
     }
 
-    /// The same pool, presenting `credential` on every connection it opens.
-    pub fn with_credential(mut self, credential: Option<Credential>) -> Pool {
-        self.credential = credential;
+    /// The same pool, opening every connection with `outgoing`'s TLS and credential.
+    pub fn with_outgoing(mut self, outgoing: Outgoing) -> Pool {
+        self.outgoing = outgoing;
         self
     }
 
@@ -126,7 +126,7 @@ impl Pool {
             self.connect_timeout,
             self.max_payload,
             MAX_IN_FLIGHT,
-            self.credential.as_ref(),
+            &self.outgoing,
         )
         .await
         {

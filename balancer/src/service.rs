@@ -39,7 +39,7 @@ impl Balancer {
     /// A balancer with an empty topology cache (feed it with [`crate::topology::follow`]).
     pub fn new(cfg: BalancerConfig) -> Balancer {
         let topology = Arc::new(TopologyCache::new(&cfg.coordinator));
-        let pool = Pool::new(cfg.pool_size, cfg.connect_timeout, cfg.max_payload).with_credential(cfg.outgoing());
+        let pool = Pool::new(cfg.pool_size, cfg.connect_timeout, cfg.max_payload).with_outgoing(cfg.outgoing());
         Balancer {
             cfg,
             topology,

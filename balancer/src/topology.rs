@@ -243,8 +243,7 @@ pub async fn follow(cache: Arc<TopologyCache>, cfg: BalancerConfig) {
 async fn subscribe_once(cache: &TopologyCache, addr: &str, cfg: &BalancerConfig) -> Result<(), String> {
     const ID: u64 = 1;
     let failed = |e: String| e;
-    let credential = cfg.outgoing();
-    let stream = shardline_protocol::net::open_stream(addr, cfg.connect_timeout, cfg.max_payload, credential.as_ref())
+    let stream = shardline_protocol::net::open_stream(addr, cfg.connect_timeout, cfg.max_payload, &cfg.outgoing())
         .await
         .map_err(|e| e.to_string())?;
     let mut framed = Framed::new(stream, FrameCodec::new(cfg.max_payload));

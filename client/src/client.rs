@@ -12,6 +12,8 @@ use shardline_protocol::{
 use tokio::sync::Mutex;
 
 use shardline_protocol::net::auth::Credential;
+use shardline_protocol::net::tls::ClientTls;
+use shardline_protocol::net::Outgoing;
 
 use crate::connection::Connection;
 use crate::direct::Router;
@@ -40,6 +42,10 @@ pub struct ClientConfig {
     /// [`shardline_protocol::net::auth::set_outgoing`], if any; else none, which a server
     /// with no credentials configured accepts).
     pub credential: Option<Credential>,
+    /// TLS: the CA the server's certificate must chain to ([`ClientTls::load`] reads a PEM
+    /// file). Default `None`: this process's own
+    /// ([`shardline_protocol::net::tls::set_outgoing`]), if any; else in the clear.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -52,11 +58,20 @@ impl Default for ClientConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             retries: 2,
             credential: None,
+            tls: None,
         }
     }
 }
 
 impl ClientConfig {
+    /// The TLS and credential connections present: this config's, else this process's.
+    pub(crate) fn outgoing(&self) -> Outgoing {
+        Outgoing {
+            tls: self.tls.clone().or_else(shardline_protocol::net::tls::outgoing),
+            credential: self.credential.clone().or_else(shardline_protocol::net::auth::outgoing),
+        }
+    }
+
     /// Checks that the values make sense.
     pub fn validate(&self) -> Result<(), ClientError> {
         let bad = |m: &str| Err(ClientError::InvalidRequest(m.to_owned()));
@@ -241,11 +256,11 @@ impl Client {
         }
         let c = &self.inner.config;
         // Each address at most once; a request that is refused connection everywhere fails.
-        let credential = c.credential.clone().or_else(shardline_protocol::net::auth::outgoing);
+        let outgoing = c.outgoing();
         let mut last = None;
         for _ in 0..self.inner.addrs.len() {
             let addr = self.addr().to_owned();
-            let open = Connection::open(&addr, c.connect_timeout, c.max_payload, c.max_in_flight, credential.clone());
+            let open = Connection::open(&addr, c.connect_timeout, c.max_payload, c.max_in_flight, &outgoing);
             match open.await {
                 Ok(conn) => {
                     let conn = Arc::new(conn);

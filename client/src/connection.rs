@@ -11,8 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardline_protocol::net::auth::Credential;
-use shardline_protocol::net::{CallError, MuxConn};
+use shardline_protocol::net::{CallError, MuxConn, Outgoing};
 use shardline_protocol::Frame;
 
 use crate::error::ClientError;
@@ -24,15 +23,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` within `timeout`, presenting `credential` if any.
+    /// Connects to `addr` within `timeout`, with `outgoing`'s TLS and credential.
     pub(crate) async fn open(
         addr: &str,
         timeout: Duration,
         max_payload: usize,
         max_in_flight: usize,
-        credential: Option<Credential>,
+        outgoing: &Outgoing,
     ) -> Result<Connection, ClientError> {
-        let mux = MuxConn::connect_as(Arc::from(addr), timeout, max_payload, max_in_flight, credential.as_ref())
+        let mux = MuxConn::connect_as(Arc::from(addr), timeout, max_payload, max_in_flight, outgoing)
             .await
             .map_err(client_error)?;
         Ok(Connection { mux })
@@ -55,6 +54,7 @@ fn client_error(e: CallError) -> ClientError {
         CallError::Closed { addr } => ClientError::Connection { addr, reason: "the connection closed".into() },
         CallError::Timeout { addr, after } => ClientError::Timeout { addr, timeout: after },
         CallError::Refused { addr, reason } => ClientError::Refused { addr, reason },
+        CallError::Tls { addr, reason } => ClientError::Tls { addr, reason },
         CallError::TooLarge { len, max } | CallError::AnswerTooLarge { len, max, .. } => {
             ClientError::TooLarge { len, max }
         }

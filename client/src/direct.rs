@@ -40,6 +40,7 @@ impl Router {
             admin_timeout: config.admin_timeout,
             pool_size,
             credential: config.credential.clone(),
+            tls: config.tls.clone(),
             ..BalancerConfig::new(coordinator)
         };
         cfg.validate().map_err(|e| ClientError::InvalidRequest(e.to_string()))?;

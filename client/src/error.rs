@@ -51,6 +51,16 @@ pub enum ClientError {
         /// The server's answer.
         reason: String,
     },
+    /// The TLS handshake failed: the server's certificate is not signed by the CA this
+    /// client trusts ([`ClientConfig::tls`](crate::ClientConfig)) or names another host, or
+    /// the server does not speak TLS on that port. Trying again will not help.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The server's address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// The request could not be built from the arguments (e.g. an empty write).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -57,6 +57,7 @@ pub mod rows;
 pub use client::{Client, ClientConfig, WriteResult};
 pub use error::ClientError;
 pub use shardline_protocol::net::auth::Credential;
+pub use shardline_protocol::net::tls::ClientTls;
 pub use shardline_protocol::{
     AddServersRequest, Column, ColumnType, CopyDirection, CopyProgress, CopySize, ErrorCode, InitRequest, Row, Schema,
     ShardCommit, ShardCopy, ShardId, ShardRows, ShardSpec, ShardTopology, Topology, Value,

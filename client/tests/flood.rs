@@ -156,9 +156,10 @@ async fn floods_and_slow_loris_are_cut_off_while_others_are_served() {
 }
 
 /// A raw connection authenticated as the test admin.
-async fn harness_authenticated(addr: &str) -> TcpStream {
-    let credential = shardline_protocol::net::auth::outgoing().expect("the harness sets a credential");
-    shardline_protocol::net::open_stream(addr, Duration::from_secs(5), 1 << 20, Some(&credential))
+async fn harness_authenticated(addr: &str) -> shardline_protocol::net::Stream {
+    let outgoing = shardline_protocol::net::Outgoing::process();
+    assert!(outgoing.credential.is_some(), "the harness sets a credential");
+    shardline_protocol::net::open_stream(addr, Duration::from_secs(5), 1 << 20, &outgoing)
         .await
         .expect("an authenticated connection")
 }

@@ -17,6 +17,7 @@ use shardline_coordinator::spawner::{DockerConfig, DockerSpawner, ExternalSpawne
 use shardline_coordinator::Coordinator;
 use shardline_metrics::{exporter, MetricsAddr};
 use shardline_protocol::net;
+use shardline_protocol::net::cli::ServerArgs;
 
 /// Shardline's coordinator: keeps the cluster configuration (schema, shards, servers,
 /// terms) in redb, heartbeats the storage nodes, elects a new primary when one dies,
@@ -84,20 +85,9 @@ struct Args {
     /// (--node-arg=--metrics-addr=...; by default their port plus 1000).
     #[arg(long, default_value_t = MetricsAddr::default())]
     metrics_addr: MetricsAddr,
-    /// Users file (TOML; see the README's Security section): with it (or a cluster
-    /// secret), a connection must authenticate before anything but PING, HELP and AUTH.
-    #[arg(long, env = "SHARDLINE_USERS_FILE")]
-    users_file: Option<PathBuf>,
-    /// File holding the cluster's internal secret: control and peer messages are accepted
-    /// only from its holders, and this process presents it to its peers.
-    #[arg(long, env = "SHARDLINE_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Milliseconds a new connection may take to send its first byte and authenticate.
-    #[arg(long, default_value_t = 10_000)]
-    handshake_timeout_ms: u64,
-    /// Milliseconds a connection may stay silent with nothing in flight before it is closed.
-    #[arg(long, default_value_t = 300_000)]
-    idle_timeout_ms: u64,
+    /// Credentials, timeouts, TLS.
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -121,18 +111,12 @@ async fn main() -> anyhow::Result<()> {
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
     cfg.dead_after = Duration::from_millis(args.dead_after_ms);
     cfg.lease = Duration::from_millis(args.lease_ms);
-    cfg.limits.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
-    cfg.limits.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    cfg.limits = args.server.limits(cfg.limits);
     cfg.validate()?;
-    let gate = net::auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?;
-    // The nodes this coordinator starts check the same credentials.
+    let (gate, tls) = args.server.setup()?;
+    // The nodes this coordinator starts check the same credentials and serve the same TLS.
     let mut node_args = args.node_args;
-    for (flag, path) in [("users-file", &args.users_file), ("cluster-secret-file", &args.cluster_secret_file)] {
-        if let Some(path) = path {
-            let path = std::path::absolute(path).with_context(|| format!("--{flag} {}", path.display()))?;
-            node_args.push(format!("--{flag}={}", path.display()));
-        }
-    }
+    node_args.extend(args.server.passed_on().context("the credential and certificate paths")?);
     let spawner: Box<dyn Spawner> = match args.spawner {
         SpawnerKind::Process => {
             let node_bin = match args.node_bin {
@@ -158,17 +142,23 @@ async fn main() -> anyhow::Result<()> {
             Box::new(ExternalSpawner::new(addresses))
         }
         SpawnerKind::Docker => {
+            // The nodes read the same files, at the same paths, through read-only mounts.
+            let mut shared_dirs: Vec<String> = (args.server.files()?.into_iter())
+                .filter_map(|(_, path)| path.parent().map(|d| d.display().to_string()))
+                .collect();
+            shared_dirs.sort();
+            shared_dirs.dedup();
             let docker = DockerConfig {
                 image: args.docker_image,
                 network: args.docker_network,
                 prefix: args.docker_prefix,
                 node_args,
+                shared_dirs,
             };
             Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
         }
     };
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let ports = args.server.bind(cfg.listen, tls).await?;
     let limits = cfg.limits;
     let mut elector = None;
     let coordinator = if args.meta == "redb" {
@@ -195,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
     let _metrics = exporter::start(args.metrics_addr, args.listen, registry).await?;
     let reconcile = tokio::spawn(coordinator.clone().reconcile_loop());
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
-    net::serve_with(listener, Arc::new(CoordinatorService(coordinator.clone())), limits, gate, shutdown).await;
+    net::serve_ports(ports, Arc::new(CoordinatorService(coordinator.clone())), limits, gate, shutdown).await;
     reconcile.abort();
     if let Some(elector) = elector {
         elector.abort();

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shardline_protocol::{AddServersRequest, Request, Response, ShardId, Topology};
+use shardline_protocol::net::MuxConn;
+use shardline_protocol::{AddServersRequest, ErrorCode, Message, Request, Response, ShardId, Topology};
 use stack::{docker, node_stats, stat, Stack};
 use wire::{converged, primary_keys, primary_of, topology, wait_topology, write, Outcome};
 
@@ -40,6 +41,7 @@ async fn shardline_on_docker() {
     let started = Instant::now();
     let out = stack.make("up", &[]);
     assert!(out.contains("initialized: docker/seed-init.json"), "make up did not init:\n{out}");
+    stack.present_admin();
     eprintln!("make up (compose up, wait, init): {:.1} s", started.elapsed().as_secs_f64());
 
     bring_up(&stack).await;
@@ -102,7 +104,9 @@ async fn bring_up(stack: &Stack) {
 
     assert!(matches!(write(&addr, 1, 1, 42, Duration::from_secs(20)).await, Outcome::Acked(_)));
     assert!(primary_keys(&addr, 0, 100).await.contains(&42));
-    let text = text_request(&addr, "READ 40 45");
+    refuses_strangers(&addr).await;
+    let admin = shardline_protocol::net::auth::outgoing().expect("the admin credential");
+    let text = text_request(&addr, &format!("AUTH {} {}\nREAD 40 45", admin.user, admin.secret.0));
     assert!(text.contains("42 student42 42") && text.contains("\nOK"), "text mode answered:\n{text}");
 
     let again = stack.make("up", &[]);
@@ -110,18 +114,39 @@ async fn bring_up(stack: &Stack) {
     assert_eq!(topology(&addr).await.servers.len(), 6);
 }
 
-/// One line to the text mode (what `nc 127.0.0.1 PORT` does); the answer up to OK/ERR.
-fn text_request(addr: &str, line: &str) -> String {
+/// The stack asks for credentials: without any, a write is refused in frames and in the
+/// text mode, and nothing is written.
+async fn refuses_strangers(addr: &str) {
+    let stranger = shardline_protocol::net::Outgoing::default();
+    let conn = MuxConn::connect_as(Arc::from(addr), Duration::from_secs(10), 1 << 20, 16, &stranger)
+        .await
+        .expect("a connection without credentials");
+    let batch = shardline_protocol::WriteBatch::encode(7, 1, &[common::row(43)]).expect("a batch");
+    let answer = conn.call(Request::Write(batch).to_frame(1).unwrap(), Duration::from_secs(10)).await.unwrap();
+    let answer = Response::from_frame(&answer).expect("a response");
+    assert!(matches!(answer, Response::Error(ErrorCode::Unauthenticated(_))), "an unauthenticated write: {answer:?}");
+    let text = text_request(addr, "WRITE 43 eve 1");
+    assert!(text.trim_start().starts_with("ERR Unauthenticated"), "an unauthenticated text write: {text}");
+    assert!(!primary_keys(addr, 0, 100).await.contains(&43), "a stranger's write was applied");
+}
+
+/// Lines to the text mode (what `nc 127.0.0.1 PORT` does); the answers up to the last
+/// line's OK/ERR.
+fn text_request(addr: &str, lines: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    stream.write_all(format!("{lines}\n").as_bytes()).unwrap();
     let mut answer = String::new();
+    let mut left = lines.lines().count();
     for l in BufReader::new(stream).lines().take(1000) {
         let l = l.expect("an answer line");
         answer.push('\n');
         answer.push_str(&l);
         if l.starts_with("OK") || l.starts_with("ERR") {
-            break;
+            left -= 1;
+            if left == 0 {
+                break;
+            }
         }
     }
     answer
@@ -242,13 +267,13 @@ async fn network_cut(stack: &Stack) -> Vec<i64> {
         cut.elapsed().as_secs_f64() * 1000.0
     );
     // The new primary's election took longer than the old one's lease: it has lapsed.
-    let lapsed = node_stats(&container).await.expect("stats of the cut-off node");
+    let lapsed = node_stats(stack, &container).await.expect("stats of the cut-off node");
     for seq in 2..=6u64 {
         let key = 4096 + 3000 + seq as i64;
         assert!(matches!(write(&addr, 3003, seq, key, Duration::from_secs(20)).await, Outcome::Acked(_)));
         acked.push(key);
     }
-    let later = node_stats(&container).await.expect("stats of the cut-off node");
+    let later = node_stats(stack, &container).await.expect("stats of the cut-off node");
     eprintln!(
         "cut-off {victim}: role {}, term {}, last {}, commit {}",
         stat(&later, "sh2.role"),
@@ -263,7 +288,7 @@ async fn network_cut(stack: &Stack) -> Vec<i64> {
 
     docker(&["network", "connect", &stack.network(), &container]).await.unwrap();
     wait_topology(&addr, "the reconnected node serves again", SETTLE, Topology::is_settled).await;
-    let back = node_stats(&container).await.expect("stats after reconnect");
+    let back = node_stats(stack, &container).await.expect("stats after reconnect");
     let back_term: u64 = stat(&back, "sh2.term").parse().expect("a term");
     assert!(back_term >= new_term, "it follows the new term: {back_term} < {new_term}");
     converged(&addr, 2, Duration::from_secs(60)).await;

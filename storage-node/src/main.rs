@@ -11,6 +11,7 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use shardline_metrics::{exporter, MetricsAddr};
 use shardline_protocol::net;
+use shardline_protocol::net::cli::ServerArgs;
 use shardline_storage_node::config::NodeConfig;
 use shardline_storage_node::failpoint::Failpoints;
 use shardline_storage_node::node::Node;
@@ -60,20 +61,9 @@ struct Args {
     /// host; a taken port then only costs the metrics) or off.
     #[arg(long, default_value_t = MetricsAddr::default())]
     metrics_addr: MetricsAddr,
-    /// Users file (TOML; see the README's Security section): with it (or a cluster
-    /// secret), a connection must authenticate before anything but PING, HELP and AUTH.
-    #[arg(long, env = "SHARDLINE_USERS_FILE")]
-    users_file: Option<PathBuf>,
-    /// File holding the cluster's internal secret: control and peer messages are accepted
-    /// only from its holders, and this process presents it to its peers.
-    #[arg(long, env = "SHARDLINE_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Milliseconds a new connection may take to send its first byte and authenticate.
-    #[arg(long, default_value_t = 10_000)]
-    handshake_timeout_ms: u64,
-    /// Milliseconds a connection may stay silent with nothing in flight before it is closed.
-    #[arg(long, default_value_t = 300_000)]
-    idle_timeout_ms: u64,
+    /// Credentials, timeouts, TLS.
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -95,18 +85,16 @@ async fn main() -> anyhow::Result<()> {
     cfg.validate()?;
     let failpoints = Failpoints::from_env().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen;
-    let mut limits = cfg.limits();
-    limits.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
-    limits.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
-    let gate = net::auth::setup(args.users_file.as_deref(), args.cluster_secret_file.as_deref())?;
+    let limits = args.server.limits(cfg.limits());
+    let (gate, tls) = args.server.setup()?;
     let id = cfg.id.clone();
     let node = Node::open(cfg, failpoints).context("opening the data directory")?;
     let mut registry = Registry::with_labels([(Cow::from("node"), Cow::from(id))].into_iter());
     shardline_storage_node::metrics::register(&node, &mut registry);
     let _metrics = exporter::start(args.metrics_addr, listen, registry).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "listening");
+    let ports = args.server.bind(listen, tls).await?;
+    tracing::info!(%listen, tls = ports.tls.is_some(), "listening");
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
-    net::serve_with(listener, node, limits, gate, shutdown).await;
+    net::serve_ports(ports, node, limits, gate, shutdown).await;
     Ok(())
 }

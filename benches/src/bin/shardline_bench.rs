@@ -115,6 +115,10 @@ struct RunArgs {
     /// this address (the workers share one routing client) instead of through --addr.
     #[arg(long, value_name = "COORDINATOR")]
     direct: Option<String>,
+    /// CA certificate (PEM) to verify the servers against: with it, every connection is
+    /// TLS (as for the CLI; `shardline up --tls` prints where its CA is).
+    #[arg(long, env = "SHARDLINE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// The flags of every bench that starts its own `shardline up` cluster.
@@ -272,6 +276,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(path) = std::env::var_os("SHARDLINE_CREDENTIALS") {
         let credential = shardline::Credential::load(std::path::Path::new(&path))?;
         shardline_protocol::net::auth::set_outgoing(Some(credential));
+    }
+    if let Some(ca) = &cli.run.tls_ca {
+        shardline_protocol::net::tls::set_outgoing(Some(shardline::ClientTls::load(ca)?));
     }
     match cli.command {
         None => bench(cli.run).await,

@@ -6,7 +6,9 @@
 //! address outlives restarts (a restarted container may get another IP). Everything
 //! created carries the label `shardline.managed=true`, plus `shardline.prefix`,
 //! `shardline.component=node` and `shardline.node`, so `make clean` (and tests) find
-//! exactly what Shardline made.
+//! exactly what Shardline made. The directories holding the credentials the nodes are
+//! given ([`DockerConfig::shared_dirs`]) are mounted read-only at the same path: the
+//! coordinator, itself in a container, must see them at their host path.
 //!
 //! - `start` creates the volume and the container if missing, or starts a stopped
 //!   container: a killed node comes back on its volume, recovers and catches up.
@@ -49,12 +51,21 @@ pub struct DockerConfig {
     pub prefix: String,
     /// Extra arguments for every node (after `--id`, `--listen`, `--data-dir`).
     pub node_args: Vec<String>,
+    /// Host directories mounted read-only into every node container at the same path (the
+    /// credentials and certificates `node_args` name).
+    pub shared_dirs: Vec<String>,
 }
 
 impl DockerConfig {
     /// Image `shardline:latest` on network `shardline`, names prefixed `shardline`.
     pub fn new(image: impl Into<String>, network: impl Into<String>) -> DockerConfig {
-        DockerConfig { image: image.into(), network: network.into(), prefix: "shardline".into(), node_args: Vec::new() }
+        DockerConfig {
+            image: image.into(),
+            network: network.into(),
+            prefix: "shardline".into(),
+            node_args: Vec::new(),
+            shared_dirs: Vec::new(),
+        }
     }
 }
 
@@ -137,7 +148,11 @@ impl DockerSpawner {
             hostname: Some(container.to_owned()),
             labels: Some(self.labels(&node.name)),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{container}:/data")]),
+                binds: Some(
+                    std::iter::once(format!("{container}:/data"))
+                        .chain(self.cfg.shared_dirs.iter().map(|d| format!("{d}:{d}:ro")))
+                        .collect(),
+                ),
                 network_mode: Some(self.cfg.network.clone()),
                 ..Default::default()
             }),

@@ -92,6 +92,23 @@ impl Stack {
             .expect("running make")
     }
 
+    /// The credentials `make up` made for this stack (`SHARDLINE_AUTH`).
+    pub(crate) fn auth_dir(&self) -> PathBuf {
+        root().join("docker/auth").join(&self.prefix)
+    }
+
+    /// The stack's admin credential file.
+    pub(crate) fn admin_credentials(&self) -> PathBuf {
+        self.auth_dir().join("admin.credentials")
+    }
+
+    /// Makes the stack's admin credential this process's own (every `Conn` presents it).
+    pub(crate) fn present_admin(&self) {
+        let admin = shardline_protocol::net::auth::Credential::load(&self.admin_credentials())
+            .expect("make up wrote the admin credential");
+        shardline_protocol::net::auth::set_outgoing(Some(admin));
+    }
+
     /// The balancer's address on the host.
     pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -190,10 +207,17 @@ pub(crate) async fn docker(args: &[&str]) -> Result<String, String> {
 
 /// A node's STATS, read inside its container (`docker exec … shardline stats` on its
 /// loopback): works while the node is cut off from every network.
-pub(crate) async fn node_stats(container: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub(crate) async fn node_stats(
+    stack: &Stack,
+    container: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    // The node container has the stack's credentials mounted at their host path.
+    let credentials = stack.admin_credentials();
+    let credentials = credentials.to_str().expect("a UTF-8 path");
+    let exec = ["exec", container, "shardline", "--addr", "127.0.0.1:7200", "--credentials", credentials];
     let out = tokio::time::timeout(
         Duration::from_secs(15),
-        docker(&["exec", container, "shardline", "--addr", "127.0.0.1:7200", "--timeout", "3", "--json", "stats"]),
+        docker(&[&exec[..], &["--timeout", "3", "--json", "stats"]].concat()),
     )
     .await
     .map_err(|_| format!("docker exec {container}: no answer in 15 s"))??;

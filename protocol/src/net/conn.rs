@@ -13,8 +13,10 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 
 use crate::{CodecError, DecodeError, ErrorCode, FrameCodec, Message, ShardId};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+use super::door::Outgoing;
+use super::Stream;
 
 /// Why a call to a peer failed: the one error type of [`Conn`] and [`super::MuxConn`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +66,15 @@ pub enum CallError {
     /// A frame or message that does not decode, or an answer that is not the one asked for.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The TLS handshake failed: the peer's certificate was refused (not signed by a
+    /// trusted CA, or naming another host), or the peer does not speak TLS.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// The peer refused this process's credential (or wants one and none was given).
     #[error("{addr} refused the credential: {reason}")]
     Refused {
@@ -77,7 +88,13 @@ pub enum CallError {
 impl CallError {
     /// Whether trying again (after a topology refresh) may help.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, CallError::TooLarge { .. } | CallError::AnswerTooLarge { .. } | CallError::Refused { .. })
+        !matches!(
+            self,
+            CallError::TooLarge { .. }
+                | CallError::AnswerTooLarge { .. }
+                | CallError::Refused { .. }
+                | CallError::Tls { .. }
+        )
     }
 
     /// The error code a client sees for this failure on behalf of `shard` (if any).
@@ -87,7 +104,7 @@ impl CallError {
                 ErrorCode::too_large(*len, *max)
             }
             (CallError::Timeout { .. }, _) => ErrorCode::Timeout(self.to_string()),
-            (CallError::Refused { .. }, _) => ErrorCode::Internal(self.to_string()),
+            (CallError::Refused { .. } | CallError::Tls { .. }, _) => ErrorCode::Internal(self.to_string()),
             (_, Some(shard)) => ErrorCode::Unavailable { shard, reason: self.to_string() },
             (_, None) => ErrorCode::Internal(self.to_string()),
         }
@@ -98,17 +115,17 @@ impl CallError {
 #[derive(Debug)]
 pub struct Conn {
     addr: String,
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     next_id: u64,
     /// A call failed mid-way: the stream's state is unknown.
     spent: bool,
 }
 
 impl Conn {
-    /// Connects within `timeout`, with Nagle off, presenting this process's credential
-    /// ([`super::auth::set_outgoing`]) if it has one.
+    /// Connects within `timeout`, with Nagle off, with this process's TLS and credential
+    /// ([`Outgoing::process`]) if it has them.
     pub async fn connect(addr: &str, timeout: Duration, max_payload: usize) -> Result<Conn, CallError> {
-        let stream = super::door::open(addr, timeout, max_payload, super::auth::outgoing().as_ref()).await?;
+        let stream = super::door::open(addr, timeout, max_payload, &Outgoing::process()).await?;
         Ok(Conn {
             addr: addr.to_owned(),
             framed: Framed::new(stream, FrameCodec::new(max_payload)),

@@ -5,6 +5,8 @@
 //! server answers `Ping` with `Pong` and anything else with `Unauthenticated`, and closes
 //! the connection after [`MAX_ATTEMPTS`] refused credentials or [`MAX_EARLY_FRAMES`]
 //! frames. The caller bounds the whole exchange with the handshake timeout.
+//!
+//! [`open`] dials a peer: TCP, then TLS if the [`Outgoing`] says so, then the credential.
 
 use std::io;
 use std::net::IpAddr;
@@ -16,7 +18,8 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::auth::{Credential, Gate};
-use super::CallError;
+use super::tls::ClientTls;
+use super::{CallError, Stream};
 use crate::access::Grants;
 use crate::{error_frame, frame, kind, ErrorCode, Frame, Message, Request, Response};
 
@@ -28,15 +31,37 @@ pub const MAX_EARLY_FRAMES: u32 = 64;
 /// secret): a stranger can make the server hold no more than this.
 pub const MAX_EARLY_PAYLOAD: usize = 8 * 1024;
 
-/// Runs the server's side: the grants won and the bytes read past the `Auth` frame, or
-/// `None` if the connection ended or was closed without authenticating.
+/// What an outgoing connection presents: TLS (verifying the peer) and a credential.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// Verify the peer against these CAs and encrypt; `None`: in the clear.
+    pub tls: Option<ClientTls>,
+    /// The credential to present once connected, if any.
+    pub credential: Option<Credential>,
+}
+
+impl Outgoing {
+    /// This process's own: [`super::tls::set_outgoing`] and [`super::auth::set_outgoing`].
+    pub fn process() -> Outgoing {
+        Outgoing { tls: super::tls::outgoing(), credential: super::auth::outgoing() }
+    }
+
+    /// This process's TLS with `credential` (none if `None`) instead of its credential.
+    pub fn presenting(credential: Option<Credential>) -> Outgoing {
+        Outgoing { tls: super::tls::outgoing(), credential }
+    }
+}
+
+/// Runs the server's side on `stream`, `input` holding what was read from it already: the
+/// grants won and the bytes read past the `Auth` frame, or `None` if the connection ended
+/// or was closed without authenticating.
 pub(super) async fn accept(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
+    mut input: BytesMut,
     gate: &Gate,
     peer: IpAddr,
     max_payload: usize,
 ) -> io::Result<Option<(Grants, BytesMut)>> {
-    let mut input = BytesMut::with_capacity(4096);
     let (mut attempts, mut frames) = (0, 0);
     let max_payload = max_payload.min(MAX_EARLY_PAYLOAD);
     loop {
@@ -91,7 +116,7 @@ pub(super) async fn accept(
 /// Runs the client's side on a fresh connection to `addr`: presents `credential` and
 /// waits for the answer.
 pub(super) async fn present(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     addr: &str,
     credential: &Credential,
     max_payload: usize,
@@ -120,19 +145,18 @@ pub(super) async fn present(
     }
 }
 
-/// Connects to `addr` within `timeout` (Nagle off) and presents `credential`, if any,
-/// within the same timeout: a stream ready for frames.
-pub async fn open(
-    addr: &str,
-    timeout: Duration,
-    max_payload: usize,
-    credential: Option<&Credential>,
-) -> Result<TcpStream, CallError> {
+/// Connects to `addr` within `timeout` (Nagle off), runs the TLS handshake and presents
+/// the credential that `outgoing` names, within the same timeout: a stream ready for frames.
+pub async fn open(addr: &str, timeout: Duration, max_payload: usize, outgoing: &Outgoing) -> Result<Stream, CallError> {
     let connect_err = |reason: String| CallError::Connect { addr: addr.to_owned(), reason };
     let opening = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| connect_err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
-        if let Some(credential) = credential {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| connect_err(e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
+        let mut stream = match &outgoing.tls {
+            Some(tls) => tls.connect(addr, tcp).await.map_err(|e| tls_error(addr, e))?,
+            None => Stream::Plain(tcp),
+        };
+        if let Some(credential) = &outgoing.credential {
             present(&mut stream, addr, credential, max_payload).await?;
         }
         Ok(stream)
@@ -140,12 +164,24 @@ pub async fn open(
     tokio::time::timeout(timeout, opening).await.map_err(|_| connect_err("timed out".into()))?
 }
 
+/// A failed client handshake: a certificate refused, or a peer that does not speak TLS.
+fn tls_error(addr: &str, e: io::Error) -> CallError {
+    let reason = match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+            format!("{e} (does the server speak TLS on this port?)")
+        }
+        _ => e.to_string(),
+    };
+    CallError::Tls { addr: addr.to_owned(), reason }
+}
+
 fn to_frame(response: &Response, id: u64) -> Frame {
     response.to_frame(id).unwrap_or_else(|_| error_frame(kind::AUTH, id, ErrorCode::Internal("encode".into())))
 }
 
-async fn send(stream: &mut TcpStream, frame: &Frame) -> io::Result<()> {
+async fn send(stream: &mut Stream, frame: &Frame) -> io::Result<()> {
     let mut buf = BytesMut::new();
     frame::encode(frame, &mut buf);
-    stream.write_all(&buf).await
+    stream.write_all(&buf).await?;
+    stream.flush().await
 }

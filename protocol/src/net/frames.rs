@@ -25,21 +25,21 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use futures::stream::FuturesUnordered;
-use futures::Stream;
+use futures::Stream as _;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tracing::warn;
 
 use super::serve::{Limits, Service};
+use super::Stream;
 use crate::access::{Grants, Need};
 use crate::frame::DecodeError;
 use crate::{error_frame, frame, kind, ErrorCode, Frame, Message, Request, Response};
 
 /// Room kept free in the read buffer before each read.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 /// Output bytes past which the connection stops reading until the peer catches up.
 pub(super) const HIGH_WATER: usize = 1 << 20;
 
@@ -55,7 +55,7 @@ pub(super) struct Session {
 /// Serves binary frames on `stream` (with `input` already read from it) until the peer
 /// closes it and every answer is out, or it stays idle past the idle timeout.
 pub(super) async fn serve_frames<S: Service>(
-    stream: TcpStream,
+    stream: Stream,
     service: Arc<S>,
     limits: Limits,
     session: Session,
@@ -74,6 +74,7 @@ pub(super) async fn serve_frames<S: Service>(
         pending: FuturesUnordered::new(),
         streams: Vec::new(),
         reading: true,
+        unflushed: false,
         later: answer_later::<S>,
     };
     // Frames that came with the handshake are answered before the first read.
@@ -87,7 +88,7 @@ async fn answer_later<S: Service>(service: Arc<S>, frame: Frame) -> Frame {
 }
 
 struct FrameConn<S, F, L> {
-    stream: TcpStream,
+    stream: Stream,
     service: Arc<S>,
     limits: Limits,
     session: Session,
@@ -101,6 +102,8 @@ struct FrameConn<S, F, L> {
     streams: Vec<mpsc::Receiver<Frame>>,
     /// False once the peer closed its side or sent something that is not a frame.
     reading: bool,
+    /// Written since the last flush (TLS may hold the bytes in its session until then).
+    unflushed: bool,
     later: L,
 }
 
@@ -129,13 +132,22 @@ where
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         self.output.advance(n);
+                        self.unflushed = true;
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 }
             }
-            if !self.reading && self.pending.is_empty() && self.streams.is_empty() && self.output.is_empty() {
+            if self.output.is_empty() && self.unflushed {
+                match Pin::new(&mut self.stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            let done = !self.reading && self.pending.is_empty() && self.streams.is_empty();
+            if done && self.output.is_empty() && !self.unflushed {
                 return Poll::Ready(Ok(()));
             }
             if !progress {

@@ -22,13 +22,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
+use super::door::Outgoing;
+use super::stream::{ReadHalf, WriteHalf};
 use super::CallError;
 use crate::frame::DecodeError;
 use crate::{frame, CodecError, Frame, FrameCodec};
@@ -118,26 +119,26 @@ impl MuxConn {
     }
 
     /// [`MuxConn::connect`] with at most `max_in_flight` calls open at once (further calls
-    /// wait for a place, within their timeout); presents this process's credential.
+    /// wait for a place, within their timeout); with this process's TLS and credential.
     pub async fn connect_with(
         addr: Arc<str>,
         timeout: Duration,
         max_payload: usize,
         max_in_flight: usize,
     ) -> Result<MuxConn, CallError> {
-        MuxConn::connect_as(addr, timeout, max_payload, max_in_flight, super::auth::outgoing().as_ref()).await
+        MuxConn::connect_as(addr, timeout, max_payload, max_in_flight, &Outgoing::process()).await
     }
 
-    /// [`MuxConn::connect_with`] presenting `credential` (rather than this process's own,
-    /// [`super::auth::set_outgoing`]) when it connects; `None` presents nothing.
+    /// [`MuxConn::connect_with`] with the TLS and credential `outgoing` names (rather than
+    /// this process's own, [`Outgoing::process`]).
     pub async fn connect_as(
         addr: Arc<str>,
         timeout: Duration,
         max_payload: usize,
         max_in_flight: usize,
-        credential: Option<&super::auth::Credential>,
+        outgoing: &Outgoing,
     ) -> Result<MuxConn, CallError> {
-        let stream = super::door::open(&addr, timeout, max_payload, credential).await?;
+        let stream = super::door::open(&addr, timeout, max_payload, outgoing).await?;
         let (read, write) = stream.into_split();
         let pending = Pending { next_id: 1, ..Pending::default() };
         let shared = Arc::new(Shared { addr, pending: Mutex::new(pending), wake_writer: Notify::new() });
@@ -223,7 +224,7 @@ impl Drop for Forget<'_> {
     }
 }
 
-async fn read_loop(read: OwnedReadHalf, shared: Arc<Shared>, max_payload: usize) {
+async fn read_loop(read: ReadHalf, shared: Arc<Shared>, max_payload: usize) {
     let mut frames = FramedRead::new(read, FrameCodec::new(max_payload));
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -258,7 +259,7 @@ async fn read_loop(read: OwnedReadHalf, shared: Arc<Shared>, max_payload: usize)
     shared.close();
 }
 
-async fn write_loop(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn write_loop(mut write: WriteHalf, shared: Arc<Shared>) {
     let mut batch = BytesMut::with_capacity(64 * 1024);
     loop {
         shared.wake_writer.notified().await;
@@ -273,7 +274,8 @@ async fn write_loop(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
                 }
                 std::mem::swap(&mut p.output, &mut batch);
             }
-            if write.write_all_buf(&mut batch).await.is_err() {
+            // The flush pushes out what TLS kept in its session (nothing, in the clear).
+            if write.write_all_buf(&mut batch).await.is_err() || write.flush().await.is_err() {
                 shared.close();
                 return;
             }

@@ -8,6 +8,11 @@
 //! and is closed. Text connections are answered a line at a time, under the same frame
 //! limit: an answer whose binary form would be over it is answered `ERR TooLarge`, so
 //! `nc` and a binary client see the same outcome for the same request.
+//!
+//! A server listens on its [`Ports`]: its port, in the clear or with TLS, and, beside a TLS
+//! port and only where the operator asks for it, a plaintext one (for `nc`). A TLS port
+//! answers a peer that speaks in the clear with one error (a frame, or a text line) and
+//! closes, so a misconfigured client fails at once instead of hanging in a handshake.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
@@ -25,6 +30,8 @@ use tracing::{debug, info, warn};
 use super::auth::Gate;
 use super::door;
 use super::frames::{serve_frames, Session};
+use super::tls::{ServerTls, HANDSHAKE_RECORD};
+use super::Stream;
 use crate::access::{Grants, Need};
 use crate::frame::is_binary_start;
 use crate::text::{self, TextCommand};
@@ -92,6 +99,23 @@ impl Default for Limits {
     }
 }
 
+/// Where a server listens.
+#[derive(Debug)]
+pub struct Ports {
+    /// Its port: TLS when [`Ports::tls`] is set, else in the clear.
+    pub listener: TcpListener,
+    /// The certificate the port serves TLS with.
+    pub tls: Option<ServerTls>,
+    /// A second port, always in the clear (for `nc` beside a TLS port).
+    pub plain: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Ports {
+    fn from(listener: TcpListener) -> Ports {
+        Ports { listener, tls: None, plain: None }
+    }
+}
+
 /// Serves `listener` until `shutdown` completes, to anyone (no credentials asked).
 pub async fn serve<S: Service>(
     listener: TcpListener,
@@ -111,35 +135,59 @@ pub async fn serve_with<S: Service>(
     gate: Arc<Gate>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_ports(listener.into(), service, limits, gate, shutdown).await
+}
+
+/// [`serve_with`] on every port of `ports` (one connection limit for them all).
+pub async fn serve_ports<S: Service>(
+    ports: Ports,
+    service: Arc<S>,
+    limits: Limits,
+    gate: Arc<Gate>,
+    shutdown: impl Future<Output = ()>,
+) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let Ports { listener, tls, plain } = ports;
+    let plain_accept = async |plain: &Option<TcpListener>| match plain {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    };
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        warn!(%peer, "connection limit reached: refusing");
-                        tokio::spawn(refuse(stream));
-                        continue;
-                    };
-                    let service = service.clone();
-                    let gate = gate.clone();
-                    service.connection_opened();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, peer.ip(), service.clone(), limits, &gate).await {
-                            debug!(%peer, %e, "connection ended");
-                        }
-                        service.connection_closed();
-                        drop(permit);
-                    });
-                }
-                Err(e) => warn!(%e, "accept failed"),
-            },
+        let (accepted, tls) = tokio::select! {
+            accepted = listener.accept() => (accepted, tls.as_ref()),
+            accepted = plain_accept(&plain) => (accepted, None),
             _ = &mut shutdown => {
                 info!("shutting down");
                 return;
             }
-        }
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(%e, "accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit reached: refusing");
+            // A TLS client would not understand a plaintext answer: it just sees the close.
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
+            continue;
+        };
+        let service = service.clone();
+        let gate = gate.clone();
+        let tls = tls.cloned();
+        service.connection_opened();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, tls, peer.ip(), service.clone(), limits, &gate).await {
+                debug!(%peer, %e, "connection ended");
+            }
+            service.connection_closed();
+            drop(permit);
+        });
     }
 }
 
@@ -160,33 +208,76 @@ fn within_limit(response: Response, max_payload: usize) -> Response {
     }
 }
 
+/// What a TLS port answers a peer that speaks in the clear, before closing.
+const TLS_REQUIRED: &str = "this port speaks TLS: connect with TLS (shardline --tls-ca FILE), or use the \
+                            server's plaintext port if it has one";
+
 async fn serve_connection<S: Service>(
-    mut stream: TcpStream,
+    tcp: TcpStream,
+    tls: Option<ServerTls>,
     peer: IpAddr,
     service: Arc<S>,
     limits: Limits,
     gate: &Gate,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut first = [0u8; 1];
+    tcp.set_nodelay(true)?;
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout");
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
-    if timeout_at(deadline, stream.peek(&mut first)).await.map_err(|_| timed_out())?? == 0 {
+    // Nothing is allocated for a connection until it sends something.
+    let mut first = [0u8; 1];
+    if timeout_at(deadline, tcp.peek(&mut first)).await.map_err(|_| timed_out())?? == 0 {
         return Ok(());
     }
-    if !is_binary_start(first[0]) {
-        return serve_text(stream, peer, service, limits, gate).await;
+    let mut stream = match tls {
+        Some(_) if first[0] != HANDSHAKE_RECORD => return refuse_plaintext(tcp, first[0], peer).await,
+        Some(tls) => timeout_at(deadline, tls.accept(tcp)).await.map_err(|_| timed_out())??,
+        None if first[0] == HANDSHAKE_RECORD => {
+            // A TLS client on a plaintext port: closing at once lets it fail now, not
+            // after waiting for an answer to a ClientHello it will never get.
+            debug!(%peer, "a TLS handshake on a plaintext port: closing");
+            return Ok(());
+        }
+        None => Stream::Plain(tcp),
+    };
+    // The first bytes tell frames from text; they stay in the buffer for whichever serves.
+    let mut input = BytesMut::with_capacity(super::frames::READ_CHUNK);
+    if timeout_at(deadline, stream.read_buf(&mut input)).await.map_err(|_| timed_out())?? == 0 {
+        return Ok(());
+    }
+    if !is_binary_start(input[0]) {
+        return serve_text(stream, input, peer, service, limits, gate).await;
     }
     let (grants, input) = if gate.is_open() {
-        (Grants::ALL, BytesMut::new())
+        (Grants::ALL, input)
     } else {
-        let accepted = door::accept(&mut stream, gate, peer, limits.max_payload);
+        let accepted = door::accept(&mut stream, input, gate, peer, limits.max_payload);
         match timeout_at(deadline, accepted).await.map_err(|_| timed_out())?? {
             Some(won) => won,
             None => return Ok(()),
         }
     };
     serve_frames(stream, service, limits, Session { grants, open: gate.is_open() }, input).await
+}
+
+/// Answers a plaintext peer on a TLS port in its own language (an error frame, or a text
+/// line) and closes.
+async fn refuse_plaintext(mut tcp: TcpStream, first: u8, peer: IpAddr) -> std::io::Result<()> {
+    debug!(%peer, "plaintext on a TLS port: refusing");
+    let code = ErrorCode::BadRequest(TLS_REQUIRED.into());
+    if is_binary_start(first) {
+        let mut buf = BytesMut::new();
+        crate::frame::encode(&crate::error_frame(0, 0, code), &mut buf);
+        tcp.write_all(&buf).await?;
+    } else {
+        tcp.write_all(text::format_response(&Response::Error(code)).as_bytes()).await?;
+    }
+    tcp.shutdown().await
+}
+
+/// Writes a text answer and flushes it (TLS holds bytes back until flushed).
+async fn say(write: &mut super::stream::WriteHalf, answer: &str) -> std::io::Result<()> {
+    write.write_all(answer.as_bytes()).await?;
+    write.flush().await
 }
 
 /// What the text mode answers `request` with, if the connection may not send it.
@@ -204,7 +295,8 @@ fn refusal(grants: Grants, request: &Request) -> Option<Response> {
 }
 
 async fn serve_text<S: Service>(
-    stream: TcpStream,
+    stream: Stream,
+    input: BytesMut,
     peer: IpAddr,
     service: Arc<S>,
     limits: Limits,
@@ -212,7 +304,9 @@ async fn serve_text<S: Service>(
 ) -> std::io::Result<()> {
     let max_payload = limits.max_payload;
     let (read, mut write) = stream.into_split();
-    let mut lines = FramedRead::new(BufReader::new(read), LinesCodec::new_with_max_length(text::MAX_LINE));
+    // The bytes read to tell text from frames are the first line's start.
+    let read = std::io::Cursor::new(input).chain(read);
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(text::MAX_LINE));
     let mut grants = if gate.is_open() { Grants::ALL } else { Grants::NONE };
     let mut refused = 0;
     // Until it authenticates, a connection has the handshake's time; then the idle timeout.
@@ -220,7 +314,7 @@ async fn serve_text<S: Service>(
     loop {
         let Ok(line) = timeout_at(deadline, lines.next()).await else {
             let answer = "ERR Timeout: closing an idle connection\n";
-            let _ = write.write_all(answer.as_bytes()).await;
+            let _ = say(&mut write, answer).await;
             break;
         };
         let Some(line) = line else { break };
@@ -244,7 +338,7 @@ async fn serve_text<S: Service>(
                             let answer =
                                 text::format_response(&Response::Error(ErrorCode::Unauthenticated(e.to_string())));
                             if refused >= door::MAX_ATTEMPTS {
-                                write.write_all(answer.as_bytes()).await?;
+                                say(&mut write, &answer).await?;
                                 break;
                             }
                             answer
@@ -259,11 +353,11 @@ async fn serve_text<S: Service>(
             },
             Err(e) => {
                 let answer = format!("ERR BadRequest: {e}\n");
-                write.write_all(answer.as_bytes()).await?;
+                say(&mut write, &answer).await?;
                 break;
             }
         };
-        write.write_all(answer.as_bytes()).await?;
+        say(&mut write, &answer).await?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! | `admin.credentials`, `app.credentials` | `user = ...`, `secret = ...` for the CLI (`--credentials`) |
 //!
 //! Every file is created mode 0600 and kept: a resumed cluster keeps its credentials.
+//! With `--tls`, `DIR/tls` holds a local CA and the servers' certificate ([`crate::certs`]).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,6 +33,10 @@ pub(crate) enum AuthCommand {
     Init {
         /// The directory.
         dir: PathBuf,
+        /// Also a local CA and a certificate it signed for 127.0.0.1 and localhost, in
+        /// DIR/tls (for the servers' --tls-cert, --tls-key and --tls-ca).
+        #[arg(long)]
+        tls: bool,
     },
     /// Read a secret on standard input and print its argon2 hash, for a users file.
     Hash,
@@ -40,12 +45,18 @@ pub(crate) enum AuthCommand {
 /// Runs `shardline auth ...`.
 pub(crate) fn run(command: AuthCommand) -> anyhow::Result<()> {
     match command {
-        AuthCommand::Init { dir } => {
+        AuthCommand::Init { dir, tls } => {
             let local = LocalAuth::ensure(&dir)?;
             println!("users file      {}", local.users_file.display());
             println!("cluster secret  {}", local.cluster_secret_file.display());
             println!("admin           {}", local.admin_credentials.display());
             println!("app (client)    {}", local.dir.join("app.credentials").display());
+            if tls {
+                let tls = crate::certs::LocalTls::ensure(&local.dir)?;
+                println!("TLS CA          {}", tls.ca.display());
+                println!("TLS certificate {}", tls.cert.display());
+                println!("TLS key         {}", tls.key.display());
+            }
             Ok(())
         }
         AuthCommand::Hash => {
@@ -119,7 +130,8 @@ impl LocalAuth {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to a file only its owner may read (mode 0600).
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

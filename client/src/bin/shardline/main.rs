@@ -3,6 +3,7 @@
 
 mod auth;
 mod catch_up;
+mod certs;
 mod commands;
 mod output;
 mod up;
@@ -32,6 +33,10 @@ struct Cli {
     /// ./shardline-data/auth/admin.credentials (what `shardline up` makes) if it exists.
     #[arg(long, global = true, env = "SHARDLINE_CREDENTIALS")]
     credentials: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server against: with it, the CLI speaks TLS
+    /// (`shardline up --tls` prints where its CA is).
+    #[arg(long, global = true, env = "SHARDLINE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,7 +185,12 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = format!("{e:#}");
             eprintln!("error: {}", text.replace('\n', " "));
-            if text.contains("Unauthenticated") || text.contains("refused the credential") {
+            if text.contains("TLS with") || text.contains("this port speaks TLS") {
+                eprintln!(
+                    "hint: give --tls-ca FILE (or SHARDLINE_TLS_CA) with the CA that signed the server's certificate; \
+                     `shardline up --tls` writes DATA_DIR/auth/tls/ca.pem"
+                );
+            } else if text.contains("Unauthenticated") || text.contains("refused the credential") {
                 eprintln!(
                     "hint: give --credentials FILE (or SHARDLINE_CREDENTIALS); `shardline up` writes \
                      DATA_DIR/auth/admin.credentials"
@@ -194,6 +204,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Up(_) | Command::Auth(_)) {
         shardline_protocol::net::auth::set_outgoing(auth::resolve(cli.credentials.as_deref())?);
+        let tls = cli.tls_ca.as_deref().map(shardline::ClientTls::load).transpose()?;
+        shardline_protocol::net::tls::set_outgoing(tls);
     }
     let ctx = commands::Ctx::new(cli.addr.clone(), cli.json, cli.timeout);
     match cli.command {
@@ -214,6 +226,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats => commands::stats(&ctx).await,
         Command::Up(args) => up::run(args, cli.json).await,
         Command::Auth(command) => auth::run(command),
-        Command::Bench { args } => up::exec_bench(&cli.addr, cli.json, args),
+        Command::Bench { args } => up::exec_bench(&cli.addr, cli.json, cli.tls_ca.as_deref(), args),
     }
 }

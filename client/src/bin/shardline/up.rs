@@ -20,8 +20,9 @@ use serde_json::json;
 use shardline::{layout, Client, ClientConfig, InitRequest, Topology};
 
 use crate::auth::LocalAuth;
+use crate::certs::LocalTls;
 use crate::output::print_json;
-use shardline_protocol::net::auth;
+use shardline_protocol::net::{auth, tls};
 
 /// Flags of `shardline up`.
 #[derive(Debug, Args)]
@@ -70,6 +71,15 @@ pub(crate) struct UpArgs {
     /// processes' own, 300 s).
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// TLS everywhere: a local CA and a certificate for 127.0.0.1 (made in AUTH_DIR/tls if
+    /// missing) on every port, and every process verifying its peers against the CA. The
+    /// CLI then needs --tls-ca AUTH_DIR/tls/ca.pem.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the balancer also serves the text mode and frames in the clear on this
+    /// port, for `nc` (default: no plaintext port).
+    #[arg(long, requires = "tls")]
+    plain_port: Option<u16>,
 }
 
 /// How long each process may take to answer its first Ping.
@@ -183,7 +193,7 @@ fn signal(pid: u32, sig: i32) {
 /// Replaces this process with `shardline-bench`, aimed at `addr` unless `args` name one.
 /// Its `seed` and `peer` subcommands start clusters of their own and take no address;
 /// `failover` takes it after its name.
-pub(crate) fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyhow::Result<()> {
+pub(crate) fn exec_bench(addr: &str, json: bool, tls_ca: Option<&Path>, mut args: Vec<String>) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let bench = sibling("shardline-bench")?;
     let at = match args.first().map(String::as_str) {
@@ -198,7 +208,11 @@ pub(crate) fn exec_bench(addr: &str, json: bool, mut args: Vec<String>) -> anyho
     if json && !args.iter().any(|a| a == "--json") {
         args.push("--json".into());
     }
-    let error = std::process::Command::new(&bench).args(&args).exec();
+    let mut command = std::process::Command::new(&bench);
+    if let Some(ca) = tls_ca {
+        command.env("SHARDLINE_TLS_CA", ca);
+    }
+    let error = command.args(&args).exec();
     Err(anyhow::Error::new(error).context(format!("running {}", bench.display())))
 }
 
@@ -390,6 +404,13 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let local = LocalAuth::ensure(&args.auth_dir.clone().unwrap_or_else(|| dir.join("auth")))?;
     // This process's own calls (readiness, init) are the admin's.
     auth::set_outgoing(Some(local.admin.clone()));
+    let local_tls = if args.tls { Some(LocalTls::ensure(&local.dir)?) } else { None };
+    if let Some(local_tls) = &local_tls {
+        tls::set_outgoing(Some(shardline::ClientTls::load(&local_tls.ca)?));
+    }
+    if let Some(port) = args.plain_port {
+        port_free(port)?;
+    }
     let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
     let balancer_addrs: Vec<String> = balancer_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let balancer_addr = balancer_addrs.join(",");
@@ -411,6 +432,15 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     for args in [&mut coordinator_args, &mut balancer_args] {
         args.push(format!("--users-file={}", local.users_file.display()));
         args.push(format!("--cluster-secret-file={}", local.cluster_secret_file.display()));
+        // The coordinator hands these on to the nodes it starts.
+        if let Some(t) = &local_tls {
+            args.push(format!("--tls-cert={}", t.cert.display()));
+            args.push(format!("--tls-key={}", t.key.display()));
+            args.push(format!("--tls-ca={}", t.ca.display()));
+        }
+    }
+    if let Some(port) = args.plain_port {
+        balancer_args.push(format!("--plain-listen=127.0.0.1:{port}"));
     }
     let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
     coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
@@ -483,7 +513,13 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         _ = sigint.recv() => { procs.stop().await; return Ok(()) }
         _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
     };
-    let a = Announce { balancer: &balancer_addr, coordinator: &coord_addr, resumed, local: &local };
+    let a = Announce {
+        balancer: &balancer_addr,
+        coordinator: &coord_addr,
+        resumed,
+        local: &local,
+        tls_ca: local_tls.as_ref().map(|t| t.ca.as_path()),
+    };
     announce(&args, &dir, &topology, json, a);
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -522,10 +558,12 @@ struct Announce<'a> {
     coordinator: &'a str,
     resumed: bool,
     local: &'a LocalAuth,
+    /// The CA clients verify against, with `--tls`.
+    tls_ca: Option<&'a Path>,
 }
 
 fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>) {
-    let Announce { balancer, coordinator, resumed, local } = a;
+    let Announce { balancer, coordinator, resumed, local, tls_ca } = a;
     let no_primary: Vec<String> =
         t.shards.iter().filter(|s| s.primary.is_none()).map(|s| s.spec.id.to_string()).collect();
     if json {
@@ -540,11 +578,16 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
             "without_primary": no_primary,
             "metrics_offset": args.metrics_offset,
             "credentials": local.admin_credentials,
+            "tls_ca": tls_ca,
+            "plain_port": args.plain_port,
         }));
         return;
     }
-    let addr =
+    let mut addr =
         if args.balancer_port == 7000 && args.balancers == 1 { String::new() } else { format!(" --addr {balancer}") };
+    if let Some(ca) = tls_ca {
+        addr.push_str(&format!(" --tls-ca {}", ca.display()));
+    }
     println!(
         "\nShardline is up: {} shards on {} servers{}\n",
         t.shards.len(),
@@ -559,6 +602,9 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
         local.admin_credentials.display(),
         crate::auth::DEFAULT_CREDENTIALS
     );
+    if let Some(ca) = tls_ca {
+        println!("  TLS          on every port; clients verify against the CA {}", ca.display());
+    }
     println!("  coordinator  {coordinator}   membership, elections, admin");
     println!(
         "  nodes        ports from {}; data and logs under {}",
@@ -583,9 +629,19 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
     println!("  shardline{addr} read 0 100");
     println!("  shardline{addr} read-server Server0");
     println!("  shardline{addr} write --file rows.csv     (header: the schema's column names)");
-    println!(
-        "  nc 127.0.0.1 {}                          then HELP, and AUTH admin <the admin secret>",
-        args.balancer_port
-    );
+    let nc_port = match (tls_ca, args.plain_port) {
+        (None, _) => Some(args.balancer_port),
+        (Some(_), plain) => plain,
+    };
+    match nc_port {
+        Some(port) => {
+            println!("  nc 127.0.0.1 {port}                          then HELP, and AUTH admin <the admin secret>")
+        }
+        None => println!(
+            "  openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}   the text mode over TLS",
+            tls_ca.map(|c| c.display().to_string()).unwrap_or_default(),
+            args.balancer_port
+        ),
+    }
     println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
 }
