@@ -32,7 +32,7 @@ impl Balancer {
         let routing = self.routing_by(deadline).await?;
         let parts = routing.overlapping(low, high);
         if parts.is_empty() {
-            return Ok(encode(&Response::Rows(Vec::new())));
+            return Ok(encode(&Response::Rows { at: Vec::new(), rows: Vec::new() }));
         }
         let hash = hash_of(self.next_request());
         if let [(shard, part_low, part_high)] = parts[..] {

@@ -351,7 +351,7 @@ impl Client {
             return Err(ClientError::InvalidRequest(format!("the range's low {low} is above its high {high}")));
         }
         match self.request(&Request::Read { low, high, primary }).await? {
-            Response::Rows(rows) => Ok(rows),
+            Response::Rows { rows, .. } => Ok(rows),
             other => Err(unexpected("Rows", &other)),
         }
     }

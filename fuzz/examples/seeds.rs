@@ -206,7 +206,7 @@ fn frames() -> Vec<Frame> {
         Response::Topology(topology),
         Response::Node(node.clone()),
         Response::Stats(vec![("ops".into(), "3".into())]),
-        Response::Rows(rows()),
+        Response::Rows { at: Vec::new(), rows: rows() },
         Response::ServerRows(vec![ShardRows {
             shard,
             rows: rows(),

@@ -266,7 +266,7 @@ impl Node {
             rows.extend(s.read(low, high, primary)?);
         }
         rows.sort_by_key(|r| r.key);
-        Ok(Response::Rows(rows))
+        Ok(Response::Rows { at: Vec::new(), rows })
     }
 
     /// Answers a read with the stored row bytes spliced into the answer (the binary fast

@@ -70,8 +70,8 @@ pub async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Duration)
 /// The keys in `[low, high]`, read from each shard's primary (linearizable).
 pub async fn primary_keys(addr: &str, low: i64, high: i64) -> Vec<i64> {
     poll("a linearizable read", Duration::from_secs(30), || async {
-        match request(addr, &Request::Read { low, high, primary: true }).await {
-            Ok(Response::Rows(rows)) => Some(rows.iter().map(|r| r.key).collect()),
+        match request(addr, &Request::Read { low, high, consistency: shardline_protocol::Consistency::Primary }).await {
+            Ok(Response::Rows { rows, .. }) => Some(rows.iter().map(|r| r.key).collect()),
             _ => None,
         }
     })
@@ -92,8 +92,8 @@ pub async fn converged(addr: &str, id: u32, limit: Duration) {
         let t = topology(addr).await;
         let shard = t.shards.iter().find(|s| s.spec.id == ShardId(id))?;
         let (low, high) = (shard.spec.low, shard.spec.high()?);
-        let want = match request(addr, &Request::Read { low, high, primary: true }).await {
-            Ok(Response::Rows(rows)) => rows,
+        let want = match request(addr, &Request::Read { low, high, consistency: shardline_protocol::Consistency::Primary }).await {
+            Ok(Response::Rows { rows, .. }) => rows,
             _ => return None,
         };
         for replica in &shard.replicas {

@@ -129,6 +129,15 @@ pub enum ErrorCode {
     /// The connection's user lacks the permission this request needs.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// This replica cannot prove it is as fresh as the read asks (a session position it
+    /// has not applied, or a staleness bound it cannot show): a router asks the primary.
+    #[error("{shard} here is behind what the read asks: {reason}")]
+    Behind {
+        /// The shard.
+        shard: ShardId,
+        /// What it lacks.
+        reason: String,
+    },
 }
 
 impl ErrorCode {
@@ -160,6 +169,7 @@ impl ErrorCode {
             ErrorCode::NotLeader { .. } => "NotLeader",
             ErrorCode::Unauthenticated(_) => "Unauthenticated",
             ErrorCode::Forbidden(_) => "Forbidden",
+            ErrorCode::Behind { .. } => "Behind",
         }
     }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::batch::WriteBatch;
+use crate::consistency::{Consistency, ShardPosition};
 use crate::message::{AddServersRequest, Request, Secret};
 use crate::model::{Row, ShardId, Value};
 
@@ -83,17 +84,42 @@ fn no_args(name: &str, args: &[Token], request: Request) -> Result<Request, Text
 }
 
 fn parse_read(args: &[Token]) -> Result<Request, TextError> {
-    const USAGE: &str = "usage: READ <low> <high> [PRIMARY], e.g. READ 100 200";
-    let (low, high, primary) = match args {
-        [low, high] => (low, high, false),
-        [low, high, p] if p.text.eq_ignore_ascii_case("primary") => (low, high, true),
+    const USAGE: &str = "usage: READ <low> <high> [ANY | PRIMARY | BOUNDED <ms> | BOUNDED <n>E | SESSION \
+                         [sh1=45,sh2=12]], e.g. READ 100 200 BOUNDED 100";
+    let (low, high, level) = match args {
+        [low, high, level @ ..] => (low, high, level),
+        _ => return err(USAGE),
+    };
+    let consistency = match level {
+        [] => Consistency::Any,
+        [one] if one.text.eq_ignore_ascii_case("session") => Consistency::Session { positions: Vec::new() },
+        [one] => one.text.parse().map_err(|_| TextError(USAGE.into()))?,
+        [kind, bound] if kind.text.eq_ignore_ascii_case("bounded") => {
+            let bound = bound.text.to_ascii_lowercase();
+            let form = if bound.ends_with('e') || bound.ends_with("ms") { bound } else { format!("{bound}ms") };
+            format!("bounded:{form}").parse().map_err(|_| TextError(USAGE.into()))?
+        }
+        [kind, token] if kind.text.eq_ignore_ascii_case("session") => {
+            Consistency::Session { positions: parse_positions(&token.text).ok_or_else(|| TextError(USAGE.into()))? }
+        }
         _ => return err(USAGE),
     };
     let (low, high) = (int(low, "READ", "low")?, int(high, "READ", "high")?);
     if low > high {
         return err(format!("READ: low {low} is above high {high}"));
     }
-    Ok(Request::Read { low, high, primary })
+    Ok(Request::Read { low, high, consistency })
+}
+
+/// `sh1=45,sh2=12`: per shard, the applied index a session read must see (term 0: the
+/// text mode carries indexes only, which is all a replica compares).
+fn parse_positions(text: &str) -> Option<Vec<ShardPosition>> {
+    text.split(',')
+        .map(|part| {
+            let (shard, index) = part.split_once('=')?;
+            Some(ShardPosition { shard: ShardId::parse(shard)?, term: 0, index: index.parse().ok()? })
+        })
+        .collect()
 }
 
 fn parse_row(command: &str, args: &[Token]) -> Result<Row, TextError> {
@@ -240,8 +266,20 @@ mod tests {
     #[test]
     fn seed_operations_parse() {
         assert_eq!(request("ping"), Request::Ping);
-        assert_eq!(request("READ 100 200"), Request::Read { low: 100, high: 200, primary: false });
-        assert_eq!(request("read -5 5 primary"), Request::Read { low: -5, high: 5, primary: true });
+        assert_eq!(request("READ 100 200"), Request::Read { low: 100, high: 200, consistency: Consistency::Any });
+        assert_eq!(request("read -5 5 primary"), Request::Read { low: -5, high: 5, consistency: Consistency::Primary });
+        let read = |consistency| Request::Read { low: 1, high: 2, consistency };
+        assert_eq!(request("READ 1 2 ANY"), read(Consistency::Any));
+        assert_eq!(request("READ 1 2 BOUNDED 100"), read(Consistency::bounded_ms(100)));
+        assert_eq!(request("READ 1 2 bounded 100ms"), read(Consistency::bounded_ms(100)));
+        assert_eq!(request("READ 1 2 BOUNDED 50E"), read(Consistency::bounded_entries(50)));
+        assert_eq!(request("READ 1 2 bounded:50e"), read(Consistency::bounded_entries(50)));
+        assert_eq!(request("READ 1 2 SESSION"), read(Consistency::Session { positions: vec![] }));
+        let at = |shard, index| ShardPosition { shard: ShardId(shard), term: 0, index };
+        assert_eq!(request("READ 1 2 SESSION sh1=45,2=12"), read(Consistency::Session { positions: vec![at(1, 45), at(2, 12)] }));
+        assert!(parse_line("READ 1 2 SESSION sh1").is_err());
+        assert!(parse_line("READ 1 2 BOUNDED").is_err());
+        assert!(parse_line("READ 1 2 FRESH").is_err());
         assert_eq!(request("DEL 101"), Request::Delete { client_id: 0, seq: 0, key: 101 });
         assert_eq!(request("LOG sh2 5"), Request::Log { shard: ShardId(2), count: 5 });
         let Request::Write(batch) = request("WRITE 101 alice 77\r\n") else { panic!() };

@@ -471,14 +471,14 @@ mod tests {
             Response::from_frame(&out.into_frame(1)).unwrap()
         };
         t.apply(&[write(1, &[3, 1, 2])], false).unwrap();
-        assert_eq!(encoded(0, 100), Response::Rows(t.read_range(0, 100).unwrap()));
-        assert_eq!(encoded(2, 2), Response::Rows(t.read_range(2, 2).unwrap()));
+        assert_eq!(encoded(0, 100), Response::Rows { at: Vec::new(), rows: t.read_range(0, 100).unwrap() });
+        assert_eq!(encoded(2, 2), Response::Rows { at: Vec::new(), rows: t.read_range(2, 2).unwrap() });
         t.apply(&[write(2, &[50])], false).unwrap();
         let del = LogEntry { term: 1, index: 3, op: Operation::Delete { client_id: 0, seq: 0, key: 1 } };
         t.apply(&[del], false).unwrap();
-        let Response::Rows(rows) = encoded(0, 100) else { panic!("not rows") };
+        let Response::Rows { rows, .. } = encoded(0, 100) else { panic!("not rows") };
         assert_eq!(rows.iter().map(|r| r.key).collect::<Vec<_>>(), vec![2, 3, 50]);
-        assert_eq!(encoded(5, 4), Response::Rows(Vec::new()));
+        assert_eq!(encoded(5, 4), Response::Rows { at: Vec::new(), rows: Vec::new() });
     }
 
     #[test]
