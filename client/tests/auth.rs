@@ -177,6 +177,7 @@ async fn control_and_peer_messages_without_the_cluster_secret_change_nothing() {
             prev: state.last,
             entries: vec![],
             commit: state.commit_index + 100,
+            echo: None,
         }
         .to_frame(13)
         .unwrap(),

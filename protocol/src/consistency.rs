@@ -42,8 +42,10 @@ pub enum Consistency {
     /// Any serving replica: committed data, arbitrarily stale.
     #[default]
     Any,
-    /// At most `max_lag_ms` behind real time and `max_lag_entries` behind the primary's
-    /// commit index, as the replica can prove; else served by the primary.
+    /// Served by a replica that can prove that, `max_lag_ms` ago or later, the primary's
+    /// commit index was at most `max_lag_entries` ahead of what it has applied (with 0
+    /// entries: every write acknowledged more than `max_lag_ms` ago is seen); else
+    /// served by the primary.
     Bounded {
         /// Milliseconds of staleness allowed.
         max_lag_ms: u64,
@@ -60,9 +62,9 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    /// A bound in milliseconds only.
+    /// A bound in milliseconds: every write acknowledged more than `ms` ago is seen.
     pub fn bounded_ms(ms: u64) -> Consistency {
-        Consistency::Bounded { max_lag_ms: ms, max_lag_entries: u64::MAX }
+        Consistency::Bounded { max_lag_ms: ms, max_lag_entries: 0 }
     }
 
     /// A bound in entries only (with [`ENTRIES_BOUND_FRESH_MS`] of contact freshness).
@@ -181,10 +183,11 @@ impl FromStr for Consistency {
 impl fmt::Display for Consistency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Consistency::Bounded { max_lag_ms, max_lag_entries } if *max_lag_entries == u64::MAX => {
-                write!(f, "bounded:{max_lag_ms}ms")
+            Consistency::Bounded { max_lag_ms, max_lag_entries: 0 } => write!(f, "bounded:{max_lag_ms}ms"),
+            Consistency::Bounded { max_lag_ms: ENTRIES_BOUND_FRESH_MS, max_lag_entries } => {
+                write!(f, "bounded:{max_lag_entries}e")
             }
-            Consistency::Bounded { max_lag_entries, .. } => write!(f, "bounded:{max_lag_entries}e"),
+            Consistency::Bounded { max_lag_ms, max_lag_entries } => write!(f, "bounded:{max_lag_ms}ms,{max_lag_entries}e"),
             other => f.write_str(other.name()),
         }
     }
