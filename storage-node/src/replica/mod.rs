@@ -206,6 +206,9 @@ pub struct Replica<D: Disk, T: TableStore> {
     primary_commit: Option<u64>,
     /// The latest proof of contact with a leased primary (followers; see [`fresh`]).
     contact: Option<fresh::Contact>,
+    /// Test-only (the simulator's checkers): entries this replica applied while leading,
+    /// kept until taken. `None` (off) in a node.
+    journal: Option<Vec<LogEntry>>,
 }
 
 /// Why a replica could not open.
@@ -285,6 +288,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             unsynced: 0,
             primary_commit: None,
             contact: None,
+            journal: None,
         })
     }
 
@@ -385,6 +389,18 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         ContactStamp { run: self.cfg.incarnation, at_nanos: now.as_nanos() as u64 }
     }
 
+    /// Test-only: keep the entries applied while leading, for [`Replica::take_journal`]
+    /// (a primary applies only committed entries, so the simulator learns the committed
+    /// log from it even after the log's prefix is truncated).
+    pub fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Test-only: the entries applied while leading since the last call.
+    pub fn take_journal(&mut self) -> Vec<LogEntry> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Log fsyncs so far.
     pub fn sync_counts(&self) -> SyncCounts {
         self.syncs
@@ -437,6 +453,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return Ok(());
         };
         self.table.apply(&entries, false)?;
+        if let (Some(journal), Role::Primary(_)) = (&mut self.journal, &self.role) {
+            journal.extend(entries.iter().cloned());
+        }
         self.applied = last;
         self.overlay.applied_through(last.index);
         self.compact()
