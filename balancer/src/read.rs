@@ -2,12 +2,14 @@
 //!
 //! Each shard's part goes to the replica its ring picks for this request (a hash of a
 //! balancer-wide request counter), or to its primary for a linearizable read; a replica
-//! that fails is skipped on the retry. The shards' answers are spliced in key order
+//! that fails is skipped on the retry. A `bounded` or `session` read a replica cannot
+//! serve (it answers `Behind`) goes to the primary next, at once
+//! ([`Routing::reader_at`](crate::route::Routing::reader_at)). The shards' answers are spliced in key order
 //! without decoding a row ([`merge_rows`]). `ReadServer` is forwarded to the named server.
 
 use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
-use shardline_protocol::{kind, ErrorCode, Frame, Message, Request, Response, Route, ShardId};
+use shardline_protocol::{kind, Consistency, ErrorCode, Frame, Message, Request, Response, Route, ShardId};
 use tokio::time::Instant;
 use tracing::{debug_span, Instrument};
 
@@ -19,12 +21,12 @@ use crate::service::{answer_with, encode, Balancer};
 impl Balancer {
     /// Serves a `Read` frame.
     pub(crate) async fn read(&self, frame: Frame) -> Result<Frame, ErrorCode> {
-        let (low, high, asked_primary) = match Request::from_frame(&frame) {
-            Ok(Request::Read { low, high, primary }) => (low, high, primary),
+        let (low, high, asked) = match Request::from_frame(&frame) {
+            Ok(Request::Read { low, high, consistency }) => (low, high, consistency),
             Ok(other) => return Err(unexpected("a read", &other)),
             Err(e) => return Err(ErrorCode::BadRequest(e.to_string())),
         };
-        let primary = asked_primary || frame.has_flag(FLAG_LINEARIZABLE);
+        let level = if frame.has_flag(FLAG_LINEARIZABLE) { Consistency::Primary } else { asked.clone() };
         if low > high {
             return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
         }
@@ -32,41 +34,43 @@ impl Balancer {
         let routing = self.routing_by(deadline).await?;
         let parts = routing.overlapping(low, high);
         if parts.is_empty() {
-            return Ok(encode(&Response::Rows(Vec::new())));
+            return Ok(encode(&Response::Rows { at: Vec::new(), rows: Vec::new() }));
         }
         let hash = hash_of(self.next_request());
         if let [(shard, part_low, part_high)] = parts[..] {
             // One shard: its answer is the answer, forwarded as it came; a request that
             // fits the shard whole is forwarded as the bytes that came in, too.
-            let whole = (part_low, part_high, primary) == (low, high, asked_primary);
+            let whole = (part_low, part_high) == (low, high) && level == asked;
             let payload = whole.then(|| frame.payload.clone());
-            return self.read_part(shard, (part_low, part_high), primary, hash, deadline, payload).await;
+            return self.read_part(shard, (part_low, part_high), &level, hash, deadline, payload).await;
         }
         let reads = parts.iter().map(|&(shard, low, high)| {
-            let span = debug_span!("shard_read", %shard, low, high, primary);
-            self.read_part(shard, (low, high), primary, hash, deadline, None).instrument(span)
+            let span = debug_span!("shard_read", %shard, low, high, level = level.name());
+            self.read_part(shard, (low, high), &level, hash, deadline, None).instrument(span)
         });
         let answers = join_all(reads).await.into_iter().collect::<Result<Vec<Frame>, ErrorCode>>()?;
         Ok(answer_with(rows_kind(), merge_rows(&answers)?))
     }
 
-    /// Reads `[low, high]` of one shard from the replica the ring picks (or its primary);
-    /// `payload`, when given, is that request already encoded.
+    /// Reads `[low, high]` of one shard from the replica the ring picks (or its primary)
+    /// at `level`; `payload`, when given, is that request already encoded.
     async fn read_part(
         &self,
         shard: ShardId,
         (low, high): (i64, i64),
-        primary: bool,
+        level: &Consistency,
         hash: u64,
         deadline: Instant,
         payload: Option<bytes::Bytes>,
     ) -> Result<Frame, ErrorCode> {
         let sub = match payload {
             Some(payload) => Frame::new(kind::READ, 0, payload),
-            None => Request::Read { low, high, primary }.to_frame(0).map_err(|e| ErrorCode::Internal(e.to_string()))?,
+            None => Request::Read { low, high, consistency: level.for_shard(shard) }
+                .to_frame(0)
+                .map_err(|e| ErrorCode::Internal(e.to_string()))?,
         }
         .with_route(Route::Shard(shard.0));
-        let pick = |r: &Routing, failed: &[String]| r.reader(shard, hash, primary, failed);
+        let pick = |r: &Routing, failed: &[String]| r.reader_at(shard, hash, level, failed);
         let (answer, target) = self.call_with_retries(Some(shard), &sub, deadline, pick).await?;
         if answer.kind != rows_kind() {
             return Err(ErrorCode::Internal(format!(

@@ -64,6 +64,12 @@ impl Balancer {
                         Ok(answer) if answer.kind != kind::ERROR => return Ok((answer, target)),
                         Ok(answer) => {
                             let e = error_of(&answer);
+                            if matches!(e, ErrorCode::Behind { .. }) && failed.is_empty() {
+                                // A replica too stale for a bounded or session read: the
+                                // next pick is the primary, at once (the topology is fine).
+                                failed.push(target.name.to_string());
+                                continue;
+                            }
                             if matches!(e, ErrorCode::Unavailable { .. }) {
                                 failed.push(target.name.to_string());
                             }

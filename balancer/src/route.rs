@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
-use shardline_protocol::{ErrorCode, ShardId, ShardSpec, Topology, WriteBatch};
+use shardline_protocol::{Consistency, ErrorCode, ShardId, ShardSpec, Topology, WriteBatch};
 
 use crate::ring::Ring;
 
@@ -143,6 +143,24 @@ impl Routing {
         self.server(&name).map_err(|_| unavailable(shard, &name))
     }
 
+    /// Where a read of `shard` at `level` goes: the primary for `primary`; for `bounded`
+    /// and `session`, the ring's replica first and the primary once any replica failed
+    /// (answered `Behind`, or could not be reached), since the primary can always serve
+    /// them; for `any`, the ring's replicas as [`Routing::reader`] picks them.
+    pub fn reader_at(
+        &self,
+        shard: ShardId,
+        hash: u64,
+        level: &Consistency,
+        exclude: &[String],
+    ) -> Result<Target, ErrorCode> {
+        match level {
+            Consistency::Primary => self.primary(shard),
+            Consistency::Bounded { .. } | Consistency::Session { .. } if !exclude.is_empty() => self.primary(shard),
+            _ => self.reader(shard, hash, false, exclude),
+        }
+    }
+
     /// The shards a read of `[low, high]` touches, in key order, each with the part of the
     /// range it owns.
     pub fn overlapping(&self, low: i64, high: i64) -> Vec<(ShardId, i64, i64)> {
@@ -193,6 +211,7 @@ pub fn is_retryable(e: &ErrorCode) -> bool {
             | ErrorCode::StaleTopology { .. }
             | ErrorCode::StaleTerm { .. }
             | ErrorCode::UnknownShard { .. }
+            | ErrorCode::Behind { .. }
     )
 }
 
@@ -317,6 +336,22 @@ mod tests {
         }
         assert_eq!(r.reader(ShardId(2), 7, true, &[]).unwrap().name.as_ref(), "B");
         assert!(matches!(r.reader(ShardId(9), 7, false, &[]), Err(ErrorCode::UnknownShard { .. })));
+    }
+
+    #[test]
+    fn bounded_and_session_reads_fall_back_to_the_primary() {
+        let r = Routing::new(topology());
+        let session = Consistency::Session { positions: Vec::new() };
+        let failed = ["B".to_string()];
+        for h in 0..50 {
+            for level in [Consistency::bounded_ms(100), session.clone()] {
+                assert_ne!(r.reader_at(ShardId(1), h, &level, &[]).unwrap().name.as_ref(), "C", "a healthy replica");
+                assert_eq!(r.reader_at(ShardId(1), h, &level, &failed).unwrap().name.as_ref(), "A", "the primary");
+            }
+            assert_eq!(r.reader_at(ShardId(2), h, &Consistency::Primary, &[]).unwrap().name.as_ref(), "B");
+            assert_eq!(r.reader_at(ShardId(1), h, &Consistency::Any, &failed).unwrap().name.as_ref(), "A");
+        }
+        assert!(is_retryable(&ErrorCode::Behind { shard: ShardId(1), reason: String::new() }));
     }
 
     #[test]

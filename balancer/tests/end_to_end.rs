@@ -23,12 +23,14 @@ fn write(rows: &[Row]) -> Request {
 }
 
 fn read(low: i64, high: i64, primary: bool) -> Request {
-    Request::Read { low, high, primary }
+    let consistency =
+        if primary { shardline_protocol::Consistency::Primary } else { shardline_protocol::Consistency::Any };
+    Request::Read { low, high, consistency }
 }
 
 fn keys(response: &Response) -> Vec<i64> {
     match response {
-        Response::Rows(rows) => rows.iter().map(|r| r.key).collect(),
+        Response::Rows { rows, .. } => rows.iter().map(|r| r.key).collect(),
         other => panic!("expected rows, got {other:?}"),
     }
 }
@@ -60,7 +62,7 @@ async fn scenario(cluster: &Cluster) {
     let all = c.call(&read(0, 299, true)).await;
     assert_eq!(keys(&all), vec![5, 6, 150, 199, 250]);
     match &all {
-        Response::Rows(r) => assert_eq!(r[2], row(150, "bob", 80)),
+        Response::Rows { rows: r, .. } => assert_eq!(r[2], row(150, "bob", 80)),
         _ => unreachable!(),
     }
     assert_eq!(keys(&c.call(&read(6, 150, true)).await), vec![6, 150]);
@@ -80,7 +82,7 @@ async fn scenario(cluster: &Cluster) {
     let delete = Request::Delete { client_id: 0, seq: 0, key: 6 };
     assert!(matches!(c.call(&delete).await, Response::Committed(_)));
     match c.call(&read(0, 299, true)).await {
-        Response::Rows(r) => {
+        Response::Rows { rows: r, .. } => {
             assert_eq!(r.iter().map(|r| r.key).collect::<Vec<_>>(), [5, 150, 199, 250]);
             assert_eq!(r[1], row(150, "bob", 99));
         }

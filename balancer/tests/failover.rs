@@ -62,11 +62,11 @@ async fn scenario(cluster: &mut Cluster) {
             if reader_stop.load(Ordering::Relaxed) {
                 break;
             }
-            let read = Request::Read { low: 0, high: 299, primary: false };
+            let read = Request::Read { low: 0, high: 299, consistency: shardline_protocol::Consistency::Any };
             let answer = reader.call(&read).await;
             let mut r = reader_record.lock().unwrap();
             match answer {
-                Response::Rows(_) => r.reads += 1,
+                Response::Rows { .. } => r.reads += 1,
                 other => r.errors.push(format!("read: {other:?}")),
             }
         }
@@ -95,8 +95,8 @@ async fn scenario(cluster: &mut Cluster) {
 
     // Every acknowledged row is there, once, with its value.
     let mut c = cluster.client().await;
-    let all = c.call(&Request::Read { low: 0, high: 299, primary: true }).await;
-    let Response::Rows(rows) = all else {
+    let all = c.call(&Request::Read { low: 0, high: 299, consistency: shardline_protocol::Consistency::Primary }).await;
+    let Response::Rows { rows, .. } = all else {
         panic!("final read: {all:?}");
     };
     let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();

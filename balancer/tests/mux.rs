@@ -24,7 +24,7 @@ impl Service for Slow {
         let answer = match Request::from_frame(&frame) {
             Ok(Request::Read { low, high, .. }) => {
                 tokio::time::sleep(Duration::from_millis(low as u64)).await;
-                Response::Rows(vec![Row::new(high, vec![])])
+                Response::Rows { at: Vec::new(), rows: vec![Row::new(high, vec![])] }
             }
             _ => Response::Pong,
         };
@@ -37,7 +37,7 @@ impl Service for Slow {
 }
 
 fn read(delay_ms: i64, tag: i64) -> Frame {
-    Request::Read { low: delay_ms, high: tag, primary: false }.to_frame(999).unwrap()
+    Request::Read { low: delay_ms, high: tag, consistency: shardline_protocol::Consistency::Any }.to_frame(999).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,10 @@ async fn answers_out_of_order_reach_their_callers() {
     let answers = tokio::time::timeout(Duration::from_secs(20), join_all(calls)).await.expect("all answered");
     for (i, answer) in answers.into_iter().enumerate() {
         let answer = answer.unwrap();
-        assert_eq!(Response::from_frame(&answer).unwrap(), Response::Rows(vec![Row::new(i as i64, vec![])]));
+        assert_eq!(
+            Response::from_frame(&answer).unwrap(),
+            Response::Rows { at: Vec::new(), rows: vec![Row::new(i as i64, vec![])] }
+        );
     }
     // Concurrent, not one after another (that would take 50 * 102 ms).
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
@@ -132,6 +135,9 @@ async fn a_late_answer_times_out_and_the_connection_carries_on() {
     assert!(matches!(late, Err(CallError::Timeout { .. })), "{late:?}");
     assert_eq!(conn.in_flight(), 0);
     let answer = conn.call(read(1, 7), Duration::from_secs(5)).await.unwrap();
-    assert_eq!(Response::from_frame(&answer).unwrap(), Response::Rows(vec![Row::new(7, vec![])]));
+    assert_eq!(
+        Response::from_frame(&answer).unwrap(),
+        Response::Rows { at: Vec::new(), rows: vec![Row::new(7, vec![])] }
+    );
     server.abort();
 }

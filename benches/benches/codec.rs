@@ -67,7 +67,7 @@ fn write_batch_split(c: &mut Criterion) {
 }
 
 fn read_response(c: &mut Criterion) {
-    let response = Response::Rows(rows(1000));
+    let response = Response::Rows { at: Vec::new(), rows: rows(1000) };
     let frame = response.to_frame(1).unwrap();
     let mut wire = BytesMut::new();
     frame::encode(&frame, &mut wire);

@@ -1,13 +1,12 @@
 //! [`Client`]: the typed calls, over one shared, pipelined connection.
 
-use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardline_protocol::{
-    AddServersRequest, InitRequest, Message, Request, Response, Row, ShardCommit, ShardId, ShardRows, Topology,
-    WriteBatch, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
+    AddServersRequest, Consistency, InitRequest, Message, Request, Response, Row, SessionToken, ShardCommit, ShardId,
+    ShardPosition, ShardRows, Topology, WriteBatch, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
 };
 use tokio::sync::Mutex;
 
@@ -46,6 +45,10 @@ pub struct ClientConfig {
     /// file). Default `None`: this process's own
     /// ([`shardline_protocol::net::tls::set_outgoing`]), if any; else in the clear.
     pub tls: Option<ClientTls>,
+    /// The consistency level of [`Client::read`] (default `any`; see
+    /// [`Client::read_at`] to choose per call). A `session` level carries this client's
+    /// own session token, whatever positions it names here.
+    pub read_consistency: Consistency,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +62,7 @@ impl Default for ClientConfig {
             retries: 2,
             credential: None,
             tls: None,
+            read_consistency: Consistency::Any,
         }
     }
 }
@@ -100,7 +104,7 @@ impl WriteResult {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     /// The balancer (or coordinator) addresses, one or more.
     addrs: Vec<String>,
     /// The index in `addrs` of the one connected to (or to try next).
@@ -114,6 +118,8 @@ struct Inner {
     /// Routing in the client: requests go straight to the nodes (then `addr` is the
     /// coordinator's).
     router: Option<Router>,
+    /// The highest position this client saw per shard (acknowledgements, read answers).
+    pub(crate) session: std::sync::Mutex<SessionToken>,
 }
 
 impl Inner {
@@ -128,6 +134,7 @@ impl Inner {
             conn: std::sync::Mutex::new(None),
             connecting: Mutex::new(()),
             router,
+            session: Default::default(),
         }
     }
 }
@@ -195,6 +202,11 @@ impl Client {
         // Connected once the router has a topology: ask for one through it.
         client.status().await?;
         Ok(client)
+    }
+
+    /// The shared state, for the other modules' `impl Client` blocks.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// Whether this client routes by itself ([`Client::connect_direct`]).
@@ -339,29 +351,7 @@ impl Client {
         }
         let batch = WriteBatch::encode(self.client_id(), self.next_seq(), rows)
             .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
-        committed(self.request(&Request::Write(batch)).await?)
-    }
-
-    /// Rows with keys in `range`, in key order, from any up-to-date replica of each shard.
-    pub async fn read(&self, range: RangeInclusive<i64>) -> Result<Vec<Row>, ClientError> {
-        self.read_range(range, false).await
-    }
-
-    /// Like [`Client::read`], but served by each shard's primary under its lease: the
-    /// answer reflects every write acknowledged before the call (linearizable).
-    pub async fn read_primary(&self, range: RangeInclusive<i64>) -> Result<Vec<Row>, ClientError> {
-        self.read_range(range, true).await
-    }
-
-    async fn read_range(&self, range: RangeInclusive<i64>, primary: bool) -> Result<Vec<Row>, ClientError> {
-        let (low, high) = range.into_inner();
-        if low > high {
-            return Err(ClientError::InvalidRequest(format!("the range's low {low} is above its high {high}")));
-        }
-        match self.request(&Request::Read { low, high, primary }).await? {
-            Response::Rows(rows) => Ok(rows),
-            other => Err(unexpected("Rows", &other)),
-        }
+        self.committed(self.request(&Request::Write(batch)).await?)
     }
 
     /// Every row a server holds, grouped by shard.
@@ -376,13 +366,13 @@ impl Client {
     /// Replaces the row with `row.key` (which must exist).
     pub async fn update(&self, row: Row) -> Result<WriteResult, ClientError> {
         let request = Request::Update { client_id: self.client_id(), seq: self.next_seq(), row };
-        committed(self.request(&request).await?)
+        self.committed(self.request(&request).await?)
     }
 
     /// Deletes the row with `key` (which must exist) from every replica.
     pub async fn delete(&self, key: i64) -> Result<WriteResult, ClientError> {
         let request = Request::Delete { client_id: self.client_id(), seq: self.next_seq(), key };
-        committed(self.request(&request).await?)
+        self.committed(self.request(&request).await?)
     }
 
     /// The cluster: schema, shards with their primaries and replicas, servers and health.
@@ -430,10 +420,19 @@ impl Client {
     }
 }
 
-fn committed(response: Response) -> Result<WriteResult, ClientError> {
-    match response {
-        Response::Committed(commits) => Ok(WriteResult { commits }),
-        other => Err(unexpected("Committed", &other)),
+impl Client {
+    /// A write's answer, its commits taken into the session token.
+    fn committed(&self, response: Response) -> Result<WriteResult, ClientError> {
+        match response {
+            Response::Committed(commits) => {
+                let mut session = self.inner.session.lock().expect("session lock");
+                for c in &commits {
+                    session.observe(ShardPosition { shard: c.shard, term: c.term, index: c.index });
+                }
+                Ok(WriteResult { commits })
+            }
+            other => Err(unexpected("Committed", &other)),
+        }
     }
 }
 
@@ -444,7 +443,8 @@ fn topology(response: Response) -> Result<Topology, ClientError> {
     }
 }
 
-fn unexpected(want: &str, got: &Response) -> ClientError {
+/// A protocol error for an answer of the wrong kind.
+pub(crate) fn unexpected(want: &str, got: &Response) -> ClientError {
     let got = format!("{got:?}");
     let got: String = got.chars().take(120).collect();
     ClientError::Protocol(format!("expected a {want} answer, got {got}"))

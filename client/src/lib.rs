@@ -19,6 +19,7 @@
 //!   the storage nodes, on the coordinator's topology, with the balancer's rules.
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`layout`]: init and add layouts from the seed's JSON or our TOML.
+//! - [`read`]: reads at a consistency level ([`Client::read_at`]) and the session token.
 //! - [`rows`]: rows from words, CSV and JSON lines, typed by the schema, and back to JSON.
 //!
 //! The `shardline` binary in this package is the CLI built on it (`shardline --help`),
@@ -52,6 +53,7 @@ mod connection;
 pub mod direct;
 pub mod error;
 pub mod layout;
+pub mod read;
 pub mod rows;
 
 pub use client::{Client, ClientConfig, WriteResult};

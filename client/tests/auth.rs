@@ -65,16 +65,23 @@ async fn only_authenticated_users_get_their_own_permissions() {
     // Binary, no credential: Ping answers, Status and a read do not.
     let mut raw = TcpStream::connect(&addr).await.unwrap();
     assert_eq!(response(&exchange(&mut raw, &Request::Ping.to_frame(1).unwrap()).await), Response::Pong);
-    for request in [Request::Status, Request::Read { low: 0, high: 10, primary: false }] {
+    for request in
+        [Request::Status, Request::Read { low: 0, high: 10, consistency: shardline_protocol::Consistency::Any }]
+    {
         let answer = response(&exchange(&mut raw, &request.to_frame(2).unwrap()).await);
         assert!(matches!(answer, Response::Error(ErrorCode::Unauthenticated(_))), "{request:?}: {answer:?}");
     }
     // ... and once authenticated on the same connection, it is served.
     let answer = response(&exchange(&mut raw, &auth_frame(&credential("app"))).await);
     assert!(matches!(&answer, Response::Authenticated { user, .. } if user == "app"), "{answer:?}");
-    let answer =
-        response(&exchange(&mut raw, &Request::Read { low: 0, high: 10, primary: false }.to_frame(3).unwrap()).await);
-    assert!(matches!(answer, Response::Rows(_)), "{answer:?}");
+    let answer = response(
+        &exchange(
+            &mut raw,
+            &Request::Read { low: 0, high: 10, consistency: shardline_protocol::Consistency::Any }.to_frame(3).unwrap(),
+        )
+        .await,
+    );
+    assert!(matches!(answer, Response::Rows { .. }), "{answer:?}");
 
     // Text mode: PING and HELP, but not STATUS, until AUTH.
     let text = TcpStream::connect(&addr).await.unwrap();
@@ -177,6 +184,7 @@ async fn control_and_peer_messages_without_the_cluster_secret_change_nothing() {
             prev: state.last,
             entries: vec![],
             commit: state.commit_index + 100,
+            echo: None,
         }
         .to_frame(13)
         .unwrap(),

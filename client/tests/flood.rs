@@ -128,7 +128,12 @@ async fn floods_and_slow_loris_are_cut_off_while_others_are_served() {
     let mut greedy = harness_authenticated(&addr).await;
     let mut burst = BytesMut::new();
     for id in 0..20_000u64 {
-        frame::encode(&Request::Read { low: 0, high: 40, primary: false }.to_frame(id + 10).unwrap(), &mut burst);
+        frame::encode(
+            &Request::Read { low: 0, high: 40, consistency: shardline_protocol::Consistency::Any }
+                .to_frame(id + 10)
+                .unwrap(),
+            &mut burst,
+        );
     }
     let writer = tokio::spawn(async move {
         // Blocks once the kernel buffers fill, if the balancer has stopped reading.

@@ -126,12 +126,14 @@ async fn scenario(up: &Up, c: &Client) {
     // and the next read on it is answered.
     let addr: std::sync::Arc<str> = up.addr().into();
     let mux = MuxConn::connect(addr, PROMPT, MAX).await.expect("connect");
-    let read = |low, high| Request::Read { low, high, primary: true }.to_frame(0).expect("encodes");
+    let read = |low, high| {
+        Request::Read { low, high, consistency: shardline_protocol::Consistency::Primary }.to_frame(0).expect("encodes")
+    };
     let big = mux.call(read(0, 1999), PROMPT).await.expect("answered");
     assert!(matches!(Response::from_frame(&big), Ok(Response::Error(ErrorCode::TooLarge { .. }))), "{big:?}");
     assert!(mux.is_open(), "the connection stays open after a TooLarge answer");
     let small = mux.call(read(0, 2), PROMPT).await.expect("answered on the same connection");
-    assert!(matches!(Response::from_frame(&small), Ok(Response::Rows(rows)) if rows.len() == 3), "{small:?}");
+    assert!(matches!(Response::from_frame(&small), Ok(Response::Rows { rows, .. }) if rows.len() == 3), "{small:?}");
 
     // The text mode answers the same way on the same port.
     let mut nc = tokio::net::TcpStream::connect(up.addr()).await.expect("connect for the text mode");

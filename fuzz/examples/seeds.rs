@@ -179,7 +179,9 @@ fn frames() -> Vec<Frame> {
         Request::Read {
             low: 1,
             high: 100,
-            primary: true,
+            consistency: Consistency::Session {
+                positions: vec![ShardPosition { shard, term: 2, index: 9 }],
+            },
         },
         Request::ReadServer {
             server: addr.name.clone(),
@@ -206,7 +208,7 @@ fn frames() -> Vec<Frame> {
         Response::Topology(topology),
         Response::Node(node.clone()),
         Response::Stats(vec![("ops".into(), "3".into())]),
-        Response::Rows(rows()),
+        Response::Rows { at: Vec::new(), rows: rows() },
         Response::ServerRows(vec![ShardRows {
             shard,
             rows: rows(),
@@ -270,6 +272,7 @@ fn frames() -> Vec<Frame> {
             prev: last,
             entries: vec![entry.clone()],
             commit: 9,
+            echo: Some(ContactStamp { run: 3, at_nanos: 1_000_000 }),
         },
         PeerRequest::Snapshot {
             shard,
@@ -295,6 +298,7 @@ fn frames() -> Vec<Frame> {
             success: false,
             last,
             retry_from: 4,
+            stamp: ContactStamp { run: 3, at_nanos: 2_000_000 },
         },
         PeerResponse::SnapshotStored { term: 2, chunk: 0 },
         PeerResponse::Entries(vec![entry]),

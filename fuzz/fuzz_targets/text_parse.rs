@@ -55,9 +55,9 @@ fn check_line(line: &str) {
     match request {
         Request::Write(batch) => {
             let rows = batch.rows().expect("a parsed batch's rows decode");
-            check_format(&Response::Rows(rows.clone()), rows.len() + 1);
+            check_format(&Response::Rows { at: Vec::new(), rows: rows.clone() }, rows.len() + 1);
         }
-        Request::Update { row, .. } => check_format(&Response::Rows(vec![row]), 2),
+        Request::Update { row, .. } => check_format(&Response::Rows { at: Vec::new(), rows: vec![row] }, 2),
         // Server names are user text: the formatter escapes control characters, so a name
         // with a newline in it cannot end an answer early or forge an OK line.
         Request::AddServers(add) => check_servers(add.servers.into_keys().collect()),

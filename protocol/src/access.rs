@@ -175,7 +175,7 @@ mod tests {
         let requests = [
             Request::Ping,
             Request::Status,
-            Request::Read { low: 1, high: 2, primary: false },
+            Request::Read { low: 1, high: 2, consistency: crate::Consistency::Any },
             Request::RemoveServers { n: 1, servers: vec![] },
             Request::Failover { shard: crate::ShardId(1), to: None },
             Request::Delete { client_id: 0, seq: 0, key: 1 },

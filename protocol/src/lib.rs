@@ -7,6 +7,7 @@
 //! - [`frame`]: the checksummed header and `decode` / `encode` (sans-IO), the byte table.
 //! - [`codec`]: the `tokio_util::codec` wrapper used on sockets.
 //! - [`message`]: typed requests and responses by audience, and how they map onto frames.
+//! - [`consistency`]: read consistency levels and the session positions clients carry.
 //! - [`access`]: who may send what: the permission each frame kind needs (sans-IO).
 //! - [`batch`]: the write batch layout a router splits by key without decoding rows.
 //! - [`log_entry`]: the replicated log entry and its CRC.
@@ -18,9 +19,9 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use shardline_protocol::{frame, Message, Request, DEFAULT_MAX_PAYLOAD};
+//! use shardline_protocol::{frame, Consistency, Message, Request, DEFAULT_MAX_PAYLOAD};
 //!
-//! let request = Request::Read { low: 100, high: 200, primary: false };
+//! let request = Request::Read { low: 100, high: 200, consistency: Consistency::Any };
 //! let mut wire = BytesMut::new();
 //! frame::encode(&request.to_frame(1).unwrap(), &mut wire);
 //!
@@ -31,6 +32,7 @@
 pub mod access;
 pub mod batch;
 pub mod codec;
+pub mod consistency;
 pub mod frame;
 pub mod log_entry;
 pub mod message;
@@ -43,12 +45,13 @@ pub mod text;
 
 pub use batch::{BatchError, WriteBatch};
 pub use codec::{CodecError, FrameCodec};
+pub use consistency::{Consistency, SessionToken, ShardPosition};
 pub use frame::{DecodeError, Frame, Route, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 pub use log_entry::{EntryError, LogEntry, LogLine, Operation};
 pub use message::{
-    error_frame, kind, AddServersRequest, ClientSeqMark, ControlRequest, ControlResponse, CopyDirection, CopyProgress,
-    CopySize, ErrorCode, InitRequest, LeaseGrant, Message, MessageError, NodeStatus, PeerRequest, PeerResponse,
-    ReplicaRole, Request, Response, Secret, ServerInfo, ShardCommit, ShardCopy, ShardRows, ShardState, ShardTopology,
-    Topology, Vote,
+    error_frame, kind, AddServersRequest, ClientSeqMark, ContactStamp, ControlRequest, ControlResponse, CopyDirection,
+    CopyProgress, CopySize, ErrorCode, InitRequest, LeaseGrant, Message, MessageError, NodeStatus, PeerRequest,
+    PeerResponse, ReplicaRole, Request, Response, Secret, ServerInfo, ShardCommit, ShardCopy, ShardRows, ShardState,
+    ShardTopology, Topology, Vote,
 };
 pub use model::{Column, ColumnType, LogPosition, Row, Schema, SchemaError, ServerAddr, ShardId, ShardSpec, Value};

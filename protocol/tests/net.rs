@@ -19,7 +19,7 @@ struct Echo;
 
 /// One row of about `bytes` bytes.
 fn wide(key: i64, bytes: i64) -> Response {
-    Response::Rows(vec![Row::new(key, vec![Value::Str("x".repeat(bytes as usize))])])
+    Response::Rows { at: Vec::new(), rows: vec![Row::new(key, vec![Value::Str("x".repeat(bytes as usize))])] }
 }
 
 impl Service for Echo {
@@ -29,7 +29,7 @@ impl Service for Echo {
             Ok(Request::Read { low, high, .. }) if low < 0 => wide(high, -low),
             Ok(Request::Read { low, high, .. }) => {
                 tokio::time::sleep(Duration::from_millis(low as u64)).await;
-                Response::Rows(vec![Row::new(high, vec![])])
+                Response::Rows { at: Vec::new(), rows: vec![Row::new(high, vec![])] }
             }
             _ => Response::Error(ErrorCode::BadRequest("no".into())),
         };
@@ -63,7 +63,7 @@ async fn start(limits: Limits) -> (String, oneshot::Sender<()>) {
 }
 
 fn read(delay_ms: i64, tag: i64, id: u64) -> Frame {
-    Request::Read { low: delay_ms, high: tag, primary: false }.to_frame(id).unwrap()
+    Request::Read { low: delay_ms, high: tag, consistency: shardline_protocol::Consistency::Any }.to_frame(id).unwrap()
 }
 
 /// Reads frames until `n` have arrived or the peer closes; at most 10 s.
@@ -110,7 +110,10 @@ async fn a_pipelined_batch_is_answered_inline_and_deferred() {
     }
     for f in &got[20..] {
         let tag = f.request_id as i64 - 100;
-        assert_eq!(Response::from_frame(f).unwrap(), Response::Rows(vec![Row::new(tag, vec![])]));
+        assert_eq!(
+            Response::from_frame(f).unwrap(),
+            Response::Rows { at: Vec::new(), rows: vec![Row::new(tag, vec![])] }
+        );
     }
 }
 

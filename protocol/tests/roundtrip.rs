@@ -114,7 +114,7 @@ fn kind_constants_match_variants() {
         (Request::Status, kind::STATUS),
         (Request::Stats, kind::STATS),
         (Request::RemoveServers { n: 1, servers: vec![] }, kind::REMOVE_SERVERS),
-        (Request::Read { low: 0, high: 1, primary: false }, kind::READ),
+        (Request::Read { low: 0, high: 1, consistency: Consistency::Any }, kind::READ),
         (Request::ReadServer { server: "s".into() }, kind::READ_SERVER),
         (Request::Write(WriteBatch::encode(0, 0, &[]).unwrap()), kind::WRITE),
         (Request::Update { client_id: 0, seq: 0, row: Row::new(1, vec![]) }, kind::UPDATE),

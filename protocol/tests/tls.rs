@@ -24,7 +24,7 @@ struct Echo;
 impl Service for Echo {
     async fn frame(&self, frame: Frame) -> Frame {
         let answer = match Request::from_frame(&frame) {
-            Ok(Request::Read { high, .. }) => Response::Rows(vec![Row::new(high, vec![])]),
+            Ok(Request::Read { high, .. }) => Response::Rows { at: Vec::new(), rows: vec![Row::new(high, vec![])] },
             Ok(Request::Ping) => Response::Pong,
             _ => Response::Error(ErrorCode::BadRequest("no".into())),
         };
@@ -114,12 +114,14 @@ async fn calls_and_the_text_mode_work_over_tls() {
     let calls = (0..200i64).map(|i| {
         let mux = mux.clone();
         async move {
-            let ask = Request::Read { low: 0, high: i, primary: false }.to_frame(0).unwrap();
+            let ask = Request::Read { low: 0, high: i, consistency: shardline_protocol::Consistency::Any }
+                .to_frame(0)
+                .unwrap();
             (i, Response::from_frame(&mux.call(ask, STEP).await.unwrap()).unwrap())
         }
     });
     for (i, answer) in futures::future::join_all(calls).await {
-        assert_eq!(answer, Response::Rows(vec![Row::new(i, vec![])]), "call {i}");
+        assert_eq!(answer, Response::Rows { at: Vec::new(), rows: vec![Row::new(i, vec![])] }, "call {i}");
     }
     net::tls::set_outgoing(Some(tls.clone()));
     let mut conn = net::Conn::connect(&addr, STEP, 1 << 20).await.expect("a Conn over this process's TLS");

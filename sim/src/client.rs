@@ -10,15 +10,20 @@
 
 use shardline_balancer::config::BalancerConfig;
 use shardline_balancer::route::{final_error, is_retryable, may_have_logged};
-use shardline_protocol::{ErrorCode, Operation, Row, ShardId, Value};
+use shardline_protocol::consistency::ENTRIES_BOUND_FRESH_MS;
+use shardline_protocol::{Consistency, ErrorCode, Operation, Row, SessionToken, ShardId, ShardPosition, Value};
 
-use crate::history::{History, Op, OpKind, Outcome};
+use crate::history::{Acked, History, Level, LevelRead, Op, OpKind, Outcome};
 use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
 
 /// The operation a client has in flight.
 #[derive(Debug)]
 struct Pending {
     kind: OpKind,
+    /// A read at a level other than primary: goes to a random replica of the shard until
+    /// an attempt fails, then to the primary (as the balancer's `reader_at`).
+    level: Option<Level>,
+    to_primary: bool,
     key: i64,
     shard: ShardId,
     request: ClientRequest,
@@ -54,6 +59,11 @@ pub struct SimClient {
     pub acks: Vec<(u32, u64, String)>,
     /// Writes acknowledged after the given moment (for the liveness check).
     pub acked_at: Vec<Nanos>,
+    /// The highest position seen per shard, sent with session reads.
+    session: SessionToken,
+    /// Test-only ([`Broken::SessionIgnored`](crate::run::Broken)): send session reads
+    /// with an empty token.
+    pub forget_session: bool,
 }
 
 impl SimClient {
@@ -76,6 +86,8 @@ impl SimClient {
             stopped: false,
             acks: Vec::new(),
             acked_at: Vec::new(),
+            session: SessionToken::new(),
+            forget_session: false,
         }
     }
 
@@ -95,12 +107,19 @@ impl SimClient {
         self.attempts += 1;
         let p = self.pending.as_mut().expect("an operation");
         p.attempt = self.attempts;
-        let Some(primary) = coordinator.primary_of(p.shard) else {
+        let replica = match (p.level, p.to_primary) {
+            (Some(_), false) => coordinator.meta().shards.get(&p.shard).and_then(|s| {
+                let holders: Vec<&String> = s.replicas.iter().collect();
+                (!holders.is_empty()).then(|| holders[world.rng.range(0, holders.len() as u64) as usize].as_str())
+            }),
+            _ => None,
+        };
+        let Some(target) = replica.or_else(|| coordinator.primary_of(p.shard)) else {
             let e = ErrorCode::Unavailable { shard: p.shard, reason: "no primary".into() };
             return self.failed(world, history, e);
         };
-        let node = primary.strip_prefix('N').and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
-        p.target = Some(primary.to_owned());
+        let node = target.strip_prefix('N').and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+        p.target = Some(target.to_owned());
         let msg = Msg::Client { id: p.attempt, shard: p.shard, request: p.request.clone() };
         world.send(Addr::Client(self.id), Addr::Node(node), msg);
         let wait = self.call_timeout.min(p.deadline.saturating_sub(world.now)).max(MS);
@@ -120,10 +139,17 @@ impl SimClient {
             }
             30..55 => (OpKind::Update(value), ClientRequest::Write(Operation::Update { client_id, seq, row })),
             55..70 => (OpKind::Delete, ClientRequest::Write(Operation::Delete { client_id, seq, key })),
-            _ => (OpKind::Read, ClientRequest::Read(key)),
+            _ => (OpKind::Read, ClientRequest::Read { key, level: Consistency::Primary }),
+        };
+        let level = matches!(kind, OpKind::Read).then(|| self.pick_level(world)).flatten();
+        let request = match level {
+            Some(level) => ClientRequest::Read { key, level: self.consistency(level, shard) },
+            None => request,
         };
         Pending {
             kind,
+            level,
+            to_primary: false,
             key,
             shard,
             request,
@@ -149,21 +175,38 @@ impl SimClient {
             return;
         }
         match answer {
-            Ok(ClientAnswer::Committed { shard, term, rows, .. }) => {
+            Ok(ClientAnswer::Committed { shard, term, index, rows }) => {
                 // A retry answered from an earlier attempt's commit names that commit's
                 // term, not the answering primary's: only fresh commits say who led.
                 if rows > 0 {
                     let node = p.target.clone().unwrap_or_default();
                     self.acks.push((shard.0, term, node));
                 }
+                self.session.observe(ShardPosition { shard, term, index });
+                let acked = Acked { client: self.id, shard: shard.0, key: p.key, index, complete: world.now };
+                history.acked.push(acked);
                 self.acked_at.push(world.now);
                 self.finish(world, history, Some(Outcome::Ok));
             }
-            Ok(ClientAnswer::Rows(rows)) => {
+            Ok(ClientAnswer::Rows { rows, at }) => {
                 let value = rows.iter().find(|r| r.key == p.key).and_then(|r| match r.values.get(1) {
                     Some(Value::Int(v)) => Some(*v as u64),
                     _ => None,
                 });
+                self.session.observe(ShardPosition { shard: p.shard, term: at.term, index: at.index });
+                if let Some(level) = p.level {
+                    history.level_reads.push(LevelRead {
+                        client: self.id,
+                        shard: p.shard.0,
+                        key: p.key,
+                        level,
+                        invoke: p.invoke,
+                        complete: world.now,
+                        value,
+                        at: at.index,
+                    });
+                    return self.finish(world, history, None);
+                }
                 self.finish(world, history, Some(Outcome::Read(value)));
             }
             Err(e) => self.failed(world, history, e),
@@ -181,6 +224,13 @@ impl SimClient {
     fn failed(&mut self, world: &mut World, history: &mut History, e: ErrorCode) {
         let p = self.pending.as_mut().expect("an operation in flight");
         p.attempt = 0;
+        let was_replica = !std::mem::replace(&mut p.to_primary, true);
+        if matches!(e, ErrorCode::Behind { .. }) && p.level.is_some() && was_replica {
+            // As the balancer does: a replica too stale for the level sends the read
+            // to the primary at once.
+            world.after(0, Event::ClientStep(self.id));
+            return;
+        }
         if is_retryable(&e) && world.now + p.backoff < p.deadline {
             world.after(p.backoff, Event::ClientStep(self.id));
             p.backoff = (p.backoff * 2).min(self.backoff_max);
@@ -200,6 +250,28 @@ impl SimClient {
             _ => Some(Outcome::Unknown),
         };
         self.finish(world, history, outcome);
+    }
+
+    /// A read's level: 30% primary (the linearizable checker's), the rest spread over
+    /// `any`, `session` and `bounded` (by time, or by entries).
+    fn pick_level(&mut self, world: &mut World) -> Option<Level> {
+        Some(match world.rng.range(0, 10) {
+            0..3 => return None,
+            3..5 => Level::Any,
+            5..8 => Level::Session,
+            8 => Level::Bounded { max_lag_ms: [0, 20, 100, 400][world.rng.range(0, 4) as usize], max_lag_entries: 0 },
+            _ => Level::Bounded { max_lag_ms: ENTRIES_BOUND_FRESH_MS, max_lag_entries: world.rng.range(0, 6) },
+        })
+    }
+
+    /// What a read at `level` of `shard` asks the node.
+    fn consistency(&self, level: Level, shard: ShardId) -> Consistency {
+        match level {
+            Level::Any => Consistency::Any,
+            Level::Bounded { max_lag_ms, max_lag_entries } => Consistency::Bounded { max_lag_ms, max_lag_entries },
+            Level::Session if self.forget_session => Consistency::Session { positions: Vec::new() },
+            Level::Session => self.session.consistency().for_shard(shard),
+        }
     }
 
     /// Records the operation (reads only when they returned) and schedules the next one.

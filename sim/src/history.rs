@@ -29,7 +29,7 @@ pub enum OpKind {
     Update(Value),
     /// Remove the key; the key must be present.
     Delete,
-    /// A linearizable (primary) read of the key.
+    /// A linearizable (primary) read of the key (reads at other levels are [`LevelRead`]s).
     Read,
 }
 
@@ -115,11 +115,94 @@ impl fmt::Display for Op {
     }
 }
 
+/// The consistency level of a read that is not a primary read (those are [`OpKind::Read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// Any serving replica: a committed state, arbitrarily old.
+    Any,
+    /// At most `max_lag_ms` old, and at most `max_lag_entries` behind the commit index
+    /// of `max_lag_ms` ago.
+    Bounded {
+        /// Milliseconds.
+        max_lag_ms: u64,
+        /// Entries.
+        max_lag_entries: u64,
+    },
+    /// At least what this client saw and wrote before.
+    Session,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::Any => f.write_str("any"),
+            Level::Bounded { max_lag_ms, max_lag_entries } => write!(f, "bounded {max_lag_ms} ms {max_lag_entries} e"),
+            Level::Session => f.write_str("session"),
+        }
+    }
+}
+
+/// A read at a [`Level`] that returned: what it saw and the position it was served at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelRead {
+    /// The client.
+    pub client: u32,
+    /// The key's shard.
+    pub shard: u32,
+    /// The key.
+    pub key: Key,
+    /// The level asked.
+    pub level: Level,
+    /// When the client sent it.
+    pub invoke: Time,
+    /// When it returned.
+    pub complete: Time,
+    /// What it returned.
+    pub value: Option<Value>,
+    /// The applied index the replica answered it at.
+    pub at: u64,
+}
+
+impl fmt::Display for LevelRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client {} key {} {} read -> {} at index {} [{}..{}]",
+            self.client,
+            self.key,
+            self.level,
+            self.value.map_or_else(|| "absent".to_string(), |v| v.to_string()),
+            self.at,
+            self.invoke,
+            self.complete
+        )
+    }
+}
+
+/// A write a client saw acknowledged, with the log position the acknowledgement named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The client.
+    pub client: u32,
+    /// The shard.
+    pub shard: u32,
+    /// The key written.
+    pub key: Key,
+    /// The commit's log index.
+    pub index: u64,
+    /// When the client learned of it.
+    pub complete: Time,
+}
+
 /// Every operation of a simulated run, in any order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
     /// The operations; the checkers do not rely on their order.
     pub ops: Vec<Op>,
+    /// Reads at the other levels (not linearizable: the level checkers judge them).
+    pub level_reads: Vec<LevelRead>,
+    /// Acknowledged writes with their commit positions.
+    pub acked: Vec<Acked>,
 }
 
 impl History {
@@ -160,7 +243,7 @@ impl History {
 
 impl FromIterator<Op> for History {
     fn from_iter<I: IntoIterator<Item = Op>>(iter: I) -> Self {
-        History { ops: iter.into_iter().collect() }
+        History { ops: iter.into_iter().collect(), ..History::default() }
     }
 }
 

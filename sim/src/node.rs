@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Message, NodeStatus, Operation, PeerRequest, PeerResponse, ShardCommit,
-    ShardId,
+    ControlRequest, ControlResponse, ErrorCode, LogEntry, Message, NodeStatus, Operation, PeerRequest, PeerResponse,
+    ShardCommit, ShardId,
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::{Action, Failpoints, Fired, Point};
 use shardline_storage_node::heartbeats::HeardBeats;
-use shardline_storage_node::replica::{AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
+use shardline_storage_node::replica::{fresh, AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
 use shardline_storage_node::store::{MemTable, TableStore};
 
 use crate::check::FreshCommit;
@@ -80,6 +80,9 @@ pub struct SimNode {
     writes: BTreeMap<(ShardId, u64), (u64, u64)>,
     /// Writes the core committed afresh (not answered from a retry mark), for the checker.
     pub fresh_commits: Vec<FreshCommit>,
+    /// Entries the node's primaries applied (committed ones), per shard, for the read
+    /// level checkers: the committed log, whatever prefix the replicas truncated since.
+    pub journal: Vec<(ShardId, LogEntry)>,
     tokens: u64,
     /// Replica settings shared by the node's shards.
     pub settings: ReplicaConfig,
@@ -122,6 +125,7 @@ impl SimNode {
             waiting: BTreeMap::new(),
             writes: BTreeMap::new(),
             fresh_commits: Vec::new(),
+            journal: Vec::new(),
             tokens: 0,
             settings,
             leases: Vec::new(),
@@ -168,7 +172,20 @@ impl SimNode {
         )
         .expect("a fresh replica opens");
         self.storage.insert(spec.id, storage);
-        self.replicas.insert(spec.id, replica);
+        self.insert_replica(spec.id, replica);
+    }
+
+    /// Adds a replica, journaling what it applies as primary.
+    fn insert_replica(&mut self, id: ShardId, mut replica: Replica<SimDisk, MemTable>) {
+        replica.keep_journal();
+        self.replicas.insert(id, replica);
+    }
+
+    /// Moves what the replicas applied as primaries into [`SimNode::journal`].
+    pub fn drain_journal(&mut self) {
+        for (id, r) in &mut self.replicas {
+            self.journal.extend(r.take_journal().into_iter().map(|e| (*id, e)));
+        }
     }
 
     /// A crash: the replicas are gone, each disk keeps what was synced (and maybe a torn
@@ -226,7 +243,8 @@ impl SimNode {
             let opened = Replica::open(cfg.clone(), table, s.disk.clone(), self.failpoints.clone(), None);
             // A replica that cannot open (its log's BASE damaged, say) is missing, as the
             // real node would be: the checkers count it as a damaged replica.
-            if let Ok(replica) = opened {
+            if let Ok(mut replica) = opened {
+                replica.keep_journal();
                 self.replicas.insert(*id, replica);
             }
         }
@@ -263,7 +281,7 @@ impl SimNode {
                 Some(Msg::ControlAnswer { id, response: self.control(world, now, request) })
             }
             Msg::Peer { link, shard, request } => {
-                Some(Msg::PeerAnswer { link, shard, response: self.peer(shard, request) })
+                Some(Msg::PeerAnswer { link, shard, response: self.peer(now, shard, request) })
             }
             Msg::PeerAnswer { link, shard, response } => {
                 if let Some(r) = self.replicas.get_mut(&shard) {
@@ -355,7 +373,7 @@ impl SimNode {
     fn client(&mut self, world: &mut World, now: Time, from: Addr, id: u64, routed: ShardId, request: ClientRequest) {
         let key = match &request {
             ClientRequest::Write(op) => op_key(op),
-            ClientRequest::Read(key) => *key,
+            ClientRequest::Read { key, .. } => *key,
         };
         let Some((&shard, replica)) = self.replicas.iter_mut().find(|(_, r)| r.spec().contains(key)) else {
             // As a node answers a request routed to a shard it does not hold.
@@ -378,11 +396,15 @@ impl SimNode {
                     r.sync_log(now);
                 }
             }
-            ClientRequest::Read(key) => {
+            ClientRequest::Read { key, level } => {
+                // As a node does, but a session read it is behind for is answered `Behind`
+                // at once (the node's 50 ms wait only saves the client a trip).
                 let answer = replica
-                    .read_gate(now, true)
-                    .and_then(|()| replica.table().read_range(key, key).map_err(|e| ErrorCode::Internal(e.to_string())))
-                    .map(ClientAnswer::Rows);
+                    .read_gate(now, &level)
+                    .and_then(|()| replica.table().read_at(key, key).map_err(|e| ErrorCode::Internal(e.to_string())))
+                    .and_then(|(rows, at)| {
+                        fresh::session_gate(shard, &level, at.index).map(|()| ClientAnswer::Rows { rows, at })
+                    });
                 world.send(Addr::Node(self.index), from, Msg::ClientAnswer { id, answer });
             }
         }
@@ -443,13 +465,13 @@ impl SimNode {
         }
     }
 
-    fn peer(&mut self, shard: ShardId, request: PeerRequest) -> PeerResponse {
+    fn peer(&mut self, now: Time, shard: ShardId, request: PeerRequest) -> PeerResponse {
         let Some(r) = self.replicas.get_mut(&shard) else {
             return PeerResponse::Error(ErrorCode::UnknownShard { shard });
         };
         match request {
-            PeerRequest::Append { term, primary, prev, entries, commit, .. } => {
-                r.receive_append(AppendRequest { term, primary, prev, entries, commit })
+            PeerRequest::Append { term, primary, prev, entries, commit, echo, .. } => {
+                r.receive_append(AppendRequest { term, primary, prev, entries, commit, echo }, now)
             }
             PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, total, .. } => {
                 if self.drop_snapshot_marks {

@@ -56,6 +56,12 @@ pub enum Broken {
     /// target wins even with a shorter log (never the real rule: the `switchover` scenario
     /// shows the checkers would catch such a transfer).
     SwitchoverIgnoresLogs,
+    /// Issue 16: a follower serves bounded reads with no proof of freshness (as `any`).
+    BoundedUnchecked,
+    /// Issue 16: clients send session reads with an empty session token.
+    SessionIgnored,
+    /// Issue 16: followers apply (and serve) entries before they are committed.
+    ApplyUncommitted,
 }
 
 /// What one run does.
@@ -178,6 +184,8 @@ fn build(cfg: &RunConfig) -> Cluster {
             definite_refusals: cfg.broken == Some(Broken::DefiniteRefusals),
             chunk_identity: cfg.broken == Some(Broken::ChunkIdentity),
             chunks_by_rows: cfg.broken == Some(Broken::ChunksByRows),
+            bounded_unchecked: cfg.broken == Some(Broken::BoundedUnchecked),
+            apply_uncommitted: cfg.broken == Some(Broken::ApplyUncommitted),
         },
     };
     let schema = Schema::seed();
@@ -220,6 +228,7 @@ fn build(cfg: &RunConfig) -> Cluster {
         .map(|c| {
             let mut client = SimClient::new(c, keys.clone());
             client.last_error_only = cfg.broken == Some(Broken::DefiniteRefusals);
+            client.forget_session = cfg.broken == Some(Broken::SessionIgnored);
             client.filler = cfg.row_filler;
             client
         })
@@ -335,6 +344,9 @@ pub fn run(cfg: &RunConfig) -> Report {
     let hard_end = cfg.stop_at + cfg.settle + 8_000 * MS;
     while let Some(event) = c.world.pop(hard_end) {
         c.handle(event);
+        for n in &mut c.nodes {
+            n.drain_journal();
+        }
         if !stopped && c.world.now >= cfg.stop_at {
             stopped = true;
             for client in &mut c.clients {
@@ -472,6 +484,14 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
             out.push(v.to_string());
         }
     }
+    let journal = c.nodes.iter().flat_map(|n| n.journal.iter().map(|(shard, e)| (shard.0, e.clone())));
+    let committed = check::CommittedLog::from_entries(journal);
+    let levels = [
+        check::reads_committed(&c.history, &committed),
+        check::session_monotonic(&c.history),
+        check::bounded_fresh(&c.history, cfg.drift_ppm.unsigned_abs()),
+    ];
+    out.extend(levels.into_iter().filter_map(Result::err).map(|v| v.to_string()));
     let fresh: Vec<_> = c.nodes.iter().flat_map(|n| n.fresh_commits.iter().copied()).collect();
     if let Err(v) = check::applied_once(&fresh) {
         out.push(v.to_string());

@@ -48,6 +48,21 @@ fn lagging_second_follower(cfg: &mut RunConfig) {
 /// Every named schedule.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
+        name: "stale-follower-bounded",
+        guards: Some(Broken::BoundedUnchecked),
+        about: "shard 1's second follower is cut off from 0.5 s to 1.2 s while clients read at every level from \
+                random replicas: a bounded read it serves must still see every write acknowledged longer ago \
+                than its bound (issue 16)",
+        build: lagging_second_follower,
+    },
+    Scenario {
+        name: "stale-follower-session",
+        guards: Some(Broken::SessionIgnored),
+        about: "as stale-follower-bounded: a session read it serves must see the client's own acknowledged \
+                writes and never an index below one the client read at before (issue 16)",
+        build: lagging_second_follower,
+    },
+    Scenario {
         name: "isolated-primary",
         guards: Some(Broken::CommitRule),
         about: "shard 2's primary is cut off from the other nodes and the coordinator (clients still reach it) \

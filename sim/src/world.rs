@@ -9,7 +9,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use shardline_protocol::{
-    ControlRequest, ControlResponse, ErrorCode, Operation, PeerRequest, PeerResponse, Row, ShardId,
+    Consistency, ControlRequest, ControlResponse, ErrorCode, LogPosition, Operation, PeerRequest, PeerResponse, Row,
+    ShardId,
 };
 use shardline_storage_node::replica::Link;
 
@@ -37,8 +38,13 @@ pub enum Addr {
 pub enum ClientRequest {
     /// A write (insert, update or delete) with its (client, seq).
     Write(Operation),
-    /// A linearizable read of one key.
-    Read(i64),
+    /// A read of one key at a consistency level.
+    Read {
+        /// The key.
+        key: i64,
+        /// How fresh the answer must be.
+        level: Consistency,
+    },
 }
 
 /// A node's answer to a client.
@@ -55,8 +61,13 @@ pub enum ClientAnswer {
         /// Rows it wrote (0: a retry answered from what an earlier attempt committed).
         rows: u64,
     },
-    /// The rows read.
-    Rows(Vec<Row>),
+    /// The rows read, and the shard's applied index they were read at.
+    Rows {
+        /// The rows.
+        rows: Vec<Row>,
+        /// The term and applied index of the view read.
+        at: LogPosition,
+    },
 }
 
 /// A message on the simulated network.

@@ -1,7 +1,7 @@
 //! The simulator itself: deterministic, quiet on healthy runs, and able to fail.
 
 use shardline_sim::faults::FaultMix;
-use shardline_sim::run::{run, RunConfig};
+use shardline_sim::run::{run, Broken, RunConfig};
 use shardline_sim::scenarios;
 
 #[test]
@@ -51,6 +51,26 @@ fn every_scenario_catches_the_rule_it_guards_and_passes_with_it() {
             let report = run(&scenario.config(seed));
             assert!(report.violations.is_empty(), "{} seed {seed}: {:?}", scenario.name, report.violations);
         }
+    }
+}
+
+/// Issue 16's read levels: with each level's rule broken, random faults show it within
+/// a few seeds (the seeds are where a first run found one), and the checker that fires
+/// is that level's.
+#[test]
+fn each_read_level_checker_catches_its_rule_broken() {
+    let cases = [
+        (Broken::BoundedUnchecked, 1..=10, "bounded_fresh"),
+        (Broken::SessionIgnored, 1..=10, "session_monotonic"),
+        (Broken::ApplyUncommitted, 180..=186, "reads_committed"),
+    ];
+    for (broken, seeds, checker) in cases {
+        let caught = seeds.clone().any(|seed| {
+            let mut cfg = RunConfig::new(seed);
+            cfg.broken = Some(broken);
+            run(&cfg).violations.iter().any(|v| v.starts_with(checker))
+        });
+        assert!(caught, "{broken:?}: seeds {seeds:?} showed no {checker} violation");
     }
 }
 

@@ -9,6 +9,7 @@ use futures::future::join_all;
 use shardline_protocol::frame::FLAG_LINEARIZABLE;
 use shardline_protocol::net;
 use shardline_protocol::rows::RowsWriter;
+use shardline_protocol::Consistency;
 use shardline_protocol::{
     error_frame, kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation,
     PeerRequest, PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
@@ -24,6 +25,10 @@ use crate::metrics;
 use crate::replica::{AppendRequest, SnapshotChunk};
 use crate::shard::{self, Command, ShardHandle, ShardMetrics};
 use crate::store::StoreError;
+
+/// How long a session read waits for this replica to apply the session's position
+/// before answering `Behind`: a follower a few milliseconds behind catches up within it.
+pub const SESSION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A storage node: its configuration and shard replicas.
 #[derive(Debug)]
@@ -167,10 +172,14 @@ impl Node {
         }
         let id = frame.request_id;
         let response = match Request::from_frame(&frame) {
-            Ok(Request::Read { low, high, primary }) => {
+            Ok(Request::Read { low, high, consistency }) => {
+                let level = if frame.has_flag(FLAG_LINEARIZABLE) { Consistency::Primary } else { consistency };
+                let answer = self.read_frame(id, low, high, &level, frame.route());
+                if matches!((&answer, &level), (Err(ErrorCode::Behind { .. }), Consistency::Session { .. })) {
+                    // Behind a session's position: `handle_frame` waits briefly for it.
+                    return Err(frame);
+                }
                 let timer = self.requests.begin("read");
-                let primary = primary || frame.has_flag(FLAG_LINEARIZABLE);
-                let answer = self.read_frame(id, low, high, primary, frame.route());
                 timer.finish(match &answer {
                     Ok(_) => shardline_metrics::OK,
                     Err(e) => e.name(),
@@ -209,8 +218,12 @@ impl Node {
             }
         }
         let result = match request {
-            Request::Ping | Request::Status | Request::Stats | Request::Read { .. } | Request::ReadServer { .. } => {
+            Request::Ping | Request::Status | Request::Stats | Request::ReadServer { .. } => {
                 unreachable!("answered by request_now")
+            }
+            Request::Read { low, high, consistency } => {
+                let level = if linearizable { Consistency::Primary } else { consistency };
+                self.read_in_session(low, high, &level, route).await
             }
             Request::Write(batch) => match batch.rows() {
                 Ok(rows) => self.insert(batch.client_id(), batch.seq(), rows).await,
@@ -245,7 +258,16 @@ impl Node {
             Request::Ping => Ok(Response::Pong),
             Request::Status => Ok(Response::Node(self.status())),
             Request::Stats => Ok(Response::Stats(self.stats())),
-            Request::Read { low, high, primary } => self.read(low, high, primary || linearizable, route),
+            Request::Read { low, high, consistency } => {
+                let level = if linearizable { Consistency::Primary } else { consistency };
+                match self.read(low, high, &level, route) {
+                    // Behind a session's position: `request` waits briefly for it.
+                    Err(ErrorCode::Behind { .. }) if matches!(level, Consistency::Session { .. }) => {
+                        return Err(Request::Read { low, high, consistency: level })
+                    }
+                    other => other,
+                }
+            }
             Request::ReadServer { server } if server == self.cfg.id => self.read_all(),
             Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }),
             other => return Err(other),
@@ -253,40 +275,59 @@ impl Node {
         Ok(result.unwrap_or_else(Response::Error))
     }
 
-    fn read(&self, low: i64, high: i64, primary: bool, route: Route) -> Result<Response, ErrorCode> {
+    /// The shards a read of `[low, high]` routed by `route` touches, in key order.
+    fn read_shards(&self, low: i64, high: i64, route: Route) -> Result<Vec<ShardHandle>, ErrorCode> {
         if low > high {
             return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
         }
-        let shards = match route {
+        Ok(match route {
             Route::Shard(id) => vec![self.shard(ShardId(id))?],
-            _ => self.all_shards().into_iter().filter(|s| s.spec().overlaps(low, high)).collect(),
-        };
+            _ => {
+                let mut shards: Vec<ShardHandle> =
+                    self.all_shards().into_iter().filter(|s| s.spec().overlaps(low, high)).collect();
+                shards.sort_by_key(|s| s.spec().low);
+                shards
+            }
+        })
+    }
+
+    fn read(&self, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Response, ErrorCode> {
         let mut rows: Vec<Row> = Vec::new();
-        for s in shards {
-            rows.extend(s.read(low, high, primary)?);
+        let mut at = Vec::new();
+        for s in self.read_shards(low, high, route)? {
+            let (part, position) = s.read(low, high, level)?;
+            rows.extend(part);
+            at.push(position);
         }
-        rows.sort_by_key(|r| r.key);
-        Ok(Response::Rows(rows))
+        Ok(Response::Rows { at, rows })
+    }
+
+    /// A session read this replica was behind for: waits up to [`SESSION_WAIT`] for each
+    /// shard to apply the session's position, then reads once more (still behind:
+    /// `Behind`, which a router answers by asking the primary).
+    async fn read_in_session(
+        &self,
+        low: i64,
+        high: i64,
+        level: &Consistency,
+        route: Route,
+    ) -> Result<Response, ErrorCode> {
+        for s in self.read_shards(low, high, route)? {
+            let floor = level.floor(s.spec().id);
+            if !s.applied_reaches(floor, SESSION_WAIT).await {
+                break;
+            }
+        }
+        self.read(low, high, level, route)
     }
 
     /// Answers a read with the stored row bytes spliced into the answer (the binary fast
     /// path; [`Node::read`] is the typed one the text mode takes). The answer is the same.
-    fn read_frame(&self, id: u64, low: i64, high: i64, primary: bool, route: Route) -> Result<Frame, ErrorCode> {
-        if low > high {
-            return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
-        }
+    fn read_frame(&self, id: u64, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Frame, ErrorCode> {
         let mut out = RowsWriter::new();
-        match route {
-            Route::Shard(id) => self.shard(ShardId(id))?.read_encoded(low, high, primary, &mut out)?,
-            _ => {
-                // Shards own disjoint ranges: in range order, their rows are in key order.
-                let mut shards: Vec<ShardHandle> =
-                    self.all_shards().into_iter().filter(|s| s.spec().overlaps(low, high)).collect();
-                shards.sort_by_key(|s| s.spec().low);
-                for s in shards {
-                    s.read_encoded(low, high, primary, &mut out)?;
-                }
-            }
+        // Shards own disjoint ranges: in range order, their rows are in key order.
+        for s in self.read_shards(low, high, route)? {
+            s.read_encoded(low, high, level, &mut out)?;
         }
         // An answer over the frame limit becomes `TooLarge` where it is written out.
         Ok(out.into_frame(id))
@@ -296,7 +337,7 @@ impl Node {
         let mut out = Vec::new();
         for s in self.all_shards() {
             let spec = s.spec();
-            let rows = s.read(spec.low, spec.high().unwrap_or(i64::MIN), false)?;
+            let (rows, _) = s.read(spec.low, spec.high().unwrap_or(i64::MIN), &Consistency::Any)?;
             out.push(ShardRows { shard: spec.id, rows });
         }
         Ok(Response::ServerRows(out))
@@ -432,9 +473,9 @@ impl Node {
     /// Serves another replica (this node as a follower).
     pub async fn peer(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Append { shard, term, primary, prev, entries, commit } => match self.shard(shard) {
+            PeerRequest::Append { shard, term, primary, prev, entries, commit, echo } => match self.shard(shard) {
                 Ok(s) => {
-                    let request = AppendRequest { term, primary, prev, entries, commit };
+                    let request = AppendRequest { term, primary, prev, entries, commit, echo };
                     s.ask(|reply| Command::Append(request, reply)).await
                 }
                 Err(e) => return PeerResponse::Error(e),

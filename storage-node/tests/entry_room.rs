@@ -96,7 +96,8 @@ fn an_entry_just_under_the_room_is_logged_and_its_append_fits_a_frame() {
             let Effect::Send { link, request, .. } = e else { continue };
             let PeerRequest::Append { prev, entries, .. } = &request else { continue };
             let last = LogPosition { term: 1, index: prev.index + entries.len() as u64 };
-            let answer = PeerResponse::Appended { term: 1, success: true, last, retry_from: 0 };
+            let answer =
+                PeerResponse::Appended { term: 1, success: true, last, retry_from: 0, stamp: Default::default() };
             if entries.iter().any(|e| e.len() > 1000) {
                 sends.push(request.clone());
             }

@@ -43,7 +43,11 @@ async fn scenario(cluster: &mut Cluster) {
             panic!("{}: last write {outcome}", budget.spent());
         }
     }
-    let linearizable = Request::Read { low: 0, high: shard_spec().high().expect("non-empty"), primary: true };
+    let linearizable = Request::Read {
+        low: 0,
+        high: shard_spec().high().expect("non-empty"),
+        consistency: shardline_protocol::Consistency::Primary,
+    };
     match cluster.request(primary, &linearizable, Some(Route::Shard(SHARD.0))).await {
         Ok(Response::Error(ErrorCode::LeaseExpired { .. })) => {}
         other => {
@@ -71,7 +75,7 @@ async fn scenario(cluster: &mut Cluster) {
     let outcome = ledger.write(cluster, primary, &[1000]).await;
     assert!(outcome.is_acked(), "write after the lease was renewed: {outcome}");
     match cluster.request(primary, &linearizable, Some(Route::Shard(SHARD.0))).await {
-        Ok(Response::Rows(rows)) => {
+        Ok(Response::Rows { rows, .. }) => {
             assert!(
                 rows.iter().any(|r| r.key == 1000),
                 "linearizable read misses the write just acknowledged: {rows:?}"

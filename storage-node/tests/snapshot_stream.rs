@@ -62,9 +62,9 @@ async fn a_new_replica_streams_its_snapshot_at_the_rate_limit() {
 async fn rows(cluster: &Cluster, i: usize) -> Result<Vec<Row>, String> {
     let mut all = Vec::new();
     for low in (0..ROWS + 1000).step_by(1000) {
-        let req = Request::Read { low, high: low + 999, primary: false };
+        let req = Request::Read { low, high: low + 999, consistency: shardline_protocol::Consistency::Any };
         match cluster.request(i, &req, Some(Route::Shard(SHARD.0))).await {
-            Ok(Response::Rows(rows)) => all.extend(rows),
+            Ok(Response::Rows { rows, .. }) => all.extend(rows),
             other => return Err(format!("read of {low}.. on node {i}: {other:?}")),
         }
     }

@@ -72,8 +72,8 @@ pub(crate) async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Du
 /// The keys in `[low, high]`, read from each shard's primary (linearizable).
 pub(crate) async fn primary_keys(addr: &str, low: i64, high: i64) -> Vec<i64> {
     poll("a linearizable read", Duration::from_secs(30), || async {
-        match request(addr, &Request::Read { low, high, primary: true }).await {
-            Ok(Response::Rows(rows)) => Some(rows.iter().map(|r| r.key).collect()),
+        match request(addr, &Request::Read { low, high, consistency: shardline_protocol::Consistency::Primary }).await {
+            Ok(Response::Rows { rows, .. }) => Some(rows.iter().map(|r| r.key).collect()),
             _ => None,
         }
     })
@@ -94,10 +94,13 @@ pub(crate) async fn converged(addr: &str, id: u32, limit: Duration) {
         let t = topology(addr).await;
         let shard = t.shards.iter().find(|s| s.spec.id == ShardId(id))?;
         let (low, high) = (shard.spec.low, shard.spec.high()?);
-        let want = match request(addr, &Request::Read { low, high, primary: true }).await {
-            Ok(Response::Rows(rows)) => rows,
-            _ => return None,
-        };
+        let want =
+            match request(addr, &Request::Read { low, high, consistency: shardline_protocol::Consistency::Primary })
+                .await
+            {
+                Ok(Response::Rows { rows, .. }) => rows,
+                _ => return None,
+            };
         for replica in &shard.replicas {
             if server_rows(addr, replica, id).await? != want {
                 return None;

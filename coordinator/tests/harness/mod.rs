@@ -226,9 +226,13 @@ pub(crate) async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
         let t = coord.topology().await;
         let s = t.shards.iter().find(|s| s.spec.id == shard)?;
         let primary = s.primary.as_ref()?;
-        let read = Request::Read { low: s.spec.low, high: s.spec.high()?, primary: true };
+        let read = Request::Read {
+            low: s.spec.low,
+            high: s.spec.high()?,
+            consistency: shardline_protocol::Consistency::Primary,
+        };
         match request(&addr_of(&t, primary), &read).await {
-            Ok(Response::Rows(rows)) => Some(rows),
+            Ok(Response::Rows { rows, .. }) => Some(rows),
             _ => None,
         }
     })
@@ -237,9 +241,9 @@ pub(crate) async fn shard_rows(coord: &Coord, shard: ShardId) -> Vec<Row> {
 
 /// All rows a replica holds of a shard (any replica, follower reads).
 pub(crate) async fn replica_rows(addr: &str, shard: ShardSpec) -> Option<Vec<Row>> {
-    let read = Request::Read { low: shard.low, high: shard.high()?, primary: false };
+    let read = Request::Read { low: shard.low, high: shard.high()?, consistency: shardline_protocol::Consistency::Any };
     match request(addr, &read).await {
-        Ok(Response::Rows(rows)) => Some(rows),
+        Ok(Response::Rows { rows, .. }) => Some(rows),
         _ => None,
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Message, MessageError, NodeStatus, Topology};
 use crate::batch::WriteBatch;
+use crate::consistency::{Consistency, ShardPosition};
 use crate::frame::{Route, FLAG_LINEARIZABLE};
 use crate::log_entry::LogLine;
 use crate::model::{Row, Schema, ShardId, ShardSpec};
@@ -121,8 +122,8 @@ pub enum Request {
         low: i64,
         /// Highest key, inclusive.
         high: i64,
-        /// Serve from the primary under its lease (linearizable).
-        primary: bool,
+        /// How fresh the answer must be (see [`Consistency`]).
+        consistency: Consistency,
     },
     /// Every row a server holds, by shard.
     ReadServer {
@@ -230,8 +231,15 @@ pub enum Response {
     Node(NodeStatus),
     /// Counters, as name/value pairs in a stable order.
     Stats(Vec<(String, String)>),
-    /// Rows in key order.
-    Rows(Vec<Row>),
+    /// Rows in key order, with the position each shard's replica served them at (what a
+    /// session client takes in, so its next read sees at least as much).
+    Rows {
+        /// Per shard read: the replica's term and applied index for these rows. Ahead of
+        /// `rows` on the wire, so a router merges answers without decoding a row.
+        at: Vec<ShardPosition>,
+        /// The rows.
+        rows: Vec<Row>,
+    },
     /// Rows grouped by shard.
     ServerRows(Vec<ShardRows>),
     /// A write, update or delete committed; one entry per shard it touched.
@@ -285,7 +293,7 @@ impl Message for Request {
 
     fn flags(&self) -> u16 {
         match self {
-            Request::Read { primary: true, .. } => FLAG_LINEARIZABLE,
+            Request::Read { consistency: Consistency::Primary, .. } => FLAG_LINEARIZABLE,
             _ => 0,
         }
     }

@@ -137,6 +137,15 @@ pub enum ErrorCode {
         /// Why the connection failed.
         reason: String,
     },
+    /// This replica cannot prove it is as fresh as the read asks (a session position it
+    /// has not applied, or a staleness bound it cannot show): a router asks the primary.
+    #[error("{shard} here is behind what the read asks: {reason}")]
+    Behind {
+        /// The shard.
+        shard: ShardId,
+        /// What it lacks.
+        reason: String,
+    },
 }
 
 impl ErrorCode {
@@ -169,6 +178,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated(_) => "Unauthenticated",
             ErrorCode::Forbidden(_) => "Forbidden",
             ErrorCode::Unreachable { .. } => "Unreachable",
+            ErrorCode::Behind { .. } => "Behind",
         }
     }
 

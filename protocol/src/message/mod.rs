@@ -21,7 +21,7 @@ mod status;
 pub use client::{kind, AddServersRequest, InitRequest, Request, Response, Secret, ShardCommit, ShardRows};
 pub use control::{ControlRequest, ControlResponse, LeaseGrant, Vote};
 pub use error::ErrorCode;
-pub use peer::{ClientSeqMark, PeerRequest, PeerResponse};
+pub use peer::{ClientSeqMark, ContactStamp, PeerRequest, PeerResponse};
 pub use status::{
     CopyDirection, CopyProgress, CopySize, NodeStatus, ReplicaRole, ServerInfo, ShardCopy, ShardState, ShardTopology,
     Topology,

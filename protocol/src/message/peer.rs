@@ -24,6 +24,10 @@ pub enum PeerRequest {
         entries: Vec<Bytes>,
         /// The primary's commit index.
         commit: u64,
+        /// The newest [`ContactStamp`] this follower answered with that the primary had
+        /// received before sending this, if the primary holds its lease now: proof to the
+        /// follower that `commit` covers every write acknowledged before that stamp.
+        echo: Option<ContactStamp>,
     },
     /// One chunk of a shard snapshot for a replica too far behind for the log.
     Snapshot {
@@ -86,6 +90,8 @@ pub enum PeerResponse {
         last: LogPosition,
         /// On refusal, the first index the sender should retry from.
         retry_from: u64,
+        /// The receiver's run and clock as it answered, for the primary to echo.
+        stamp: ContactStamp,
     },
     /// Answer to `Snapshot`: the chunk is stored.
     SnapshotStored {
@@ -116,4 +122,14 @@ impl Message for PeerResponse {
     const BASE: u8 = 0xB0;
     const SPAN: u8 = 0x10;
     const NAME: &'static str = "PeerResponse";
+}
+
+/// A follower's reading of its own clock as it answered an append, and which run of the
+/// replica read it (clocks restart with a process), echoed back by the primary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactStamp {
+    /// The replica run (a fresh number for every open).
+    pub run: u64,
+    /// Nanoseconds on that run's monotonic clock.
+    pub at_nanos: u64,
 }

@@ -318,7 +318,8 @@ mod tests {
 
     #[test]
     fn an_answer_over_the_limit_becomes_too_large_in_its_own_enum() {
-        let rows = Response::Rows(vec![Row::new(1, vec![crate::Value::Str("x".repeat(2000))])]);
+        let rows =
+            Response::Rows { at: Vec::new(), rows: vec![Row::new(1, vec![crate::Value::Str("x".repeat(2000))])] };
         let mut out = BytesMut::new();
         push_frame(&mut out, 1024, &rows.to_frame(7).unwrap());
         let got = decode_one(&mut out);

@@ -14,7 +14,8 @@ Shardline text mode: one command a line; every answer ends with a line starting 
   HELP                          this list                      HELP
   STATUS                        cluster or node status         STATUS
   STATS                         counters and latencies         STATS
-  READ <low> <high> [PRIMARY]   rows with low <= key <= high   READ 100 200
+  READ <low> <high> [LEVEL]     rows with low <= key <= high   READ 100 200
+    LEVEL: ANY (default) | PRIMARY | BOUNDED <ms> | BOUNDED <n>E | SESSION [sh1=45,...]
   READSERVER <server>           every row a server holds       READSERVER Server0
   WRITE <key> <values...>       insert one row                 WRITE 101 alice 77
   UPDATE <key> <values...>      replace one row                UPDATE 101 alice 80
@@ -44,9 +45,14 @@ pub fn format_response(response: &Response) -> String {
             }
             out.push_str("OK\n");
         }
-        Response::Rows(rows) => {
+        Response::Rows { at, rows } => {
             format_rows(&mut out, rows);
-            let _ = writeln!(out, "OK {} row{}", rows.len(), plural(rows.len()));
+            let _ = write!(out, "OK {} row{}", rows.len(), plural(rows.len()));
+            // The positions a session read can pass back: `READ … SESSION sh1=45,sh2=12`.
+            for (i, p) in at.iter().enumerate() {
+                let _ = write!(out, "{}{}={}", if i == 0 { " at " } else { "," }, p.shard, p.index);
+            }
+            out.push('\n');
         }
         Response::ServerRows(shards) => {
             let mut total = 0;
@@ -225,7 +231,10 @@ mod tests {
     fn every_answer_ends_with_ok_or_err() {
         let answers = [
             Response::Pong,
-            Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]),
+            Response::Rows {
+                at: Vec::new(),
+                rows: vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])],
+            },
             Response::Error(ErrorCode::DuplicateKey { key: 4 }),
             Response::Committed(vec![ShardCommit {
                 shard: ShardId(1),
@@ -246,7 +255,10 @@ mod tests {
 
     #[test]
     fn rows_and_errors_read_well() {
-        let rows = Response::Rows(vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])]);
+        let rows = Response::Rows {
+            at: Vec::new(),
+            rows: vec![Row::new(1, vec![Value::Str("ann lee".into()), Value::Int(3)])],
+        };
         assert_eq!(format_response(&rows), "1 \"ann lee\" 3\nOK 1 row\n");
         let e = Response::Error(ErrorCode::KeyOutOfRange { key: 99999 });
         assert_eq!(format_response(&e), "ERR KeyOutOfRange: key 99999 is outside every shard\n");

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::batch::WriteBatch;
+use crate::consistency::{Consistency, ShardPosition};
 use crate::message::{AddServersRequest, Request, Secret};
 use crate::model::{Row, ShardId, Value};
 
@@ -83,17 +84,42 @@ fn no_args(name: &str, args: &[Token], request: Request) -> Result<Request, Text
 }
 
 fn parse_read(args: &[Token]) -> Result<Request, TextError> {
-    const USAGE: &str = "usage: READ <low> <high> [PRIMARY], e.g. READ 100 200";
-    let (low, high, primary) = match args {
-        [low, high] => (low, high, false),
-        [low, high, p] if p.text.eq_ignore_ascii_case("primary") => (low, high, true),
+    const USAGE: &str = "usage: READ <low> <high> [ANY | PRIMARY | BOUNDED <ms> | BOUNDED <n>E | SESSION \
+                         [sh1=45,sh2=12]], e.g. READ 100 200 BOUNDED 100";
+    let (low, high, level) = match args {
+        [low, high, level @ ..] => (low, high, level),
+        _ => return err(USAGE),
+    };
+    let consistency = match level {
+        [] => Consistency::Any,
+        [one] if one.text.eq_ignore_ascii_case("session") => Consistency::Session { positions: Vec::new() },
+        [one] => one.text.parse().map_err(|_| TextError(USAGE.into()))?,
+        [kind, bound] if kind.text.eq_ignore_ascii_case("bounded") => {
+            let bound = bound.text.to_ascii_lowercase();
+            let form = if bound.ends_with('e') || bound.ends_with("ms") { bound } else { format!("{bound}ms") };
+            format!("bounded:{form}").parse().map_err(|_| TextError(USAGE.into()))?
+        }
+        [kind, token] if kind.text.eq_ignore_ascii_case("session") => {
+            Consistency::Session { positions: parse_positions(&token.text).ok_or_else(|| TextError(USAGE.into()))? }
+        }
         _ => return err(USAGE),
     };
     let (low, high) = (int(low, "READ", "low")?, int(high, "READ", "high")?);
     if low > high {
         return err(format!("READ: low {low} is above high {high}"));
     }
-    Ok(Request::Read { low, high, primary })
+    Ok(Request::Read { low, high, consistency })
+}
+
+/// `sh1=45,sh2=12`: per shard, the applied index a session read must see (term 0: the
+/// text mode carries indexes only, which is all a replica compares).
+fn parse_positions(text: &str) -> Option<Vec<ShardPosition>> {
+    text.split(',')
+        .map(|part| {
+            let (shard, index) = part.split_once('=')?;
+            Some(ShardPosition { shard: ShardId::parse(shard)?, term: 0, index: index.parse().ok()? })
+        })
+        .collect()
 }
 
 fn parse_row(command: &str, args: &[Token]) -> Result<Row, TextError> {

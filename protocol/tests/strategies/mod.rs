@@ -71,6 +71,23 @@ pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::TooLarge { len, max }),
         proptest::option::of(".{0,20}").prop_map(|leader| ErrorCode::NotLeader { leader }),
         (".{0,20}", ".{0,20}").prop_map(|(addr, reason)| ErrorCode::Unreachable { addr, reason }),
+        (shard_id(), ".{0,20}").prop_map(|(shard, reason)| ErrorCode::Behind { shard, reason }),
+    ]
+}
+
+/// A shard position, as read answers and session tokens carry it.
+pub(crate) fn shard_position() -> impl Strategy<Value = ShardPosition> {
+    (shard_id(), any::<u64>(), any::<u64>()).prop_map(|(shard, term, index)| ShardPosition { shard, term, index })
+}
+
+/// Any read consistency level.
+pub(crate) fn consistency() -> impl Strategy<Value = Consistency> {
+    prop_oneof![
+        Just(Consistency::Any),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(max_lag_ms, max_lag_entries)| Consistency::Bounded { max_lag_ms, max_lag_entries }),
+        vec(shard_position(), 0..4).prop_map(|positions| Consistency::Session { positions }),
+        Just(Consistency::Primary),
     ]
 }
 
@@ -84,10 +101,10 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
         (any::<usize>(), vec(shard_spec(), 0..4), server_map())
             .prop_map(|(n, new_shards, servers)| { Request::AddServers(AddServersRequest { n, new_shards, servers }) }),
         (any::<usize>(), vec(name(), 0..4)).prop_map(|(n, servers)| Request::RemoveServers { n, servers }),
-        (any::<i64>(), any::<i64>(), any::<bool>()).prop_map(|(low, high, primary)| Request::Read {
+        (any::<i64>(), any::<i64>(), consistency()).prop_map(|(low, high, consistency)| Request::Read {
             low,
             high,
-            primary
+            consistency
         }),
         name().prop_map(|server| Request::ReadServer { server }),
         (any::<u64>(), any::<u64>(), rows())
@@ -154,7 +171,7 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         topology().prop_map(Response::Topology),
         (name(), vec(shard_state(), 0..3)).prop_map(|(node, shards)| Response::Node(NodeStatus { node, shards })),
         vec((".{0,8}", ".{0,8}"), 0..4).prop_map(Response::Stats),
-        rows().prop_map(Response::Rows),
+        (vec(shard_position(), 0..4), rows()).prop_map(|(at, rows)| Response::Rows { at, rows }),
         vec((shard_id(), rows()), 0..3)
             .prop_map(|s| Response::ServerRows(s.into_iter().map(|(shard, rows)| ShardRows { shard, rows }).collect())),
         vec((shard_id(), any::<u64>(), any::<u64>(), vec(name(), 0..3), any::<u64>()), 0..3).prop_map(|c| {
@@ -214,20 +231,25 @@ pub(crate) fn log_entry() -> impl Strategy<Value = LogEntry> {
     (any::<u64>(), any::<u64>(), op).prop_map(|(term, index, op)| LogEntry { term, index, op })
 }
 
+/// A follower's contact stamp.
+pub(crate) fn stamp() -> impl Strategy<Value = ContactStamp> {
+    (any::<u64>(), any::<u64>()).prop_map(|(run, at_nanos)| ContactStamp { run, at_nanos })
+}
+
 pub(crate) fn peer_request() -> impl Strategy<Value = PeerRequest> {
     prop_oneof![
-        (shard_id(), any::<u64>(), name(), position(), vec(log_entry(), 0..3), any::<u64>()).prop_map(
-            |(shard, term, primary, prev, entries, commit)| {
+        (shard_id(), any::<u64>(), name(), position(), vec(log_entry(), 0..3), any::<u64>(), option::of(stamp()))
+            .prop_map(|(shard, term, primary, prev, entries, commit, echo)| {
                 PeerRequest::Append {
                     shard,
                     term,
                     primary,
                     prev,
                     commit,
+                    echo,
                     entries: entries.iter().map(|e| e.encode().unwrap()).collect(),
                 }
-            }
-        ),
+            }),
         (
             (shard_id(), any::<u64>(), name(), position(), any::<u32>(), rows(), any::<bool>()),
             vec((any::<u64>(), any::<u64>(), position()), 0..3),

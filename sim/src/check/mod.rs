@@ -8,12 +8,15 @@
 //! - [`one_primary_per_term`], [`leases_disjoint`]: leadership is exclusive.
 //! - [`logs_converge`], [`tables_converge`]: replicas agree on the committed log and the table.
 //! - [`applied_once`]: no write, however often retried, was committed twice.
+//! - [`reads_committed`], [`session_monotonic`], [`bounded_fresh`]: reads at the `any`,
+//!   `session` and `bounded` levels keep those levels' promises (see `levels.rs`).
 //!
 //! Every checker returns the first violation it finds; its `Display` names the checker,
 //! the key (or shard, or index) and the operations or replicas involved.
 
 mod convergence;
 mod leadership;
+mod levels;
 mod linearizable;
 mod once;
 mod refused;
@@ -21,10 +24,11 @@ mod search;
 
 use std::fmt;
 
-use crate::history::{Key, Op, Time, Value};
+use crate::history::{Key, LevelRead, Op, Time, Value};
 
 pub use convergence::{logs_converge, tables_converge, EntryId};
 pub use leadership::{leases_disjoint, one_primary_per_term};
+pub use levels::{bounded_fresh, reads_committed, session_monotonic, CommittedLog};
 pub use linearizable::{linearizable, linearizable_bounded, linearizable_with_final, DEFAULT_STATE_LIMIT};
 pub use once::{applied_once, FreshCommit};
 pub use refused::{refused_absent, unique_values};
@@ -155,6 +159,15 @@ pub enum Violation {
         /// Another replica's entry.
         second: Slot,
     },
+    /// A read at a level broke that level's promise.
+    StaleRead {
+        /// Which checker caught it.
+        checker: &'static str,
+        /// The read.
+        read: Box<LevelRead>,
+        /// What it should have seen.
+        detail: String,
+    },
     /// Two replicas' tables differ.
     TablesDiverge {
         /// The lowest key where they differ.
@@ -240,6 +253,7 @@ impl fmt::Display for Violation {
                 "logs_converge: index {index}: {} has term {} crc {:#010x}, {} has term {} crc {:#010x}",
                 first.replica, first.term, first.crc, second.replica, second.term, second.crc
             ),
+            Violation::StaleRead { checker, read, detail } => write!(f, "{checker}: {read}: {detail}"),
             Violation::TablesDiverge { key, first, first_value, second, second_value } => write!(
                 f,
                 "tables_converge: key {key}: {first} has {}, {second} has {}",

@@ -7,14 +7,15 @@
 
 use bytes::Bytes;
 use shardline_protocol::{
-    log_entry, ClientSeqMark, CopyDirection, CopyProgress, CopySize, ErrorCode, LogPosition, PeerResponse, Row,
-    ServerAddr,
+    log_entry, ClientSeqMark, ContactStamp, CopyDirection, CopyProgress, CopySize, ErrorCode, LogPosition,
+    PeerResponse, Row, ServerAddr,
 };
 use tracing::{info, warn};
 
+use super::fresh::Contact;
 use super::room::{mark_size, row_size};
 use super::rules::{plan_append, AppendPlan};
-use super::{Replica, Role};
+use super::{Replica, Role, Time};
 use crate::disk::Disk;
 use crate::store::TableStore;
 
@@ -31,6 +32,8 @@ pub struct AppendRequest {
     pub entries: Vec<Bytes>,
     /// The sender's commit index.
     pub commit: u64,
+    /// This replica's own stamp, echoed by a primary holding its lease (see [`super::fresh`]).
+    pub echo: Option<ContactStamp>,
 }
 
 /// A snapshot chunk, as the replica receives it.
@@ -80,8 +83,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
 
     /// An append from a primary (Raft's AppendEntries), applied before it returns: the same
     /// as [`Replica::receive_append`] then [`Replica::apply_committed`].
-    pub fn on_append(&mut self, req: AppendRequest) -> PeerResponse {
-        let answer = self.receive_append(req);
+    pub fn on_append(&mut self, req: AppendRequest, now: Time) -> PeerResponse {
+        let answer = self.receive_append(req, now);
         self.apply_committed();
         answer
     }
@@ -90,20 +93,27 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// the answer says only what is on this replica's disk, so the driver sends it first
     /// and then calls [`Replica::apply_committed`], keeping the table's commit off the
     /// primary's acknowledgement path.
-    pub fn receive_append(&mut self, req: AppendRequest) -> PeerResponse {
+    pub fn receive_append(&mut self, req: AppendRequest, now: Time) -> PeerResponse {
+        let stamp = self.stamp(now);
         if let Err(e) = self.accept_primary(req.term, &req.primary) {
             return match e {
-                ErrorCode::StaleTerm { current, .. } => {
-                    PeerResponse::Appended { term: current, success: false, last: self.wal.last(), retry_from: 0 }
-                }
+                ErrorCode::StaleTerm { current, .. } => PeerResponse::Appended {
+                    term: current,
+                    success: false,
+                    last: self.wal.last(),
+                    retry_from: 0,
+                    stamp,
+                },
                 other => PeerResponse::Error(other),
             };
         }
+        self.take_echo(req.echo, req.commit, now);
         let refuse = |task: &Self, retry_from: u64| PeerResponse::Appended {
             term: task.term,
             success: false,
             last: task.wal.last(),
             retry_from,
+            stamp,
         };
         if self.installing {
             return refuse(self, 1);
@@ -161,12 +171,24 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             self.syncs.entries += n;
         }
         let matched = incoming.last().copied().unwrap_or(req.prev);
-        let new_commit = req.commit.min(matched.index);
+        let new_commit =
+            if self.cfg.regressions.apply_uncommitted { matched.index } else { req.commit.min(matched.index) };
         if new_commit > self.commit {
             self.commit = new_commit;
         }
         self.primary_commit = Some(req.commit);
-        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0 }
+        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0, stamp }
+    }
+
+    /// Keeps a primary's echo of this run's stamp as the latest proof of contact: the
+    /// newest stamp wins (appends may be answered out of order after a timeout).
+    fn take_echo(&mut self, echo: Option<ContactStamp>, commit: u64, now: Time) {
+        let Some(echo) = echo.filter(|e| e.run == self.cfg.incarnation) else { return };
+        let at = Time::from_nanos(echo.at_nanos);
+        if at > now || self.contact.is_some_and(|c| c.at > at || (c.at == at && c.commit >= commit)) {
+            return;
+        }
+        self.contact = Some(Contact { at, commit });
     }
 
     /// Applies what the primary's appends said is committed and this log holds; once

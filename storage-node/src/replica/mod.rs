@@ -16,11 +16,13 @@
 //! - `roles`: elections, role changes, terms and leases.
 //! - [`room`]: what fits in one frame to a follower (entries, batches, snapshot chunks).
 //! - `log_view`: the log as `LOG <shard>` and the simulator's checkers read it.
+//! - [`fresh`]: whether a read may be served at the consistency level it asks for.
 //! - [`copy`]: a snapshot read a chunk at a time from a pinned view of the table as it is sent.
 //! - [`pace`]: snapshot chunks held to a rate, on the time passed in.
 
 pub mod copy;
 mod follower;
+pub mod fresh;
 pub mod lag;
 mod log_view;
 pub mod pace;
@@ -35,8 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_protocol::{
-    ClientSeqMark, CopyProgress, ErrorCode, LogEntry, LogPosition, PeerRequest, ReplicaRole, Schema, ServerAddr,
-    ShardCommit, ShardSpec, ShardState,
+    ClientSeqMark, Consistency, ContactStamp, CopyProgress, ErrorCode, LogEntry, LogPosition, PeerRequest, ReplicaRole,
+    Schema, ServerAddr, ShardCommit, ShardSpec, ShardState,
 };
 use tracing::{info, warn};
 
@@ -103,35 +105,10 @@ pub struct Regressions {
     /// Cut snapshots into chunks of [`copy::SNAPSHOT_CHUNK_ROWS`] rows, whatever
     /// their bytes (scenario 8).
     pub chunks_by_rows: bool,
-}
-
-/// Whether a read may be served now, from what a replica publishes: `primary` asks for a
-/// linearizable read (the primary, under its lease, once its term's no-op committed).
-pub fn read_gate(
-    state: &ShardState,
-    primary_hint: Option<&ServerAddr>,
-    lease_until: Option<Time>,
-    ready: bool,
-    now: Time,
-    primary: bool,
-) -> Result<(), ErrorCode> {
-    let shard = state.spec.id;
-    if !state.serving {
-        let reason = state.fault.clone().unwrap_or_else(|| "catching up".into());
-        return Err(ErrorCode::Unavailable { shard, reason });
-    }
-    if primary {
-        if state.role != ReplicaRole::Primary {
-            return Err(ErrorCode::NotPrimary { shard, term: state.term, primary: primary_hint.cloned() });
-        }
-        if lease_until.is_none_or(|t| now >= t) {
-            return Err(ErrorCode::LeaseExpired { shard });
-        }
-        if !ready {
-            return Err(ErrorCode::Unavailable { shard, reason: "new primary not ready".into() });
-        }
-    }
-    Ok(())
+    /// Serve bounded reads with no proof of freshness, like `any` (issue 16's checker).
+    pub bounded_unchecked: bool,
+    /// Apply entries a primary sent before they are committed (issue 16's `any` checker).
+    pub apply_uncommitted: bool,
 }
 
 /// Names one message to a follower, so its answer finds its way back.
@@ -227,6 +204,11 @@ pub struct Replica<D: Disk, T: TableStore> {
     /// The commit index of the append just received and not yet applied (followers): what
     /// [`Replica::apply_committed`] checks the table against before serving again.
     primary_commit: Option<u64>,
+    /// The latest proof of contact with a leased primary (followers; see [`fresh`]).
+    contact: Option<fresh::Contact>,
+    /// Test-only (the simulator's checkers): entries this replica applied while leading,
+    /// kept until taken. `None` (off) in a node.
+    journal: Option<Vec<LogEntry>>,
 }
 
 /// Why a replica could not open.
@@ -305,6 +287,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             syncs: SyncCounts::default(),
             unsynced: 0,
             primary_commit: None,
+            contact: None,
+            journal: None,
         })
     }
 
@@ -376,9 +360,45 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.fault.is_none() && !self.installing
     }
 
-    /// Whether a read may be served at `now` (see [`read_gate`]).
-    pub fn read_gate(&self, now: Time, primary: bool) -> Result<(), ErrorCode> {
-        read_gate(&self.state(), self.primary_hint().as_ref(), self.lease_until, self.ready(), now, primary)
+    /// Whether a read at `level` may be served at `now` (see [`fresh::read_gate`]).
+    pub fn read_gate(&self, now: Time, level: &Consistency) -> Result<(), ErrorCode> {
+        let state = self.state();
+        let hint = self.primary_hint();
+        fresh::read_gate(&self.read_facts(&state, hint.as_ref()), now, level)
+    }
+
+    /// What a read gate needs of this replica, around its `state` and primary `hint`.
+    pub fn read_facts<'a>(&self, state: &'a ShardState, hint: Option<&'a ServerAddr>) -> fresh::ReadFacts<'a> {
+        fresh::ReadFacts {
+            state,
+            primary_hint: hint,
+            lease_until: self.lease_until,
+            ready: self.ready(),
+            contact: self.contact,
+            bounded_unchecked: self.cfg.regressions.bounded_unchecked,
+        }
+    }
+
+    /// The latest proof of contact with a leased primary, for readers (see [`fresh`]).
+    pub fn contact(&self) -> Option<fresh::Contact> {
+        self.contact
+    }
+
+    /// This run's stamp at `now`, sent back with every answer to an append.
+    fn stamp(&self, now: Time) -> ContactStamp {
+        ContactStamp { run: self.cfg.incarnation, at_nanos: now.as_nanos() as u64 }
+    }
+
+    /// Test-only: keep the entries applied while leading, for [`Replica::take_journal`]
+    /// (a primary applies only committed entries, so the simulator learns the committed
+    /// log from it even after the log's prefix is truncated).
+    pub fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Test-only: the entries applied while leading since the last call.
+    pub fn take_journal(&mut self) -> Vec<LogEntry> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Log fsyncs so far.
@@ -433,6 +453,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return Ok(());
         };
         self.table.apply(&entries, false)?;
+        if let (Some(journal), Role::Primary(_)) = (&mut self.journal, &self.role) {
+            journal.extend(entries.iter().cloned());
+        }
         self.applied = last;
         self.overlay.applied_through(last.index);
         self.compact()

@@ -10,7 +10,9 @@
 //! empty append goes out every sync heartbeat: it carries the commit index and shows the
 //! follower is alive.
 
-use shardline_protocol::{CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr, ShardId};
+use shardline_protocol::{
+    ContactStamp, CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr, ShardId,
+};
 use tracing::{debug, info, warn};
 
 use super::copy::{Cut, Outgoing, SNAPSHOT_CHUNK_ROWS};
@@ -45,6 +47,8 @@ pub(super) struct Follower {
     last_sent: Option<Time>,
     sent_commit: u64,
     snapshot: Option<Outgoing>,
+    /// The follower's newest stamp, to echo (see [`super::fresh`]).
+    stamp: Option<ContactStamp>,
 }
 
 impl Follower {
@@ -61,6 +65,7 @@ impl Follower {
             last_sent: None,
             sent_commit: 0,
             snapshot: None,
+            stamp: None,
         }
     }
 }
@@ -83,6 +88,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let room = self.room;
         let by_rows = self.cfg.regressions.chunks_by_rows;
         let applied = self.applied.index;
+        // Only a primary that holds its lease and is ready may vouch that its commit index
+        // covers every write acknowledged before the follower's stamp.
+        let vouches = self.lease_until.is_some_and(|t| now < t) && self.ready();
         let Role::Primary(p) = &mut self.role else { return };
         let epoch = p.epoch;
         let f = &mut p.followers[slot];
@@ -130,7 +138,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
             let sent_last = prev_index + entries.len() as u64;
             let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
-            let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit };
+            let echo = f.stamp.filter(|_| vouches);
+            let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit, echo };
             (request, InFlight::Append { sent_last })
         };
         f.seq += 1;
@@ -153,6 +162,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return;
         }
         f.in_flight = None;
+        if let Ok(PeerResponse::Appended { stamp, .. }) = &answer {
+            f.stamp = Some(*stamp);
+        }
         let mut progress = None;
         match (answer, kind) {
             (Ok(PeerResponse::Appended { term, .. }), _) if term > self.term => {

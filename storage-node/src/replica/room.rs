@@ -38,6 +38,7 @@ impl Room {
             prev: wide,
             entries: Vec::new(),
             commit: u64::MAX,
+            echo: Some(shardline_protocol::ContactStamp { run: u64::MAX, at_nanos: u64::MAX }),
         };
         let chunk = PeerRequest::Snapshot {
             shard: ShardId(u32::MAX),
@@ -109,7 +110,15 @@ mod tests {
     fn append(entries: Vec<Bytes>) -> PeerRequest {
         let wide = LogPosition { term: u64::MAX, index: u64::MAX };
         let shard = ShardId(u32::MAX);
-        PeerRequest::Append { shard, term: u64::MAX, primary: NODE.into(), prev: wide, entries, commit: u64::MAX }
+        PeerRequest::Append {
+            shard,
+            term: u64::MAX,
+            primary: NODE.into(),
+            prev: wide,
+            entries,
+            commit: u64::MAX,
+            echo: Some(shardline_protocol::ContactStamp { run: u64::MAX, at_nanos: u64::MAX }),
+        }
     }
 
     fn payload(m: &PeerRequest) -> usize {

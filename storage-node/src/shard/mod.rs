@@ -16,18 +16,19 @@ mod task;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shardline_protocol::rows::RowsWriter;
 use shardline_protocol::{
-    ControlResponse, ErrorCode, LogLine, Operation, PeerResponse, Row, ShardCommit, ShardSpec, ShardState,
+    Consistency, ControlResponse, ErrorCode, LogLine, LogPosition, Operation, PeerResponse, Row, ShardCommit,
+    ShardPosition, ShardSpec, ShardState,
 };
 use tokio::sync::{mpsc, oneshot};
 
 pub use task::open_shard;
 
-use crate::replica::{AppendRequest, FollowerLag, SnapshotChunk};
+use crate::replica::{fresh, AppendRequest, FollowerLag, SnapshotChunk};
 use crate::store::{Table, TableStore};
 
 /// What the shard task is asked to do.
@@ -87,6 +88,8 @@ pub(crate) struct Published {
     pub origin: Instant,
     /// The primary has committed an entry of its own term (its no-op).
     pub ready: bool,
+    /// (Follower) the latest proof of contact with a leased primary, for bounded reads.
+    pub contact: Option<crate::replica::fresh::Contact>,
     /// (Primary only) each follower's lag, for metrics.
     pub followers: Vec<FollowerLag>,
 }
@@ -109,6 +112,9 @@ pub(crate) struct Shared {
     pub published: Mutex<Published>,
     /// Reads served: counted on every read, so outside the counters' lock.
     pub reads: AtomicU64,
+    /// Woken whenever the task publishes, so a session read waiting for an applied index
+    /// looks again.
+    pub applied: tokio::sync::Notify,
     pub counters: Mutex<Counters>,
 }
 
@@ -152,27 +158,67 @@ impl ShardHandle {
         result
     }
 
-    /// Rows in `[low, high]`; `primary` asks for a linearizable read under the lease.
-    pub fn read(&self, low: i64, high: i64, primary: bool) -> Result<Vec<Row>, ErrorCode> {
-        let (low, high) = self.may_read(low, high, primary)?;
-        self.shared.table.read_range(low, high).map_err(|e| ErrorCode::Internal(e.to_string()))
+    /// Rows in `[low, high]` at consistency `level`, and the position they were read at.
+    pub fn read(&self, low: i64, high: i64, level: &Consistency) -> Result<(Vec<Row>, ShardPosition), ErrorCode> {
+        let (low, high) = self.may_read(low, high, level)?;
+        let (rows, applied) = self.shared.table.read_at(low, high).map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        let position = self.position(applied);
+        fresh::session_gate(self.shared.spec.id, level, applied.index)?;
+        Ok((rows, position))
     }
 
-    /// Appends the rows in `[low, high]` to `out` as stored (see [`Table::read_encoded`]);
-    /// `primary` asks for a linearizable read under the lease.
+    /// Appends the rows in `[low, high]` to `out` as stored (see [`Table::read_encoded`])
+    /// at consistency `level`, with the position they were read at.
     ///
     /// [`Table::read_encoded`]: crate::store::Table::read_encoded
-    pub fn read_encoded(&self, low: i64, high: i64, primary: bool, out: &mut RowsWriter) -> Result<(), ErrorCode> {
-        let (low, high) = self.may_read(low, high, primary)?;
-        self.shared.table.read_encoded(low, high, out).map_err(|e| ErrorCode::Internal(e.to_string()))
+    pub fn read_encoded(
+        &self,
+        low: i64,
+        high: i64,
+        level: &Consistency,
+        out: &mut RowsWriter,
+    ) -> Result<(), ErrorCode> {
+        let (low, high) = self.may_read(low, high, level)?;
+        let floor = level.floor(self.shared.spec.id);
+        let applied =
+            self.shared.table.read_encoded(low, high, floor, out).map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        fresh::session_gate(self.shared.spec.id, level, applied.index)?;
+        out.read_at(self.position(applied));
+        Ok(())
+    }
+
+    /// Waits up to `wait` for this replica to apply `index` (a session read's floor).
+    pub async fn applied_reaches(&self, index: u64, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.shared.applied.notified();
+            if self.state().applied_index >= index {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.state().applied_index >= index;
+            }
+        }
+    }
+
+    fn position(&self, applied: LogPosition) -> ShardPosition {
+        ShardPosition { shard: self.shared.spec.id, term: applied.term, index: applied.index }
     }
 
     /// Whether this replica may serve the read now, and the part of `[low, high]` it holds.
-    fn may_read(&self, low: i64, high: i64, primary: bool) -> Result<(i64, i64), ErrorCode> {
+    fn may_read(&self, low: i64, high: i64, level: &Consistency) -> Result<(i64, i64), ErrorCode> {
         {
             let p = self.shared.published.lock().expect("published lock");
             let now = p.origin.elapsed();
-            crate::replica::read_gate(&p.state, p.primary.as_ref(), p.lease_until, p.ready, now, primary)?;
+            let facts = fresh::ReadFacts {
+                state: &p.state,
+                primary_hint: p.primary.as_ref(),
+                lease_until: p.lease_until,
+                ready: p.ready,
+                contact: p.contact,
+                bounded_unchecked: false,
+            };
+            fresh::read_gate(&facts, now, level)?;
         }
         self.shared.reads.fetch_add(1, Ordering::Relaxed);
         let spec = self.shared.spec;

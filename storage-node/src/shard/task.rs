@@ -51,6 +51,19 @@ struct ShardTask {
 /// [`ReplicaConfig::incarnation`]).
 static INCARNATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A number for this run of a replica that no earlier run of this process or of an
+/// earlier process used: a follower's contact stamps are only taken back from its own
+/// run, whose clock they were read on (a restarted process counts from 1 again, so the
+/// wall clock at first use sets the high bits).
+fn incarnation() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (since_epoch.as_millis() as u64) << 16
+    });
+    base | INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xffff
+}
+
 /// Opens (configuring, if `config` is given) the replica in `data_dir` and starts its task.
 pub fn open_shard(
     data_dir: &Path,
@@ -76,7 +89,7 @@ pub fn open_shard(
         max_payload: cfg.max_payload,
         snapshot_chunk_bytes: crate::replica::room::SNAPSHOT_CHUNK_BYTES,
         snapshot_rate: cfg.snapshot_rate,
-        incarnation: INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        incarnation: incarnation(),
         regressions: Default::default(),
     });
     let replica = Replica::open(replica_cfg, table.clone(), disk, failpoints, config).map_err(|e| match e {
@@ -94,9 +107,11 @@ pub fn open_shard(
             lease_until: None,
             origin: Instant::now(),
             ready: false,
+            contact: None,
             followers: Vec::new(),
         }),
         reads: std::sync::atomic::AtomicU64::new(0),
+        applied: tokio::sync::Notify::new(),
         counters: Mutex::new(Counters {
             writes_acked: 0,
             writes_failed: 0,
@@ -226,7 +241,7 @@ impl ShardTask {
             }
             Command::Append(request, reply) => {
                 // Answered once on disk; the table's commit comes after the answer left.
-                let _ = reply.send(r.receive_append(request));
+                let _ = reply.send(r.receive_append(request, now));
                 r.apply_committed();
             }
             Command::Snapshot(chunk, reply) => {
@@ -280,8 +295,10 @@ impl ShardTask {
             published.lease_until = r.lease_until();
             published.origin = self.origin;
             published.ready = r.ready();
+            published.contact = r.contact();
             published.followers = r.follower_lag(self.origin.elapsed());
         }
+        self.shared.applied.notify_waiters();
         let syncs = r.sync_counts();
         let mut c = self.shared.counters.lock().expect("counters lock");
         c.fsyncs = syncs.fsyncs;

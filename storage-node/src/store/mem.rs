@@ -152,6 +152,17 @@ impl TableStore for MemTable {
         Ok(self.read(|s| s.rows.range(low..=high).map(|(k, v)| Row { key: *k, values: v.clone() }).collect()))
     }
 
+    fn read_at(&self, low: i64, high: i64) -> Result<(Vec<Row>, LogPosition), StoreError> {
+        Ok(self.read(|s| {
+            let rows = if low > high {
+                Vec::new()
+            } else {
+                s.rows.range(low..=high).map(|(k, v)| Row { key: *k, values: v.clone() }).collect()
+            };
+            (rows, s.applied)
+        }))
+    }
+
     fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError> {
         Ok(self.read(|s| s.clients.get(&(client, seq)).copied()))
     }

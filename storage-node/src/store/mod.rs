@@ -65,6 +65,9 @@ pub trait TableStore: Clone + Send + Sync + 'static {
     fn contains(&self, key: i64) -> Result<bool, StoreError>;
     /// Rows with `low <= key <= high`, in key order.
     fn read_range(&self, low: i64, high: i64) -> Result<Vec<Row>, StoreError>;
+    /// Rows with `low <= key <= high`, in key order, and the applied position of the very
+    /// view they were read from (what a session read answers with).
+    fn read_at(&self, low: i64, high: i64) -> Result<(Vec<Row>, LogPosition), StoreError>;
     /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
     fn client_mark(&self, client: u64, seq: u64) -> Result<Option<ClientMark>, StoreError>;
     /// The pinned view a snapshot is read from.

@@ -136,6 +136,8 @@ pub struct Table {
 struct View {
     rows: ReadOnlyTable<i64, &'static [u8]>,
     clients: ReadOnlyTable<(u64, u64), &'static [u8]>,
+    /// The last entry applied to these rows (read in the same transaction).
+    applied: LogPosition,
 }
 
 impl Table {
@@ -175,23 +177,32 @@ impl Table {
             return Ok(view.clone());
         }
         let tx = self.db.begin_read()?;
-        let view = Arc::new(View { rows: tx.open_table(ROWS)?, clients: tx.open_table(CLIENTS)? });
+        let applied = get(&tx.open_table(META)?, "applied")?.unwrap_or_default();
+        let view = Arc::new(View { rows: tx.open_table(ROWS)?, clients: tx.open_table(CLIENTS)?, applied });
         *reader = Some(view.clone());
         Ok(view)
     }
 
     /// Appends the rows with `low <= key <= high` to `out` as stored, in key order: the
     /// stored column bytes are the answer's, so nothing is decoded or encoded again.
-    pub fn read_encoded(&self, low: i64, high: i64, out: &mut RowsWriter) -> Result<(), StoreError> {
-        if low > high {
-            return Ok(());
-        }
+    /// Returns the applied position of the view they were read from; a view that has not
+    /// applied `floor` adds no rows (a session read it cannot serve).
+    pub fn read_encoded(
+        &self,
+        low: i64,
+        high: i64,
+        floor: u64,
+        out: &mut RowsWriter,
+    ) -> Result<LogPosition, StoreError> {
         let view = self.view()?;
+        if low > high || view.applied.index < floor {
+            return Ok(view.applied);
+        }
         for item in view.rows.range(low..=high)? {
             let (key, value) = item?;
             out.push_encoded(key.value(), value.value());
         }
-        Ok(())
+        Ok(view.applied)
     }
 }
 
@@ -296,6 +307,19 @@ impl TableStore for Table {
             out.push(Row { key: key.value(), values: decode("rows", value.value())? });
         }
         Ok(out)
+    }
+
+    /// Rows with `low <= key <= high` and the applied position, from one cached view.
+    fn read_at(&self, low: i64, high: i64) -> Result<(Vec<Row>, LogPosition), StoreError> {
+        let view = self.view()?;
+        let mut out = Vec::new();
+        if low <= high {
+            for item in view.rows.range(low..=high)? {
+                let (key, value) = item?;
+                out.push(Row { key: key.value(), values: decode("rows", value.value())? });
+            }
+        }
+        Ok((out, view.applied))
     }
 
     /// Where `client`'s write `seq` was applied, if it was (within the dedup window).
@@ -467,18 +491,18 @@ mod tests {
         let (_dir, t) = table();
         let encoded = |low, high| {
             let mut out = RowsWriter::new();
-            t.read_encoded(low, high, &mut out).unwrap();
+            t.read_encoded(low, high, 0, &mut out).unwrap();
             Response::from_frame(&out.into_frame(1)).unwrap()
         };
         t.apply(&[write(1, &[3, 1, 2])], false).unwrap();
-        assert_eq!(encoded(0, 100), Response::Rows(t.read_range(0, 100).unwrap()));
-        assert_eq!(encoded(2, 2), Response::Rows(t.read_range(2, 2).unwrap()));
+        assert_eq!(encoded(0, 100), Response::Rows { at: Vec::new(), rows: t.read_range(0, 100).unwrap() });
+        assert_eq!(encoded(2, 2), Response::Rows { at: Vec::new(), rows: t.read_range(2, 2).unwrap() });
         t.apply(&[write(2, &[50])], false).unwrap();
         let del = LogEntry { term: 1, index: 3, op: Operation::Delete { client_id: 0, seq: 0, key: 1 } };
         t.apply(&[del], false).unwrap();
-        let Response::Rows(rows) = encoded(0, 100) else { panic!("not rows") };
+        let Response::Rows { rows, .. } = encoded(0, 100) else { panic!("not rows") };
         assert_eq!(rows.iter().map(|r| r.key).collect::<Vec<_>>(), vec![2, 3, 50]);
-        assert_eq!(encoded(5, 4), Response::Rows(Vec::new()));
+        assert_eq!(encoded(5, 4), Response::Rows { at: Vec::new(), rows: Vec::new() });
     }
 
     #[test]

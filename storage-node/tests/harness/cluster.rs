@@ -176,9 +176,13 @@ impl Cluster {
     /// Every row of shard 1 that node `i` serves, in key order.
     pub(crate) async fn rows(&self, i: usize) -> Result<Vec<Row>, ReadError> {
         let spec = shard_spec();
-        let req = Request::Read { low: spec.low, high: spec.high().expect("non-empty shard"), primary: false };
+        let req = Request::Read {
+            low: spec.low,
+            high: spec.high().expect("non-empty shard"),
+            consistency: shardline_protocol::Consistency::Any,
+        };
         match self.request(i, &req, Some(Route::Shard(SHARD.0))).await {
-            Ok(Response::Rows(rows)) => Ok(rows),
+            Ok(Response::Rows { rows, .. }) => Ok(rows),
             Ok(Response::Error(code)) => Err(ReadError::Refused(code)),
             Ok(other) => Err(ReadError::Call(CallError::Unexpected(format!("{other:?}")))),
             Err(e) => Err(ReadError::Call(e)),

@@ -154,18 +154,25 @@ pub(crate) async fn failover(ctx: &Ctx, shard: &str, to: Option<&str>) -> anyhow
     Ok(())
 }
 
-pub(crate) async fn read(ctx: &Ctx, low: i64, high: i64, primary: bool) -> anyhow::Result<()> {
+pub(crate) async fn read(
+    ctx: &Ctx,
+    low: i64,
+    high: i64,
+    level: &shardline_protocol::Consistency,
+) -> anyhow::Result<()> {
     if low > high {
         bail!("LOW {low} is above HIGH {high}");
     }
     let client = ctx.client().await?;
     let schema = client.status().await?.schema;
-    let rows = if primary { client.read_primary(low..=high).await? } else { client.read(low..=high).await? };
+    let (rows, at) = client.read_positioned(low..=high, level).await?;
     if ctx.json {
         print_json(&rows_json(schema.as_ref(), &rows));
     } else {
         print!("{}", rows_table(schema.as_ref(), &rows));
-        println!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+        let at: Vec<String> = at.iter().map(|p| format!("{}={}", p.shard, p.index)).collect();
+        let plural = if rows.len() == 1 { "" } else { "s" };
+        println!("({} row{plural}, {level}, at {})", rows.len(), at.join(","));
     }
     Ok(())
 }

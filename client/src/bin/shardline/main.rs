@@ -83,9 +83,14 @@ enum Command {
         /// Highest key.
         #[arg(allow_negative_numbers = true)]
         high: i64,
-        /// Read from each shard's primary (linearizable).
-        #[arg(long)]
+        /// Read from each shard's primary (linearizable): `--consistency primary`.
+        #[arg(long, conflicts_with = "consistency")]
         primary: bool,
+        /// How fresh the rows must be: any (default), primary, session, bounded:100ms
+        /// (every write acknowledged 100 ms ago or earlier is seen), bounded:50e (at most
+        /// 50 entries behind the primary's commit index).
+        #[arg(long, default_value = "any")]
+        consistency: shardline_protocol::Consistency,
     },
     /// Every row a server holds, by shard.
     ReadServer {
@@ -214,7 +219,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Add(a) => commands::add(&ctx, a.servers, a.n, a.shards, a.config, !a.no_wait).await,
         Command::Rm { n, servers } => commands::rm(&ctx, n, servers).await,
         Command::Failover { shard, to } => commands::failover(&ctx, &shard, to.as_deref()).await,
-        Command::Read { low, high, primary } => commands::read(&ctx, low, high, primary).await,
+        Command::Read { low, high, primary, consistency } => {
+            let level = if primary { shardline_protocol::Consistency::Primary } else { consistency };
+            commands::read(&ctx, low, high, &level).await
+        }
         Command::ReadServer { name } => commands::read_server(&ctx, &name).await,
         Command::Write(w) => match w.file {
             Some(file) => write_file::run(&ctx, &file, w.batch, w.parallel).await,
