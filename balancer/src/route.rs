@@ -212,11 +212,13 @@ pub fn is_retryable(e: &ErrorCode) -> bool {
             | ErrorCode::StaleTerm { .. }
             | ErrorCode::UnknownShard { .. }
             | ErrorCode::Behind { .. }
+            | ErrorCode::ShuttingDown(_)
     )
 }
 
 /// The answer to give once retries stop at `last`: a definite refusal (`NotPrimary`,
-/// `LeaseExpired`, `NoQuorum`, `TooLarge`, and a `DuplicateKey`/`NotFound` seen by a retry) says the
+/// `LeaseExpired`, `NoQuorum`, `TooLarge`, `ShuttingDown` (the node stopped before reading
+/// the request), and a `DuplicateKey`/`NotFound` seen by a retry) says the
 /// write never happened, which is true only if no earlier attempt may have been logged.
 /// After an attempt that timed out, lost its connection or was answered
 /// `Timeout`/`Unavailable`, the write's fate is unknown, and so is the answer: `Timeout`.
@@ -231,6 +233,7 @@ pub fn final_error(last: ErrorCode, maybe_logged: bool) -> ErrorCode {
             | ErrorCode::DuplicateKey { .. }
             | ErrorCode::NotFound { .. }
             | ErrorCode::TooLarge { .. }
+            | ErrorCode::ShuttingDown(_)
     );
     if definite && maybe_logged {
         ErrorCode::Timeout(format!(
@@ -371,6 +374,7 @@ mod tests {
             ErrorCode::NotPrimary { shard, term: 2, primary: None },
             ErrorCode::NoQuorum { shard, acked: 1, needed: 2 },
             ErrorCode::NotFound { key: 4 },
+            ErrorCode::ShuttingDown("not read".into()),
         ];
         for e in refusals {
             assert_eq!(final_error(e.clone(), false), e, "nothing logged: the refusal stands");
@@ -379,5 +383,7 @@ mod tests {
         assert_eq!(final_error(ErrorCode::KeyOutOfRange { key: 9 }, true), ErrorCode::KeyOutOfRange { key: 9 });
         assert!(may_have_logged(&ErrorCode::Timeout("t".into())));
         assert!(!may_have_logged(&ErrorCode::NotPrimary { shard, term: 1, primary: None }));
+        assert!(!may_have_logged(&ErrorCode::ShuttingDown("not read".into())));
+        assert!(is_retryable(&ErrorCode::ShuttingDown("not read".into())), "another replica, or the next primary");
     }
 }

@@ -52,6 +52,9 @@ fn client_error(e: CallError) -> ClientError {
     match e {
         CallError::Connect { addr, reason } => ClientError::Connection { addr, reason },
         CallError::Closed { addr } => ClientError::Connection { addr, reason: "the connection closed".into() },
+        CallError::ShuttingDown { addr } => {
+            ClientError::Connection { addr, reason: "the server is shutting down and did not read the request".into() }
+        }
         CallError::Timeout { addr, after } => ClientError::Timeout { addr, timeout: after },
         CallError::Refused { addr, reason } => ClientError::Refused { addr, reason },
         CallError::Tls { addr, reason } => ClientError::Tls { addr, reason },

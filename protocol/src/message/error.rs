@@ -146,6 +146,11 @@ pub enum ErrorCode {
         /// What it lacks.
         reason: String,
     },
+    /// The server is stopping. As a connection's last frame (request id 0): every request
+    /// it read was answered before it; any other request on that connection was not read,
+    /// so it was not carried out and may be sent elsewhere.
+    #[error("shutting down: {0}")]
+    ShuttingDown(String),
 }
 
 impl ErrorCode {
@@ -179,6 +184,7 @@ impl ErrorCode {
             ErrorCode::Forbidden(_) => "Forbidden",
             ErrorCode::Unreachable { .. } => "Unreachable",
             ErrorCode::Behind { .. } => "Behind",
+            ErrorCode::ShuttingDown(_) => "ShuttingDown",
         }
     }
 
@@ -192,6 +198,7 @@ impl ErrorCode {
                 | ErrorCode::Unavailable { .. }
                 | ErrorCode::NoQuorum { .. }
                 | ErrorCode::Unreachable { .. }
+                | ErrorCode::ShuttingDown(_)
         )
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 
-use crate::{CodecError, DecodeError, ErrorCode, FrameCodec, Message, ShardId};
+use crate::{CodecError, DecodeError, ErrorCode, Frame, FrameCodec, Message, ShardId};
 use tokio_util::codec::Framed;
 
 use super::door::Outgoing;
@@ -75,6 +75,12 @@ pub enum CallError {
         /// What failed.
         reason: String,
     },
+    /// The peer is stopping and did not read the request: it was not carried out.
+    #[error("{addr} is shutting down and did not read the request")]
+    ShuttingDown {
+        /// The address.
+        addr: String,
+    },
     /// The peer refused this process's credential (or wants one and none was given).
     #[error("{addr} refused the credential: {reason}")]
     Refused {
@@ -104,6 +110,7 @@ impl CallError {
                 ErrorCode::too_large(*len, *max)
             }
             (CallError::Timeout { .. }, _) => ErrorCode::Timeout(self.to_string()),
+            (CallError::ShuttingDown { .. }, _) => ErrorCode::ShuttingDown(self.to_string()),
             (CallError::Refused { .. } | CallError::Tls { .. }, _) => ErrorCode::Internal(self.to_string()),
             (_, Some(shard)) => ErrorCode::Unavailable { shard, reason: self.to_string() },
             (_, None) => ErrorCode::Internal(self.to_string()),
@@ -165,6 +172,9 @@ impl Conn {
                 if reply.request_id == id {
                     return Resp::from_frame(&reply).map_err(|e| CallError::Protocol(e.to_string()));
                 }
+                if is_goaway(&reply) {
+                    return Err(CallError::ShuttingDown { addr: addr.clone() });
+                }
             }
         };
         let result = tokio::time::timeout(timeout, exchange)
@@ -174,4 +184,12 @@ impl Conn {
         self.spent = result.is_err();
         result
     }
+}
+
+/// Whether `frame` is a stopping server's closing notice: request id 0, an error
+/// `ShuttingDown` (see [`ErrorCode::ShuttingDown`]); every request sent on the connection
+/// and not answered before it was not read.
+pub(super) fn is_goaway(frame: &Frame) -> bool {
+    frame.request_id == 0
+        && matches!(crate::Response::from_frame(frame), Ok(crate::Response::Error(ErrorCode::ShuttingDown(_))))
 }

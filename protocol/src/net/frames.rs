@@ -22,14 +22,16 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::Stream as _;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::warn;
 
 use super::serve::{Limits, Service};
@@ -60,9 +62,12 @@ pub(super) async fn serve_frames<S: Service>(
     limits: Limits,
     session: Session,
     mut input: BytesMut,
+    stop: CancellationToken,
 ) -> io::Result<()> {
     input.reserve(READ_CHUNK);
     let mut conn = FrameConn {
+        stop: Box::pin(stop.cancelled_owned()),
+        draining: Drain::No,
         stream,
         service,
         limits,
@@ -79,7 +84,26 @@ pub(super) async fn serve_frames<S: Service>(
     };
     // Frames that came with the handshake are answered before the first read.
     conn.answer_input();
-    poll_fn(|cx| conn.poll_turn(cx)).await
+    poll_fn(|cx| conn.poll_turn(cx)).await?;
+    if conn.draining == Drain::Said {
+        linger(&mut conn.stream).await;
+    }
+    Ok(())
+}
+
+/// How long a stopping server keeps reading (and dropping) what a peer still sends after
+/// the closing notice, so that closing does not reset the connection under it.
+pub(super) const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes the sending side, then reads and drops until the peer closes too, for at most
+/// [`LINGER`]. Closing a socket that holds unread bytes makes the kernel send a reset,
+/// and a reset may destroy answers the peer has received but not yet read: the closing
+/// notice among them.
+pub(super) async fn linger(stream: &mut Stream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 16 * 1024];
+    let _ =
+        tokio::time::timeout(LINGER, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
 /// The deferred path: the service's async answer, owning what it needs.
@@ -104,8 +128,29 @@ struct FrameConn<S, F, L> {
     reading: bool,
     /// Written since the last flush (TLS may hold the bytes in its session until then).
     unflushed: bool,
+    /// Completes when the server stops.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Where a stopping server's connection is in saying goodbye.
+    draining: Drain,
     later: L,
 }
+
+/// A connection's part in a server's graceful stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// The server is running.
+    No,
+    /// The server stops: nothing more is read; what was read is being answered.
+    Answering,
+    /// Every answer is out, then the closing notice ([`GOAWAY`]); the connection ends once
+    /// that is written.
+    Said,
+}
+
+/// The notice a stopping server sends last on each binary connection, as an error with
+/// request id 0: every request it read has been answered; any other request sent on this
+/// connection was not read, so it was not carried out and may be sent elsewhere.
+pub(super) const GOAWAY: &str = "the server is stopping: every request it read is answered; the rest were not read";
 
 impl<S, F, L> FrameConn<S, F, L>
 where
@@ -117,6 +162,10 @@ where
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut progress = false;
+            if self.draining == Drain::No && self.stop.as_mut().poll(cx).is_ready() {
+                self.begin_drain();
+                progress = true;
+            }
             if self.reading && self.output.len() < HIGH_WATER {
                 progress |= self.poll_read(cx)?;
             }
@@ -147,6 +196,12 @@ where
                 }
             }
             let done = !self.reading && self.pending.is_empty() && self.streams.is_empty();
+            if done && self.draining == Drain::Answering {
+                // Everything read is answered: say so, after the last answer.
+                self.push_error(0, 0, ErrorCode::ShuttingDown(GOAWAY.into()));
+                self.draining = Drain::Said;
+                continue;
+            }
             if done && self.output.is_empty() && !self.unflushed {
                 return Poll::Ready(Ok(()));
             }
@@ -158,6 +213,14 @@ where
                 return Poll::Pending;
             }
         }
+    }
+
+    /// The server stops: read nothing more (requests not yet read stay unread, so they are
+    /// not carried out), end the subscriptions, and answer what was read.
+    fn begin_drain(&mut self) {
+        self.draining = Drain::Answering;
+        self.reading = false;
+        self.streams.clear();
     }
 
     /// Reads what the socket holds and answers every whole frame; whether anything happened.

@@ -49,6 +49,8 @@ struct Pending {
     output: BytesMut,
     next_id: u64,
     closed: bool,
+    /// Closed by the peer's closing notice: nothing sent since was read.
+    stopping: bool,
     tasks: Vec<AbortHandle>,
 }
 
@@ -69,17 +71,25 @@ impl Shared {
         }
     }
 
-    /// Fails every pending call and stops both tasks.
+    /// Fails every pending call (`Closed`: sent, fate unknown) and stops both tasks.
     fn close(&self) {
+        self.close_as(false);
+    }
+
+    /// Fails every pending call and every later one, stopping both tasks: `ShuttingDown`
+    /// (not read, so not carried out) after the peer's closing notice, `Closed` otherwise.
+    fn close_as(&self, stopping: bool) {
+        let error = |addr| if stopping { CallError::ShuttingDown { addr } } else { CallError::Closed { addr } };
         let (calls, tasks) = {
             let mut p = self.pending.lock().expect("pending lock");
+            p.stopping |= stopping && !p.closed;
             p.closed = true;
             p.output = BytesMut::new();
             (std::mem::take(&mut p.calls), std::mem::take(&mut p.tasks))
         };
         debug!(addr = %self.addr, failed = calls.len(), "connection closed");
         for (_, (_, _, reply)) in calls {
-            let _ = reply.send(Err(CallError::Closed { addr: self.addr.to_string() }));
+            let _ = reply.send(Err(error(self.addr.to_string())));
         }
         for task in tasks {
             task.abort();
@@ -190,6 +200,9 @@ impl MuxConn {
         let (tx, rx) = oneshot::channel();
         let (id, wake) = {
             let mut p = self.shared.pending.lock().expect("pending lock");
+            if p.closed && p.stopping {
+                return Err(CallError::ShuttingDown { addr: addr() });
+            }
             if p.closed {
                 return Err(CallError::Closed { addr: addr() });
             }
@@ -231,6 +244,12 @@ async fn read_loop(read: ReadHalf, shared: Arc<Shared>, max_payload: usize) {
     loop {
         tokio::select! {
             next = frames.next() => match next {
+                Some(Ok(answer)) if super::conn::is_goaway(&answer) => {
+                    // Every call still waiting was not read by the peer: not carried out.
+                    debug!(addr = %shared.addr, "the peer is shutting down");
+                    shared.close_as(true);
+                    return;
+                }
                 Some(Ok(answer)) => {
                     let waiter = shared.pending.lock().expect("pending lock").calls.remove(&answer.request_id);
                     // No waiter: the call gave up already; its answer is dropped.

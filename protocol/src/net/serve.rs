@@ -37,6 +37,8 @@ use crate::frame::is_binary_start;
 use crate::text::{self, TextCommand};
 use crate::{ErrorCode, Frame, Message, Request, Response, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD};
 use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A server's logic: one frame in, one frame out; one text request in, one answer out.
 pub trait Service: Send + Sync + 'static {
@@ -84,6 +86,10 @@ pub struct Limits {
 
 /// [`Limits::handshake_timeout`]'s default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping server waits for its connections to answer what they read before
+/// it cuts them (below `docker stop`'s 10 s grace, so the drain finishes first).
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// [`Limits::idle_timeout`]'s default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -116,7 +122,10 @@ impl From<TcpListener> for Ports {
     }
 }
 
-/// Serves `listener` until `shutdown` completes, to anyone (no credentials asked).
+/// Serves `listener` until `shutdown` completes, to anyone (no credentials asked); then
+/// drains: accepts nothing more, reads nothing more, answers every request it read, ends
+/// each binary connection with a closing notice (`ShuttingDown`, request id 0), and returns
+/// once every connection is closed or [`DRAIN_TIMEOUT`] has passed.
 pub async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
@@ -147,6 +156,7 @@ pub async fn serve_ports<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
     let Ports { listener, tls, plain } = ports;
     let plain_accept = async |plain: &Option<TcpListener>| match plain {
         Some(l) => l.accept().await,
@@ -157,10 +167,7 @@ pub async fn serve_ports<S: Service>(
         let (accepted, tls) = tokio::select! {
             accepted = listener.accept() => (accepted, tls.as_ref()),
             accepted = plain_accept(&plain) => (accepted, None),
-            _ = &mut shutdown => {
-                info!("shutting down");
-                return;
-            }
+            _ = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -180,14 +187,35 @@ pub async fn serve_ports<S: Service>(
         let service = service.clone();
         let gate = gate.clone();
         let tls = tls.cloned();
+        let stop = stop.clone();
         service.connection_opened();
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, tls, peer.ip(), service.clone(), limits, &gate).await {
+        tracker.spawn(async move {
+            if let Err(e) = serve_connection(stream, tls, peer.ip(), service.clone(), limits, &gate, stop).await {
                 debug!(%peer, %e, "connection ended");
             }
             service.connection_closed();
             drop(permit);
         });
+    }
+    drop((listener, plain));
+    stop.cancel();
+    tracker.close();
+    info!(connections = tracker.len(), "shutting down: no new connections; answering what was read");
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        warn!(left = tracker.len(), bound = ?DRAIN_TIMEOUT, "connections still busy at the drain bound: cut");
+    }
+}
+
+/// One step of a connection's handshake: bounded by the handshake deadline, and given up
+/// when the server stops (nothing has been asked of it yet).
+async fn step<T>(
+    deadline: tokio::time::Instant,
+    stop: &CancellationToken,
+    f: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::select! {
+        r = timeout_at(deadline, f) => r.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout"))?,
+        () = stop.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the server is stopping")),
     }
 }
 
@@ -219,18 +247,18 @@ async fn serve_connection<S: Service>(
     service: Arc<S>,
     limits: Limits,
     gate: &Gate,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
     tcp.set_nodelay(true)?;
-    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout");
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     // Nothing is allocated for a connection until it sends something.
     let mut first = [0u8; 1];
-    if timeout_at(deadline, tcp.peek(&mut first)).await.map_err(|_| timed_out())?? == 0 {
+    if step(deadline, &stop, tcp.peek(&mut first)).await? == 0 {
         return Ok(());
     }
     let mut stream = match tls {
         Some(_) if first[0] != HANDSHAKE_RECORD => return refuse_plaintext(tcp, first[0], peer).await,
-        Some(tls) => timeout_at(deadline, tls.accept(tcp)).await.map_err(|_| timed_out())??,
+        Some(tls) => step(deadline, &stop, tls.accept(tcp)).await?,
         None if first[0] == HANDSHAKE_RECORD => {
             // A TLS client on a plaintext port: closing at once lets it fail now, not
             // after waiting for an answer to a ClientHello it will never get.
@@ -241,22 +269,22 @@ async fn serve_connection<S: Service>(
     };
     // The first bytes tell frames from text; they stay in the buffer for whichever serves.
     let mut input = BytesMut::with_capacity(super::frames::READ_CHUNK);
-    if timeout_at(deadline, stream.read_buf(&mut input)).await.map_err(|_| timed_out())?? == 0 {
+    if step(deadline, &stop, stream.read_buf(&mut input)).await? == 0 {
         return Ok(());
     }
     if !is_binary_start(input[0]) {
-        return serve_text(stream, input, peer, service, limits, gate).await;
+        return serve_text(stream, input, peer, service, limits, gate, stop).await;
     }
     let (grants, input) = if gate.is_open() {
         (Grants::ALL, input)
     } else {
         let accepted = door::accept(&mut stream, input, gate, peer, limits.max_payload);
-        match timeout_at(deadline, accepted).await.map_err(|_| timed_out())?? {
+        match step(deadline, &stop, accepted).await? {
             Some(won) => won,
             None => return Ok(()),
         }
     };
-    serve_frames(stream, service, limits, Session { grants, open: gate.is_open() }, input).await
+    serve_frames(stream, service, limits, Session { grants, open: gate.is_open() }, input, stop).await
 }
 
 /// Answers a plaintext peer on a TLS port in its own language (an error frame, or a text
@@ -301,6 +329,7 @@ async fn serve_text<S: Service>(
     service: Arc<S>,
     limits: Limits,
     gate: &Gate,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
     let max_payload = limits.max_payload;
     let (read, mut write) = stream.into_split();
@@ -312,7 +341,20 @@ async fn serve_text<S: Service>(
     // Until it authenticates, a connection has the handshake's time; then the idle timeout.
     let mut deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     loop {
-        let Ok(line) = timeout_at(deadline, lines.next()).await else {
+        // A stopping server answers the line it is on, then says so and closes.
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                let code = ErrorCode::ShuttingDown("the server is stopping: closing this connection".into());
+                let _ = say(&mut write, &text::format_response(&Response::Error(code))).await;
+                // As on binary connections (`frames::linger`): no reset under the notice.
+                let _ = write.shutdown().await;
+                let _ = tokio::time::timeout(super::frames::LINGER, async { while lines.next().await.is_some() {} }).await;
+                break;
+            }
+            next = timeout_at(deadline, lines.next()) => next,
+        };
+        let Ok(line) = next else {
             let answer = "ERR Timeout: closing an idle connection\n";
             let _ = say(&mut write, answer).await;
             break;
