@@ -1,7 +1,6 @@
 //! `shardline-balancer`: parses flags, sets up tracing, and runs the balancer until Ctrl-C
 //! or SIGTERM.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +8,6 @@ use clap::Parser;
 use shardline_balancer::config::BalancerConfig;
 use shardline_metrics::MetricsAddr;
 use shardline_protocol::net::cli::ServerArgs;
-use tracing_subscriber::EnvFilter;
 
 /// Shardline's balancer: routes client requests (binary frames, or text lines from `nc`)
 /// to the storage nodes by key, following the coordinator's topology.
@@ -55,11 +53,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    shardline_protocol::net::cli::init_tracing();
     let args = Args::parse();
     let (gate, tls) = args.server.setup()?;
     let config = BalancerConfig {

@@ -11,16 +11,6 @@ use shardline_benches::hgrm;
 
 use shardline_testkit::target_dir;
 
-/// Builds the binaries `shardline up` needs if they are missing.
-fn ensure_binaries() {
-    shardline_testkit::ensure_binaries(&[
-        ("shardline", "shardline"),
-        ("shardline-coordinator", "shardline-coordinator"),
-        ("shardline-balancer", "shardline-balancer"),
-        ("shardline-storage-node", "shardline-node"),
-    ]);
-}
-
 use shardline_testkit::Finished as Run;
 
 /// Runs shardline-bench with `args`, killed after `limit`.
@@ -65,7 +55,7 @@ fn bad_flags(addr: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_against_a_real_cluster_and_refuses_bad_flags() {
-    ensure_binaries();
+    shardline_testkit::ensure_cluster_binaries();
     let started = Instant::now();
     let cluster = LocalCluster::start(&target_dir().join("shardline"), None, Duration::from_secs(90))
         .await

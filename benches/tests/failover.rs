@@ -27,16 +27,6 @@ impl Drop for Owned {
     }
 }
 
-/// Builds the binaries `shardline up` needs if they are missing.
-fn ensure_binaries() {
-    shardline_testkit::ensure_binaries(&[
-        ("shardline", "shardline"),
-        ("shardline-coordinator", "shardline-coordinator"),
-        ("shardline-balancer", "shardline-balancer"),
-        ("shardline-storage-node", "shardline-node"),
-    ]);
-}
-
 /// Whether this machine can cut a process off (root with iptables); else why not.
 fn partition_possible() -> Result<(), String> {
     // SAFETY: geteuid(2) has no preconditions.
@@ -53,7 +43,7 @@ fn partition_possible() -> Result<(), String> {
 // A scenario reads top to bottom as the story it tests; split, it would not.
 #[allow(clippy::too_many_lines)]
 fn kills_and_a_pause_lose_no_acknowledged_write() {
-    ensure_binaries();
+    shardline_testkit::ensure_cluster_binaries();
     let mut kinds = vec!["kill", "pause", "kill"];
     match partition_possible() {
         Ok(()) => kinds.push("partition"),

@@ -102,10 +102,7 @@ enum SpawnerKind {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    shardline_protocol::net::cli::init_tracing();
     let args = Args::parse();
     let mut cfg = CoordinatorConfig::new(args.listen, &args.data_dir);
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
@@ -115,49 +112,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.validate()?;
     let (gate, tls) = args.server.setup()?;
     // The nodes this coordinator starts check the same credentials and serve the same TLS.
-    let mut node_args = args.node_args;
+    let mut node_args = args.node_args.clone();
     node_args.extend(args.server.passed_on().context("the credential and certificate paths")?);
-    let spawner: Box<dyn Spawner> = match args.spawner {
-        SpawnerKind::Process => {
-            let node_bin = match args.node_bin {
-                Some(p) => p,
-                None => std::env::current_exe()?.with_file_name("shardline-node"),
-            };
-            if !node_bin.exists() {
-                bail!("node binary {} not found: build it (cargo build) or pass --node-bin", node_bin.display());
-            }
-            let nodes_dir = args.data_dir.join("nodes");
-            Box::new(
-                ProcessSpawner::new(node_bin, args.node_host, args.node_base_port, node_args.clone())
-                    .adopting(nodes_dir),
-            )
-        }
-        SpawnerKind::External => {
-            let mut addresses = BTreeMap::new();
-            for node in &args.nodes {
-                let (name, addr) =
-                    node.split_once('=').with_context(|| format!("--node {node}: want NAME=HOST:PORT"))?;
-                addresses.insert(name.to_owned(), addr.to_owned());
-            }
-            Box::new(ExternalSpawner::new(addresses))
-        }
-        SpawnerKind::Docker => {
-            // The nodes read the same files, at the same paths, through read-only mounts.
-            let mut shared_dirs: Vec<String> = (args.server.files()?.into_iter())
-                .filter_map(|(_, path)| path.parent().map(|d| d.display().to_string()))
-                .collect();
-            shared_dirs.sort();
-            shared_dirs.dedup();
-            let docker = DockerConfig {
-                image: args.docker_image,
-                network: args.docker_network,
-                prefix: args.docker_prefix,
-                node_args,
-                shared_dirs,
-            };
-            Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
-        }
-    };
+    let spawner = make_spawner(&args, node_args).await?;
     let ports = args.server.bind(cfg.listen, tls).await?;
     let limits = cfg.limits;
     let mut elector = None;
@@ -192,4 +149,49 @@ async fn main() -> anyhow::Result<()> {
     }
     coordinator.shutdown().await;
     Ok(())
+}
+
+/// The spawner `--spawner` names, set up from the flags; `node_args` go to every node.
+async fn make_spawner(args: &Args, node_args: Vec<String>) -> anyhow::Result<Box<dyn Spawner>> {
+    Ok(match args.spawner {
+        SpawnerKind::Process => {
+            let node_bin = match args.node_bin.clone() {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("shardline-node"),
+            };
+            if !node_bin.exists() {
+                bail!("node binary {} not found: build it (cargo build) or pass --node-bin", node_bin.display());
+            }
+            let nodes_dir = args.data_dir.join("nodes");
+            Box::new(
+                ProcessSpawner::new(node_bin, args.node_host.clone(), args.node_base_port, node_args)
+                    .adopting(nodes_dir),
+            )
+        }
+        SpawnerKind::External => {
+            let mut addresses = BTreeMap::new();
+            for node in &args.nodes {
+                let (name, addr) =
+                    node.split_once('=').with_context(|| format!("--node {node}: want NAME=HOST:PORT"))?;
+                addresses.insert(name.to_owned(), addr.to_owned());
+            }
+            Box::new(ExternalSpawner::new(addresses))
+        }
+        SpawnerKind::Docker => {
+            // The nodes read the same files, at the same paths, through read-only mounts.
+            let mut shared_dirs: Vec<String> = (args.server.files()?.into_iter())
+                .filter_map(|(_, path)| path.parent().map(|d| d.display().to_string()))
+                .collect();
+            shared_dirs.sort();
+            shared_dirs.dedup();
+            let docker = DockerConfig {
+                image: args.docker_image.clone(),
+                network: args.docker_network.clone(),
+                prefix: args.docker_prefix.clone(),
+                node_args,
+                shared_dirs,
+            };
+            Box::new(DockerSpawner::connect(docker).await.context("setting up the docker spawner")?)
+        }
+    })
 }

@@ -152,22 +152,12 @@ struct Cluster {
     beyond_tolerance_at_heal: bool,
 }
 
-fn build(cfg: &RunConfig) -> Cluster {
-    let mut world =
-        World::new(cfg.seed, NetConfig { loss: 0.0, duplicate: 0.0, min_delay: 100_000, max_delay: 100_000 });
-    world.verbose = cfg.verbose;
-    if cfg.faults.partitions {
-        world.net = NetConfig {
-            loss: world.rng.range(0, 30) as f64 / 1000.0,
-            duplicate: world.rng.range(0, 20) as f64 / 1000.0,
-            min_delay: 50_000,
-            max_delay: world.rng.range(200_000, 3 * MS),
-        };
-    }
+/// The replicas' settings: the node's defaults, but a short log and the broken rule.
+fn replica_settings(cfg: &RunConfig) -> ReplicaConfig {
     // The node's defaults, except a short log, so that replicas that fall behind catch up
     // by snapshot often.
     let node = NodeConfig::new("", "127.0.0.1:0".parse().expect("an address"), "/nonexistent");
-    let settings = ReplicaConfig {
+    ReplicaConfig {
         node: String::new(),
         addr: String::new(),
         write_timeout: node.write_timeout,
@@ -187,21 +177,11 @@ fn build(cfg: &RunConfig) -> Cluster {
             bounded_unchecked: cfg.broken == Some(Broken::BoundedUnchecked),
             apply_uncommitted: cfg.broken == Some(Broken::ApplyUncommitted),
         },
-    };
-    let schema = Schema::seed();
-    let mut meta = ClusterMeta { schema: Some(schema.clone()), ..ClusterMeta::default() };
-    let mut nodes: Vec<SimNode> = (0..NODES)
-        .map(|i| {
-            let drift = world.rng.range(0, 2 * cfg.drift_ppm as u64 + 1) as i64 - cfg.drift_ppm;
-            let mut node = SimNode::new(i, drift, settings.clone());
-            node.lease_from_receipt = cfg.broken == Some(Broken::LeaseFromReceipt);
-            node.drop_snapshot_marks = cfg.broken == Some(Broken::SnapshotMarks);
-            node
-        })
-        .collect();
-    for n in &nodes {
-        meta.servers.insert(n.name.clone(), ServerMeta { addr: n.name.clone() });
     }
+}
+
+/// Configures every shard of [`SHARDS`] on its first replicas; every key and its shard.
+fn configure_shards(nodes: &mut [SimNode], schema: &Schema, meta: &mut ClusterMeta) -> Vec<(i64, ShardId)> {
     let mut keys = Vec::new();
     for (id, low, replicas) in SHARDS {
         let spec = ShardSpec { id: ShardId(id), low, size: 100 };
@@ -223,6 +203,37 @@ fn build(cfg: &RunConfig) -> Cluster {
         );
         keys.extend((low + 1..=low + KEYS_PER_SHARD).map(|k| (k, spec.id)));
     }
+    keys
+}
+
+fn build(cfg: &RunConfig) -> Cluster {
+    let mut world =
+        World::new(cfg.seed, NetConfig { loss: 0.0, duplicate: 0.0, min_delay: 100_000, max_delay: 100_000 });
+    world.verbose = cfg.verbose;
+    if cfg.faults.partitions {
+        world.net = NetConfig {
+            loss: world.rng.range(0, 30) as f64 / 1000.0,
+            duplicate: world.rng.range(0, 20) as f64 / 1000.0,
+            min_delay: 50_000,
+            max_delay: world.rng.range(200_000, 3 * MS),
+        };
+    }
+    let settings = replica_settings(cfg);
+    let schema = Schema::seed();
+    let mut meta = ClusterMeta { schema: Some(schema.clone()), ..ClusterMeta::default() };
+    let mut nodes: Vec<SimNode> = (0..NODES)
+        .map(|i| {
+            let drift = world.rng.range(0, 2 * cfg.drift_ppm as u64 + 1) as i64 - cfg.drift_ppm;
+            let mut node = SimNode::new(i, drift, settings.clone());
+            node.lease_from_receipt = cfg.broken == Some(Broken::LeaseFromReceipt);
+            node.drop_snapshot_marks = cfg.broken == Some(Broken::SnapshotMarks);
+            node
+        })
+        .collect();
+    for n in &nodes {
+        meta.servers.insert(n.name.clone(), ServerMeta { addr: n.name.clone() });
+    }
+    let keys = configure_shards(&mut nodes, &schema, &mut meta);
     let coordinator = SimCoordinator::new(meta, cfg.broken);
     let clients = (0..CLIENTS)
         .map(|c| {
@@ -471,8 +482,21 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
             out.push(format!("shard {shard}: {v}"));
         }
     }
+    out.extend(check_history(c, cfg, &final_state, complete));
+    out
+}
+
+/// The checkers that read the clients' history and what the nodes recorded, with the
+/// final table state where every shard ended `complete` (a ready primary).
+fn check_history(
+    c: &Cluster,
+    cfg: &RunConfig,
+    final_state: &BTreeMap<Key, Option<u64>>,
+    complete: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
     let result = if complete {
-        check::linearizable_with_final(&c.history, &final_state)
+        check::linearizable_with_final(&c.history, final_state)
     } else {
         check::linearizable(&c.history)
     };
@@ -480,7 +504,7 @@ fn check_all(c: &Cluster, cfg: &RunConfig) -> Vec<String> {
         out.push(v.to_string());
     }
     if complete {
-        if let Err(v) = check::refused_absent(&c.history, &final_state) {
+        if let Err(v) = check::refused_absent(&c.history, final_state) {
             out.push(v.to_string());
         }
     }

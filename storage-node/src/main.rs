@@ -68,10 +68,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    shardline_protocol::net::cli::init_tracing();
     let args = Args::parse();
     let mut cfg = NodeConfig::new(args.id, args.listen, args.data_dir);
     cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);

@@ -12,8 +12,9 @@ use shardline_protocol::rows::RowsWriter;
 use shardline_protocol::Consistency;
 use shardline_protocol::{
     error_frame, kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation,
-    PeerRequest, PeerResponse, Request, Response, Route, Row, ShardCommit, ShardId, ShardRows,
+    PeerRequest, PeerResponse, Request, Response, Route, Row, Schema, ShardCommit, ShardId, ShardRows, ShardSpec,
 };
+use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use shardline_metrics::{ops, RequestMetrics};
@@ -384,78 +385,21 @@ impl Node {
     /// Serves the coordinator.
     pub async fn control(&self, request: ControlRequest) -> ControlResponse {
         match request {
-            ControlRequest::ConfigureShard { shard, schema } => {
-                if let Err(e) = schema.validate() {
-                    return ControlResponse::Error(ErrorCode::SchemaViolation(e.to_string()));
-                }
-                if let Ok(existing) = self.shard(shard.id) {
-                    return if existing.spec() == shard {
-                        ControlResponse::Ok
-                    } else {
-                        ControlResponse::Error(ErrorCode::BadRequest(format!(
-                            "{} is already configured with another range",
-                            shard.id
-                        )))
-                    };
-                }
-                let opened = shard::open_shard(
-                    &self.cfg.data_dir,
-                    self.cfg.clone(),
-                    self.failpoints.clone(),
-                    shard.id,
-                    Some((shard, schema)),
-                );
-                match opened {
-                    Ok(handle) => {
-                        info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
-                        self.shards.write().expect("shards lock").insert(shard.id, handle);
-                        ControlResponse::Ok
-                    }
-                    Err(e) => ControlResponse::Error(ErrorCode::Internal(e.to_string())),
-                }
+            ControlRequest::ConfigureShard { shard, schema } => self.configure_shard(shard, schema),
+            ControlRequest::DropShard { shard } => self.drop_shard(shard).await,
+            ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => {
+                self.ask_shard(shard, |reply| Command::BecomePrimary { term, followers, learners, lease_ms, reply })
+                    .await
             }
-            ControlRequest::DropShard { shard } => {
-                let Some(handle) = self.shards.write().expect("shards lock").remove(&shard) else {
-                    return ControlResponse::Ok;
-                };
-                handle.ask(|reply| Command::Stop { reply }).await;
-                let dir = shard::shard_dir(&self.cfg.data_dir, shard);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => ControlResponse::Ok,
-                    Err(e) => {
-                        warn!(%e, dir = %dir.display(), "could not remove a dropped shard's files");
-                        ControlResponse::Error(ErrorCode::Internal(e.to_string()))
-                    }
-                }
+            ControlRequest::BecomeFollower { shard, term, primary } => {
+                self.ask_shard(shard, |reply| Command::BecomeFollower { term, primary, reply }).await
             }
-            ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => match self.shard(shard) {
-                Ok(s) => s
-                    .ask(|reply| Command::BecomePrimary { term, followers, learners, lease_ms, reply })
-                    .await
-                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
-                Err(e) => ControlResponse::Error(e),
-            },
-            ControlRequest::BecomeFollower { shard, term, primary } => match self.shard(shard) {
-                Ok(s) => s
-                    .ask(|reply| Command::BecomeFollower { term, primary, reply })
-                    .await
-                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
-                Err(e) => ControlResponse::Error(e),
-            },
-            ControlRequest::ElectionQuery { shard, term } => match self.shard(shard) {
-                Ok(s) => s
-                    .ask(|reply| Command::ElectionQuery { term, reply })
-                    .await
-                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
-                Err(e) => ControlResponse::Error(e),
-            },
-            ControlRequest::Handoff { shard, term, for_ms } => match self.shard(shard) {
-                Ok(s) => s
-                    .ask(|reply| Command::Handoff { term, for_ms, reply })
-                    .await
-                    .unwrap_or_else(|| ControlResponse::Error(stopped())),
-                Err(e) => ControlResponse::Error(e),
-            },
+            ControlRequest::ElectionQuery { shard, term } => {
+                self.ask_shard(shard, |reply| Command::ElectionQuery { term, reply }).await
+            }
+            ControlRequest::Handoff { shard, term, for_ms } => {
+                self.ask_shard(shard, |reply| Command::Handoff { term, for_ms, reply }).await
+            }
             ControlRequest::Heartbeat { seq, lease_ms, grant } => {
                 let since = self.heard.lock().expect("heard lock").handled(seq, Instant::now(), grant.as_ref());
                 if let (Some(grant), Some(since)) = (grant, since) {
@@ -466,6 +410,66 @@ impl Node {
                     }
                 }
                 ControlResponse::Status(self.status())
+            }
+        }
+    }
+
+    /// Asks `shard`'s task the command `make` builds around the reply channel.
+    async fn ask_shard(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(oneshot::Sender<ControlResponse>) -> Command,
+    ) -> ControlResponse {
+        match self.shard(shard) {
+            Ok(s) => s.ask(make).await.unwrap_or_else(|| ControlResponse::Error(stopped())),
+            Err(e) => ControlResponse::Error(e),
+        }
+    }
+
+    /// Opens a new shard replica here (again: fine if the range is the same).
+    fn configure_shard(&self, shard: ShardSpec, schema: Schema) -> ControlResponse {
+        if let Err(e) = schema.validate() {
+            return ControlResponse::Error(ErrorCode::SchemaViolation(e.to_string()));
+        }
+        if let Ok(existing) = self.shard(shard.id) {
+            return if existing.spec() == shard {
+                ControlResponse::Ok
+            } else {
+                ControlResponse::Error(ErrorCode::BadRequest(format!(
+                    "{} is already configured with another range",
+                    shard.id
+                )))
+            };
+        }
+        let opened = shard::open_shard(
+            &self.cfg.data_dir,
+            self.cfg.clone(),
+            self.failpoints.clone(),
+            shard.id,
+            Some((shard, schema)),
+        );
+        match opened {
+            Ok(handle) => {
+                info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
+                self.shards.write().expect("shards lock").insert(shard.id, handle);
+                ControlResponse::Ok
+            }
+            Err(e) => ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+        }
+    }
+
+    /// Stops `shard`'s replica here and removes its files (fine if there is none).
+    async fn drop_shard(&self, shard: ShardId) -> ControlResponse {
+        let Some(handle) = self.shards.write().expect("shards lock").remove(&shard) else {
+            return ControlResponse::Ok;
+        };
+        handle.ask(|reply| Command::Stop { reply }).await;
+        let dir = shard::shard_dir(&self.cfg.data_dir, shard);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => ControlResponse::Ok,
+            Err(e) => {
+                warn!(%e, dir = %dir.display(), "could not remove a dropped shard's files");
+                ControlResponse::Error(ErrorCode::Internal(e.to_string()))
             }
         }
     }

@@ -14,5 +14,8 @@ pub mod process;
 pub mod wait;
 
 pub use ports::{free_port, free_port_range, free_service_port, free_service_ports, node_base_port};
-pub use process::{ensure_binaries, pids_naming, run_bounded, signal, target_dir, ChildGuard, Finished, KillNaming};
+pub use process::{
+    ensure_binaries, ensure_cluster_binaries, pids_naming, run_bounded, signal, target_dir, ChildGuard, Finished,
+    KillNaming, SERVERS,
+};
 pub use wait::{poll, poll_every, within, Budget};

@@ -35,6 +35,20 @@ pub fn ensure_binaries(bins: &[(&str, &str)]) {
     }
 }
 
+/// The servers `shardline up` starts, as `(package, binary)`.
+pub const SERVERS: &[(&str, &str)] = &[
+    ("shardline-coordinator", "shardline-coordinator"),
+    ("shardline-balancer", "shardline-balancer"),
+    ("shardline-storage-node", "shardline-node"),
+];
+
+/// Makes sure `shardline` and the servers it starts exist beside the tests.
+pub fn ensure_cluster_binaries() {
+    let mut bins = vec![("shardline", "shardline")];
+    bins.extend_from_slice(SERVERS);
+    ensure_binaries(&bins);
+}
+
 /// Sends signal `sig` to process `pid` (ignoring a process that is already gone).
 pub fn signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.

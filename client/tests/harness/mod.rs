@@ -51,11 +51,7 @@ pub(crate) fn auth_line() -> String {
 /// Makes sure the sibling binaries `shardline up` runs exist, building missing ones.
 pub(crate) fn ensure_binaries() {
     test_auth();
-    shardline_testkit::ensure_binaries(&[
-        ("shardline-coordinator", "shardline-coordinator"),
-        ("shardline-balancer", "shardline-balancer"),
-        ("shardline-storage-node", "shardline-node"),
-    ]);
+    shardline_testkit::ensure_binaries(shardline_testkit::SERVERS);
 }
 
 /// The pid a server reports on its STATS `pid` line.

@@ -134,3 +134,16 @@ impl ServerArgs {
         Ok(self.files()?.into_iter().map(|(flag, path)| format!("--{flag}={}", path.display())).collect())
     }
 }
+
+/// Sets up every server's logging the same way: to stderr, at `RUST_LOG`'s levels (default
+/// `info`), in colour only on a terminal.
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

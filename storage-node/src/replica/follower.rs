@@ -118,24 +118,10 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if self.installing {
             return refuse(self, 1);
         }
-        let mut incoming = Vec::with_capacity(req.entries.len());
-        for (i, record) in req.entries.iter().enumerate() {
-            match log_entry::verify(record) {
-                Ok((term, index)) if index == req.prev.index + 1 + i as u64 => {
-                    incoming.push(LogPosition { term, index })
-                }
-                Ok((_, index)) => {
-                    return PeerResponse::Error(ErrorCode::BadRequest(format!(
-                        "entry {index} out of sequence after {}",
-                        req.prev.index
-                    )))
-                }
-                Err(e) => {
-                    warn!(%e, "entry damaged in transit");
-                    return PeerResponse::Error(ErrorCode::BadRequest(format!("entry damaged in transit: {e}")));
-                }
-            }
-        }
+        let incoming = match incoming_positions(&req) {
+            Ok(incoming) => incoming,
+            Err(refused) => return PeerResponse::Error(refused),
+        };
         let plan = {
             let mem = self.wal.mem();
             plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| mem.term_at(i))
@@ -286,4 +272,22 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             Err(e) => PeerResponse::Error(ErrorCode::Internal(e.to_string())),
         }
     }
+}
+
+/// The positions of an append's entries, each checked whole and in sequence after `prev`.
+fn incoming_positions(req: &AppendRequest) -> Result<Vec<LogPosition>, ErrorCode> {
+    let mut incoming = Vec::with_capacity(req.entries.len());
+    for (i, record) in req.entries.iter().enumerate() {
+        match log_entry::verify(record) {
+            Ok((term, index)) if index == req.prev.index + 1 + i as u64 => incoming.push(LogPosition { term, index }),
+            Ok((_, index)) => {
+                return Err(ErrorCode::BadRequest(format!("entry {index} out of sequence after {}", req.prev.index)))
+            }
+            Err(e) => {
+                warn!(%e, "entry damaged in transit");
+                return Err(ErrorCode::BadRequest(format!("entry damaged in transit: {e}")));
+            }
+        }
+    }
+    Ok(incoming)
 }

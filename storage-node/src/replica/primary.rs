@@ -149,6 +149,21 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.sync_log(now);
     }
 
+    /// Refuses a whole group with `e`; definitely only where a write was never logged
+    /// here: a retry of one still pending (or applied) here may yet commit, or has.
+    fn refuse_writes(&mut self, e: &ErrorCode, writes: Vec<(Operation, u64)>) {
+        for (op, token) in writes {
+            let logged = !self.cfg.regressions.definite_refusals
+                && op.client_seq().is_some_and(|(client, seq)| self.logged_here(client, seq));
+            let result = if logged {
+                Err(ErrorCode::Timeout(format!("{e}; an earlier attempt of this write was logged and may commit")))
+            } else {
+                Err(e.clone())
+            };
+            self.effects.push(Effect::WriteDone { token, result });
+        }
+    }
+
     /// Validates and logs a group of writes and sends them to the followers, without the
     /// log's fsync: the driver carries out the sends first, then calls
     /// [`Replica::sync_log`], so the followers' fsyncs overlap the primary's own (Raft
@@ -159,18 +174,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// staged entries never wait across another input.
     pub fn stage_writes(&mut self, now: Time, writes: Vec<(Operation, u64)>) {
         if let Some(e) = self.refusal(now) {
-            for (op, token) in writes {
-                // A refusal is definite only if this write was never logged here: a retry of
-                // one still pending (or applied) here may yet commit, or has.
-                let logged = !self.cfg.regressions.definite_refusals
-                    && op.client_seq().is_some_and(|(client, seq)| self.logged_here(client, seq));
-                let result = if logged {
-                    Err(ErrorCode::Timeout(format!("{e}; an earlier attempt of this write was logged and may commit")))
-                } else {
-                    Err(e.clone())
-                };
-                self.effects.push(Effect::WriteDone { token, result });
-            }
+            self.refuse_writes(&e, writes);
             return;
         }
         let term = self.term;

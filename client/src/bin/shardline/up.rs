@@ -63,6 +63,12 @@ pub(crate) struct UpArgs {
     /// credentials); generated there if missing. Default: DATA_DIR/auth.
     #[arg(long)]
     auth_dir: Option<PathBuf>,
+    /// Start every process open: no users file and no cluster secret, so anyone who reaches
+    /// a port may do anything there (as before authentication existed). For a machine of
+    /// your own, and for measuring what authentication costs; the credentials are still
+    /// made, and an open server simply accepts them.
+    #[arg(long)]
+    no_auth: bool,
     /// Milliseconds a new connection to any process may take to send its first byte and
     /// authenticate (default the processes' own, 10 s).
     #[arg(long)]
@@ -380,19 +386,7 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let coordinator_bin = sibling("shardline-coordinator")?;
     let balancer_bin = sibling("shardline-balancer")?;
     let node_bin = sibling("shardline-node")?;
-    port_free(args.coordinator_port)?;
-    let balancer_ports: Vec<u16> = (0..args.balancers)
-        .map(|i| args.balancer_port.checked_add(i).context("balancer ports past 65535"))
-        .collect::<anyhow::Result<_>>()?;
-    let coord_metrics = metrics_port(args.coordinator_port, args.metrics_offset)?;
-    let mut metrics_ports: Vec<u16> = coord_metrics.into_iter().collect();
-    for &port in &balancer_ports {
-        port_free(port)?;
-        metrics_ports.extend(metrics_port(port, args.metrics_offset)?);
-    }
-    for port in &metrics_ports {
-        port_free(*port)?;
-    }
+    let ports = Ports::check(&args)?;
     let init = match &args.config {
         Some(path) => Some(layout::load_init(path).with_context(|| format!("init layout {}", path.display()))?),
         None => None,
@@ -408,16 +402,100 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     if let Some(local_tls) = &local_tls {
         tls::set_outgoing(Some(shardline::ClientTls::load(&local_tls.ca)?));
     }
-    if let Some(port) = args.plain_port {
-        port_free(port)?;
-    }
     let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
-    let balancer_addrs: Vec<String> = balancer_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let balancer_addr = balancer_addrs.join(",");
+    let balancer_addrs: Vec<String> = ports.balancers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
+    let (coordinator_args, balancer_args) =
+        server_args(&args, &dir, &node_bin, &local, local_tls.as_ref(), ports.coordinator_metrics);
     let mut procs = Procs::default();
+    let log = logs.join("coordinator.log");
+    procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
+    let started = async {
+        wait_ready(&mut procs, "the coordinator", &coord_addr).await?;
+        for (i, (addr, &port)) in balancer_addrs.iter().zip(&ports.balancers).enumerate() {
+            // The first balancer's log keeps its name; the others are numbered.
+            let log = logs.join(if i == 0 { "balancer.log".to_owned() } else { format!("balancer-{i}.log") });
+            let mut own = vec!["--listen".to_owned(), addr.clone()];
+            own.push(format!("--metrics-addr={}", metrics_flag(metrics_port(port, args.metrics_offset)?)));
+            own.extend(balancer_args.iter().cloned());
+            procs.0.push(spawn("shardline-balancer", &balancer_bin, &own, log)?);
+            wait_ready(&mut procs, "the balancer", addr).await?;
+        }
+        init_or_resume(&coord_addr, &dir, init, args.config.is_some(), json).await
+    };
+    let (resumed, topology) = tokio::select! {
+        r = started => match r {
+            Ok(v) => v,
+            Err(e) => {
+                procs.stop().await;
+                return Err(e);
+            }
+        },
+        _ = sigint.recv() => { procs.stop().await; return Ok(()) }
+        _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
+    };
+    let balancer = balancer_addrs.join(",");
+    let tls_ca = local_tls.as_ref().map(|t| t.ca.as_path());
+    let a = Announce { balancer: &balancer, coordinator: &coord_addr, resumed, local: &local, tls_ca };
+    announce(&args, &dir, &topology, json, a);
+
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let failed = loop {
+        tokio::select! {
+            _ = sigint.recv() => break None,
+            _ = sigterm.recv() => break None,
+            _ = tick.tick() => {
+                if let Err(e) = procs.restart_exited(json) {
+                    break Some(e);
+                }
+            }
+        }
+    };
+    stop(procs, failed, &dir, json).await
+}
+
+/// The ports `shardline up` will listen on, each checked free.
+struct Ports {
+    balancers: Vec<u16>,
+    coordinator_metrics: Option<u16>,
+}
+
+impl Ports {
+    fn check(args: &UpArgs) -> anyhow::Result<Ports> {
+        port_free(args.coordinator_port)?;
+        let balancers: Vec<u16> = (0..args.balancers)
+            .map(|i| args.balancer_port.checked_add(i).context("balancer ports past 65535"))
+            .collect::<anyhow::Result<_>>()?;
+        let coordinator_metrics = metrics_port(args.coordinator_port, args.metrics_offset)?;
+        let mut metrics_ports: Vec<u16> = coordinator_metrics.into_iter().collect();
+        for &port in &balancers {
+            port_free(port)?;
+            metrics_ports.extend(metrics_port(port, args.metrics_offset)?);
+        }
+        for port in metrics_ports.into_iter().chain(args.plain_port) {
+            port_free(port)?;
+        }
+        Ok(Ports { balancers, coordinator_metrics })
+    }
+}
+
+/// `--metrics-addr`'s value for `port` (none: off).
+fn metrics_flag(port: Option<u16>) -> String {
+    port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"))
+}
+
+/// The coordinator's flags (some passed on to the nodes it starts) and every balancer's.
+fn server_args(
+    args: &UpArgs,
+    dir: &Path,
+    node_bin: &Path,
+    local: &LocalAuth,
+    local_tls: Option<&LocalTls>,
+    coordinator_metrics: Option<u16>,
+) -> (Vec<String>, Vec<String>) {
+    let coord_addr = format!("127.0.0.1:{}", args.coordinator_port);
     let mut coordinator_args = vec![
         "--data-dir".into(),
         dir.join("coordinator").display().to_string(),
@@ -428,22 +506,23 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         "--node-bin".into(),
         node_bin.display().to_string(),
     ];
-    let mut balancer_args = vec!["--coordinator".into(), coord_addr.clone()];
-    for args in [&mut coordinator_args, &mut balancer_args] {
-        args.push(format!("--users-file={}", local.users_file.display()));
-        args.push(format!("--cluster-secret-file={}", local.cluster_secret_file.display()));
+    let mut balancer_args = vec!["--coordinator".into(), coord_addr];
+    for server in [&mut coordinator_args, &mut balancer_args] {
+        if !args.no_auth {
+            server.push(format!("--users-file={}", local.users_file.display()));
+            server.push(format!("--cluster-secret-file={}", local.cluster_secret_file.display()));
+        }
         // The coordinator hands these on to the nodes it starts.
-        if let Some(t) = &local_tls {
-            args.push(format!("--tls-cert={}", t.cert.display()));
-            args.push(format!("--tls-key={}", t.key.display()));
-            args.push(format!("--tls-ca={}", t.ca.display()));
+        if let Some(t) = local_tls {
+            server.push(format!("--tls-cert={}", t.cert.display()));
+            server.push(format!("--tls-key={}", t.key.display()));
+            server.push(format!("--tls-ca={}", t.ca.display()));
         }
     }
     if let Some(port) = args.plain_port {
         balancer_args.push(format!("--plain-listen=127.0.0.1:{port}"));
     }
-    let metrics_flag = |port: Option<u16>| port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
-    coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coord_metrics)));
+    coordinator_args.push(format!("--metrics-addr={}", metrics_flag(coordinator_metrics)));
     coordinator_args.push(match args.metrics_offset {
         0 => "--node-arg=--metrics-addr=off".to_owned(),
         n => format!("--node-arg=--metrics-addr=+{n}"),
@@ -464,76 +543,46 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     if let Some(rate) = args.snapshot_rate {
         coordinator_args.push(format!("--node-arg=--snapshot-rate={rate}"));
     }
-    let log = logs.join("coordinator.log");
-    procs.0.push(spawn("shardline-coordinator", &coordinator_bin, &coordinator_args, log)?);
-    let started = async {
-        wait_ready(&mut procs, "the coordinator", &coord_addr).await?;
-        for (i, (addr, &port)) in balancer_addrs.iter().zip(&balancer_ports).enumerate() {
-            // The first balancer's log keeps its name; the others are numbered.
-            let log = logs.join(if i == 0 { "balancer.log".to_owned() } else { format!("balancer-{i}.log") });
-            let mut own = vec!["--listen".to_owned(), addr.clone()];
-            own.push(format!("--metrics-addr={}", metrics_flag(metrics_port(port, args.metrics_offset)?)));
-            own.extend(balancer_args.iter().cloned());
-            procs.0.push(spawn("shardline-balancer", &balancer_bin, &own, log)?);
-            wait_ready(&mut procs, "the balancer", addr).await?;
-        }
-        let admin = Client::connect(coord_addr.clone()).await?;
-        let existing = admin.status().await.context("asking the coordinator")?;
-        let resumed = existing.schema.is_some();
-        if resumed {
-            if args.config.is_some() {
-                eprintln!("the data directory holds a cluster already: --config is ignored");
-            }
-            if !json {
-                println!(
-                    "resuming the cluster in {} ({} shards, {} servers)",
-                    dir.display(),
-                    existing.shards.len(),
-                    existing.servers.len()
-                );
-            }
-        } else {
-            let request = init.unwrap_or_else(InitRequest::seed);
-            if !json {
-                println!("initializing a new cluster: {} servers, {} shards", request.n, request.shards.len());
-            }
-            admin.init(request).await.context("initializing the cluster")?;
-        }
-        let t = wait_primaries(&admin, Duration::from_secs(30)).await;
-        anyhow::Ok((resumed, t.unwrap_or_default()))
-    };
-    let (resumed, topology) = tokio::select! {
-        r = started => match r {
-            Ok(v) => v,
-            Err(e) => {
-                procs.stop().await;
-                return Err(e);
-            }
-        },
-        _ = sigint.recv() => { procs.stop().await; return Ok(()) }
-        _ = sigterm.recv() => { procs.stop().await; return Ok(()) }
-    };
-    let a = Announce {
-        balancer: &balancer_addr,
-        coordinator: &coord_addr,
-        resumed,
-        local: &local,
-        tls_ca: local_tls.as_ref().map(|t| t.ca.as_path()),
-    };
-    announce(&args, &dir, &topology, json, a);
+    (coordinator_args, balancer_args)
+}
 
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let failed = loop {
-        tokio::select! {
-            _ = sigint.recv() => break None,
-            _ = sigterm.recv() => break None,
-            _ = tick.tick() => {
-                if let Err(e) = procs.restart_exited(json) {
-                    break Some(e);
-                }
-            }
+/// Initializes a new cluster (with `init`, or the seed's layout) or resumes the one the
+/// data directory holds; whether it resumed, and the topology once primaries are elected.
+async fn init_or_resume(
+    coord_addr: &str,
+    dir: &Path,
+    init: Option<InitRequest>,
+    config_given: bool,
+    json: bool,
+) -> anyhow::Result<(bool, Topology)> {
+    let admin = Client::connect(coord_addr.to_owned()).await?;
+    let existing = admin.status().await.context("asking the coordinator")?;
+    let resumed = existing.schema.is_some();
+    if resumed {
+        if config_given {
+            eprintln!("the data directory holds a cluster already: --config is ignored");
         }
-    };
+        if !json {
+            println!(
+                "resuming the cluster in {} ({} shards, {} servers)",
+                dir.display(),
+                existing.shards.len(),
+                existing.servers.len()
+            );
+        }
+    } else {
+        let request = init.unwrap_or_else(InitRequest::seed);
+        if !json {
+            println!("initializing a new cluster: {} servers, {} shards", request.n, request.shards.len());
+        }
+        admin.init(request).await.context("initializing the cluster")?;
+    }
+    let t = wait_primaries(&admin, Duration::from_secs(30)).await;
+    Ok((resumed, t.unwrap_or_default()))
+}
+
+/// Stops every process, and says how that went (`failed`: why supervision gave up).
+async fn stop(mut procs: Procs, failed: Option<anyhow::Error>, dir: &Path, json: bool) -> anyhow::Result<()> {
     if !json {
         println!("stopping the balancer and the coordinator (which stops the nodes)...");
     }
@@ -542,7 +591,7 @@ pub(crate) async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         return Err(e);
     }
     if !clean {
-        bail!("a process had to be killed; see the logs in {}", logs.display());
+        bail!("a process had to be killed; see the logs in {}", dir.join("logs").display());
     }
     if json {
         print_json(&json!({"stopped": true}));
@@ -578,6 +627,7 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
             "without_primary": no_primary,
             "metrics_offset": args.metrics_offset,
             "credentials": local.admin_credentials,
+            "authentication": !args.no_auth,
             "tls_ca": tls_ca,
             "plain_port": args.plain_port,
         }));
@@ -597,11 +647,15 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
     for b in balancer.split(',') {
         println!("  balancer     {b}   clients, the CLI, nc");
     }
-    println!(
-        "  credentials  {} (admin; the CLI reads it with --credentials, or by itself from {})",
-        local.admin_credentials.display(),
-        crate::auth::DEFAULT_CREDENTIALS
-    );
+    if args.no_auth {
+        println!("  credentials  none asked (--no-auth): anyone who reaches a port may do anything");
+    } else {
+        println!(
+            "  credentials  {} (admin; the CLI reads it with --credentials, or by itself from {})",
+            local.admin_credentials.display(),
+            crate::auth::DEFAULT_CREDENTIALS
+        );
+    }
     if let Some(ca) = tls_ca {
         println!("  TLS          on every port; clients verify against the CA {}", ca.display());
     }
@@ -623,6 +677,12 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
             args.metrics_offset
         );
     }
+    print_try(args, &addr, tls_ca);
+    println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
+}
+
+/// The commands to try first, against this cluster (`addr`: the CLI's flags to reach it).
+fn print_try(args: &UpArgs, addr: &str, tls_ca: Option<&Path>) {
     println!("Try:");
     println!("  shardline{addr} status");
     println!("  shardline{addr} write 42 alice 77");
@@ -643,5 +703,4 @@ fn announce(args: &UpArgs, dir: &Path, t: &Topology, json: bool, a: Announce<'_>
             args.balancer_port
         ),
     }
-    println!("\nCtrl-C stops the cluster; the same command resumes it with its data.");
 }
