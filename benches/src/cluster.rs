@@ -65,6 +65,18 @@ impl LocalCluster {
     /// Starts `shardline` (the CLI binary at `shardline_bin`) `up` with `init` (or the
     /// seed's default layout) and waits until the cluster has settled, at most `limit`.
     pub async fn start(shardline_bin: &Path, init: Option<&InitRequest>, limit: Duration) -> Result<Self, BenchError> {
+        LocalCluster::start_with(shardline_bin, init, limit, &[]).await
+    }
+
+    /// [`LocalCluster::start`] with further flags for `shardline up` (e.g. `--tls`, after
+    /// which this process verifies the cluster against the CA `shardline up` made, or
+    /// `--no-auth`).
+    pub async fn start_with(
+        shardline_bin: &Path,
+        init: Option<&InitRequest>,
+        limit: Duration,
+        up_args: &[String],
+    ) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("shardline-bench-")
             .tempdir()
@@ -87,6 +99,7 @@ impl LocalCluster {
             .args(["--balancer-port", &cluster.balancer_port.to_string()])
             .args(["--coordinator-port", &cluster.coordinator_port.to_string()])
             .args(["--node-base-port", &cluster.node_base_port.to_string()])
+            .args(up_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| BenchError::io(log_path.display(), e))?)
             .stderr(log);
@@ -139,6 +152,10 @@ impl LocalCluster {
             // `shardline up` writes the cluster's credentials first: the bench is its admin.
             if let Ok(admin) = Credential::load(&self.data_dir().join("auth/admin.credentials")) {
                 shardline_protocol::net::auth::set_outgoing(Some(admin));
+            }
+            // With `--tls`, the CA comes first too (an empty file reads as none yet).
+            if let Ok(ca) = shardline::ClientTls::load(&self.data_dir().join("auth/tls/ca.pem")) {
+                shardline_protocol::net::tls::set_outgoing(Some(ca));
             }
             if let Ok(client) = Client::connect_with(self.addr(), config.clone()).await {
                 if let Ok(t) = client.status().await {

@@ -39,6 +39,8 @@ pub struct PeerSpec {
     pub out: PathBuf,
     /// Draw progress bars.
     pub progress: bool,
+    /// Further flags for the Shardline cluster's `shardline up` (e.g. `--tls`, `--no-auth`).
+    pub up_args: Vec<String>,
 }
 
 /// One line of the comparison.
@@ -87,7 +89,8 @@ pub async fn run(spec: &PeerSpec) -> Result<Vec<PeerRow>, BenchError> {
     }
 
     let init = round_robin(6, 3, 2, SHARD_SIZE);
-    let cluster = LocalCluster::start(&spec.shardline_bin, Some(&init), Duration::from_secs(120)).await?;
+    let cluster =
+        LocalCluster::start_with(&spec.shardline_bin, Some(&init), Duration::from_secs(120), &spec.up_args).await?;
     let mut rows = Vec::new();
     let result = async {
         for (op, p, redis) in redis_rows {

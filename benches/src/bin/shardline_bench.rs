@@ -170,6 +170,10 @@ struct PeerArgs {
     /// Where Shardline's runs leave their files.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
+    /// A flag for the Shardline cluster's `shardline up`, repeatable: `--up-arg=--tls` (TLS
+    /// on every port), `--up-arg=--no-auth` (no credentials asked), to see what each costs.
+    #[arg(long = "up-arg", allow_hyphen_values = true)]
+    up_args: Vec<String>,
     #[command(flatten)]
     own: OwnCluster,
 }
@@ -385,6 +389,7 @@ async fn peer_table(a: PeerArgs) -> anyhow::Result<()> {
         duration,
         out: a.out,
         progress: !a.own.json,
+        up_args: a.up_args,
     };
     let rows = peer::run(&spec).await?;
     if a.own.json {
