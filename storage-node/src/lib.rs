@@ -2,6 +2,7 @@
 //! majority-replicated log.
 //!
 //! - [`config`]: the node's validated configuration.
+//! - [`error`]: the node's typed errors, and where they become the wire's error codes.
 //! - [`node`]: the shard replicas a node holds and the dispatch of every message.
 //! - [`replica`]: one shard replica's decisions, sans-IO: messages and time in, effects
 //!   out (the primary's write path, the follower's side, replication, roles).
@@ -30,6 +31,7 @@
 
 pub mod config;
 pub mod disk;
+pub mod error;
 pub mod failpoint;
 pub mod heartbeats;
 pub mod metrics;

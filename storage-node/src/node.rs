@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use shardline_metrics::{ops, RequestMetrics};
 
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::failpoint::Failpoints;
 use crate::heartbeats::HeardBeats;
 use crate::metrics;
@@ -87,13 +88,14 @@ impl Node {
         &self.cfg
     }
 
-    fn shard(&self, id: ShardId) -> Result<ShardHandle, ErrorCode> {
-        self.shards.read().expect("shards lock").get(&id).cloned().ok_or(ErrorCode::UnknownShard { shard: id })
+    fn shard(&self, id: ShardId) -> Result<ShardHandle, NodeError> {
+        let shards = self.shards.read().expect("shards lock");
+        Ok(shards.get(&id).cloned().ok_or(ErrorCode::UnknownShard { shard: id })?)
     }
 
-    fn shard_for_key(&self, key: i64) -> Result<ShardHandle, ErrorCode> {
+    fn shard_for_key(&self, key: i64) -> Result<ShardHandle, NodeError> {
         let shards = self.shards.read().expect("shards lock");
-        shards.values().find(|s| s.spec().contains(key)).cloned().ok_or(ErrorCode::KeyOutOfRange { key })
+        Ok(shards.values().find(|s| s.spec().contains(key)).cloned().ok_or(ErrorCode::KeyOutOfRange { key })?)
     }
 
     fn all_shards(&self) -> Vec<ShardHandle> {
@@ -175,7 +177,7 @@ impl Node {
         let response = match Request::from_frame(&frame) {
             Ok(Request::Read { low, high, consistency }) => {
                 let level = if frame.has_flag(FLAG_LINEARIZABLE) { Consistency::Primary } else { consistency };
-                let answer = self.read_frame(id, low, high, &level, frame.route());
+                let answer = self.read_frame(id, low, high, &level, frame.route()).map_err(ErrorCode::from);
                 if matches!((&answer, &level), (Err(ErrorCode::Behind { .. }), Consistency::Session { .. })) {
                     // Behind a session's position: `handle_frame` waits briefly for it.
                     return Err(frame);
@@ -215,7 +217,7 @@ impl Node {
             // failed to open): not a definite refusal of the key, which a retry elsewhere
             // may commit, or an earlier attempt may have.
             if let Err(e) = self.shard(ShardId(id)) {
-                return Response::Error(e);
+                return Response::Error(e.into());
             }
         }
         let result = match request {
@@ -228,7 +230,7 @@ impl Node {
             }
             Request::Write(batch) => match batch.rows() {
                 Ok(rows) => self.insert(batch.client_id(), batch.seq(), rows).await,
-                Err(e) => Err(ErrorCode::BadRequest(e.to_string())),
+                Err(e) => Err(ErrorCode::BadRequest(e.to_string()).into()),
             },
             Request::Update { client_id, seq, row } => {
                 self.write_one(row.key, Operation::Update { client_id, seq, row }).await
@@ -237,20 +239,27 @@ impl Node {
                 self.write_one(key, Operation::Delete { client_id, seq, key }).await
             }
             Request::Log { shard, count } => match self.shard(shard) {
-                Ok(s) => s.ask(|reply| Command::Log { count, reply }).await.map(Response::Log).ok_or_else(stopped),
+                Ok(s) => s
+                    .ask(|reply| Command::Log { count, reply })
+                    .await
+                    .map(Response::Log)
+                    .ok_or(NodeError::ShardStopped(shard)),
                 Err(e) => Err(e),
             },
             Request::Init(_) | Request::AddServers(_) | Request::RemoveServers { .. } | Request::Failover { .. } => {
                 Err(ErrorCode::BadRequest(
                     "admin operations go to the coordinator (or the balancer), not to a storage node".into(),
-                ))
+                )
+                .into())
             }
             Request::GetTopology { .. } | Request::SubscribeTopology => {
-                Err(ErrorCode::BadRequest("storage nodes hold no topology; ask the coordinator".into()))
+                Err(ErrorCode::BadRequest("storage nodes hold no topology; ask the coordinator".into()).into())
             }
-            Request::Auth { .. } => Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into())),
+            Request::Auth { .. } => {
+                Err(ErrorCode::BadRequest("AUTH is answered by the connection, first".into()).into())
+            }
         };
-        result.unwrap_or_else(Response::Error)
+        result.unwrap_or_else(|e| Response::Error(e.into()))
     }
 
     /// Answers the requests that need no waiting; gives the others back.
@@ -263,23 +272,25 @@ impl Node {
                 let level = if linearizable { Consistency::Primary } else { consistency };
                 match self.read(low, high, &level, route) {
                     // Behind a session's position: `request` waits briefly for it.
-                    Err(ErrorCode::Behind { .. }) if matches!(level, Consistency::Session { .. }) => {
+                    Err(NodeError::Refused(ErrorCode::Behind { .. }))
+                        if matches!(level, Consistency::Session { .. }) =>
+                    {
                         return Err(Request::Read { low, high, consistency: level })
                     }
                     other => other,
                 }
             }
             Request::ReadServer { server } if server == self.cfg.id => self.read_all(),
-            Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }),
+            Request::ReadServer { server } => Err(ErrorCode::UnknownServer { name: server }.into()),
             other => return Err(other),
         };
-        Ok(result.unwrap_or_else(Response::Error))
+        Ok(result.unwrap_or_else(|e| Response::Error(e.into())))
     }
 
     /// The shards a read of `[low, high]` routed by `route` touches, in key order.
-    fn read_shards(&self, low: i64, high: i64, route: Route) -> Result<Vec<ShardHandle>, ErrorCode> {
+    fn read_shards(&self, low: i64, high: i64, route: Route) -> Result<Vec<ShardHandle>, NodeError> {
         if low > high {
-            return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")));
+            return Err(ErrorCode::BadRequest(format!("read range low {low} is above high {high}")).into());
         }
         Ok(match route {
             Route::Shard(id) => vec![self.shard(ShardId(id))?],
@@ -292,7 +303,7 @@ impl Node {
         })
     }
 
-    fn read(&self, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Response, ErrorCode> {
+    fn read(&self, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Response, NodeError> {
         let mut rows: Vec<Row> = Vec::new();
         let mut at = Vec::new();
         for s in self.read_shards(low, high, route)? {
@@ -312,7 +323,7 @@ impl Node {
         high: i64,
         level: &Consistency,
         route: Route,
-    ) -> Result<Response, ErrorCode> {
+    ) -> Result<Response, NodeError> {
         for s in self.read_shards(low, high, route)? {
             let floor = level.floor(s.spec().id);
             if !s.applied_reaches(floor, SESSION_WAIT).await {
@@ -324,7 +335,7 @@ impl Node {
 
     /// Answers a read with the stored row bytes spliced into the answer (the binary fast
     /// path; [`Node::read`] is the typed one the text mode takes). The answer is the same.
-    fn read_frame(&self, id: u64, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Frame, ErrorCode> {
+    fn read_frame(&self, id: u64, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Frame, NodeError> {
         let mut out = RowsWriter::new();
         // Shards own disjoint ranges: in range order, their rows are in key order.
         for s in self.read_shards(low, high, route)? {
@@ -334,7 +345,7 @@ impl Node {
         Ok(out.into_frame(id))
     }
 
-    fn read_all(&self) -> Result<Response, ErrorCode> {
+    fn read_all(&self) -> Result<Response, NodeError> {
         let mut out = Vec::new();
         for s in self.all_shards() {
             let spec = s.spec();
@@ -345,9 +356,9 @@ impl Node {
     }
 
     /// Inserts rows, each shard's part as one atomic entry.
-    async fn insert(&self, client_id: u64, seq: u64, rows: Vec<Row>) -> Result<Response, ErrorCode> {
+    async fn insert(&self, client_id: u64, seq: u64, rows: Vec<Row>) -> Result<Response, NodeError> {
         if rows.is_empty() {
-            return Err(ErrorCode::BadRequest("a write needs at least one row".into()));
+            return Err(ErrorCode::BadRequest("a write needs at least one row".into()).into());
         }
         let mut parts: BTreeMap<ShardId, (ShardHandle, Vec<Row>)> = BTreeMap::new();
         for row in rows {
@@ -357,7 +368,7 @@ impl Node {
         let writes = parts
             .into_values()
             .map(|(shard, rows)| async move { shard.write(Operation::Write { client_id, seq, rows }).await });
-        let results: Vec<Result<ShardCommit, ErrorCode>> = join_all(writes).await;
+        let results: Vec<Result<ShardCommit, NodeError>> = join_all(writes).await;
         let mut commits = Vec::with_capacity(results.len());
         for r in results {
             commits.push(r?);
@@ -365,7 +376,7 @@ impl Node {
         Ok(Response::Committed(commits))
     }
 
-    async fn write_one(&self, key: i64, op: Operation) -> Result<Response, ErrorCode> {
+    async fn write_one(&self, key: i64, op: Operation) -> Result<Response, NodeError> {
         let shard = self.shard_for_key(key)?;
         Ok(Response::Committed(vec![shard.write(op).await?]))
     }
@@ -385,8 +396,8 @@ impl Node {
     /// Serves the coordinator.
     pub async fn control(&self, request: ControlRequest) -> ControlResponse {
         match request {
-            ControlRequest::ConfigureShard { shard, schema } => self.configure_shard(shard, schema),
-            ControlRequest::DropShard { shard } => self.drop_shard(shard).await,
+            ControlRequest::ConfigureShard { shard, schema } => done(self.configure_shard(shard, schema)),
+            ControlRequest::DropShard { shard } => done(self.drop_shard(shard).await),
             ControlRequest::BecomePrimary { shard, term, followers, learners, lease_ms } => {
                 self.ask_shard(shard, |reply| Command::BecomePrimary { term, followers, learners, lease_ms, reply })
                     .await
@@ -421,57 +432,42 @@ impl Node {
         make: impl FnOnce(oneshot::Sender<ControlResponse>) -> Command,
     ) -> ControlResponse {
         match self.shard(shard) {
-            Ok(s) => s.ask(make).await.unwrap_or_else(|| ControlResponse::Error(stopped())),
-            Err(e) => ControlResponse::Error(e),
+            Ok(s) => s.ask(make).await.unwrap_or_else(|| ControlResponse::Error(NodeError::ShardStopped(shard).into())),
+            Err(e) => ControlResponse::Error(e.into()),
         }
     }
 
     /// Opens a new shard replica here (again: fine if the range is the same).
-    fn configure_shard(&self, shard: ShardSpec, schema: Schema) -> ControlResponse {
+    fn configure_shard(&self, shard: ShardSpec, schema: Schema) -> Result<(), NodeError> {
         if let Err(e) = schema.validate() {
-            return ControlResponse::Error(ErrorCode::SchemaViolation(e.to_string()));
+            return Err(ErrorCode::SchemaViolation(e.to_string()).into());
         }
         if let Ok(existing) = self.shard(shard.id) {
-            return if existing.spec() == shard {
-                ControlResponse::Ok
-            } else {
-                ControlResponse::Error(ErrorCode::BadRequest(format!(
-                    "{} is already configured with another range",
-                    shard.id
-                )))
-            };
-        }
-        let opened = shard::open_shard(
-            &self.cfg.data_dir,
-            self.cfg.clone(),
-            self.failpoints.clone(),
-            shard.id,
-            Some((shard, schema)),
-        );
-        match opened {
-            Ok(handle) => {
-                info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
-                self.shards.write().expect("shards lock").insert(shard.id, handle);
-                ControlResponse::Ok
+            if existing.spec() == shard {
+                return Ok(());
             }
-            Err(e) => ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+            let why = format!("{} is already configured with another range", shard.id);
+            return Err(ErrorCode::BadRequest(why).into());
         }
+        let config = Some((shard, schema));
+        let handle =
+            shard::open_shard(&self.cfg.data_dir, self.cfg.clone(), self.failpoints.clone(), shard.id, config)?;
+        info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
+        self.shards.write().expect("shards lock").insert(shard.id, handle);
+        Ok(())
     }
 
     /// Stops `shard`'s replica here and removes its files (fine if there is none).
-    async fn drop_shard(&self, shard: ShardId) -> ControlResponse {
+    async fn drop_shard(&self, shard: ShardId) -> Result<(), NodeError> {
         let Some(handle) = self.shards.write().expect("shards lock").remove(&shard) else {
-            return ControlResponse::Ok;
+            return Ok(());
         };
         handle.ask(|reply| Command::Stop { reply }).await;
         let dir = shard::shard_dir(&self.cfg.data_dir, shard);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => ControlResponse::Ok,
-            Err(e) => {
-                warn!(%e, dir = %dir.display(), "could not remove a dropped shard's files");
-                ControlResponse::Error(ErrorCode::Internal(e.to_string()))
-            }
-        }
+        std::fs::remove_dir_all(&dir).map_err(|source| {
+            warn!(%source, dir = %dir.display(), "could not remove a dropped shard's files");
+            NodeError::RemoveFiles { dir, source }
+        })
     }
 
     /// Serves another replica (this node as a follower).
@@ -480,17 +476,17 @@ impl Node {
             PeerRequest::Append { shard, term, primary, prev, entries, commit, echo } => match self.shard(shard) {
                 Ok(s) => {
                     let request = AppendRequest { term, primary, prev, entries, commit, echo };
-                    s.ask(|reply| Command::Append(request, reply)).await
+                    s.ask(|reply| Command::Append(request, reply)).await.ok_or(shard)
                 }
-                Err(e) => return PeerResponse::Error(e),
+                Err(e) => return PeerResponse::Error(e.into()),
             },
             PeerRequest::Snapshot { shard, term, primary, last_included, chunk, rows, marks, done, total } => {
                 match self.shard(shard) {
                     Ok(s) => {
                         let chunk = SnapshotChunk { term, primary, last_included, chunk, rows, marks, done, total };
-                        s.ask(|reply| Command::Snapshot(chunk, reply)).await
+                        s.ask(|reply| Command::Snapshot(chunk, reply)).await.ok_or(shard)
                     }
-                    Err(e) => return PeerResponse::Error(e),
+                    Err(e) => return PeerResponse::Error(e.into()),
                 }
             }
             PeerRequest::FetchEntries { .. } => {
@@ -499,18 +495,22 @@ impl Node {
                 ))
             }
         };
-        answer.unwrap_or_else(|| PeerResponse::Error(stopped()))
+        answer.unwrap_or_else(|shard| PeerResponse::Error(NodeError::ShardStopped(shard).into()))
     }
 }
 
 /// An encoded answer, or an `Internal` error in its place (in the enum the request's sender
 /// expects) when it does not encode. Size is checked where the frame goes out.
 fn encoded_or_error(kind: u8, id: u64, encoded: Result<Frame, MessageError>) -> Frame {
-    encoded.unwrap_or_else(|e| error_frame(kind, id, ErrorCode::Internal(format!("answer does not encode: {e}"))))
+    encoded.unwrap_or_else(|e| error_frame(kind, id, NodeError::Encode(e).into()))
 }
 
-fn stopped() -> ErrorCode {
-    ErrorCode::Internal("shard task stopped".into())
+/// A control request's answer when it has nothing to say but done.
+fn done(result: Result<(), NodeError>) -> ControlResponse {
+    match result {
+        Ok(()) => ControlResponse::Ok,
+        Err(e) => ControlResponse::Error(e.into()),
+    }
 }
 
 impl net::Service for Node {

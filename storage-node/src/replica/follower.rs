@@ -17,6 +17,7 @@ use super::room::{mark_size, row_size};
 use super::rules::{plan_append, AppendPlan};
 use super::{Replica, Role, Time};
 use crate::disk::Disk;
+use crate::error::internal;
 use crate::store::TableStore;
 
 /// An append, as the replica receives it.
@@ -64,7 +65,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return Err(ErrorCode::StaleTerm { current: self.term, got: term });
         }
         if term > self.term {
-            self.adopt_term(term).map_err(|e| ErrorCode::Internal(e.to_string()))?;
+            self.adopt_term(term).map_err(internal)?;
             self.step_down(Role::Idle);
         }
         match &self.role {
@@ -138,7 +139,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     info!(from, "cutting a divergent log suffix");
                     if let Err(e) = self.wal.truncate_from(from) {
                         self.log_failed("log truncate", &e);
-                        return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+                        return PeerResponse::Error(internal(e));
                     }
                 }
                 skip
@@ -151,7 +152,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let result = self.wal.stage(records).and_then(|_| self.wal.sync());
             if let Err(e) = result {
                 self.log_failed("log append", &e);
-                return PeerResponse::Error(ErrorCode::Internal(e.to_string()));
+                return PeerResponse::Error(internal(e));
             }
             self.syncs.fsyncs += 1;
             self.syncs.entries += n;
@@ -269,7 +270,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         })();
         match result {
             Ok(()) => PeerResponse::SnapshotStored { term: self.term, chunk: chunk.chunk },
-            Err(e) => PeerResponse::Error(ErrorCode::Internal(e.to_string())),
+            Err(e) => PeerResponse::Error(internal(e)),
         }
     }
 }

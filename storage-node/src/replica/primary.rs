@@ -22,6 +22,7 @@ use super::rules::{majority, quorum_commit};
 use super::validate::{validate, Refusal};
 use super::{Effect, Replica, Role, Time};
 use crate::disk::Disk;
+use crate::error::internal;
 use crate::store::TableStore;
 
 /// A write waiting for its entry to commit.
@@ -197,7 +198,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                         Some(Ok(ShardCommit { shard, term: mark.term, index: mark.index, replicas, rows: 0 }))
                     }
                     Ok(None) => None,
-                    Err(e) => Some(Err(ErrorCode::Internal(e.to_string()))),
+                    Err(e) => Some(Err(internal(e))),
                 };
                 if let Some(result) = result {
                     self.effects.push(Effect::WriteDone { token, result });
@@ -205,7 +206,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 }
             }
             let table = &self.table;
-            let exists = |key| table.contains(key).map_err(|e| ErrorCode::Internal(e.to_string()));
+            let exists = |key| table.contains(key).map_err(internal);
             let op = match validate(op, &self.spec, &self.schema, &self.overlay, exists) {
                 Ok(op) => op,
                 Err(Refusal { error, after: Some(index) }) => {

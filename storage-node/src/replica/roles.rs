@@ -13,6 +13,7 @@ use super::primary::PrimaryState;
 use super::replication::Follower;
 use super::{Replica, Role, Time};
 use crate::disk::Disk;
+use crate::error::internal;
 use crate::store::TableStore;
 
 impl<D: Disk, T: TableStore> Replica<D, T> {
@@ -23,7 +24,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
-                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+                return ControlResponse::Error(internal(e));
             }
             self.step_down(Role::Idle);
         }
@@ -44,7 +45,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         }
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
-                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+                return ControlResponse::Error(internal(e));
             }
         } else if matches!(self.role, Role::Primary(_)) {
             return ControlResponse::Error(ErrorCode::BadRequest(format!(
@@ -132,7 +133,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         };
         if term > self.term {
             if let Err(e) = self.adopt_term(term) {
-                return ControlResponse::Error(ErrorCode::Internal(e.to_string()));
+                return ControlResponse::Error(internal(e));
             }
         }
         self.step_down(Role::Idle);
@@ -152,7 +153,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                         inherited.insert(client_seq, e.index);
                     }
                 }
-                Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+                Err(e) => return ControlResponse::Error(internal(e)),
             }
         }
         let last = self.wal.last().index;
@@ -167,7 +168,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 self.log(now, vec![(term, record)]);
                 self.sync_log(now);
             }
-            Err(e) => return ControlResponse::Error(ErrorCode::Internal(e.to_string())),
+            Err(e) => return ControlResponse::Error(internal(e)),
         }
         self.advance_commit(now);
         ControlResponse::Ok

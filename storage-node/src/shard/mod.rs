@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use task::open_shard;
 
+use crate::error::NodeError;
 use crate::replica::{fresh, AppendRequest, FollowerLag, SnapshotChunk};
 use crate::store::{Table, TableStore};
 
@@ -125,10 +126,6 @@ pub struct ShardHandle {
     shared: Arc<Shared>,
 }
 
-fn gone() -> ErrorCode {
-    ErrorCode::Internal("shard task stopped".into())
-}
-
 impl ShardHandle {
     /// The shard's identity and range.
     pub fn spec(&self) -> ShardSpec {
@@ -141,11 +138,12 @@ impl ShardHandle {
     }
 
     /// Submits a write; answers once it is committed by a majority (or refused).
-    pub async fn write(&self, op: Operation) -> Result<ShardCommit, ErrorCode> {
+    pub async fn write(&self, op: Operation) -> Result<ShardCommit, NodeError> {
         let (reply, rx) = oneshot::channel();
         let started = Instant::now();
-        self.tx.send(Command::Write { op, reply }).await.map_err(|_| gone())?;
-        let result = rx.await.map_err(|_| gone())?;
+        let gone = |_| NodeError::ShardStopped(self.shared.spec.id);
+        self.tx.send(Command::Write { op, reply }).await.map_err(gone)?;
+        let result = rx.await.map_err(|_| NodeError::ShardStopped(self.shared.spec.id))?;
         let mut c = self.shared.counters.lock().expect("counters lock");
         match &result {
             Ok(_) => {
@@ -155,13 +153,13 @@ impl ShardHandle {
             }
             Err(_) => c.writes_failed += 1,
         }
-        result
+        Ok(result?)
     }
 
     /// Rows in `[low, high]` at consistency `level`, and the position they were read at.
-    pub fn read(&self, low: i64, high: i64, level: &Consistency) -> Result<(Vec<Row>, ShardPosition), ErrorCode> {
+    pub fn read(&self, low: i64, high: i64, level: &Consistency) -> Result<(Vec<Row>, ShardPosition), NodeError> {
         let (low, high) = self.may_read(low, high, level)?;
-        let (rows, applied) = self.shared.table.read_at(low, high).map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        let (rows, applied) = self.shared.table.read_at(low, high)?;
         let position = self.position(applied);
         fresh::session_gate(self.shared.spec.id, level, applied.index)?;
         Ok((rows, position))
@@ -177,11 +175,10 @@ impl ShardHandle {
         high: i64,
         level: &Consistency,
         out: &mut RowsWriter,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), NodeError> {
         let (low, high) = self.may_read(low, high, level)?;
         let floor = level.floor(self.shared.spec.id);
-        let applied =
-            self.shared.table.read_encoded(low, high, floor, out).map_err(|e| ErrorCode::Internal(e.to_string()))?;
+        let applied = self.shared.table.read_encoded(low, high, floor, out)?;
         fresh::session_gate(self.shared.spec.id, level, applied.index)?;
         out.read_at(self.position(applied));
         Ok(())
