@@ -261,7 +261,10 @@ pub(crate) fn plain(line: &str) -> String {
 
 /// The value of `key=` in a tracing line (`term=5`, `shard=sh1`, `node=Server0`).
 pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    // The last whole `key=`: an event's own fields follow its spans' (and a shard span
+    // lists each term its replica has been in, latest last).
+    let whole = |&(at, _): &(usize, &str)| at == 0 || line[..at].ends_with([' ', '{', ',']);
+    let at = line.match_indices(&format!("{key}=")).filter(whole).last()?.0 + key.len() + 1;
     let rest = &line[at..];
     let end = rest.find([' ', '}', ':', ',']).unwrap_or(rest.len());
     Some(&rest[..end])
