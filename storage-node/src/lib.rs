@@ -19,13 +19,12 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use shardline_protocol::net;
 //! use shardline_storage_node::{config::NodeConfig, failpoint::Failpoints, node::Node};
 //! let cfg = NodeConfig::new("Server0", "127.0.0.1:7200".parse()?, "/tmp/shardline/Server0");
 //! let limits = cfg.limits();
 //! let node = Node::open(cfg, Failpoints::none())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7200").await?;
-//! net::serve(listener, node, limits, std::future::pending()).await;
+//! node.serve(listener, limits, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 

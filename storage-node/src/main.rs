@@ -92,6 +92,6 @@ async fn main() -> anyhow::Result<()> {
     let ports = args.server.bind(listen, tls).await?;
     tracing::info!(%listen, tls = ports.tls.is_some(), "listening");
     let shutdown = net::stop_signal().context("cannot watch for SIGTERM")?;
-    net::serve_ports(ports, node, limits, gate, shutdown).await;
+    node.run(ports, limits, gate, shutdown).await;
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::failpoint::Failpoints;
 use crate::heartbeats::HeardBeats;
 use crate::metrics;
 use crate::replica::{AppendRequest, SnapshotChunk};
-use crate::shard::{self, Command, ShardHandle, ShardMetrics};
+use crate::shard::{self, Command, ShardHandle, ShardMetrics, ShardRunner};
 use crate::store::StoreError;
 
 /// How long a session read waits for this replica to apply the session's position
@@ -38,6 +38,8 @@ pub struct Node {
     cfg: Arc<NodeConfig>,
     failpoints: Arc<Failpoints>,
     shards: RwLock<BTreeMap<ShardId, ShardHandle>>,
+    /// The tasks of the replicas found at open, until [`Node::start`].
+    unstarted: Mutex<Vec<ShardRunner>>,
     started: Instant,
     /// When recent heartbeats were handled, by number: lease grants count from these.
     heard: Mutex<HeardBeats<Instant>>,
@@ -50,7 +52,7 @@ impl Node {
     pub fn open(cfg: NodeConfig, failpoints: Failpoints) -> Result<Arc<Node>, StoreError> {
         let cfg = Arc::new(cfg);
         let failpoints = Arc::new(failpoints);
-        let mut shards = BTreeMap::new();
+        let (mut shards, mut unstarted) = (BTreeMap::new(), Vec::new());
         let root = cfg.data_dir.join("shards");
         std::fs::create_dir_all(&root)?;
         for entry in std::fs::read_dir(&root)? {
@@ -58,8 +60,8 @@ impl Node {
             let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let handle = match shard::open_shard(&cfg.data_dir, cfg.clone(), failpoints.clone(), ShardId(id), None) {
-                Ok(handle) => handle,
+            let opened = match shard::open_shard(&cfg.data_dir, cfg.clone(), failpoints.clone(), ShardId(id), None) {
+                Ok(opened) => opened,
                 Err(e) if e.is_damage() => {
                     // One damaged replica must not keep the node's other shards down. Its files
                     // are kept aside, never deleted; the coordinator re-creates the replica
@@ -70,17 +72,52 @@ impl Node {
                 }
                 Err(e) => return Err(e),
             };
+            let (handle, runner) = opened;
             shards.insert(ShardId(id), handle);
+            unstarted.push(runner);
         }
         info!(node = %cfg.id, shards = shards.len(), "node opened");
         Ok(Arc::new(Node {
             cfg,
             failpoints,
             shards: RwLock::new(shards),
+            unstarted: Mutex::new(unstarted),
             started: Instant::now(),
             heard: Mutex::new(HeardBeats::default()),
             requests: RequestMetrics::new(ops::NODE),
         }))
+    }
+
+    /// Starts the tasks of the shard replicas [`Node::open`] found (once; later calls do
+    /// nothing). Until then their commands wait.
+    pub fn start(&self) {
+        for runner in std::mem::take(&mut *self.unstarted.lock().expect("unstarted lock")) {
+            runner.start();
+        }
+    }
+
+    /// Starts the shard replicas and serves `ports` until `shutdown` completes, then drains
+    /// (see [`net::serve_ports`]).
+    pub async fn run(
+        self: Arc<Self>,
+        ports: net::Ports,
+        limits: net::Limits,
+        gate: Arc<net::auth::Gate>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        self.start();
+        net::serve_ports(ports, self, limits, gate, shutdown).await;
+    }
+
+    /// [`Node::run`] on one plaintext listener, open to anyone (tests, benchmarks).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        limits: net::Limits,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        self.start();
+        net::serve(listener, self, limits, shutdown).await;
     }
 
     /// The node's configuration.
@@ -450,8 +487,9 @@ impl Node {
             return Err(ErrorCode::BadRequest(why).into());
         }
         let config = Some((shard, schema));
-        let handle =
+        let (handle, runner) =
             shard::open_shard(&self.cfg.data_dir, self.cfg.clone(), self.failpoints.clone(), shard.id, config)?;
+        runner.start();
         info!(shard = %shard.id, low = shard.low, size = shard.size, "shard configured");
         self.shards.write().expect("shards lock").insert(shard.id, handle);
         Ok(())

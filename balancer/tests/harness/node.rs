@@ -35,7 +35,7 @@ impl TestNode {
             let _inside = runtime.enter();
             let node: Arc<Node> = Node::open(cfg, Failpoints::none()).expect("open node");
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            runtime.spawn(net::serve(listener, node, limits, std::future::pending()));
+            runtime.spawn(node.serve(listener, limits, std::future::pending()));
         }
         TestNode { name: name.to_owned(), addr: addr.to_string(), runtime: Some(runtime), _dir: dir }
     }

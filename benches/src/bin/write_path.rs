@@ -14,7 +14,6 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use shardline_protocol::net;
 use shardline_protocol::{
     ControlRequest, ControlResponse, FrameCodec, Message, Request, Response, Row, Schema, ServerAddr, ShardId,
     ShardSpec, Value, WriteBatch,
@@ -95,7 +94,7 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         let cfg = NodeConfig::new(format!("Server{i}"), addr, dir.path().join(format!("n{i}")));
         let limits = cfg.limits();
         let node = Node::open(cfg, Failpoints::none())?;
-        tokio::spawn(net::serve(listener, node, limits, std::future::pending()));
+        tokio::spawn(node.serve(listener, limits, std::future::pending()));
         addrs.push(addr);
     }
     let spec = ShardSpec { id: SHARD, low: 0, size: 1 << 40 };

@@ -26,7 +26,7 @@ use shardline_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use task::open_shard;
+pub use task::{open_shard, ShardRunner};
 
 use crate::error::NodeError;
 use crate::replica::{fresh, AppendRequest, FollowerLag, SnapshotChunk};

@@ -64,14 +64,38 @@ fn incarnation() -> u64 {
     base | INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xffff
 }
 
-/// Opens (configuring, if `config` is given) the replica in `data_dir` and starts its task.
+/// A shard replica's task, opened and ready to run: [`ShardRunner::start`] spawns it (a
+/// constructor never spawns; the node starts its replicas when it starts serving).
+pub struct ShardRunner {
+    task: ShardTask,
+    commands: mpsc::Receiver<Command>,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for ShardRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRunner").field("shard", &self.task.shared.spec.id).finish_non_exhaustive()
+    }
+}
+
+impl ShardRunner {
+    /// Spawns the task onto the current runtime.
+    pub fn start(self) {
+        let ShardRunner { task, commands, answers, span } = self;
+        tokio::spawn(task.run(commands, answers).instrument(span));
+    }
+}
+
+/// Opens (configuring, if `config` is given) the replica in `data_dir`: its handle, and its
+/// task to start.
 pub fn open_shard(
     data_dir: &Path,
     cfg: Arc<NodeConfig>,
     failpoints: Arc<Failpoints>,
     shard: shardline_protocol::ShardId,
     config: Option<(ShardSpec, Schema)>,
-) -> Result<ShardHandle, StoreError> {
+) -> Result<(ShardHandle, ShardRunner), StoreError> {
     let dir = shard_dir(data_dir, shard);
     std::fs::create_dir_all(&dir)?;
     let table = Table::open(&dir.join("table.redb"), failpoints.clone())?;
@@ -132,8 +156,8 @@ pub fn open_shard(
     };
     span.record("term", task.replica.state().term);
     drop(_enter);
-    tokio::spawn(task.run(rx, answers_rx).instrument(span));
-    Ok(ShardHandle { tx, shared })
+    let runner = ShardRunner { task, commands: rx, answers: answers_rx, span };
+    Ok((ShardHandle { tx, shared }, runner))
 }
 
 impl ShardTask {
