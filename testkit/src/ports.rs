@@ -1,7 +1,9 @@
 //! Ports nobody listens on right now, picked by the kernel or probed in ranges.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
 
 /// Whether `port` on 127.0.0.1 can be bound right now.
 fn is_free(port: u16) -> bool {
@@ -9,8 +11,33 @@ fn is_free(port: u16) -> bool {
 }
 
 /// A port nobody listens on right now: bind `127.0.0.1:0`, read the port, let it go.
+/// Never the same port twice in one process: once let go, the kernel may hand the same
+/// port to the next caller (another test of this binary) before the first one's server
+/// has bound it, and the two tests would then talk to one server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port on 127.0.0.1").port()
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port on 127.0.0.1")
+            .port();
+        if claim(port..port + 1) {
+            return port;
+        }
+    }
+    panic!("no ephemeral port this process has not handed out already");
+}
+
+/// Every port this process has handed out (singly, or in a node range).
+static HANDED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Marks `ports` handed out, if none of them was: whether they were all new.
+fn claim(ports: impl Iterator<Item = u16> + Clone) -> bool {
+    let mut handed = HANDED.lock().expect("ports lock");
+    if ports.clone().any(|p| handed.contains(&p)) {
+        return false;
+    }
+    handed.extend(ports);
+    true
 }
 
 /// A free port whose next `n - 1` ports are free too.
@@ -52,7 +79,8 @@ pub fn node_base_port() -> u16 {
     for _ in 0..200 {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 15;
         let base = 20_000 + (spread * 40 + slot * 2000) % 30_000;
-        if (base..base + 16).chain(base + 1000..base + 1016).all(is_free) {
+        let ports = (base..base + 16).chain(base + 1000..base + 1016);
+        if ports.clone().all(is_free) && claim(ports) {
             return base;
         }
     }
