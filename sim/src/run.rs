@@ -62,6 +62,12 @@ pub enum Broken {
     SessionIgnored,
     /// Issue 16: followers apply (and serve) entries before they are committed.
     ApplyUncommitted,
+    /// A primary whose log write failed leads again on the same term's vote (found as
+    /// seed 16009967).
+    ReleadAfterLogFailure,
+    /// A bounded read's contact age is compared in whole milliseconds (found as seed
+    /// 16019633).
+    BoundInWholeMs,
 }
 
 /// What one run does.
@@ -176,6 +182,8 @@ fn replica_settings(cfg: &RunConfig) -> ReplicaConfig {
             chunks_by_rows: cfg.broken == Some(Broken::ChunksByRows),
             bounded_unchecked: cfg.broken == Some(Broken::BoundedUnchecked),
             apply_uncommitted: cfg.broken == Some(Broken::ApplyUncommitted),
+            relead_after_log_failure: cfg.broken == Some(Broken::ReleadAfterLogFailure),
+            bound_in_whole_ms: cfg.broken == Some(Broken::BoundInWholeMs),
         },
     }
 }

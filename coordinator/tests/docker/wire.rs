@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use shardline_protocol::{Request, Response, Row, ShardId, Topology, WriteBatch};
+use shardline_protocol::{Request, Response, Row, ShardId, Topology};
 
-pub(crate) use crate::common::{poll, retryable, row, Outcome};
+pub(crate) use crate::common::{poll, Outcome};
 
 /// Timeout of one call: above the balancer's 5 s retry deadline across a failover.
 pub(crate) const CALL: Duration = Duration::from_secs(8);
@@ -57,11 +57,8 @@ pub(crate) async fn write(addr: &str, client: u64, seq: u64, key: i64, limit: Du
         if Instant::now() >= deadline {
             break;
         }
-        let batch = WriteBatch::encode(client, seq, &[row(key)]).expect("a batch");
-        match request(addr, &Request::Write(batch)).await {
-            Ok(Response::Committed(mut c)) => return Outcome::Acked(c.remove(0)),
-            Ok(Response::Error(e)) if !retryable(&e) => return Outcome::Failed(e.to_string()),
-            Ok(other) => last = format!("{other:?}"),
+        match crate::common::write_once(addr, client, seq, key, CALL).await {
+            Ok(outcome) => return outcome,
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

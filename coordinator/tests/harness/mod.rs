@@ -9,13 +9,13 @@
 #![allow(dead_code)]
 
 pub(crate) mod wire;
-pub(crate) use wire::{poll, retryable, row, Outcome};
+pub(crate) use wire::{poll, row, Outcome};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shardline_protocol::{Request, Response, Row, ShardId, ShardSpec, Topology, WriteBatch};
+use shardline_protocol::{Request, Response, Row, ShardId, ShardSpec, Topology};
 
 /// The coordinator's timings in tests: the defaults (heartbeat 100 ms, dead after 400 ms).
 pub(crate) const CALL: Duration = Duration::from_secs(3);
@@ -207,11 +207,8 @@ pub(crate) async fn write_routed(coord: &Coord, key: i64, client: u64, seq: u64,
             return Outcome::Failed("no shard".into());
         };
         if let Some(primary) = &shard.primary {
-            let batch = WriteBatch::encode(client, seq, &[row(key)]).unwrap();
-            match request(&addr_of(&t, primary), &Request::Write(batch)).await {
-                Ok(Response::Committed(mut c)) => return Outcome::Acked(c.remove(0)),
-                Ok(Response::Error(e)) if !retryable(&e) => return Outcome::Failed(e.to_string()),
-                Ok(other) => last = format!("{other:?}"),
+            match wire::write_once(&addr_of(&t, primary), client, seq, key, CALL).await {
+                Ok(outcome) => return outcome,
                 Err(e) => last = e,
             }
         }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use shardline_protocol::net::Conn;
-use shardline_protocol::{ErrorCode, Request, Response, Row, ShardCommit, Value};
+use shardline_protocol::{ErrorCode, Request, Response, Row, ShardCommit, Value, WriteBatch};
 
 /// Polls `probe` every 50 ms until it gives a value; panics after `limit`.
 pub(crate) async fn poll<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T
@@ -42,4 +42,22 @@ pub(crate) enum Outcome {
 /// Whether a write's error is worth retrying (with the same client id and sequence).
 pub(crate) fn retryable(e: &ErrorCode) -> bool {
     e.is_retryable() || matches!(e, ErrorCode::Timeout(_))
+}
+
+/// One attempt at writing `key` as `(client, seq)` at `addr`, within `limit`: the outcome
+/// if it is final (acknowledged, or refused for good), else what went wrong, to retry.
+pub(crate) async fn write_once(
+    addr: &str,
+    client: u64,
+    seq: u64,
+    key: i64,
+    limit: Duration,
+) -> Result<Outcome, String> {
+    let batch = WriteBatch::encode(client, seq, &[row(key)]).expect("a batch");
+    match request_within(addr, &Request::Write(batch), limit).await {
+        Ok(Response::Committed(mut c)) => Ok(Outcome::Acked(c.remove(0))),
+        Ok(Response::Error(e)) if !retryable(&e) => Ok(Outcome::Failed(e.to_string())),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e),
+    }
 }

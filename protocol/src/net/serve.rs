@@ -184,13 +184,12 @@ pub async fn serve_ports<S: Service>(
             }
             continue;
         };
-        let service = service.clone();
-        let gate = gate.clone();
+        let visit = Visit { peer: peer.ip(), service: service.clone(), limits, gate: gate.clone(), stop: stop.clone() };
         let tls = tls.cloned();
-        let stop = stop.clone();
         service.connection_opened();
+        let service = service.clone();
         tracker.spawn(async move {
-            if let Err(e) = serve_connection(stream, tls, peer.ip(), service.clone(), limits, &gate, stop).await {
+            if let Err(e) = serve_connection(stream, tls, visit).await {
                 debug!(%peer, %e, "connection ended");
             }
             service.connection_closed();
@@ -240,15 +239,19 @@ fn within_limit(response: Response, max_payload: usize) -> Response {
 const TLS_REQUIRED: &str = "this port speaks TLS: connect with TLS (shardline --tls-ca FILE), or use the \
                             server's plaintext port if it has one";
 
-async fn serve_connection<S: Service>(
-    tcp: TcpStream,
-    tls: Option<ServerTls>,
+/// One connection's peer and what serving it takes.
+struct Visit<S> {
     peer: IpAddr,
     service: Arc<S>,
     limits: Limits,
-    gate: &Gate,
+    gate: Arc<Gate>,
+    /// Cancelled when the server stops.
     stop: CancellationToken,
-) -> std::io::Result<()> {
+}
+
+async fn serve_connection<S: Service>(tcp: TcpStream, tls: Option<ServerTls>, visit: Visit<S>) -> std::io::Result<()> {
+    let Visit { peer, ref limits, ref gate, ref stop, .. } = visit;
+    let (limits, stop) = (*limits, stop.clone());
     tcp.set_nodelay(true)?;
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     // Nothing is allocated for a connection until it sends something.
@@ -273,7 +276,7 @@ async fn serve_connection<S: Service>(
         return Ok(());
     }
     if !is_binary_start(input[0]) {
-        return serve_text(stream, input, peer, service, limits, gate, stop).await;
+        return serve_text(stream, input, visit).await;
     }
     let (grants, input) = if gate.is_open() {
         (Grants::ALL, input)
@@ -284,7 +287,8 @@ async fn serve_connection<S: Service>(
             None => return Ok(()),
         }
     };
-    serve_frames(stream, service, limits, Session { grants, open: gate.is_open() }, input, stop).await
+    let session = Session { grants, open: gate.is_open() };
+    serve_frames(stream, visit.service, limits, session, input, stop).await
 }
 
 /// Answers a plaintext peer on a TLS port in its own language (an error frame, or a text
@@ -322,15 +326,8 @@ fn refusal(grants: Grants, request: &Request) -> Option<Response> {
     Some(Response::Error(code))
 }
 
-async fn serve_text<S: Service>(
-    stream: Stream,
-    input: BytesMut,
-    peer: IpAddr,
-    service: Arc<S>,
-    limits: Limits,
-    gate: &Gate,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+async fn serve_text<S: Service>(stream: Stream, input: BytesMut, visit: Visit<S>) -> std::io::Result<()> {
+    let Visit { peer, service, limits, gate, stop } = visit;
     let max_payload = limits.max_payload;
     let (read, mut write) = stream.into_split();
     // The bytes read to tell text from frames are the first line's start.

@@ -24,6 +24,8 @@
 //!   and a primary acknowledges writes only under its lease, so no other primary
 //!   acknowledged anything the sender's `C` does not hold.
 
+use std::time::Duration;
+
 use shardline_protocol::{Consistency, ErrorCode, ReplicaRole, ServerAddr, ShardId, ShardState};
 
 use super::Time;
@@ -52,6 +54,8 @@ pub struct ReadFacts<'a> {
     pub contact: Option<Contact>,
     /// Test-only regression: bounded reads served like `any` (the simulator's self-test).
     pub bounded_unchecked: bool,
+    /// Test-only regression: a contact's age compared in whole milliseconds.
+    pub bound_in_whole_ms: bool,
 }
 
 /// Whether a read at `level` may be served at `now`. A session's floor is checked after
@@ -71,7 +75,11 @@ pub fn read_gate(facts: &ReadFacts<'_>, now: Time, level: &Consistency) -> Resul
             if state.role == ReplicaRole::Primary {
                 return primary_gate(facts, now).map_err(|_| behind(shard, "a primary without its lease".into()));
             }
-            bounded_gate(shard, facts.contact, state.applied_index, now, *max_lag_ms, *max_lag_entries)
+            let mut max_lag = Duration::from_millis(*max_lag_ms);
+            if facts.bound_in_whole_ms {
+                max_lag += Duration::from_nanos(999_999);
+            }
+            bounded_gate(shard, facts.contact, state.applied_index, now, max_lag, *max_lag_entries)
         }
     }
 }
@@ -97,15 +105,16 @@ pub fn bounded_gate(
     contact: Option<Contact>,
     applied: u64,
     now: Time,
-    max_lag_ms: u64,
+    max_lag: Duration,
     max_lag_entries: u64,
 ) -> Result<(), ErrorCode> {
     let Some(contact) = contact else {
         return Err(behind(shard, "no proven contact with a leased primary".into()));
     };
     let age = now.saturating_sub(contact.at);
-    if age.as_millis() > u128::from(max_lag_ms) || contact.at > now {
-        return Err(behind(shard, format!("last proven contact {} ms ago, over {max_lag_ms} ms", age.as_millis())));
+    // Compared whole: in milliseconds, 0.9 ms would pass a bound of 0 ms.
+    if age > max_lag || contact.at > now {
+        return Err(behind(shard, format!("last proven contact {age:?} ago, over {max_lag:?}")));
     }
     if applied.saturating_add(max_lag_entries) < contact.commit {
         return Err(behind(
@@ -131,8 +140,6 @@ fn behind(shard: ShardId, reason: String) -> ErrorCode {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use shardline_protocol::{LogPosition, ShardPosition, ShardSpec};
 
     use super::*;
@@ -162,6 +169,7 @@ mod tests {
             ready: true,
             contact,
             bounded_unchecked: false,
+            bound_in_whole_ms: false,
         }
     }
 
@@ -185,7 +193,12 @@ mod tests {
         // Never heard from a leased primary: nothing to prove with.
         assert!(read_gate(&facts(&follower, None), ms(1), &Consistency::bounded_ms(u64::MAX)).is_err());
         // A stamp from the future (another run's clock) proves nothing either.
-        assert!(bounded_gate(SHARD, Some(Contact { at: ms(5), commit: 0 }), 40, ms(4), 100, 0).is_err());
+        assert!(bounded_gate(SHARD, Some(Contact { at: ms(5), commit: 0 }), 40, ms(4), ms(100), 0).is_err());
+        // Ages are compared whole, not in truncated milliseconds (simulator seed 16019633:
+        // a contact 0.5 ms old passed a bound of 0 ms and missed a write acknowledged since).
+        let half_ms_later = ms(1_000) + Duration::from_micros(500);
+        assert!(bounded_gate(SHARD, contact, 40, half_ms_later, ms(0), 0).is_err());
+        assert_eq!(bounded_gate(SHARD, contact, 40, ms(1_000), ms(0), 0), Ok(()));
     }
 
     #[test]

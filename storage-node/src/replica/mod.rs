@@ -109,6 +109,12 @@ pub struct Regressions {
     pub bounded_unchecked: bool,
     /// Apply entries a primary sent before they are committed (issue 16's `any` checker).
     pub apply_uncommitted: bool,
+    /// Lead again on the same term's vote after a failed log write (found as simulator
+    /// seed 16009967: other entries at a term and index a follower already held).
+    pub relead_after_log_failure: bool,
+    /// Compare a bounded read's contact age in whole milliseconds (found as seed 16019633:
+    /// 0.5 ms passed a bound of 0 ms).
+    pub bound_in_whole_ms: bool,
 }
 
 /// Names one message to a follower, so its answer finds its way back.
@@ -376,6 +382,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             ready: self.ready(),
             contact: self.contact,
             bounded_unchecked: self.cfg.regressions.bounded_unchecked,
+            bound_in_whole_ms: self.cfg.regressions.bound_in_whole_ms,
         }
     }
 
@@ -495,6 +502,14 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     fn log_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
         warn!(%e, what, "log write failed: reloading the log from disk");
         self.step_down(Role::Idle);
+        // A primary's appends leave before its own fsync: the write that failed may have
+        // cut entries its followers already hold. Leading again on this term's vote would
+        // log other entries at the same term and index, and a follower holding the first
+        // ones would keep them as matching. Only a new election, at a higher term, may
+        // make this replica primary again.
+        if !self.cfg.regressions.relead_after_log_failure {
+            self.voted = None;
+        }
         self.synced = false;
         self.unsynced = 0;
         match self.wal.reload() {

@@ -214,6 +214,7 @@ impl ShardHandle {
                 ready: p.ready,
                 contact: p.contact,
                 bounded_unchecked: false,
+                bound_in_whole_ms: false,
             };
             fresh::read_gate(&facts, now, level)?;
         }
