@@ -27,7 +27,8 @@ pub fn free_port() -> u16 {
     panic!("no ephemeral port this process has not handed out already");
 }
 
-/// Every port this process has handed out (singly, or in a node range).
+/// Every port this process has handed out: singly, and in node ranges (which are reused
+/// from call to call, so a single port must stay out of all of them).
 static HANDED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// Marks `ports` handed out, if none of them was: whether they were all new.
@@ -38,6 +39,11 @@ fn claim(ports: impl Iterator<Item = u16> + Clone) -> bool {
     }
     handed.extend(ports);
     true
+}
+
+/// Marks a node range handed out (it may have been before).
+fn note(ports: impl Iterator<Item = u16>) {
+    HANDED.lock().expect("ports lock").extend(ports);
 }
 
 /// A free port whose next `n - 1` ports are free too.
@@ -80,7 +86,8 @@ pub fn node_base_port() -> u16 {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 15;
         let base = 20_000 + (spread * 40 + slot * 2000) % 30_000;
         let ports = (base..base + 16).chain(base + 1000..base + 1016);
-        if ports.clone().all(is_free) && claim(ports) {
+        if ports.clone().all(is_free) {
+            note(ports);
             return base;
         }
     }
