@@ -81,10 +81,14 @@ impl Stack {
     }
 
     fn make_output(&self, target: &str, extra: &[&str]) -> Output {
+        // Under `make test` the outer make exports its own SHARDLINE_* (the default stack's):
+        // each is set here on the command line, which wins over the environment.
         Command::new("make")
             .args(["--no-print-directory", target])
             .arg(format!("SHARDLINE_PREFIX={}", self.prefix))
             .arg(format!("SHARDLINE_PORT={}", self.port))
+            .arg(format!("SHARDLINE_AUTH={}", self.auth_dir().display()))
+            .arg(format!("SHARDLINE_IMAGE={IMAGE}"))
             .args(extra)
             .current_dir(root())
             .stdin(Stdio::null())
