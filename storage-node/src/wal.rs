@@ -20,7 +20,7 @@
 //! same tail (a second flipped bit that makes it look like a torn write, say) must not make
 //! a shorter log look whole on the next start.
 //!
-//! The entries themselves are also kept in memory ([`LogView`]) so the primary's
+//! The entries themselves are also kept in memory ([`MemLog`]) so the primary's
 //! replication tasks can read them while the shard appends.
 
 use std::collections::VecDeque;

@@ -201,7 +201,7 @@ struct FailoverArgs {
     #[arg(long)]
     addr: Option<String>,
     /// With --addr: the coordinator's nodes directory, where `shardline up` keeps each
-    /// node's <name>.pid.
+    /// node's `<name>.pid`.
     #[arg(long, default_value = "shardline-data/coordinator/nodes")]
     nodes_dir: PathBuf,
     /// The nodes are containers of the Docker stack (`make up`) named by --prefix.

@@ -69,7 +69,7 @@ impl KeyBlock {
     }
 }
 
-/// Finds, for every shard, the first run of up to [`BLOCK_MAX`] keys holding no rows
+/// Finds, for every shard, the first run of up to `BLOCK_MAX` keys holding no rows
 /// (a fresh cluster's whole range; on a used one, past its rows).
 pub async fn key_blocks(client: &Client, topology: &Topology) -> Result<Vec<Arc<KeyBlock>>, BenchError> {
     let mut blocks = Vec::new();

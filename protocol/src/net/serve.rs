@@ -125,7 +125,7 @@ impl From<TcpListener> for Ports {
 /// Serves `listener` until `shutdown` completes, to anyone (no credentials asked); then
 /// drains: accepts nothing more, reads nothing more, answers every request it read, ends
 /// each binary connection with a closing notice (`ShuttingDown`, request id 0), and returns
-/// once every connection is closed or [`DRAIN_TIMEOUT`] has passed.
+/// once every connection is closed or 5 s (`DRAIN_TIMEOUT`) have passed.
 pub async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,

@@ -5,7 +5,7 @@
 //! primary, an answer from a follower or a tick, then drains [`Replica::effects`] and
 //! carries them out (answer a write, send a message to a follower). It never reads a
 //! clock, spawns a task or opens a file: time is an argument, the log sits on a
-//! [`Disk`](crate::disk::Disk) and the rows in a [`TableStore`], so the same code runs in
+//! [`Disk`] and the rows in a [`TableStore`], so the same code runs in
 //! the node (tokio, real files, redb) and in the simulator (virtual time, simulated disk).
 //!
 //! - [`rules`]: commit and append decisions as pure functions.
