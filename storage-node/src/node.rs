@@ -127,12 +127,16 @@ impl Node {
 
     fn shard(&self, id: ShardId) -> Result<ShardHandle, NodeError> {
         let shards = self.shards.read().expect("shards lock");
-        Ok(shards.get(&id).cloned().ok_or(ErrorCode::UnknownShard { shard: id })?)
+        shards.get(&id).cloned().ok_or(NodeError::Refused(ErrorCode::UnknownShard { shard: id }))
     }
 
     fn shard_for_key(&self, key: i64) -> Result<ShardHandle, NodeError> {
         let shards = self.shards.read().expect("shards lock");
-        Ok(shards.values().find(|s| s.spec().contains(key)).cloned().ok_or(ErrorCode::KeyOutOfRange { key })?)
+        shards
+            .values()
+            .find(|s| s.spec().contains(key))
+            .cloned()
+            .ok_or(NodeError::Refused(ErrorCode::KeyOutOfRange { key }))
     }
 
     fn all_shards(&self) -> Vec<ShardHandle> {

@@ -66,7 +66,9 @@ pub(super) async fn serve_frames<S: Service>(
 ) -> io::Result<()> {
     input.reserve(READ_CHUNK);
     let mut conn = FrameConn {
-        stop: Box::pin(stop.cancelled_owned()),
+        stop_watch: Box::pin(stop.clone().cancelled_owned()),
+        watching: false,
+        stop,
         draining: Drain::No,
         stream,
         service,
@@ -128,8 +130,13 @@ struct FrameConn<S, F, L> {
     reading: bool,
     /// Written since the last flush (TLS may hold the bytes in its session until then).
     unflushed: bool,
-    /// Completes when the server stops.
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Cancelled when the server stops.
+    stop: CancellationToken,
+    /// Wakes this connection's task when `stop` is cancelled, once polled (see
+    /// [`FrameConn::stopping`]).
+    stop_watch: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether `stop_watch` holds this task's waker.
+    watching: bool,
     /// Where a stopping server's connection is in saying goodbye.
     draining: Drain,
     later: L,
@@ -162,7 +169,7 @@ where
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut progress = false;
-            if self.draining == Drain::No && self.stop.as_mut().poll(cx).is_ready() {
+            if self.draining == Drain::No && self.stopping(cx) {
                 self.begin_drain();
                 progress = true;
             }
@@ -213,6 +220,17 @@ where
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Whether the server is stopping. The watch is polled once, leaving this task's waker
+    /// with the token, and after that the flag is read: every poll of a waiting watch takes
+    /// a lock that all of the server's connections share, and this runs every turn.
+    fn stopping(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.watching {
+            self.watching = true;
+            return self.stop_watch.as_mut().poll(cx).is_ready();
+        }
+        self.stop.is_cancelled()
     }
 
     /// The server stops: read nothing more (requests not yet read stay unread, so they are

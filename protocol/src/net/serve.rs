@@ -250,8 +250,7 @@ struct Visit<S> {
 }
 
 async fn serve_connection<S: Service>(tcp: TcpStream, tls: Option<ServerTls>, visit: Visit<S>) -> std::io::Result<()> {
-    let Visit { peer, ref limits, ref gate, ref stop, .. } = visit;
-    let (limits, stop) = (*limits, stop.clone());
+    let (peer, limits, stop, gate) = (visit.peer, visit.limits, visit.stop.clone(), visit.gate.clone());
     tcp.set_nodelay(true)?;
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     // Nothing is allocated for a connection until it sends something.
@@ -281,7 +280,7 @@ async fn serve_connection<S: Service>(tcp: TcpStream, tls: Option<ServerTls>, vi
     let (grants, input) = if gate.is_open() {
         (Grants::ALL, input)
     } else {
-        let accepted = door::accept(&mut stream, input, gate, peer, limits.max_payload);
+        let accepted = door::accept(&mut stream, input, &gate, peer, limits.max_payload);
         match step(deadline, &stop, accepted).await? {
             Some(won) => won,
             None => return Ok(()),

@@ -141,9 +141,9 @@ impl ShardHandle {
     pub async fn write(&self, op: Operation) -> Result<ShardCommit, NodeError> {
         let (reply, rx) = oneshot::channel();
         let started = Instant::now();
-        let gone = |_| NodeError::ShardStopped(self.shared.spec.id);
-        self.tx.send(Command::Write { op, reply }).await.map_err(gone)?;
-        let result = rx.await.map_err(|_| NodeError::ShardStopped(self.shared.spec.id))?;
+        let gone = || NodeError::ShardStopped(self.shared.spec.id);
+        self.tx.send(Command::Write { op, reply }).await.map_err(|_| gone())?;
+        let result = rx.await.map_err(|_| gone())?;
         let mut c = self.shared.counters.lock().expect("counters lock");
         match &result {
             Ok(_) => {
