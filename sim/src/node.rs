@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shardline_protocol::{
     ControlRequest, ControlResponse, ErrorCode, LogEntry, Message, NodeStatus, Operation, PeerRequest, PeerResponse,
-    ShardCommit, ShardId,
+    ReplicaRole, ShardCommit, ShardId,
 };
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::{Action, Failpoints, Fired, Point};
@@ -267,11 +267,6 @@ impl SimNode {
             return;
         }
         let now = self.local(world.now);
-        // An append is answered before its committed entries are applied, as in a node.
-        let apply_after = match &msg {
-            Msg::Peer { shard, request: PeerRequest::Append { .. }, .. } => Some(*shard),
-            _ => None,
-        };
         let answer = match msg {
             Msg::Client { id, shard, request } => {
                 self.client(world, now, from, id, shard, request);
@@ -297,13 +292,27 @@ impl SimNode {
         if let Some(answer) = answer {
             world.send(Addr::Node(self.index), from, answer);
         }
-        if let Some(r) = apply_after.and_then(|shard| self.replicas.get_mut(&shard)) {
-            r.apply_committed();
-            if self.died_at_failpoint(world) {
-                return;
+        // Answers and acknowledgements leave before the entries they commit are applied,
+        // as in a node, whose shard task applies in batches: here each replica applies
+        // after a step or not, at random (a tick applies them all).
+        let shards: Vec<ShardId> = self.replicas.keys().copied().collect();
+        for shard in shards {
+            if world.rng.chance(0.5) {
+                self.apply(shard);
             }
         }
+        if self.died_at_failpoint(world) {
+            return;
+        }
         self.carry_out(world);
+    }
+
+    /// Applies what `shard`'s replica has committed (as the node's apply policy makes its
+    /// shard task do).
+    fn apply(&mut self, shard: ShardId) {
+        if let Some(r) = self.replicas.get_mut(&shard) {
+            r.apply_committed();
+        }
     }
 
     /// A tick of every replica's clock.
@@ -314,6 +323,8 @@ impl SimNode {
         let now = self.local(world.now);
         for r in self.replicas.values_mut() {
             r.tick(now);
+            // The node applies within a millisecond; ticks come every ten.
+            r.apply_committed();
         }
         if self.died_at_failpoint(world) {
             return;
@@ -398,7 +409,11 @@ impl SimNode {
             }
             ClientRequest::Read { key, level } => {
                 // As a node does, but a session read it is behind for is answered `Behind`
-                // at once (the node's 50 ms wait only saves the client a trip).
+                // at once (the node's 50 ms wait only saves the client a trip). A read at a
+                // primary has the shard task apply what it acknowledged, and waits for it.
+                if replica.state().role == ReplicaRole::Primary {
+                    replica.apply_committed();
+                }
                 let answer = replica
                     .read_gate(now, &level)
                     .and_then(|()| replica.table().read_at(key, key).map_err(|e| ErrorCode::Internal(e.to_string())))

@@ -63,10 +63,10 @@ pub enum Broken {
     /// Issue 16: followers apply (and serve) entries before they are committed.
     ApplyUncommitted,
     /// A primary whose log write failed leads again on the same term's vote (found as
-    /// seed 16009967).
+    /// seed 16009967; replays as seed 16018833 since issue 13).
     ReleadAfterLogFailure,
     /// A bounded read's contact age is compared in whole milliseconds (found as seed
-    /// 16019633).
+    /// 16019633; replays as seed 16055411 since issue 13).
     BoundInWholeMs,
 }
 

@@ -12,7 +12,8 @@ use shardline_protocol::rows::RowsWriter;
 use shardline_protocol::Consistency;
 use shardline_protocol::{
     error_frame, kind, ControlRequest, ControlResponse, ErrorCode, Frame, Message, MessageError, NodeStatus, Operation,
-    PeerRequest, PeerResponse, Request, Response, Route, Row, Schema, ShardCommit, ShardId, ShardRows, ShardSpec,
+    PeerRequest, PeerResponse, ReplicaRole, Request, Response, Route, Row, Schema, ShardCommit, ShardId, ShardRows,
+    ShardSpec,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -219,8 +220,9 @@ impl Node {
             Ok(Request::Read { low, high, consistency }) => {
                 let level = if frame.has_flag(FLAG_LINEARIZABLE) { Consistency::Primary } else { consistency };
                 let answer = self.read_frame(id, low, high, &level, frame.route()).map_err(ErrorCode::from);
-                if matches!((&answer, &level), (Err(ErrorCode::Behind { .. }), Consistency::Session { .. })) {
-                    // Behind a session's position: `handle_frame` waits briefly for it.
+                if matches!(answer, Err(ErrorCode::Behind { .. })) {
+                    // Behind a session's position, or a primary still applying what it
+                    // acknowledged: `handle_frame` waits briefly for it.
                     return Err(frame);
                 }
                 let timer = self.requests.begin("read");
@@ -312,10 +314,8 @@ impl Node {
             Request::Read { low, high, consistency } => {
                 let level = if linearizable { Consistency::Primary } else { consistency };
                 match self.read(low, high, &level, route) {
-                    // Behind a session's position: `request` waits briefly for it.
-                    Err(NodeError::Refused(ErrorCode::Behind { .. }))
-                        if matches!(level, Consistency::Session { .. }) =>
-                    {
+                    // Behind a session's position, or applying: `request` waits briefly for it.
+                    Err(NodeError::Refused(ErrorCode::Behind { .. })) => {
                         return Err(Request::Read { low, high, consistency: level })
                     }
                     other => other,
@@ -355,9 +355,10 @@ impl Node {
         Ok(Response::Rows { at, rows })
     }
 
-    /// A session read this replica was behind for: waits up to [`SESSION_WAIT`] for each
-    /// shard to apply the session's position, then reads once more (still behind:
-    /// `Behind`, which a router answers by asking the primary).
+    /// A read this replica was behind for: waits up to [`SESSION_WAIT`] for each shard to
+    /// apply the session's position (at a primary, whatever the level: the commit index it
+    /// has acknowledged, which its task is asked to apply now), then reads once more (still
+    /// behind: `Behind`, which a router answers by asking the primary).
     async fn read_in_session(
         &self,
         low: i64,
@@ -366,7 +367,10 @@ impl Node {
         route: Route,
     ) -> Result<Response, NodeError> {
         for s in self.read_shards(low, high, route)? {
-            let floor = level.floor(s.spec().id);
+            let floor = match s.state().role {
+                ReplicaRole::Primary => s.apply_now().max(level.floor(s.spec().id)),
+                _ => level.floor(s.spec().id),
+            };
             if !s.applied_reaches(floor, SESSION_WAIT).await {
                 break;
             }

@@ -1,10 +1,14 @@
 //! The storage write path, end to end on loopback: acknowledged writes/s, latency and
 //! fsyncs per acknowledged write for one shard, with 1, 16 and 64 concurrent writers, for
-//! 1 replica and for 3 replicas.
+//! 1, 3 and 5 replicas.
 //!
 //! Each configuration starts fresh storage nodes in this process (real TCP between them,
 //! real files in a temporary directory, real fsyncs), makes one the shard's primary, and
 //! lets W writers (one connection each) insert single 64-byte rows for `--seconds`.
+//! Besides throughput and latency it reports, from the nodes' STATS: log fsyncs per
+//! acknowledged write on the primary and on each follower, the appends the primary kept in
+//! flight to a follower on average (counted as each one left, itself included), and the
+//! table applies (redb commits) per acknowledged write on the primary.
 //! `make bench-write` runs it in release.
 
 use std::net::SocketAddr;
@@ -34,7 +38,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     writers: Vec<usize>,
     /// Replica counts to try, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
     replicas: Vec<usize>,
 }
 
@@ -46,6 +50,11 @@ struct Outcome {
     latency: Histogram<u64>,
     primary_fsyncs: u64,
     follower_fsyncs: u64,
+    /// Appends the primary sent, and the messages in flight summed over them.
+    appends_sent: u64,
+    in_flight_sum: u64,
+    /// Table applies on the primary.
+    primary_applies: u64,
 }
 
 #[tokio::main]
@@ -56,32 +65,48 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("one shard, single-row inserts (~64 B), {} s per run, loopback, fsync on\n", args.seconds);
     println!(
-        "{:>8} {:>7} {:>12} {:>9} {:>9} {:>9} {:>13} {:>13}",
-        "replicas", "writers", "acked/s", "p50 ms", "p99 ms", "max ms", "fsyncs/ack P", "fsyncs/ack F"
+        "{:>8} {:>7} {:>12} {:>9} {:>9} {:>9} {:>13} {:>13} {:>10} {:>12}",
+        "replicas",
+        "writers",
+        "acked/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "fsyncs/ack P",
+        "fsyncs/ack F",
+        "in flight",
+        "applies/ack"
     );
     for &replicas in &args.replicas {
         for &writers in &args.writers {
             let o = run(replicas, writers, Duration::from_secs(args.seconds)).await?;
             let ms = |q: f64| o.latency.value_at_quantile(q) as f64 / 1000.0;
             let followers = (replicas - 1).max(1) as f64;
+            let per_ack = |n: u64| n as f64 / o.acked.max(1) as f64;
             println!(
-                "{:>8} {:>7} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>13.3} {:>13}",
+                "{:>8} {:>7} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>13.3} {:>13} {:>10} {:>12.3}",
                 replicas,
                 writers,
                 o.acked as f64 / o.elapsed.as_secs_f64(),
                 ms(0.5),
                 ms(0.99),
                 o.latency.max() as f64 / 1000.0,
-                o.primary_fsyncs as f64 / o.acked.max(1) as f64,
-                if replicas > 1 {
-                    format!("{:.3}", o.follower_fsyncs as f64 / followers / o.acked.max(1) as f64)
+                per_ack(o.primary_fsyncs),
+                if replicas > 1 { format!("{:.3}", per_ack(o.follower_fsyncs) / followers) } else { "-".into() },
+                if o.appends_sent > 0 {
+                    format!("{:.2}", o.in_flight_sum as f64 / o.appends_sent as f64)
                 } else {
                     "-".into()
                 },
+                per_ack(o.primary_applies),
             );
         }
     }
-    println!("\nP: the primary's log fsyncs per acknowledged write; F: each follower's.");
+    println!(
+        "\nP: the primary's log fsyncs per acknowledged write; F: each follower's. in flight: appends \
+         in flight to a follower as each was sent, on average (itself included; 1.00 is \
+         stop-and-wait). applies/ack: the primary's table commits per acknowledged write."
+    );
     Ok(())
 }
 
@@ -127,7 +152,7 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         tasks.push(tokio::spawn(async move { writer(addr, w as i64, measure_from, stop).await }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let before = fsyncs(&addrs).await?;
+    let before = counters(&addrs).await?;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut acked = 0;
     for t in tasks {
@@ -135,14 +160,17 @@ async fn run(replicas: usize, writers: usize, duration: Duration) -> anyhow::Res
         latency.add(h)?;
         acked += n;
     }
-    let after = fsyncs(&addrs).await?;
-    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let after = counters(&addrs).await?;
+    let delta = |node: usize, name: &str| after[node][name] - before[node][name];
     Ok(Outcome {
         acked,
         elapsed: duration,
         latency,
-        primary_fsyncs: delta[0],
-        follower_fsyncs: delta[1..].iter().sum(),
+        primary_fsyncs: delta(0, "fsyncs"),
+        follower_fsyncs: (1..replicas).map(|n| delta(n, "fsyncs")).sum(),
+        appends_sent: delta(0, "appends_sent"),
+        in_flight_sum: delta(0, "appends_in_flight_sum"),
+        primary_applies: delta(0, "applies"),
     })
 }
 
@@ -182,14 +210,17 @@ async fn writer(
     Ok((latency, acked))
 }
 
-/// The total log fsyncs each node has done (from STATS).
-async fn fsyncs(addrs: &[SocketAddr]) -> anyhow::Result<Vec<u64>> {
+/// The shard's counters each node reports in STATS (fsyncs, appends sent, ...), by name.
+async fn counters(addrs: &[SocketAddr]) -> anyhow::Result<Vec<std::collections::HashMap<String, u64>>> {
+    const NAMES: [&str; 4] = ["fsyncs", "appends_sent", "appends_in_flight_sum", "applies"];
     let mut out = Vec::new();
     for addr in addrs {
         let Response::Stats(pairs) = request(*addr, Request::Stats).await? else { bail!("no stats") };
-        let n =
-            pairs.iter().find(|(k, _)| k == &format!("{SHARD}.fsyncs")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-        out.push(n);
+        let value = |name: &str| {
+            let key = format!("{SHARD}.{name}");
+            pairs.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+        };
+        out.push(NAMES.iter().map(|&name| (name.to_owned(), value(name))).collect());
     }
     Ok(out)
 }

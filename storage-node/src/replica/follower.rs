@@ -90,14 +90,38 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         answer
     }
 
-    /// An append from a primary (Raft's AppendEntries), logged and fsynced but not applied:
-    /// the answer says only what is on this replica's disk, so the driver sends it first
-    /// and then calls [`Replica::apply_committed`], keeping the table's commit off the
-    /// primary's acknowledgement path.
+    /// One append, as a group of one (see [`Replica::receive_appends`]).
     pub fn receive_append(&mut self, req: AppendRequest, now: Time) -> PeerResponse {
+        self.receive_appends(vec![req], now).pop().expect("one answer per append")
+    }
+
+    /// Appends from a primary (Raft's AppendEntries) that arrived together, logged with
+    /// one fsync for the group but not applied: each answer says only what is on this
+    /// replica's disk, so the driver sends them first and then calls
+    /// [`Replica::apply_committed`], keeping the table's commit off the primary's
+    /// acknowledgement path. An append that changes the term or cuts the log first makes
+    /// what the group has staged durable and answers it, so no answer ever covers entries
+    /// a later append of the group removed.
+    pub fn receive_appends(&mut self, reqs: Vec<AppendRequest>, now: Time) -> Vec<PeerResponse> {
+        let mut group = AppendGroup { answers: Vec::with_capacity(reqs.len()), held: Vec::new(), staged: 0 };
+        for req in reqs {
+            let answer = self.stage_append(req, now, &mut group);
+            group.answers.push(answer);
+        }
+        self.flush_appends(&mut group);
+        group.answers.into_iter().map(|a| a.expect("every append answered")).collect()
+    }
+
+    /// Checks one append of a group and stages its entries: its answer now (a refusal),
+    /// or `None` when it waits for the group's fsync.
+    fn stage_append(&mut self, req: AppendRequest, now: Time, group: &mut AppendGroup) -> Option<PeerResponse> {
         let stamp = self.stamp(now);
+        if req.term > self.term {
+            // What is staged answers at the term it was sent in, before this one is adopted.
+            self.flush_appends(group);
+        }
         if let Err(e) = self.accept_primary(req.term, &req.primary) {
-            return match e {
+            return Some(match e {
                 ErrorCode::StaleTerm { current, .. } => PeerResponse::Appended {
                     term: current,
                     success: false,
@@ -106,7 +130,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                     stamp,
                 },
                 other => PeerResponse::Error(other),
-            };
+            });
         }
         self.take_echo(req.echo, req.commit, now);
         let refuse = |task: &Self, retry_from: u64| PeerResponse::Appended {
@@ -117,29 +141,32 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             stamp,
         };
         if self.installing {
-            return refuse(self, 1);
+            return Some(refuse(self, 1));
         }
         let incoming = match incoming_positions(&req) {
             Ok(incoming) => incoming,
-            Err(refused) => return PeerResponse::Error(refused),
+            Err(refused) => return Some(PeerResponse::Error(refused)),
         };
         let plan = {
             let mem = self.wal.mem();
             plan_append(mem.base(), mem.last(), req.prev, &incoming, |i| mem.term_at(i))
         };
         let skip = match plan {
-            AppendPlan::Reject { retry_from } => return refuse(self, retry_from),
+            AppendPlan::Reject { retry_from } => return Some(refuse(self, retry_from)),
             AppendPlan::Accept { truncate_from, skip } => {
                 if let Some(from) = truncate_from {
+                    // What the group staged first is answered (and counts toward the commit
+                    // index) before anything is cut.
+                    self.flush_appends(group);
                     if from <= self.commit {
                         warn!(from, commit = self.commit, "primary asked to cut a committed entry: refused");
                         let why = format!("primary asked to cut committed entry {from} (commit {})", self.commit);
-                        return PeerResponse::Error(ErrorCode::Internal(why));
+                        return Some(PeerResponse::Error(ErrorCode::Internal(why)));
                     }
                     info!(from, "cutting a divergent log suffix");
                     if let Err(e) = self.wal.truncate_from(from) {
                         self.log_failed("log truncate", &e);
-                        return PeerResponse::Error(internal(e));
+                        return Some(PeerResponse::Error(internal(e)));
                     }
                 }
                 skip
@@ -149,22 +176,47 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             incoming.iter().zip(req.entries).skip(skip).map(|(pos, r)| (pos.term, r)).collect();
         let n = records.len() as u64;
         if n > 0 {
-            let result = self.wal.stage(records).and_then(|_| self.wal.sync());
-            if let Err(e) = result {
+            if let Err(e) = self.wal.stage(records) {
                 self.log_failed("log append", &e);
-                return PeerResponse::Error(internal(e));
+                let error = internal(e);
+                group.fail(&error);
+                return Some(PeerResponse::Error(error));
+            }
+            group.staged += n;
+        }
+        let matched = incoming.last().copied().unwrap_or(req.prev);
+        group.held.push(Held { slot: group.answers.len(), matched, commit: req.commit, stamp });
+        None
+    }
+
+    /// Makes what the group staged durable with one fsync, then answers the appends held
+    /// for it and moves the commit index as they say.
+    fn flush_appends(&mut self, group: &mut AppendGroup) {
+        if group.staged > 0 {
+            let n = std::mem::take(&mut group.staged);
+            if let Err(e) = self.wal.sync() {
+                self.log_failed("log append", &e);
+                return group.fail(&internal(e));
             }
             self.syncs.fsyncs += 1;
             self.syncs.entries += n;
         }
-        let matched = incoming.last().copied().unwrap_or(req.prev);
-        let new_commit =
-            if self.cfg.regressions.apply_uncommitted { matched.index } else { req.commit.min(matched.index) };
-        if new_commit > self.commit {
-            self.commit = new_commit;
+        for held in std::mem::take(&mut group.held) {
+            let matched = held.matched;
+            let new_commit =
+                if self.cfg.regressions.apply_uncommitted { matched.index } else { held.commit.min(matched.index) };
+            if new_commit > self.commit {
+                self.commit = new_commit;
+            }
+            self.primary_commit = Some(held.commit);
+            group.answers[held.slot] = Some(PeerResponse::Appended {
+                term: self.term,
+                success: true,
+                last: matched,
+                retry_from: 0,
+                stamp: held.stamp,
+            });
         }
-        self.primary_commit = Some(req.commit);
-        PeerResponse::Appended { term: self.term, success: true, last: matched, retry_from: 0, stamp }
     }
 
     /// Keeps a primary's echo of this run's stamp as the latest proof of contact: the
@@ -178,9 +230,20 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.contact = Some(Contact { at, commit });
     }
 
-    /// Applies what the primary's appends said is committed and this log holds; once
-    /// the table has everything the primary had committed, serves reads again.
+    /// Applies the committed entries the table lacks, in one batch: a primary's (it
+    /// acknowledged them at commit), or what a primary's appends said is committed and this
+    /// log holds. A follower whose table then has everything its primary had committed
+    /// serves reads again. The driver calls this when it chooses (see the shard task's
+    /// apply policy); a `primary` read waits for it.
     pub fn apply_committed(&mut self) {
+        if matches!(self.role, Role::Primary(_)) {
+            if self.commit > self.applied.index {
+                if let Err(e) = self.apply_to(self.commit) {
+                    self.storage_failed("apply", &e);
+                }
+            }
+            return;
+        }
         if !matches!(self.role, Role::Follower { .. }) {
             return;
         }
@@ -272,6 +335,38 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             Ok(()) => PeerResponse::SnapshotStored { term: self.term, chunk: chunk.chunk },
             Err(e) => PeerResponse::Error(internal(e)),
         }
+    }
+}
+
+/// Appends that arrived together, as the follower works through them.
+struct AppendGroup {
+    /// Each append's answer, once known.
+    answers: Vec<Option<PeerResponse>>,
+    /// Appends whose entries are staged, answered once the group's fsync is done.
+    held: Vec<Held>,
+    /// Entries staged since the last fsync.
+    staged: u64,
+}
+
+/// An append waiting for its group's fsync.
+struct Held {
+    /// Its place in the group.
+    slot: usize,
+    /// The last entry it showed matches the primary's log.
+    matched: LogPosition,
+    /// The primary's commit index it carried.
+    commit: u64,
+    stamp: ContactStamp,
+}
+
+impl AppendGroup {
+    /// The log failed under the appends held: each is answered with `error`, as nothing
+    /// they staged may be on disk.
+    fn fail(&mut self, error: &ErrorCode) {
+        for held in std::mem::take(&mut self.held) {
+            self.answers[held.slot] = Some(PeerResponse::Error(error.clone()));
+        }
+        self.staged = 0;
     }
 }
 

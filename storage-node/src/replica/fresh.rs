@@ -67,6 +67,12 @@ pub fn read_gate(facts: &ReadFacts<'_>, now: Time, level: &Consistency) -> Resul
         let reason = state.fault.clone().unwrap_or_else(|| "catching up".into());
         return Err(ErrorCode::Unavailable { shard, reason });
     }
+    if state.role == ReplicaRole::Primary && state.applied_index < state.commit_index {
+        // A primary acknowledges at commit and applies in batches: whatever the level, it
+        // serves from a table that has everything it acknowledged, so the read waits.
+        let why = format!("applied {}, commit {}: applying", state.applied_index, state.commit_index);
+        return Err(behind(shard, why));
+    }
     match level {
         Consistency::Any | Consistency::Session { .. } => Ok(()),
         Consistency::Primary => primary_gate(facts, now),

@@ -45,6 +45,7 @@ use tracing::{info, warn};
 pub use follower::{AppendRequest, SnapshotChunk};
 pub use lag::FollowerLag;
 use primary::PrimaryState;
+pub use replication::{WINDOW_BYTES, WINDOW_MESSAGES};
 use validate::Overlay;
 
 use crate::disk::Disk;
@@ -160,13 +161,21 @@ enum Role {
     Primary(Box<PrimaryState>),
 }
 
-/// Disk activity, for STATS.
+/// Disk and replication activity, for STATS.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SyncCounts {
     /// Log fsyncs.
     pub fsyncs: u64,
     /// Entries those fsyncs covered.
     pub entries: u64,
+    /// Appends sent to followers (as primary).
+    pub appends_sent: u64,
+    /// Over those appends, the messages in flight to the follower counting each one.
+    pub in_flight_sum: u64,
+    /// The most messages ever in flight to one follower.
+    pub in_flight_max: u64,
+    /// Batches applied to the table.
+    pub applies: u64,
 }
 
 /// One shard replica's state and decisions.
@@ -408,6 +417,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// Committed entries not yet applied to the table (see [`Replica::apply_committed`]).
+    pub fn unapplied(&self) -> u64 {
+        self.commit.saturating_sub(self.applied.index)
+    }
+
     /// Log fsyncs so far.
     pub fn sync_counts(&self) -> SyncCounts {
         self.syncs
@@ -438,6 +452,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
 
     /// Leaves the primary role (if held), failing writes still waiting, and takes `role`.
     fn step_down(&mut self, role: Role) {
+        if matches!(self.role, Role::Primary(_)) && self.commit > self.applied.index {
+            // What this primary committed (and acknowledged) is applied while it still leads.
+            if let Err(e) = self.apply_to(self.commit) {
+                warn!(%e, "apply failed while stepping down: replica stops serving");
+                self.fault = Some((self.applied.index + 1, format!("apply failed: {e}")));
+            }
+        }
         if let Role::Primary(primary) = std::mem::replace(&mut self.role, Role::Idle) {
             primary.shut_down(self.spec.id, &mut self.effects);
             self.overlay.clear();
@@ -460,11 +481,16 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return Ok(());
         };
         self.table.apply(&entries, false)?;
+        self.syncs.applies += 1;
         if let (Some(journal), Role::Primary(_)) = (&mut self.journal, &self.role) {
             journal.extend(entries.iter().cloned());
         }
         self.applied = last;
         self.overlay.applied_through(last.index);
+        if let Role::Primary(p) = &mut self.role {
+            // Retries of these now find their marks in the table.
+            p.pending_clients.retain(|_, index| *index > last.index);
+        }
         self.compact()
     }
 

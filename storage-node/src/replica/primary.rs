@@ -2,8 +2,13 @@
 //!
 //! A group of writes becomes consecutive log entries, synced with one fsync and sent to
 //! the followers. The commit index moves when a majority of replicas (the primary
-//! included) hold an entry of the current term durably; entries up to it are applied to
-//! the table and only then acknowledged, so a read after an ack sees the write.
+//! included) hold an entry of the current term durably, and entries up to it are
+//! acknowledged at once. They are applied to the table later, in batches, when the driver
+//! calls [`Replica::apply_committed`]: a read that must see every acknowledged write (a
+//! `primary` read) waits until the table has applied the commit index it found
+//! ([`super::fresh::read_gate`] answers `Behind` until then), and validation and retries
+//! see committed entries not yet applied through the overlay and the pending retry marks,
+//! both kept until the apply.
 //!
 //! Refusals are definite: a write refused (`NotPrimary`, `LeaseExpired`, `NoQuorum`, a
 //! validation error, `TooLarge` for an entry that could not fit an append) was never logged. A logged write that does not commit in time is
@@ -41,7 +46,8 @@ pub(super) struct PrimaryState {
     pub epoch: (u64, u64, u64),
     pub followers: Vec<Follower>,
     waiters: BTreeMap<u64, Vec<Waiter>>,
-    pending_clients: HashMap<(u64, u64), u64>,
+    /// Retries find their first attempt here until it is applied: (client, seq) → index.
+    pub pending_clients: HashMap<(u64, u64), u64>,
     durable_self: u64,
     noop_index: u64,
     /// The no-op of this term has committed: everything before it is applied.
@@ -179,7 +185,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             return;
         }
         let term = self.term;
-        let shard = self.spec.id;
         let mut next = self.wal.last().index + 1;
         let mut records = Vec::new();
         for (op, token) in writes {
@@ -187,16 +192,23 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let client_seq = op.client_seq();
             if let Some((client_id, seq)) = client_seq {
                 if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
-                    p.waiters.entry(index).or_default().push(Waiter { token, started: now, rows: 0, refusal: None });
+                    if index <= self.commit {
+                        // Committed (and acknowledged) but not applied yet: answered as a retry.
+                        let term = self.wal.mem().term_at(index).unwrap_or(term);
+                        let result = Ok(self.retry_answer(term, index));
+                        self.effects.push(Effect::WriteDone { token, result });
+                    } else {
+                        p.waiters.entry(index).or_default().push(Waiter {
+                            token,
+                            started: now,
+                            rows: 0,
+                            refusal: None,
+                        });
+                    }
                     continue;
                 }
                 let result = match self.table.client_mark(client_id, seq) {
-                    Ok(Some(mark)) => {
-                        let replicas = std::iter::once(self.cfg.node.clone())
-                            .chain(p.followers.iter().map(|f| f.addr.name.clone()))
-                            .collect();
-                        Some(Ok(ShardCommit { shard, term: mark.term, index: mark.index, replicas, rows: 0 }))
-                    }
+                    Ok(Some(mark)) => Some(Ok(self.retry_answer(mark.term, mark.index))),
                     Ok(None) => None,
                     Err(e) => Some(Err(internal(e))),
                 };
@@ -209,6 +221,11 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let exists = |key| table.contains(key).map_err(internal);
             let op = match validate(op, &self.spec, &self.schema, &self.overlay, exists) {
                 Ok(op) => op,
+                Err(Refusal { error, after: Some(index) }) if index <= self.commit => {
+                    // It rests on an entry already committed (not yet applied): final now.
+                    self.effects.push(Effect::WriteDone { token, result: Err(error) });
+                    continue;
+                }
                 Err(Refusal { error, after: Some(index) }) => {
                     let Role::Primary(p) = &mut self.role else { unreachable!("still primary") };
                     let waiter = Waiter { token, started: now, rows: 0, refusal: Some(error) };
@@ -251,6 +268,15 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if !records.is_empty() {
             self.log(now, records);
         }
+    }
+
+    /// The answer to a retry of a write committed at (`term`, `index`): nothing new applied.
+    fn retry_answer(&self, term: u64, index: u64) -> ShardCommit {
+        let mut replicas = vec![self.cfg.node.clone()];
+        if let Role::Primary(p) = &self.role {
+            replicas.extend(p.followers.iter().map(|f| f.addr.name.clone()));
+        }
+        ShardCommit { shard: self.spec.id, term, index, replicas, rows: 0 }
     }
 
     /// Each follower's lag at `now`, if this replica leads (else none).
@@ -337,7 +363,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.pump(now);
     }
 
-    /// Moves the commit index as far as a majority allows, applies, and acks.
+    /// Moves the commit index as far as a majority allows and acks; the apply comes later
+    /// ([`Replica::apply_committed`]).
     pub(super) fn advance_commit(&mut self, now: Time) {
         let Role::Primary(p) = &self.role else { return };
         let durable: Vec<u64> = if self.cfg.regressions.commit_rule { vec![p.durable_self] } else { p.durable() };
@@ -346,14 +373,10 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if new <= self.commit {
             return;
         }
-        if let Err(e) = self.apply_to(new) {
-            return self.storage_failed("apply", &e);
-        }
         self.commit = new;
         let Role::Primary(p) = &mut self.role else { return };
         let still_waiting = p.waiters.split_off(&(new + 1));
         let done = std::mem::replace(&mut p.waiters, still_waiting);
-        p.pending_clients.retain(|_, index| *index > new);
         for (index, waiters) in done {
             let replicas: Vec<String> = std::iter::once(self.cfg.node.clone())
                 .chain(p.followers.iter().filter(|f| f.durable >= index).map(|f| f.addr.name.clone()))
@@ -373,6 +396,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             }
         }
         if !p.ready && new >= p.noop_index {
+            // The term's first commit is applied at once: a new primary serves (`any` reads
+            // included) only with a table as current as the commit index it took over, never
+            // one a crash rolled back.
+            if let Err(e) = self.apply_to(new) {
+                return self.storage_failed("apply", &e);
+            }
+            let Role::Primary(p) = &mut self.role else { return };
             p.ready = true;
             self.synced = true;
             info!(term = self.term, commit = new, "primary ready: its term's no-op is committed");

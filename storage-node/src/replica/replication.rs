@@ -1,14 +1,21 @@
 //! Replication to each follower, as the primary sees it.
 //!
-//! One message is in flight per follower. The primary sends the entries a follower lacks
-//! (from `next`), learns from each answer how far the follower's log matches its own,
-//! and counts majorities from that. A refusal moves `next` back to where the follower
-//! asks; a follower too far behind, or behind the log's truncated prefix, gets a snapshot
+//! Appends are pipelined: up to [`WINDOW_MESSAGES`] messages and [`WINDOW_BYTES`] bytes of
+//! entries are in flight to a follower at once (Raft thesis §10.2.1), each sent from `next`,
+//! which moves past what was sent without waiting for the answer. Answers are cumulative:
+//! a success says how far the follower's log matches the primary's and is on its disk,
+//! which covers every earlier message, and majorities are counted from that. A refusal,
+//! a failed call or a message unanswered in time drops the whole window and moves `next`
+//! back (to where the follower asks, or to where the first unanswered message started);
+//! answers to dropped messages are ignored by their sequence number. An unreachable
+//! follower, or one being sent a snapshot, gets one message at a time. A follower too far behind, or behind the log's truncated prefix, gets a snapshot
 //! of the table instead, read from a pinned view a chunk at a time as it is sent
 //! ([`super::copy`]) and paced to the configured rate ([`super::pace`]). Appends and
 //! chunks are cut by bytes to fit a frame ([`super::room`]). With nothing to send, an
 //! empty append goes out every sync heartbeat: it carries the commit index and shows the
 //! follower is alive.
+
+use std::collections::VecDeque;
 
 use shardline_protocol::{
     ContactStamp, CopyProgress, ErrorCode, LogPosition, PeerRequest, PeerResponse, ServerAddr, ShardId,
@@ -22,13 +29,30 @@ use super::{Effect, Link, Replica, Role, Time};
 use crate::disk::Disk;
 use crate::store::{SnapshotSource, StoreError, TableStore};
 
-/// What the one message in flight to a follower was.
+/// Messages a primary keeps in flight to one follower at most.
+pub const WINDOW_MESSAGES: usize = 8;
+/// Bytes of log entries a primary keeps in flight to one follower at most.
+pub const WINDOW_BYTES: usize = 4 << 20;
+
+/// What a message in flight to a follower was.
 #[derive(Debug, Clone, Copy)]
 enum InFlight {
-    /// An append whose last entry was `sent_last`.
-    Append { sent_last: u64 },
+    /// An append of the entries from `from` on (perhaps none).
+    Append { from: u64 },
     /// Snapshot chunk `chunk`.
     Snapshot { chunk: usize },
+}
+
+/// One message in flight to a follower.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Its number on the link.
+    seq: u64,
+    /// When it was sent.
+    at: Time,
+    kind: InFlight,
+    /// Bytes of entries it carries.
+    bytes: usize,
 }
 
 /// One follower as the primary sees it.
@@ -43,7 +67,8 @@ pub(super) struct Follower {
     pub reachable: bool,
     next: u64,
     seq: u64,
-    in_flight: Option<(u64, Time, InFlight)>,
+    /// Messages sent and not yet answered, oldest first.
+    in_flight: VecDeque<Sent>,
     last_sent: Option<Time>,
     sent_commit: u64,
     snapshot: Option<Outgoing>,
@@ -61,7 +86,7 @@ impl Follower {
             reachable: true,
             next,
             seq: 0,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             last_sent: None,
             sent_commit: 0,
             snapshot: None,
@@ -71,16 +96,17 @@ impl Follower {
 }
 
 impl<D: Disk, T: TableStore> Replica<D, T> {
-    /// Sends each follower what it needs now, where nothing is in flight to it.
+    /// Sends each follower what it needs now, as far as its window allows.
     pub(super) fn pump(&mut self, now: Time) {
         let Role::Primary(p) = &self.role else { return };
         let count = p.followers.len();
         for slot in 0..count {
-            self.pump_one(now, slot);
+            while self.pump_one(now, slot) {}
         }
     }
 
-    fn pump_one(&mut self, now: Time, slot: usize) {
+    /// Sends follower `slot` one message if it needs one now: whether it did.
+    fn pump_one(&mut self, now: Time, slot: usize) -> bool {
         let last = self.wal.last().index;
         let (commit, term, me) = (self.commit, self.term, self.cfg.node.clone());
         let (shard, beat, timeout, lag) =
@@ -91,23 +117,30 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         // Only a primary that holds its lease and is ready may vouch that its commit index
         // covers every write acknowledged before the follower's stamp.
         let vouches = self.lease_until.is_some_and(|t| now < t) && self.ready();
-        let Role::Primary(p) = &mut self.role else { return };
+        let Role::Primary(p) = &mut self.role else { return false };
         let epoch = p.epoch;
         let f = &mut p.followers[slot];
-        if let Some((_, sent, _)) = f.in_flight {
-            if now.saturating_sub(sent) < timeout {
-                return;
-            }
+        if f.in_flight.front().is_some_and(|oldest| now.saturating_sub(oldest.at) >= timeout) {
             if f.reachable {
                 warn!(to = %f.addr.name, "follower unreachable: no answer in time");
             }
             f.reachable = false;
-            f.in_flight = None;
+            f.rewind();
         }
-        let due = f.last_sent.is_none_or(|t| now.saturating_sub(t) >= beat);
-        let wants = f.snapshot.is_some() || f.next <= last || f.sent_commit < commit;
-        if !due && (!wants || !f.reachable) {
-            return;
+        if !f.in_flight.is_empty() {
+            // More in flight only while the follower answers, no snapshot is under way,
+            // there is something new to send and the window has room.
+            let room = f.in_flight.len() < WINDOW_MESSAGES
+                && f.in_flight.iter().map(|s| s.bytes).sum::<usize>() < WINDOW_BYTES;
+            if !f.reachable || f.snapshot.is_some() || f.next > last || !room {
+                return false;
+            }
+        } else {
+            let due = f.last_sent.is_none_or(|t| now.saturating_sub(t) >= beat);
+            let wants = f.snapshot.is_some() || f.next <= last || f.sent_commit < commit;
+            if !due && (!wants || !f.reachable) {
+                return false;
+            }
         }
         let mem = self.wal.mem();
         let prev_index = f.next - 1;
@@ -117,66 +150,99 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         // back in a crash, re-applied only as entries commit) sends entries instead: its
         // snapshot would hold nothing the follower lacks, and it would be sent again forever.
         let far_behind = last.saturating_sub(prev_index) > lag && applied > prev_index;
-        if f.snapshot.is_none() && (prev_term.is_none() || far_behind) {
+        if f.snapshot.is_none() && f.in_flight.is_empty() && (prev_term.is_none() || far_behind) {
             if !self.pacer.ready(now) {
                 // Pin the view only once its first chunk may leave: it is then as fresh as
                 // it can be, rather than one taken earlier and held back.
-                return;
+                return false;
             }
             let cut = if by_rows { Cut::Rows(SNAPSHOT_CHUNK_ROWS) } else { Cut::Bytes(room.chunk()) };
             if !f.begin_snapshot(self.table.snapshot(), cut) {
-                return;
+                return false;
             }
         }
-        let (request, kind) = if f.snapshot.is_some() {
+        let (request, kind, bytes) = if f.snapshot.is_some() {
             let header = SnapshotHeader { shard, term, primary: me };
             match f.next_snapshot_chunk(&mut self.pacer, now, header) {
-                Some(message) => message,
-                None => return,
+                Some((request, kind)) => (request, kind, 0),
+                None => return false,
             }
         } else {
             let entries = mem.records_from(f.next, MAX_BATCH_ENTRIES, room.batch());
+            let bytes = entries.iter().map(|e| e.len()).sum();
             let sent_last = prev_index + entries.len() as u64;
             let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
             let echo = f.stamp.filter(|_| vouches);
             let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit, echo };
-            (request, InFlight::Append { sent_last })
+            let kind = InFlight::Append { from: f.next };
+            f.next = sent_last + 1;
+            (request, kind, bytes)
         };
         f.seq += 1;
         let link = Link { epoch, slot, seq: f.seq };
-        f.in_flight = Some((f.seq, now, kind));
+        f.in_flight.push_back(Sent { seq: f.seq, at: now, kind, bytes });
+        if let InFlight::Append { .. } = kind {
+            let depth = f.in_flight.len() as u64;
+            self.syncs.appends_sent += 1;
+            self.syncs.in_flight_sum += depth;
+            self.syncs.in_flight_max = self.syncs.in_flight_max.max(depth);
+        }
         f.last_sent = Some(now);
         f.sent_commit = commit;
         self.effects.push(Effect::Send { link, to: f.addr.clone(), request });
+        true
     }
 
     /// A follower answered the message `link` (or the call failed: `Err`).
     pub fn on_peer_answer(&mut self, now: Time, link: Link, answer: Result<PeerResponse, String>) {
-        let Role::Primary(p) = &mut self.role else { return };
+        self.on_peer_answers(now, vec![(link, answer)]);
+    }
+
+    /// Several answers from followers, taken in order, with one commit advance after them
+    /// (a follower that grouped several appends into one fsync answers them together).
+    pub fn on_peer_answers(&mut self, now: Time, answers: Vec<(Link, Result<PeerResponse, String>)>) {
+        let mut progressed = false;
+        for (link, answer) in answers {
+            match self.take_answer(link, answer) {
+                Taken::Progress => progressed = true,
+                Taken::Nothing => {}
+                Taken::HigherTerm(term) => return self.on_higher_term(term),
+            }
+        }
+        if progressed {
+            self.advance_commit(now);
+        }
+        self.pump(now);
+    }
+
+    /// Takes one answer into the follower's state; what it means for the primary.
+    fn take_answer(&mut self, link: Link, answer: Result<PeerResponse, String>) -> Taken {
+        let Role::Primary(p) = &mut self.role else { return Taken::Nothing };
         if p.epoch != link.epoch {
-            return;
+            return Taken::Nothing;
         }
-        let Some(f) = p.followers.get_mut(link.slot) else { return };
-        let Some((seq, _, kind)) = f.in_flight else { return };
-        if seq != link.seq {
-            return;
-        }
-        f.in_flight = None;
+        let Some(f) = p.followers.get_mut(link.slot) else { return Taken::Nothing };
+        // Answers to messages dropped from the window (after a refusal, a failure or a
+        // timeout), or given twice, are ignored.
+        let Some(at) = f.in_flight.iter().position(|s| s.seq == link.seq) else { return Taken::Nothing };
+        let kind = f.in_flight[at].kind;
         if let Ok(PeerResponse::Appended { stamp, .. }) = &answer {
             f.stamp = Some(*stamp);
         }
         let mut progress = None;
         match (answer, kind) {
-            (Ok(PeerResponse::Appended { term, .. }), _) if term > self.term => {
-                return self.on_higher_term(term);
-            }
-            (Ok(PeerResponse::Appended { success: true, last: matched, .. }), InFlight::Append { sent_last }) => {
+            (Ok(PeerResponse::Appended { term, .. }), _) if term > self.term => return Taken::HigherTerm(term),
+            (Ok(PeerResponse::Appended { success: true, last: matched, .. }), InFlight::Append { .. }) => {
                 f.reachable = true;
-                f.next = matched.index.max(sent_last) + 1;
+                // Cumulative: the follower holds everything the earlier messages carried.
+                f.in_flight.drain(..=at);
+                f.next = f.next.max(matched.index + 1);
                 progress = Some(matched.index);
             }
             (Ok(PeerResponse::Appended { success: false, retry_from, .. }), InFlight::Append { .. }) => {
                 f.reachable = true;
+                // Every later message was sent after the same mismatch: drop them all.
+                f.in_flight.clear();
                 debug!(next = f.next, retry_from, "follower refused: moving back");
                 f.next = retry_from.clamp(1, f.next.max(1));
                 // It came back with less (a wiped directory, a log cut at corruption, a
@@ -189,6 +255,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 if chunk as usize == sent =>
             {
                 f.reachable = true;
+                f.in_flight.drain(..=at);
                 let out = f.snapshot.as_mut().expect("a snapshot in flight");
                 if out.stored(sent) {
                     let (included, copied) = (out.included().index, out.progress(&f.addr.name).copied);
@@ -202,6 +269,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 // Its node has no replica of the shard (a wiped or replaced directory not yet
                 // re-created): it holds nothing, whatever it acknowledged before, and must not
                 // be counted toward a majority at its old position.
+                f.in_flight.clear();
                 f.durable = 0;
                 f.next = 1;
                 f.failed(&ErrorCode::to_string(&e));
@@ -210,12 +278,24 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             (Ok(other), _) => f.failed(&format!("unexpected answer {other:?}")),
             (Err(e), _) => f.failed(&e),
         }
-        if let Some(durable) = progress {
-            f.durable = durable;
-            self.advance_commit(now);
+        match progress {
+            Some(durable) => {
+                f.durable = f.durable.max(durable);
+                Taken::Progress
+            }
+            None => Taken::Nothing,
         }
-        self.pump(now);
     }
+}
+
+/// What one answer from a follower means for the primary.
+enum Taken {
+    /// The follower holds more: the commit index may move.
+    Progress,
+    /// Nothing that moves the commit index.
+    Nothing,
+    /// The follower is at a later term: this primary steps down.
+    HigherTerm(u64),
 }
 
 /// What every snapshot chunk a primary sends names besides its contents.
@@ -279,11 +359,25 @@ impl Follower {
         Some((request, InFlight::Snapshot { chunk: number }))
     }
 
+    /// Drops every message in flight and sends again from where the first of them started
+    /// (their answers, if any come, are ignored).
+    fn rewind(&mut self) {
+        let first = self.in_flight.iter().find_map(|s| match s.kind {
+            InFlight::Append { from, .. } => Some(from),
+            InFlight::Snapshot { .. } => None,
+        });
+        if let Some(from) = first {
+            self.next = self.next.min(from);
+        }
+        self.in_flight.clear();
+    }
+
     fn failed(&mut self, why: &str) {
         if self.reachable {
             warn!(to = %self.addr.name, why, "follower unreachable");
         }
         self.reachable = false;
+        self.rewind();
         // A snapshot starts over: the follower may have lost what it stored.
         self.snapshot = None;
     }

@@ -68,6 +68,8 @@ pub(crate) enum Command {
     },
     Append(AppendRequest, oneshot::Sender<PeerResponse>),
     Snapshot(SnapshotChunk, oneshot::Sender<PeerResponse>),
+    /// Apply what is committed now (a read waits for it).
+    Apply,
     Log {
         count: u32,
         reply: oneshot::Sender<Vec<LogLine>>,
@@ -102,6 +104,7 @@ pub(crate) struct Counters {
     pub writes_failed: u64,
     pub fsyncs: u64,
     pub entries_synced: u64,
+    pub replication: crate::replica::SyncCounts,
     pub write_latency_us: Histogram<u64>,
 }
 
@@ -184,6 +187,17 @@ impl ShardHandle {
         Ok(())
     }
 
+    /// Asks the task to apply what it has committed now rather than with its next batch
+    /// (a `primary` read is waiting): the commit index to wait for.
+    pub fn apply_now(&self) -> u64 {
+        let commit = self.state().commit_index;
+        if self.state().applied_index < commit {
+            // Full channel: the task is busy and applies within its batch interval anyway.
+            let _ = self.tx.try_send(Command::Apply);
+        }
+        commit
+    }
+
     /// Waits up to `wait` for this replica to apply `index` (a session read's floor).
     pub async fn applied_reaches(&self, index: u64, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
@@ -255,6 +269,10 @@ impl ShardHandle {
             (format!("{id}.reads"), self.shared.reads.load(Ordering::Relaxed).to_string()),
             (format!("{id}.fsyncs"), c.fsyncs.to_string()),
             (format!("{id}.entries_per_fsync"), format!("{per_sync:.2}")),
+            (format!("{id}.applies"), c.replication.applies.to_string()),
+            (format!("{id}.appends_sent"), c.replication.appends_sent.to_string()),
+            (format!("{id}.appends_in_flight_sum"), c.replication.in_flight_sum.to_string()),
+            (format!("{id}.appends_in_flight_max"), c.replication.in_flight_max.to_string()),
             (format!("{id}.write_p50_us"), h.value_at_quantile(0.50).to_string()),
             (format!("{id}.write_p99_us"), h.value_at_quantile(0.99).to_string()),
         ]

@@ -2,9 +2,14 @@
 //!
 //! Commands arrive on one channel. Writes queued together go to the core as one group
 //! (one log append, one fsync). Everything else is handed over in arrival order, so the
-//! replica's state changes one step at a time. After each step the task carries out the
-//! core's effects, then publishes its state for readers. Disk work runs in
-//! `block_in_place`.
+//! replica's state changes one step at a time. After each step the task publishes the
+//! core's state for readers, then carries out its effects.
+//!
+//! The task runs on a thread of its own (a single-threaded runtime), where the core's disk
+//! work (log fsyncs, table commits) simply blocks: measured, handing a worker of the shared
+//! runtime to another thread around every step (`block_in_place`) cost more in context
+//! switches than the work itself. The follower links run on the node's shared runtime, so
+//! an append leaves while this thread waits for its own fsync.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,9 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use shardline_protocol::{ErrorCode, Schema, ShardCommit, ShardSpec};
+use shardline_protocol::{ErrorCode, PeerResponse, Schema, ShardCommit, ShardSpec};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::block_in_place;
 use tracing::{info, info_span, Instrument};
 
 use super::link::{self, Answer};
@@ -22,13 +26,18 @@ use super::{shard_dir, Command, Counters, Published, ShardHandle, Shared};
 use crate::config::NodeConfig;
 use crate::disk::FsDisk;
 use crate::failpoint::Failpoints;
-use crate::replica::{Effect, Link, OpenError, Replica, ReplicaConfig};
+use crate::replica::{AppendRequest, Effect, Link, OpenError, Replica, ReplicaConfig};
 use crate::store::{StoreError, Table};
 
 /// How often the task ticks the core (write deadlines, follower heartbeats).
 const TICK: Duration = Duration::from_millis(10);
 /// Most commands handled as one group.
 const MAX_GROUP: usize = 1024;
+/// Committed entries wait at most this long to be applied to the table: acknowledgements
+/// leave at commit, and applying in batches turns many small table commits into few.
+const APPLY_EVERY: Duration = Duration::from_millis(1);
+/// So many committed entries are applied at once, whatever the interval.
+const APPLY_BATCH: u64 = 1024;
 
 type Reply = oneshot::Sender<Result<ShardCommit, ErrorCode>>;
 
@@ -44,6 +53,8 @@ struct ShardTask {
     writes: HashMap<u64, Reply>,
     tokens: u64,
     links: HashMap<LinkKey, mpsc::UnboundedSender<(Link, shardline_protocol::PeerRequest)>>,
+    /// The node's shared runtime, where follower links run.
+    links_runtime: Option<tokio::runtime::Handle>,
     answers: mpsc::UnboundedSender<Answer>,
 }
 
@@ -80,10 +91,21 @@ impl std::fmt::Debug for ShardRunner {
 }
 
 impl ShardRunner {
-    /// Spawns the task onto the current runtime.
+    /// Starts the task on a thread of its own; its follower links go to the current runtime.
     pub fn start(self) {
-        let ShardRunner { task, commands, answers, span } = self;
-        tokio::spawn(task.run(commands, answers).instrument(span));
+        let ShardRunner { mut task, commands, answers, span } = self;
+        task.links_runtime = Some(tokio::runtime::Handle::current());
+        let name = format!("shard-{}", task.shared.spec.id);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(task.run(commands, answers).instrument(span)),
+                Err(e) => tracing::error!(%e, "could not start the shard's runtime"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(%e, "could not start the shard's thread");
+        }
     }
 }
 
@@ -141,6 +163,7 @@ pub fn open_shard(
             writes_failed: 0,
             fsyncs: 0,
             entries_synced: 0,
+            replication: Default::default(),
             write_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         }),
     });
@@ -152,6 +175,7 @@ pub fn open_shard(
         writes: HashMap::new(),
         tokens: 0,
         links: HashMap::new(),
+        links_runtime: None,
         answers,
     };
     span.record("term", task.replica.state().term);
@@ -164,8 +188,15 @@ impl ShardTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut answers: mpsc::UnboundedReceiver<Answer>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_apply = tokio::time::Instant::now();
+        let mut apply_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(apply_at.unwrap_or(last_apply)), if apply_at.is_some() => {
+                    apply_at = None;
+                    last_apply = self.apply();
+                    continue;
+                }
                 command = rx.recv() => {
                     let Some(first) = command else { break };
                     let mut group = vec![first];
@@ -175,20 +206,38 @@ impl ShardTask {
                             Err(_) => break,
                         }
                     }
-                    if !block_in_place(|| self.handle_group(group)) {
+                    if !self.handle_group(group) {
                         break;
                     }
                 }
-                Some((link, answer)) = answers.recv() => {
+                Some(first) = answers.recv() => {
+                    // Answers that came together (a follower's grouped appends) move the
+                    // commit index once.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_GROUP {
+                        match answers.try_recv() {
+                            Ok(answer) => batch.push(answer),
+                            Err(_) => break,
+                        }
+                    }
                     let now = self.now();
-                    block_in_place(|| self.replica.on_peer_answer(now, link, answer));
+                    self.replica.on_peer_answers(now, batch);
                 }
                 _ = tick.tick() => {
                     let now = self.now();
-                    block_in_place(|| self.replica.tick(now));
+                    self.replica.tick(now);
                 }
             }
             self.carry_out();
+            // The apply policy: at once when a batch is full or the interval has passed,
+            // else when it passes.
+            let unapplied = self.replica.unapplied();
+            if unapplied >= APPLY_BATCH || (unapplied > 0 && last_apply.elapsed() >= APPLY_EVERY) {
+                apply_at = None;
+                last_apply = self.apply();
+            } else if unapplied > 0 && apply_at.is_none() {
+                apply_at = Some(last_apply + APPLY_EVERY);
+            }
         }
         self.replica.shut_down();
         self.carry_out();
@@ -199,36 +248,65 @@ impl ShardTask {
         self.origin.elapsed()
     }
 
-    /// Hands a group of commands to the core: consecutive writes as one group.
+    /// Applies what is committed, publishes it (waking readers waiting for it): when.
+    fn apply(&mut self) -> tokio::time::Instant {
+        self.replica.apply_committed();
+        self.carry_out();
+        tokio::time::Instant::now()
+    }
+
+    /// Hands a group of commands to the core in order: consecutive writes as one group (one
+    /// log append, one fsync), consecutive appends from a primary likewise.
     /// Returns false when the task should stop.
     fn handle_group(&mut self, group: Vec<Command>) -> bool {
         let mut writes = Vec::new();
+        let mut appends = Vec::new();
         for command in group {
             match command {
                 Command::Write { op, reply } => {
+                    self.receive_appends(std::mem::take(&mut appends));
                     self.tokens += 1;
                     self.writes.insert(self.tokens, reply);
                     writes.push((op, self.tokens));
                 }
+                Command::Append(request, reply) => {
+                    self.write_group(std::mem::take(&mut writes));
+                    appends.push((request, reply));
+                }
                 other => {
-                    if !writes.is_empty() {
-                        self.write_group(std::mem::take(&mut writes));
-                    }
+                    self.write_group(std::mem::take(&mut writes));
+                    self.receive_appends(std::mem::take(&mut appends));
                     if !self.handle(other) {
                         return false;
                     }
                 }
             }
         }
-        if !writes.is_empty() {
-            self.write_group(writes);
-        }
+        self.write_group(writes);
+        self.receive_appends(appends);
         true
+    }
+
+    /// Appends from the primary that came together: logged with one fsync and answered; the
+    /// entries they commit are applied later, in batches (the apply policy in `run`).
+    fn receive_appends(&mut self, appends: Vec<(AppendRequest, oneshot::Sender<PeerResponse>)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let (requests, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        let answers = self.replica.receive_appends(requests, now);
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
     }
 
     /// Logs a group of writes: the appends to the followers leave before this replica's
     /// own fsync, so the two disks work at once.
     fn write_group(&mut self, writes: Vec<(shardline_protocol::Operation, u64)>) {
+        if writes.is_empty() {
+            return;
+        }
         let now = self.now();
         self.replica.stage_writes(now, writes);
         self.carry_out();
@@ -240,7 +318,7 @@ impl ShardTask {
         let now = self.now();
         let r = &mut self.replica;
         match command {
-            Command::Write { .. } => unreachable!("writes are grouped"),
+            Command::Write { .. } | Command::Append(..) => unreachable!("writes and appends are grouped"),
             // A role change is published before it is answered: a heartbeat the coordinator
             // sends after the answer must show the new role and replica set (whose `settled`
             // it acts on), never the state from before.
@@ -263,14 +341,10 @@ impl ShardTask {
             Command::RenewLease { since, lease_ms, term } => {
                 r.renew_lease(since.saturating_duration_since(self.origin), lease_ms, term)
             }
-            Command::Append(request, reply) => {
-                // Answered once on disk; the table's commit comes after the answer left.
-                let _ = reply.send(r.receive_append(request, now));
-                r.apply_committed();
-            }
             Command::Snapshot(chunk, reply) => {
                 let _ = reply.send(r.on_snapshot(chunk));
             }
+            Command::Apply => r.apply_committed(),
             Command::Log { count, reply } => {
                 let _ = reply.send(r.log_lines(count));
             }
@@ -282,9 +356,13 @@ impl ShardTask {
         true
     }
 
-    /// Carries out the core's effects, then publishes its state.
+    /// Publishes the core's state, then carries out its effects: a write is acknowledged
+    /// only once the commit index covering it is published, so a `primary` read sent after
+    /// the acknowledgement finds it and waits for the apply.
     fn carry_out(&mut self) {
-        for effect in self.replica.effects() {
+        let effects = self.replica.effects();
+        self.publish();
+        for effect in effects {
             match effect {
                 Effect::WriteDone { token, result } => {
                     if let Some(reply) = self.writes.remove(&token) {
@@ -294,14 +372,15 @@ impl ShardTask {
                 Effect::Send { link, to, request } => {
                     if !self.links.contains_key(&(link.epoch, link.slot)) {
                         self.links.retain(|(epoch, _), _| *epoch == link.epoch);
-                        let tx = link::spawn(&to.name, to.addr.clone(), self.cfg.clone(), self.answers.clone());
+                        let runtime = self.links_runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
+                        let tx =
+                            link::spawn(&runtime, &to.name, to.addr.clone(), self.cfg.clone(), self.answers.clone());
                         self.links.insert((link.epoch, link.slot), tx);
                     }
                     let _ = self.links[&(link.epoch, link.slot)].send((link, request));
                 }
             }
         }
-        self.publish();
     }
 
     /// Publishes the replica's state for readers, heartbeats and STATS.
@@ -327,5 +406,6 @@ impl ShardTask {
         let mut c = self.shared.counters.lock().expect("counters lock");
         c.fsyncs = syncs.fsyncs;
         c.entries_synced = syncs.entries;
+        c.replication = syncs;
     }
 }
