@@ -41,7 +41,7 @@ lint: ## formatting and clippy, as CI would want them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench-write: ## one shard's write path on loopback: writes/s, p50/p99, fsyncs per ack
+bench-write: ## one shard's write path on loopback (1/16/64 writers × 1/3/5 replicas): writes/s, p50/p99, fsyncs, appends in flight and table applies per ack
 	$(CARGO) run --release -p shardline-benches --bin write-path -- $(BENCH_ARGS)
 
 bench-seed: ## the course system's table (its 3 layouts, 10,000 reads and writes, 20 workers) beside Shardline's

@@ -63,10 +63,10 @@ pub enum Broken {
     /// Issue 16: followers apply (and serve) entries before they are committed.
     ApplyUncommitted,
     /// A primary whose log write failed leads again on the same term's vote (found as
-    /// seed 16009967; replays as seed 16018833 since issue 13).
+    /// seed 16009967; replays as seed 16016375 since issue 13).
     ReleadAfterLogFailure,
     /// A bounded read's contact age is compared in whole milliseconds (found as seed
-    /// 16019633; replays as seed 16055411 since issue 13).
+    /// 16019633; replays as seed 16013055 since issue 13).
     BoundInWholeMs,
 }
 
@@ -286,6 +286,7 @@ impl Cluster {
                 self.nodes[n].tick(w);
                 w.after(10 * MS, Event::NodeTick(n));
             }
+            Event::FlushAppends(n) => self.nodes[n].flush_appends(w),
             Event::Heartbeat => self.coordinator.heartbeat(w),
             Event::Reconcile => self.coordinator.reconcile(w),
             Event::Wake => self.coordinator.wake(w),

@@ -137,6 +137,8 @@ pub enum Event {
     },
     /// A node's periodic tick.
     NodeTick(usize),
+    /// A node's shard tasks take the appends that queued up, each shard's as one group.
+    FlushAppends(usize),
     /// The coordinator's heartbeat round.
     Heartbeat,
     /// The coordinator's reconcile round.
@@ -169,6 +171,7 @@ impl Event {
                 Msg::PeerAnswer { .. } => 6,
             },
             Event::NodeTick(n) => 20 + *n as u64,
+            Event::FlushAppends(n) => 60 + *n as u64,
             Event::Heartbeat => 7,
             Event::Reconcile => 8,
             Event::Wake => 11,

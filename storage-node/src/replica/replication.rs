@@ -120,27 +120,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let Role::Primary(p) = &mut self.role else { return false };
         let epoch = p.epoch;
         let f = &mut p.followers[slot];
-        if f.in_flight.front().is_some_and(|oldest| now.saturating_sub(oldest.at) >= timeout) {
-            if f.reachable {
-                warn!(to = %f.addr.name, "follower unreachable: no answer in time");
-            }
-            f.reachable = false;
-            f.rewind();
-        }
-        if !f.in_flight.is_empty() {
-            // More in flight only while the follower answers, no snapshot is under way,
-            // there is something new to send and the window has room.
-            let room = f.in_flight.len() < WINDOW_MESSAGES
-                && f.in_flight.iter().map(|s| s.bytes).sum::<usize>() < WINDOW_BYTES;
-            if !f.reachable || f.snapshot.is_some() || f.next > last || !room {
-                return false;
-            }
-        } else {
-            let due = f.last_sent.is_none_or(|t| now.saturating_sub(t) >= beat);
-            let wants = f.snapshot.is_some() || f.next <= last || f.sent_commit < commit;
-            if !due && (!wants || !f.reachable) {
-                return false;
-            }
+        if !f.may_send(now, Pace { last, commit, beat, timeout }) {
+            return false;
         }
         let mem = self.wal.mem();
         let prev_index = f.next - 1;
@@ -305,7 +286,41 @@ struct SnapshotHeader {
     primary: String,
 }
 
+/// What decides whether a follower is sent another message now.
+struct Pace {
+    /// The primary's last log index.
+    last: u64,
+    /// Its commit index.
+    commit: u64,
+    /// The sync heartbeat.
+    beat: Time,
+    /// How long an answer may take.
+    timeout: Time,
+}
+
 impl Follower {
+    /// Whether to send this follower a message now: gives up on the window if its oldest
+    /// message went unanswered too long; then, with messages in flight, more only while
+    /// the follower answers, no snapshot is under way, there is something new to send and
+    /// the window has room; with none, when there is something to send or a heartbeat is due.
+    fn may_send(&mut self, now: Time, pace: Pace) -> bool {
+        if self.in_flight.front().is_some_and(|oldest| now.saturating_sub(oldest.at) >= pace.timeout) {
+            if self.reachable {
+                warn!(to = %self.addr.name, "follower unreachable: no answer in time");
+            }
+            self.reachable = false;
+            self.rewind();
+        }
+        if !self.in_flight.is_empty() {
+            let room = self.in_flight.len() < WINDOW_MESSAGES
+                && self.in_flight.iter().map(|s| s.bytes).sum::<usize>() < WINDOW_BYTES;
+            return self.reachable && self.snapshot.is_none() && self.next <= pace.last && room;
+        }
+        let due = self.last_sent.is_none_or(|t| now.saturating_sub(t) >= pace.beat);
+        let wants = self.snapshot.is_some() || self.next <= pace.last || self.sent_commit < pace.commit;
+        due || (wants && self.reachable)
+    }
+
     /// Starts a snapshot from the pinned view `source`: whether there is one to send.
     fn begin_snapshot(&mut self, source: Result<impl SnapshotSource, StoreError>, cut: Cut) -> bool {
         match source {

@@ -18,12 +18,16 @@ use shardline_protocol::{
 use shardline_storage_node::disk::{CrashTail, SimDisk};
 use shardline_storage_node::failpoint::{Action, Failpoints, Fired, Point};
 use shardline_storage_node::heartbeats::HeardBeats;
-use shardline_storage_node::replica::{fresh, AppendRequest, Effect, Replica, ReplicaConfig, SnapshotChunk, Time};
+use shardline_storage_node::replica::{
+    fresh, AppendRequest, Effect, Link, Replica, ReplicaConfig, SnapshotChunk, Time,
+};
 use shardline_storage_node::store::{MemTable, TableStore};
 
 use crate::check::FreshCommit;
 use crate::faults::Fault;
 use crate::world::{Addr, ClientAnswer, ClientRequest, Event, Msg, Nanos, World, MS};
+
+mod appends;
 
 /// The replica core as the simulator runs it.
 pub type SimReplica = Replica<SimDisk, MemTable>;
@@ -107,6 +111,11 @@ pub struct SimNode {
     /// Clients numbered below this cannot reach the node
     /// ([`Fault::CutClients`](crate::faults::Fault)).
     pub clients_cut: u32,
+    /// Appends that arrived and wait for their shard task, which takes those that queued up
+    /// while it was busy as one group: (sender, link, shard, append).
+    pending_appends: Vec<(Addr, Link, ShardId, AppendRequest)>,
+    /// Whether an [`Event::FlushAppends`] is on its way.
+    flush_scheduled: bool,
 }
 
 impl SimNode {
@@ -137,6 +146,8 @@ impl SimNode {
             fired: Vec::new(),
             drop_snapshot_marks: false,
             clients_cut: 0,
+            pending_appends: Vec::new(),
+            flush_scheduled: false,
         }
     }
 
@@ -206,6 +217,7 @@ impl SimNode {
         }
         self.up = false;
         self.paused = false;
+        self.pending_appends.clear();
         self.replicas.clear();
         self.waiting.clear();
         self.writes.clear();
@@ -266,6 +278,17 @@ impl SimNode {
             self.inbox.push((from, msg));
             return;
         }
+        let msg = match msg {
+            Msg::Peer {
+                link,
+                shard,
+                request: PeerRequest::Append { term, primary, prev, entries, commit, echo, .. },
+            } => {
+                let append = AppendRequest { term, primary, prev, entries, commit, echo };
+                return self.queue_append(world, from, link, shard, append);
+            }
+            other => other,
+        };
         let now = self.local(world.now);
         let answer = match msg {
             Msg::Client { id, shard, request } => {
@@ -292,27 +315,26 @@ impl SimNode {
         if let Some(answer) = answer {
             world.send(Addr::Node(self.index), from, answer);
         }
-        // Answers and acknowledgements leave before the entries they commit are applied,
-        // as in a node, whose shard task applies in batches: here each replica applies
-        // after a step or not, at random (a tick applies them all).
+        self.finish_step(world);
+    }
+
+    /// After a step whose answers left: each replica applies what it committed or not, at
+    /// random (as in a node, whose shard task applies in batches, acknowledgements leave
+    /// before the entries they commit are applied; a tick applies them all), then the
+    /// effects are carried out, unless a failpoint killed the node meanwhile.
+    fn finish_step(&mut self, world: &mut World) {
         let shards: Vec<ShardId> = self.replicas.keys().copied().collect();
         for shard in shards {
             if world.rng.chance(0.5) {
-                self.apply(shard);
+                if let Some(r) = self.replicas.get_mut(&shard) {
+                    r.apply_committed();
+                }
             }
         }
         if self.died_at_failpoint(world) {
             return;
         }
         self.carry_out(world);
-    }
-
-    /// Applies what `shard`'s replica has committed (as the node's apply policy makes its
-    /// shard task do).
-    fn apply(&mut self, shard: ShardId) {
-        if let Some(r) = self.replicas.get_mut(&shard) {
-            r.apply_committed();
-        }
     }
 
     /// A tick of every replica's clock.
@@ -361,6 +383,11 @@ impl SimNode {
     /// election query is.
     pub fn wake(&mut self, world: &mut World) {
         self.paused = false;
+        if !self.pending_appends.is_empty() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            let at = world.rng.range(10_000, MS);
+            world.after(at, Event::FlushAppends(self.index));
+        }
         let mut connections: BTreeMap<(Addr, u8), Nanos> = BTreeMap::new();
         for (from, msg) in std::mem::take(&mut self.inbox) {
             let channel = match &msg {
