@@ -315,7 +315,25 @@ impl Cluster {
                     }
                 }
             }
-            Event::Fault(Fault::AddReplica { shard, pick }) => {
+            Event::Fault(f @ (Fault::AddReplica { .. } | Fault::Switchover { .. } | Fault::RemoveReplica { .. })) => {
+                self.membership(f)
+            }
+            Event::Fault(Fault::HealAll) => {
+                faults::apply(&mut self.world, &mut self.nodes, Fault::HealAll);
+                // Judged once crashed nodes are back: a flipped bit shows when a log is opened.
+                self.beyond_tolerance_at_heal =
+                    self.coordinator.meta().shards.keys().any(|&id| beyond_tolerance(self, id));
+            }
+            Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
+        }
+    }
+
+    /// A membership change the coordinator carries out: a replica added or removed, a
+    /// switchover.
+    fn membership(&mut self, fault: Fault) {
+        let w = &mut self.world;
+        match fault {
+            Fault::AddReplica { shard, pick } => {
                 let id = ShardId(shard);
                 let s = &self.coordinator.meta().shards[&id];
                 let free: Vec<&SimNode> = self.nodes.iter().filter(|n| !s.holds(&n.name)).collect();
@@ -324,7 +342,7 @@ impl Cluster {
                     self.coordinator.add_replica(w, id, &name);
                 }
             }
-            Event::Fault(Fault::Switchover { shard, to }) => {
+            Fault::Switchover { shard, to } => {
                 let id = ShardId(shard);
                 let s = &self.coordinator.meta().shards[&id];
                 let followers: Vec<&String> = s.replicas.iter().filter(|r| Some(*r) != s.primary.as_ref()).collect();
@@ -333,7 +351,7 @@ impl Cluster {
                 });
                 self.coordinator.switchover(w, id, to);
             }
-            Event::Fault(Fault::RemoveReplica { shard, primary, pick }) => {
+            Fault::RemoveReplica { shard, primary, pick } => {
                 let id = ShardId(shard);
                 let s = &self.coordinator.meta().shards[&id];
                 let target = if primary {
@@ -346,13 +364,7 @@ impl Cluster {
                     self.coordinator.remove_replica(w, id, &node);
                 }
             }
-            Event::Fault(Fault::HealAll) => {
-                faults::apply(&mut self.world, &mut self.nodes, Fault::HealAll);
-                // Judged once crashed nodes are back: a flipped bit shows when a log is opened.
-                self.beyond_tolerance_at_heal =
-                    self.coordinator.meta().shards.keys().any(|&id| beyond_tolerance(self, id));
-            }
-            Event::Fault(fault) => faults::apply(w, &mut self.nodes, fault),
+            _ => {}
         }
     }
 }

@@ -24,6 +24,8 @@ use shardline_storage_node::replica::{AppendRequest, Effect, Link, Replica, Repl
 use shardline_storage_node::store::{MemTable, TableStore};
 
 type Core = Replica<SimDisk, MemTable>;
+/// Appends sent, each with its link.
+type Sends = Vec<(Link, PeerRequest)>;
 
 const NOW: Duration = Duration::from_millis(5);
 
@@ -52,7 +54,7 @@ fn open(node: &str) -> Core {
 }
 
 /// A primary "p" at term 1 with the follower "f"; its first append (the no-op) is in flight.
-fn pair() -> (Core, Core, Vec<(Link, PeerRequest)>) {
+fn pair() -> (Core, Core, Sends) {
     let (mut p, f) = (open("p"), open("f"));
     assert!(matches!(p.election_query(NOW, 1), ControlResponse::Vote(_)));
     let follower = ServerAddr { name: "f".into(), addr: "f".into() };
@@ -67,7 +69,7 @@ fn insert(client: u64, seq: u64, key: i64) -> Operation {
 }
 
 /// The appends sent, and the writes answered (token, ok), in order.
-fn split(effects: Vec<Effect>) -> (Vec<(Link, PeerRequest)>, Vec<(u64, bool)>) {
+fn split(effects: Vec<Effect>) -> (Sends, Vec<(u64, bool)>) {
     let (mut sends, mut done) = (Vec::new(), Vec::new());
     for effect in effects {
         match effect {

@@ -188,34 +188,9 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         let mut next = self.wal.last().index + 1;
         let mut records = Vec::new();
         for (op, token) in writes {
-            let Role::Primary(p) = &mut self.role else { unreachable!("refusal checked the role") };
             let client_seq = op.client_seq();
-            if let Some((client_id, seq)) = client_seq {
-                if let Some(&index) = p.pending_clients.get(&(client_id, seq)) {
-                    if index <= self.commit {
-                        // Committed (and acknowledged) but not applied yet: answered as a retry.
-                        let term = self.wal.mem().term_at(index).unwrap_or(term);
-                        let result = Ok(self.retry_answer(term, index));
-                        self.effects.push(Effect::WriteDone { token, result });
-                    } else {
-                        p.waiters.entry(index).or_default().push(Waiter {
-                            token,
-                            started: now,
-                            rows: 0,
-                            refusal: None,
-                        });
-                    }
-                    continue;
-                }
-                let result = match self.table.client_mark(client_id, seq) {
-                    Ok(Some(mark)) => Some(Ok(self.retry_answer(mark.term, mark.index))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(internal(e))),
-                };
-                if let Some(result) = result {
-                    self.effects.push(Effect::WriteDone { token, result });
-                    continue;
-                }
+            if client_seq.is_some_and(|(client, seq)| self.take_retry(now, token, client, seq)) {
+                continue;
             }
             let table = &self.table;
             let exists = |key| table.contains(key).map_err(internal);
@@ -268,6 +243,31 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         if !records.is_empty() {
             self.log(now, records);
         }
+    }
+
+    /// A write that retries (client, seq): answered, or set to wait for its first attempt's
+    /// entry, if that attempt was logged here (pending, committed or applied); whether so.
+    fn take_retry(&mut self, now: Time, token: u64, client: u64, seq: u64) -> bool {
+        let Role::Primary(p) = &mut self.role else { unreachable!("refusal checked the role") };
+        if let Some(&index) = p.pending_clients.get(&(client, seq)) {
+            if index <= self.commit {
+                // Committed (and acknowledged) but not applied yet: answered as a retry.
+                let term = self.wal.mem().term_at(index).unwrap_or(self.term);
+                let result = Ok(self.retry_answer(term, index));
+                self.effects.push(Effect::WriteDone { token, result });
+            } else {
+                let waiter = Waiter { token, started: now, rows: 0, refusal: None };
+                p.waiters.entry(index).or_default().push(waiter);
+            }
+            return true;
+        }
+        let result = match self.table.client_mark(client, seq) {
+            Ok(Some(mark)) => Ok(self.retry_answer(mark.term, mark.index)),
+            Ok(None) => return false,
+            Err(e) => Err(internal(e)),
+        };
+        self.effects.push(Effect::WriteDone { token, result });
+        true
     }
 
     /// The answer to a retry of a write committed at (`term`, `index`): nothing new applied.
