@@ -191,25 +191,12 @@ impl ShardTask {
         let mut last_apply = tokio::time::Instant::now();
         let mut apply_at: Option<tokio::time::Instant> = None;
         loop {
+            // Biased, in this order: follower answers first (an answer that came while this
+            // thread waited on an fsync commits and acknowledges before the next group of
+            // writes costs another fsync), then the tick (write deadlines), then commands;
+            // the apply timer last (the policy below also applies when it is overdue).
             tokio::select! {
-                _ = tokio::time::sleep_until(apply_at.unwrap_or(last_apply)), if apply_at.is_some() => {
-                    apply_at = None;
-                    last_apply = self.apply();
-                    continue;
-                }
-                command = rx.recv() => {
-                    let Some(first) = command else { break };
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(c) => group.push(c),
-                            Err(_) => break,
-                        }
-                    }
-                    if !self.handle_group(group) {
-                        break;
-                    }
-                }
+                biased;
                 Some(first) = answers.recv() => {
                     // Answers that came together (a follower's grouped appends) move the
                     // commit index once.
@@ -226,6 +213,24 @@ impl ShardTask {
                 _ = tick.tick() => {
                     let now = self.now();
                     self.replica.tick(now);
+                }
+                command = rx.recv() => {
+                    let Some(first) = command else { break };
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(c) => group.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.handle_group(group) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(apply_at.unwrap_or(last_apply)), if apply_at.is_some() => {
+                    apply_at = None;
+                    last_apply = self.apply();
+                    continue;
                 }
             }
             self.carry_out();
