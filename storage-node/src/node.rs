@@ -345,10 +345,24 @@ impl Node {
     }
 
     fn read(&self, low: i64, high: i64, level: &Consistency, route: Route) -> Result<Response, NodeError> {
+        self.read_from(low, high, level, route, &[])
+    }
+
+    /// [`Node::read`], each shard in `floors` needing only that applied index at a primary
+    /// (see [`ShardHandle::read_from`]).
+    fn read_from(
+        &self,
+        low: i64,
+        high: i64,
+        level: &Consistency,
+        route: Route,
+        floors: &[(ShardId, u64)],
+    ) -> Result<Response, NodeError> {
         let mut rows: Vec<Row> = Vec::new();
         let mut at = Vec::new();
         for s in self.read_shards(low, high, route)? {
-            let (part, position) = s.read(low, high, level)?;
+            let floor = floors.iter().find(|(id, _)| *id == s.spec().id).map(|&(_, f)| f);
+            let (part, position) = s.read_from(low, high, level, floor)?;
             rows.extend(part);
             at.push(position);
         }
@@ -366,16 +380,20 @@ impl Node {
         level: &Consistency,
         route: Route,
     ) -> Result<Response, NodeError> {
+        let mut floors = Vec::new();
         for s in self.read_shards(low, high, route)? {
             let floor = match s.state().role {
                 ReplicaRole::Primary => s.apply_now().max(level.floor(s.spec().id)),
                 _ => level.floor(s.spec().id),
             };
+            floors.push((s.spec().id, floor));
             if !s.applied_reaches(floor, SESSION_WAIT).await {
                 break;
             }
         }
-        self.read(low, high, level, route)
+        // Read once more, each primary needing only what it had committed when the read came:
+        // under steady writes its commit index has moved on meanwhile, and always will.
+        self.read_from(low, high, level, route, &floors)
     }
 
     /// Answers a read with the stored row bytes spliced into the answer (the binary fast

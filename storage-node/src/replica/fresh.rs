@@ -56,6 +56,9 @@ pub struct ReadFacts<'a> {
     pub bounded_unchecked: bool,
     /// Test-only regression: a contact's age compared in whole milliseconds.
     pub bound_in_whole_ms: bool,
+    /// At a primary, the applied index the read needs: the commit index it found when it
+    /// first came (and then waited for), or, when `None`, the commit index now.
+    pub applied_floor: Option<u64>,
 }
 
 /// Whether a read at `level` may be served at `now`. A session's floor is checked after
@@ -67,9 +70,10 @@ pub fn read_gate(facts: &ReadFacts<'_>, now: Time, level: &Consistency) -> Resul
         let reason = state.fault.clone().unwrap_or_else(|| "catching up".into());
         return Err(ErrorCode::Unavailable { shard, reason });
     }
-    if state.role == ReplicaRole::Primary && state.applied_index < state.commit_index {
+    if state.role == ReplicaRole::Primary && state.applied_index < facts.applied_floor.unwrap_or(state.commit_index) {
         // A primary acknowledges at commit and applies in batches: whatever the level, it
-        // serves from a table that has everything it acknowledged, so the read waits.
+        // serves from a table that has everything it had acknowledged when the read came
+        // (published before any acknowledgement leaves), so the read waits for that.
         let why = format!("applied {}, commit {}: applying", state.applied_index, state.commit_index);
         return Err(behind(shard, why));
     }
@@ -176,6 +180,7 @@ mod tests {
             contact,
             bounded_unchecked: false,
             bound_in_whole_ms: false,
+            applied_floor: None,
         }
     }
 

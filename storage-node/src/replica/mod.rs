@@ -392,6 +392,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             contact: self.contact,
             bounded_unchecked: self.cfg.regressions.bounded_unchecked,
             bound_in_whole_ms: self.cfg.regressions.bound_in_whole_ms,
+            applied_floor: None,
         }
     }
 

@@ -161,7 +161,19 @@ impl ShardHandle {
 
     /// Rows in `[low, high]` at consistency `level`, and the position they were read at.
     pub fn read(&self, low: i64, high: i64, level: &Consistency) -> Result<(Vec<Row>, ShardPosition), NodeError> {
-        let (low, high) = self.may_read(low, high, level)?;
+        self.read_from(low, high, level, None)
+    }
+
+    /// [`ShardHandle::read`] once the table has applied `floor`, which a read waiting for a
+    /// primary's apply found as its commit index (see [`fresh::ReadFacts::applied_floor`]).
+    pub fn read_from(
+        &self,
+        low: i64,
+        high: i64,
+        level: &Consistency,
+        floor: Option<u64>,
+    ) -> Result<(Vec<Row>, ShardPosition), NodeError> {
+        let (low, high) = self.may_read(low, high, level, floor)?;
         let (rows, applied) = self.shared.table.read_at(low, high)?;
         let position = self.position(applied);
         fresh::session_gate(self.shared.spec.id, level, applied.index)?;
@@ -179,7 +191,7 @@ impl ShardHandle {
         level: &Consistency,
         out: &mut RowsWriter,
     ) -> Result<(), NodeError> {
-        let (low, high) = self.may_read(low, high, level)?;
+        let (low, high) = self.may_read(low, high, level, None)?;
         let floor = level.floor(self.shared.spec.id);
         let applied = self.shared.table.read_encoded(low, high, floor, out)?;
         fresh::session_gate(self.shared.spec.id, level, applied.index)?;
@@ -190,12 +202,12 @@ impl ShardHandle {
     /// Asks the task to apply what it has committed now rather than with its next batch
     /// (a `primary` read is waiting): the commit index to wait for.
     pub fn apply_now(&self) -> u64 {
-        let commit = self.state().commit_index;
-        if self.state().applied_index < commit {
+        let state = self.state();
+        if state.applied_index < state.commit_index {
             // Full channel: the task is busy and applies within its batch interval anyway.
             let _ = self.tx.try_send(Command::Apply);
         }
-        commit
+        state.commit_index
     }
 
     /// Waits up to `wait` for this replica to apply `index` (a session read's floor).
@@ -217,7 +229,7 @@ impl ShardHandle {
     }
 
     /// Whether this replica may serve the read now, and the part of `[low, high]` it holds.
-    fn may_read(&self, low: i64, high: i64, level: &Consistency) -> Result<(i64, i64), ErrorCode> {
+    fn may_read(&self, low: i64, high: i64, level: &Consistency, floor: Option<u64>) -> Result<(i64, i64), ErrorCode> {
         {
             let p = self.shared.published.lock().expect("published lock");
             let now = p.origin.elapsed();
@@ -229,6 +241,7 @@ impl ShardHandle {
                 contact: p.contact,
                 bounded_unchecked: false,
                 bound_in_whole_ms: false,
+                applied_floor: floor,
             };
             fresh::read_gate(&facts, now, level)?;
         }
