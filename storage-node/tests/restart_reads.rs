@@ -38,6 +38,7 @@ async fn scenario(cluster: &mut Cluster) {
         // it and catches it up before the test reads from it.
         if victim != primary {
             cluster.nodes[primary].stop();
+            assert!(cluster.nodes[primary].wait_stopped(Duration::from_secs(5)).await, "the primary did not stop");
         }
         cluster.nodes[victim].kill();
         cluster.restart(victim).await;
