@@ -299,7 +299,7 @@ impl SimNode {
                 Some(Msg::ControlAnswer { id, response: self.control(world, now, request) })
             }
             Msg::Peer { link, shard, request } => {
-                Some(Msg::PeerAnswer { link, shard, response: self.peer(now, shard, request) })
+                Some(Msg::PeerAnswer { link, shard, response: self.peer(shard, request) })
             }
             Msg::PeerAnswer { link, shard, response } => {
                 if let Some(r) = self.replicas.get_mut(&shard) {
@@ -507,14 +507,12 @@ impl SimNode {
         }
     }
 
-    fn peer(&mut self, now: Time, shard: ShardId, request: PeerRequest) -> PeerResponse {
+    fn peer(&mut self, shard: ShardId, request: PeerRequest) -> PeerResponse {
         let Some(r) = self.replicas.get_mut(&shard) else {
             return PeerResponse::Error(ErrorCode::UnknownShard { shard });
         };
         match request {
-            PeerRequest::Append { term, primary, prev, entries, commit, echo, .. } => {
-                r.receive_append(AppendRequest { term, primary, prev, entries, commit, echo }, now)
-            }
+            PeerRequest::Append { .. } => unreachable!("appends are queued for their shard (queue_append)"),
             PeerRequest::Snapshot { term, primary, last_included, chunk, rows, mut marks, done, total, .. } => {
                 if self.drop_snapshot_marks {
                     // Before scenario 4's fix, snapshots carried no retry marks.

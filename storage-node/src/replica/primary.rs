@@ -4,8 +4,8 @@
 //! the followers. The commit index moves when a majority of replicas (the primary
 //! included) hold an entry of the current term durably, and entries up to it are
 //! acknowledged at once. They are applied to the table later, in batches, when the driver
-//! calls [`Replica::apply_committed`]: a read that must see every acknowledged write (a
-//! `primary` read) waits until the table has applied the commit index it found
+//! calls [`Replica::apply_committed`]: a read at the primary, at any level, waits until
+//! the table has applied the commit index it found
 //! ([`super::fresh::read_gate`] answers `Behind` until then), and validation and retries
 //! see committed entries not yet applied through the overlay and the pending retry marks,
 //! both kept until the apply.

@@ -8,9 +8,9 @@
 //! a failed call or a message unanswered in time drops the whole window and moves `next`
 //! back (to where the follower asks, or to where the first unanswered message started);
 //! answers to dropped messages are ignored by their sequence number. An unreachable
-//! follower, or one being sent a snapshot, gets one message at a time. A follower too far behind, or behind the log's truncated prefix, gets a snapshot
-//! of the table instead, read from a pinned view a chunk at a time as it is sent
-//! ([`super::copy`]) and paced to the configured rate ([`super::pace`]). Appends and
+//! follower, or one being sent a snapshot, gets one message at a time. A follower too far
+//! behind, or behind the log's truncated prefix, gets a snapshot of the table instead,
+//! read from a pinned view a chunk at a time as it is sent ([`super::copy`]) and paced to the configured rate ([`super::pace`]). Appends and
 //! chunks are cut by bytes to fit a frame ([`super::room`]). With nothing to send, an
 //! empty append goes out every sync heartbeat: it carries the commit index and shows the
 //! follower is alive.
@@ -108,7 +108,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
     /// Sends follower `slot` one message if it needs one now: whether it did.
     fn pump_one(&mut self, now: Time, slot: usize) -> bool {
         let last = self.wal.last().index;
-        let (commit, term, me) = (self.commit, self.term, self.cfg.node.clone());
+        let (commit, term) = (self.commit, self.term);
         let (shard, beat, timeout, lag) =
             (self.spec.id, self.cfg.sync_heartbeat, self.cfg.peer_timeout, self.cfg.snapshot_lag);
         let room = self.room;
@@ -143,7 +143,7 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             }
         }
         let (request, kind, bytes) = if f.snapshot.is_some() {
-            let header = SnapshotHeader { shard, term, primary: me };
+            let header = SnapshotHeader { shard, term, primary: self.cfg.node.clone() };
             match f.next_snapshot_chunk(&mut self.pacer, now, header) {
                 Some((request, kind)) => (request, kind, 0),
                 None => return false,
@@ -154,7 +154,8 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
             let sent_last = prev_index + entries.len() as u64;
             let prev = LogPosition { term: prev_term.unwrap_or(0), index: prev_index };
             let echo = f.stamp.filter(|_| vouches);
-            let request = PeerRequest::Append { shard, term, primary: me, prev, entries, commit, echo };
+            let request =
+                PeerRequest::Append { shard, term, primary: self.cfg.node.clone(), prev, entries, commit, echo };
             let kind = InFlight::Append { from: f.next };
             f.next = sent_last + 1;
             (request, kind, bytes)
@@ -250,7 +251,6 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
                 // Its node has no replica of the shard (a wiped or replaced directory not yet
                 // re-created): it holds nothing, whatever it acknowledged before, and must not
                 // be counted toward a majority at its old position.
-                f.in_flight.clear();
                 f.durable = 0;
                 f.next = 1;
                 f.failed(&ErrorCode::to_string(&e));

@@ -102,9 +102,8 @@ pub(crate) struct Published {
 pub(crate) struct Counters {
     pub writes_acked: u64,
     pub writes_failed: u64,
-    pub fsyncs: u64,
-    pub entries_synced: u64,
-    pub replication: crate::replica::SyncCounts,
+    /// The core's fsync, append and apply counts, as last published.
+    pub syncs: crate::replica::SyncCounts,
     pub write_latency_us: Histogram<u64>,
 }
 
@@ -268,7 +267,8 @@ impl ShardHandle {
         let c = self.shared.counters.lock().expect("counters lock");
         let id = state.spec.id;
         let h = &c.write_latency_us;
-        let per_sync = if c.fsyncs == 0 { 0.0 } else { c.entries_synced as f64 / c.fsyncs as f64 };
+        let s = &c.syncs;
+        let per_sync = if s.fsyncs == 0 { 0.0 } else { s.entries as f64 / s.fsyncs as f64 };
         vec![
             (format!("{id}.role"), format!("{:?}", state.role)),
             (format!("{id}.term"), state.term.to_string()),
@@ -280,12 +280,12 @@ impl ShardHandle {
             (format!("{id}.writes_acked"), c.writes_acked.to_string()),
             (format!("{id}.writes_failed"), c.writes_failed.to_string()),
             (format!("{id}.reads"), self.shared.reads.load(Ordering::Relaxed).to_string()),
-            (format!("{id}.fsyncs"), c.fsyncs.to_string()),
+            (format!("{id}.fsyncs"), s.fsyncs.to_string()),
             (format!("{id}.entries_per_fsync"), format!("{per_sync:.2}")),
-            (format!("{id}.applies"), c.replication.applies.to_string()),
-            (format!("{id}.appends_sent"), c.replication.appends_sent.to_string()),
-            (format!("{id}.appends_in_flight_sum"), c.replication.in_flight_sum.to_string()),
-            (format!("{id}.appends_in_flight_max"), c.replication.in_flight_max.to_string()),
+            (format!("{id}.applies"), s.applies.to_string()),
+            (format!("{id}.appends_sent"), s.appends_sent.to_string()),
+            (format!("{id}.appends_in_flight_sum"), s.in_flight_sum.to_string()),
+            (format!("{id}.appends_in_flight_max"), s.in_flight_max.to_string()),
             (format!("{id}.write_p50_us"), h.value_at_quantile(0.50).to_string()),
             (format!("{id}.write_p99_us"), h.value_at_quantile(0.99).to_string()),
         ]
@@ -313,7 +313,7 @@ impl ShardHandle {
             (p.state.clone(), p.followers.clone())
         };
         let c = self.shared.counters.lock().expect("counters lock");
-        ShardMetrics { state, fsyncs: c.fsyncs, entries_synced: c.entries_synced, followers }
+        ShardMetrics { state, fsyncs: c.syncs.fsyncs, entries_synced: c.syncs.entries, followers }
     }
 }
 

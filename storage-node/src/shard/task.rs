@@ -161,9 +161,7 @@ pub fn open_shard(
         counters: Mutex::new(Counters {
             writes_acked: 0,
             writes_failed: 0,
-            fsyncs: 0,
-            entries_synced: 0,
-            replication: Default::default(),
+            syncs: Default::default(),
             write_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         }),
     });
@@ -377,9 +375,10 @@ impl ShardTask {
                 Effect::Send { link, to, request } => {
                     if !self.links.contains_key(&(link.epoch, link.slot)) {
                         self.links.retain(|(epoch, _), _| *epoch == link.epoch);
-                        let runtime = self.links_runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
+                        // Never this thread's own runtime: a link must not wait out the fsyncs.
+                        let runtime = self.links_runtime.as_ref().expect("set when the task starts");
                         let tx =
-                            link::spawn(&runtime, &to.name, to.addr.clone(), self.cfg.clone(), self.answers.clone());
+                            link::spawn(runtime, &to.name, to.addr.clone(), self.cfg.clone(), self.answers.clone());
                         self.links.insert((link.epoch, link.slot), tx);
                     }
                     let _ = self.links[&(link.epoch, link.slot)].send((link, request));
@@ -409,8 +408,6 @@ impl ShardTask {
         self.shared.applied.notify_waiters();
         let syncs = r.sync_counts();
         let mut c = self.shared.counters.lock().expect("counters lock");
-        c.fsyncs = syncs.fsyncs;
-        c.entries_synced = syncs.entries;
-        c.replication = syncs;
+        c.syncs = syncs;
     }
 }
