@@ -369,10 +369,11 @@ impl Node {
         Ok(Response::Rows { at, rows })
     }
 
-    /// A read this replica was behind for: waits up to [`SESSION_WAIT`] for each shard to
-    /// apply the session's position (at a primary, whatever the level: the commit index it
-    /// has acknowledged, which its task is asked to apply now), then reads once more (still
-    /// behind: `Behind`, which a router answers by asking the primary).
+    /// A read this replica was behind for: asks each shard's task to apply what it has
+    /// committed now rather than with its next batch, waits up to [`SESSION_WAIT`] for it to
+    /// apply the session's position (at a primary, whatever the level, and at a follower for
+    /// a bounded read: the commit index it knew when the read came), then reads once more
+    /// (still behind: `Behind`, which a router answers by asking the primary).
     async fn read_in_session(
         &self,
         low: i64,
@@ -382,8 +383,9 @@ impl Node {
     ) -> Result<Response, NodeError> {
         let mut floors = Vec::new();
         for s in self.read_shards(low, high, route)? {
-            let floor = match s.state().role {
-                ReplicaRole::Primary => s.apply_now().max(level.floor(s.spec().id)),
+            let commit = s.apply_now();
+            let floor = match (s.state().role, level) {
+                (ReplicaRole::Primary, _) | (_, Consistency::Bounded { .. }) => commit.max(level.floor(s.spec().id)),
                 _ => level.floor(s.spec().id),
             };
             floors.push((s.spec().id, floor));

@@ -3,6 +3,8 @@
 //! applied waits for them. Every read at the primary, `primary` level and `any` alike,
 //! must be answered (not refused as `Behind`: under steady writes the commit index always
 //! moves on while the read waits), and must see every write acknowledged before it began.
+//! A follower applies in batches too: a session read there, carrying the position of a
+//! write just acknowledged, must be answered and hold that write.
 
 mod harness;
 
@@ -11,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use harness::{row_for, within, Cluster, NodeOpts};
-use shardline_protocol::{Consistency, Request, Response, WriteBatch};
+use shardline_protocol::{Consistency, Request, Response, ShardPosition, WriteBatch};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const WRITING: Duration = Duration::from_secs(3);
@@ -74,4 +76,51 @@ async fn scenario(cluster: &Cluster) {
         writes > 100 && reads > 50 && moving > 20,
         "too little overlap to show anything: {reads} reads, {writes} writes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reads_at_a_follower_see_the_write_just_acknowledged() {
+    let cluster = Cluster::start(3, NodeOpts::default()).await;
+    within(TEST_TIMEOUT, "follower_session_reads", follower_scenario(&cluster)).await;
+}
+
+async fn follower_scenario(cluster: &Cluster) {
+    cluster.setup_shard(0, 1).await;
+    let until = Instant::now() + WRITING;
+    // A second writer keeps entries committing (and waiting to be applied) between ours.
+    let background = async {
+        let mut seq = 0;
+        while Instant::now() < until && seq < 1_000 {
+            seq += 1;
+            let batch = WriteBatch::encode(99, seq, &[row_for(3_000 + seq as i64)]).expect("encodable");
+            let _ = cluster.request(0, &Request::Write(batch), None).await;
+        }
+    };
+    let checked = async {
+        let mut reads = 0;
+        let mut seq = 0;
+        while Instant::now() < until && seq < 1_000 {
+            seq += 1;
+            let key = seq as i64;
+            let batch = WriteBatch::encode(1, seq, &[row_for(key)]).expect("encodable");
+            let commit = match cluster.request(0, &Request::Write(batch), None).await {
+                Ok(Response::Committed(c)) => c.into_iter().next().expect("one shard's commit"),
+                _ => continue,
+            };
+            let at = ShardPosition { shard: commit.shard, term: commit.term, index: commit.index };
+            let follower = 1 + (seq as usize % 2);
+            let read = Request::Read { low: key, high: key, consistency: Consistency::Session { positions: vec![at] } };
+            match cluster.request(follower, &read, None).await {
+                Ok(Response::Rows { rows, .. }) => {
+                    assert!(rows.iter().any(|r| r.key == key), "session read at follower {follower} lacks key {key}")
+                }
+                other => panic!("session read #{reads} at follower {follower} after write {key}: {other:?}"),
+            }
+            reads += 1;
+        }
+        reads
+    };
+    let ((), reads) = tokio::join!(background, checked);
+    eprintln!("{reads} session reads at followers, each right after its write was acknowledged");
+    assert!(reads > 50, "too few reads to show anything: {reads}");
 }

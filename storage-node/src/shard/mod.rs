@@ -199,7 +199,7 @@ impl ShardHandle {
     }
 
     /// Asks the task to apply what it has committed now rather than with its next batch
-    /// (a `primary` read is waiting): the commit index to wait for.
+    /// (a read is waiting for it): the commit index to wait for.
     pub fn apply_now(&self) -> u64 {
         let state = self.state();
         if state.applied_index < state.commit_index {
