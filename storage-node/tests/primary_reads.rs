@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use harness::{row_for, within, Cluster, NodeOpts};
 use shardline_protocol::{Consistency, Request, Response, ShardPosition, WriteBatch};
+use shardline_testkit::poll;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const WRITING: Duration = Duration::from_secs(3);
@@ -86,6 +87,13 @@ async fn session_reads_at_a_follower_see_the_write_just_acknowledged() {
 
 async fn follower_scenario(cluster: &Cluster) {
     cluster.setup_shard(0, 1).await;
+    // A follower serves once it has caught up with the new primary's first commit.
+    for i in [1, 2] {
+        poll(&format!("follower {i} serving"), TEST_TIMEOUT, || async move {
+            cluster.state(i).await.ok().filter(|s| s.serving).map(|_| ())
+        })
+        .await;
+    }
     let until = Instant::now() + WRITING;
     // A second writer keeps entries committing (and waiting to be applied) between ours.
     let background = async {
