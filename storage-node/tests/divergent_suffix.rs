@@ -44,8 +44,7 @@ async fn scenario(cluster: &mut Cluster) {
     // B freezes; A logs writes at once, before it can tell B is gone. They cannot commit.
     // SIGSTOP is asynchronous: until the kernel shows B stopped it may still read (and log)
     // what A sends, and then A's writes are no longer A's alone.
-    cluster.nodes[b].stop();
-    assert!(cluster.nodes[b].wait_stopped(Duration::from_secs(5)).await, "B did not stop");
+    cluster.nodes[b].stop().await;
     let addr = cluster.nodes[a].addr();
     let lone: Vec<_> = (0..LONE_WRITES)
         .map(|i| {
@@ -82,8 +81,7 @@ async fn scenario(cluster: &mut Cluster) {
     // Term 3: A returns with its longer, older log. The term-2 primary is frozen first, so
     // that it cannot catch A up before the election: A's vote shows its own suffix.
     let (p2, other2) = (second.winner, if second.winner == b { c } else { b });
-    cluster.nodes[p2].stop();
-    assert!(cluster.nodes[p2].wait_stopped(Duration::from_secs(5)).await, "the term-2 primary did not stop");
+    cluster.nodes[p2].stop().await;
     cluster.restart(a).await;
     let third = cluster.elect(3, &[a, other2]).await.unwrap_or_else(|e| panic!("election at 3: {e}"));
     eprintln!("election at 3 (node {p2} frozen): node {} wins; votes {:?}", third.winner, third.votes);

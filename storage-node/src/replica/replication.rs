@@ -10,8 +10,9 @@
 //! answers to dropped messages are ignored by their sequence number. An unreachable
 //! follower, or one being sent a snapshot, gets one message at a time. A follower too far
 //! behind, or behind the log's truncated prefix, gets a snapshot of the table instead,
-//! read from a pinned view a chunk at a time as it is sent ([`super::copy`]) and paced to the configured rate ([`super::pace`]). Appends and
-//! chunks are cut by bytes to fit a frame ([`super::room`]). With nothing to send, an
+//! read from a pinned view a chunk at a time as it is sent ([`super::copy`]) and paced to
+//! the configured rate ([`super::pace`]). Appends and chunks are cut by bytes to fit a
+//! frame ([`super::room`]). With nothing to send, an
 //! empty append goes out every sync heartbeat: it carries the commit index and shows the
 //! follower is alive.
 

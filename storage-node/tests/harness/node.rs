@@ -211,15 +211,18 @@ impl NodeProc {
         }
     }
 
-    /// SIGSTOP: the process keeps its sockets (connects still complete) but answers nothing.
-    pub(crate) fn stop(&mut self) {
+    /// SIGSTOP, then waits (up to 5 s, else panics) until the kernel shows the process
+    /// stopped: SIGSTOP is asynchronous, and a test that needs the process to read nothing
+    /// more must not race it. The process keeps its sockets (connects still complete) but
+    /// answers nothing.
+    pub(crate) async fn stop(&mut self) {
         self.signal(libc::SIGSTOP);
+        assert!(self.wait_stopped(Duration::from_secs(5)).await, "{} did not stop", self.name);
     }
 
     /// Waits up to `limit` until the kernel shows the process stopped (state `T` in
-    /// `/proc/<pid>/stat`): SIGSTOP is asynchronous, and a test that needs the process to
-    /// read nothing more must not race it.
-    pub(crate) async fn wait_stopped(&mut self, limit: Duration) -> bool {
+    /// `/proc/<pid>/stat`).
+    async fn wait_stopped(&mut self, limit: Duration) -> bool {
         let mut budget = Budget::every(format!("{} stopped", self.name), limit, Duration::from_millis(5));
         loop {
             if let Some(pid) = self.pid() {
