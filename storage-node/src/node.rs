@@ -29,8 +29,9 @@ use crate::replica::{AppendRequest, SnapshotChunk};
 use crate::shard::{self, Command, ShardHandle, ShardMetrics, ShardRunner};
 use crate::store::StoreError;
 
-/// How long a session read waits for this replica to apply the session's position
-/// before answering `Behind`: a follower a few milliseconds behind catches up within it.
+/// How long a read waits for this replica to learn that the session's position committed
+/// before answering `Behind`: a follower a few milliseconds behind catches up within it
+/// (once known committed, the apply gets [`shard::APPLY_WAIT`]).
 pub const SESSION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A storage node: its configuration and shard replicas.

@@ -11,6 +11,8 @@
 //!   table holds each row once.
 //! - A refusal drops the whole window: answers to the dropped appends are ignored and the
 //!   primary sends again from where the follower asks.
+//! - Only a primary needs ticks: a follower's tick does nothing, so the shard task leaves
+//!   followers untimed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,4 +188,34 @@ fn a_refusal_drops_the_window_and_the_primary_sends_again_from_where_the_followe
     p.on_peer_answers(NOW, answers.into_iter().map(|(l, a)| (l, Ok(a))).collect());
     let (_, done) = split(p.effects());
     assert_eq!(done, vec![(1, true), (2, true), (3, true)]);
+}
+
+#[test]
+fn only_a_primary_needs_ticks_and_a_follower_tick_does_nothing() {
+    let (mut p, mut f, in_flight) = pair();
+    deliver(&mut f, &in_flight);
+    assert!(p.needs_tick() && !f.needs_tick());
+
+    // A follower's tick, however late, changes nothing and asks for nothing.
+    let hour = Duration::from_secs(3600);
+    let before = f.state();
+    f.tick(NOW + hour);
+    assert!(f.effects().is_empty(), "a follower's tick had effects");
+    assert_eq!(f.state(), before, "a follower's tick changed its state");
+
+    // A primary's tick has work: a write no follower answered times out.
+    p.write_group(NOW, vec![(insert(1, 1, 1), 1)]);
+    split(p.effects());
+    p.tick(NOW + hour);
+    let (_, done) = split(p.effects());
+    assert_eq!(done, vec![(1, false)], "the waiting write timed out at the tick");
+
+    // Stepped down, it follows: no deadlines left.
+    let primary = ServerAddr { name: "f".into(), addr: "f".into() };
+    assert_eq!(p.become_follower(2, primary), ControlResponse::Ok);
+    split(p.effects());
+    assert!(!p.needs_tick());
+    let before = p.state();
+    p.tick(NOW + 2 * hour);
+    assert!(p.effects().is_empty() && p.state() == before, "a former primary's tick still did something");
 }

@@ -345,7 +345,9 @@ impl SimNode {
         let now = self.local(world.now);
         for r in self.replicas.values_mut() {
             r.tick(now);
-            // The node applies within a millisecond; ticks come every ten.
+            // Sooner than the node, which applies at most 50 ms after a commit (at once when
+            // a read needs it): reads are gated on the applied index, so when the apply
+            // comes decides only what a read waits for, never what it may see.
             r.apply_committed();
         }
         if self.died_at_failpoint(world) {

@@ -428,6 +428,13 @@ impl<D: Disk, T: TableStore> Replica<D, T> {
         self.syncs
     }
 
+    /// Whether [`Replica::tick`] has work to do: only a primary has deadlines (writes
+    /// waiting for a majority, followers due a heartbeat), so a driver may leave the
+    /// others untimed.
+    pub fn needs_tick(&self) -> bool {
+        matches!(self.role, Role::Primary(_))
+    }
+
     /// Time passes: expire writes that waited too long; keep followers in touch.
     pub fn tick(&mut self, now: Time) {
         self.expire_waiters(now);

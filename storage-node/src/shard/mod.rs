@@ -32,6 +32,11 @@ use crate::error::NodeError;
 use crate::replica::{fresh, AppendRequest, FollowerLag, SnapshotChunk};
 use crate::store::{Table, TableStore};
 
+/// How long a read waits for this replica's own apply of an index it knows committed: that
+/// apply is local work that will come, so a busy machine should delay the read, not fail it
+/// `Behind` (at a primary, the read's last resort).
+pub const APPLY_WAIT: Duration = Duration::from_secs(1);
+
 /// What the shard task is asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -209,13 +214,24 @@ impl ShardHandle {
         state.commit_index
     }
 
-    /// Waits up to `wait` for this replica to apply `index` (a session read's floor).
+    /// Waits up to `wait` for this replica to know `index` committed (a read's floor), then
+    /// up to [`APPLY_WAIT`] more for its own apply of it. A follower may learn of the commit
+    /// only while the read waits: it asks the task to apply then, not with its next batch,
+    /// which may come after the wait.
     pub async fn applied_reaches(&self, index: u64, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut committed = false;
         loop {
             let notified = self.shared.applied.notified();
-            if self.state().applied_index >= index {
+            let state = self.state();
+            if state.applied_index >= index {
                 return true;
+            }
+            if !committed && state.commit_index >= index {
+                committed = true;
+                // A full channel means a busy task, which applies within its batch interval.
+                let _ = self.tx.try_send(Command::Apply);
+                deadline = deadline.max(tokio::time::Instant::now() + APPLY_WAIT);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.state().applied_index >= index;
