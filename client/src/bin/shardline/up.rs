@@ -297,8 +297,19 @@ fn holder_of(port: u16) -> Option<String> {
 
 /// The last lines of a log, for error messages.
 fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    last_lines(&std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// The last lines of a log, one line: a backtrace that ends it (`RUST_BACKTRACE` set) is
+/// left out, so the error it follows is what shows.
+fn last_lines(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    if let Some(at) = lines.iter().position(|l| l.trim().eq_ignore_ascii_case("stack backtrace:")) {
+        lines.truncate(at);
+    }
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
     lines[lines.len().saturating_sub(8)..].join(" | ")
 }
 
@@ -702,5 +713,18 @@ fn print_try(args: &UpArgs, addr: &str, tls_ca: Option<&Path>) {
             tls_ca.map(|c| c.display().to_string()).unwrap_or_default(),
             args.balancer_port
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn a_log_ending_in_a_backtrace_shows_the_error_before_it() {
+        let log = "INFO starting\nError: binding 127.0.0.1:7000: address in use\n\nStack backtrace:\n   0: main\n   1: _start\n";
+        assert_eq!(last_lines(log), "INFO starting | Error: binding 127.0.0.1:7000: address in use");
+        let plain: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(last_lines(&plain), (3..=10).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
     }
 }
