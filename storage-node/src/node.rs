@@ -370,11 +370,12 @@ impl Node {
         Ok(Response::Rows { at, rows })
     }
 
-    /// A read this replica was behind for: asks each shard's task to apply what it has
-    /// committed now rather than with its next batch, waits up to [`SESSION_WAIT`] for it to
-    /// apply the session's position (at a primary, whatever the level, and at a follower for
-    /// a bounded read: the commit index it knew when the read came), then reads once more
-    /// (still behind: `Behind`, which a router answers by asking the primary).
+    /// A read this replica was behind for: waits for each shard to apply the read's floor
+    /// (the session's position; at a primary, whatever the level, and at a follower for a
+    /// bounded read, the commit index it knew when the read came), asking its task to apply
+    /// at once rather than with its next batch ([`ShardHandle::applied_reaches`]), then
+    /// reads once more (still behind: `Behind`, which a router answers by asking the
+    /// primary).
     async fn read_in_session(
         &self,
         low: i64,
@@ -384,9 +385,11 @@ impl Node {
     ) -> Result<Response, NodeError> {
         let mut floors = Vec::new();
         for s in self.read_shards(low, high, route)? {
-            let commit = s.apply_now();
-            let floor = match (s.state().role, level) {
-                (ReplicaRole::Primary, _) | (_, Consistency::Bounded { .. }) => commit.max(level.floor(s.spec().id)),
+            let state = s.state();
+            let floor = match (state.role, level) {
+                (ReplicaRole::Primary, _) | (_, Consistency::Bounded { .. }) => {
+                    state.commit_index.max(level.floor(s.spec().id))
+                }
                 _ => level.floor(s.spec().id),
             };
             floors.push((s.spec().id, floor));

@@ -203,21 +203,10 @@ impl ShardHandle {
         Ok(())
     }
 
-    /// Asks the task to apply what it has committed now rather than with its next batch
-    /// (a read is waiting for it): the commit index to wait for.
-    pub fn apply_now(&self) -> u64 {
-        let state = self.state();
-        if state.applied_index < state.commit_index {
-            // Full channel: the task is busy and applies within its batch interval anyway.
-            let _ = self.tx.try_send(Command::Apply);
-        }
-        state.commit_index
-    }
-
     /// Waits up to `wait` for this replica to know `index` committed (a read's floor), then
-    /// up to [`APPLY_WAIT`] more for its own apply of it. A follower may learn of the commit
-    /// only while the read waits: it asks the task to apply then, not with its next batch,
-    /// which may come after the wait.
+    /// up to [`APPLY_WAIT`] more for its own apply of it, which it asks the task for as soon
+    /// as the commit is known (at once, or when a follower learns of it during the wait),
+    /// not with its next batch, which may come after the wait.
     pub async fn applied_reaches(&self, index: u64, wait: Duration) -> bool {
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut committed = false;
