@@ -1,30 +1,44 @@
-//! Ports nobody listens on right now, picked by the kernel or probed in ranges.
+//! Ports nobody listens on right now, for servers a test starts.
+//!
+//! Every port comes from below the kernel's ephemeral range
+//! (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 and up by default). A test picks a port,
+//! lets it go, and only then starts the server that binds it. A port from the ephemeral
+//! range could be taken in that window by any outgoing connection (the tests make many),
+//! and the server would fail to start with "address in use". Below the range, only an
+//! explicit bind can take it, and within one process [`claim`] hands no port out twice.
+//!
+//! ```text
+//! 10000 ..            single ports (free_port, free_service_ports), stepped per process
+//! 11000 ..            their metrics ports, 1000 above
+//! 20000 .. 31999      storage-node ranges: 16 ports and 16 metrics ports 1000 above,
+//!                     slots 2000 apart
+//! ```
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
 
+/// The first port single ports are picked from.
+const SINGLE_LOW: u16 = 10_000;
+/// Single ports stay below this, so their metrics ports (1000 above) stay below the node
+/// ranges.
+const SINGLE_HIGH: u16 = 18_990;
+/// The first node range's first port.
+const NODES_LOW: u16 = 20_000;
+/// Node ranges: slots 2000 apart, so one cluster's metrics ports are never another's
+/// node ports.
+const NODE_SLOTS: u16 = 6;
+
 /// Whether `port` on 127.0.0.1 can be bound right now.
 fn is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// A port nobody listens on right now: bind `127.0.0.1:0`, read the port, let it go.
-/// Never the same port twice in one process: once let go, the kernel may hand the same
-/// port to the next caller (another test of this binary) before the first one's server
-/// has bound it, and the two tests would then talk to one server.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind an ephemeral port on 127.0.0.1")
-            .port();
-        if claim(port..port + 1) {
-            return port;
-        }
-    }
-    panic!("no ephemeral port this process has not handed out already");
+/// A small number for this process, so two test processes started together (by hand, or
+/// a parallel runner) start their scans in different places.
+fn spread() -> u16 {
+    (std::process::id() % 97) as u16
 }
 
 /// Every port this process has handed out: singly, and in node ranges (which are reused
@@ -46,15 +60,32 @@ fn note(ports: impl Iterator<Item = u16>) {
     HANDED.lock().expect("ports lock").extend(ports);
 }
 
-/// A free port whose next `n - 1` ports are free too.
-pub fn free_port_range(n: u16) -> u16 {
-    for _ in 0..100 {
-        let port = free_port();
-        if port <= u16::MAX - n && (1..n).all(|i| is_free(port + i)) {
+/// The first of `n` consecutive ports, none handed out before by this process, all free
+/// now, and (with `metrics`) each with a free port 1000 above it that no one was handed.
+fn pick_single(n: u16, metrics: bool) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = SINGLE_HIGH - SINGLE_LOW - n;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(n.max(1), Ordering::Relaxed) % span;
+        let port = SINGLE_LOW + (spread() * 89 + step) % span;
+        let ports = port..port + n;
+        let above = if metrics { port + 1000..port + 1000 + n } else { 0..0 };
+        if ports.clone().chain(above.clone()).all(is_free) && claim(ports.chain(above)) {
             return port;
         }
     }
-    panic!("no {n} free ports in a row on 127.0.0.1");
+    panic!("no {n} free ports in a row on 127.0.0.1 between {SINGLE_LOW} and {SINGLE_HIGH}");
+}
+
+/// A port nobody listens on right now, below the ephemeral range, never the same port
+/// twice in one process (two tests of one binary must not talk to one server).
+pub fn free_port() -> u16 {
+    pick_single(1, false)
+}
+
+/// A free port whose next `n - 1` ports are free too.
+pub fn free_port_range(n: u16) -> u16 {
+    pick_single(n, false)
 }
 
 /// A free port whose metrics port (`shardline up` serves metrics at each port plus 1000)
@@ -66,25 +97,17 @@ pub fn free_service_port() -> u16 {
 /// A free port whose next `n - 1` ports are free too, each with its metrics port (1000
 /// above): for `shardline up --balancers n`.
 pub fn free_service_ports(n: u16) -> u16 {
-    for _ in 0..100 {
-        let port = free_port();
-        if port <= u16::MAX - 1000 - n && (0..n).all(|i| (i == 0 || is_free(port + i)) && is_free(port + i + 1000)) {
-            return port;
-        }
-    }
-    panic!("no {n} free ports in a row with free ports 1000 above them");
+    pick_single(n, true)
 }
 
 /// The start of a range of ports for storage nodes, different for each call in this
-/// process and each test process, whose first 16 ports are free now, and so are the 16
-/// ports 1000 above them (the nodes' metrics). Ranges are 2000 apart, so one cluster's
-/// metrics ports are never another's node ports.
+/// process, whose first 16 ports are free now, and so are the 16 ports 1000 above them
+/// (the nodes' metrics).
 pub fn node_base_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let spread = (std::process::id() % 500) as u16;
     for _ in 0..200 {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 15;
-        let base = 20_000 + (spread * 40 + slot * 2000) % 30_000;
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed) % NODE_SLOTS;
+        let base = NODES_LOW + slot * 2000 + (spread() % 24) * 40;
         let ports = (base..base + 16).chain(base + 1000..base + 1016);
         if ports.clone().all(is_free) {
             note(ports);
@@ -106,5 +129,23 @@ mod tests {
         assert!((a..a + 16).all(is_free));
         let p = free_service_ports(3);
         assert!((p + 1..p + 3).all(is_free) && (p + 1000..p + 1003).all(is_free));
+    }
+
+    #[test]
+    fn every_port_is_below_the_ephemeral_range_and_handed_out_once() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+            .unwrap_or(32_768);
+        let singles: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = singles.iter().copied().collect();
+        assert_eq!(distinct.len(), singles.len(), "no port twice: {singles:?}");
+        let service = free_service_ports(4);
+        let nodes = node_base_port();
+        let highest = [singles.iter().copied().max().unwrap_or(0), service + 1003, nodes + 1015];
+        for port in highest {
+            assert!(port < low, "port {port} is in the ephemeral range (from {low})");
+        }
+        assert!(!distinct.contains(&service), "a service port was handed out singly before");
     }
 }
