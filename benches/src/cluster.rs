@@ -15,22 +15,37 @@ use shardline::{Client, ClientConfig, Credential, InitRequest, Topology};
 use crate::error::BenchError;
 use crate::rss;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::io("127.0.0.1:0", e))?;
-    Ok(l.local_addr().map_err(|e| BenchError::io("127.0.0.1:0", e))?.port())
+/// Whether `port` on 127.0.0.1 can be bound right now.
+fn is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// The first of `n` consecutive free ports, searched from a start that differs by process.
-pub fn free_port_range(n: u16) -> Result<u16, BenchError> {
-    let spread = (std::process::id() % 300) as u16;
-    for attempt in 0..300u16 {
-        let base = 20_000 + (spread * 97 + attempt * 131) % 30_000;
-        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+/// The first of `n` consecutive ports from `low..low + span` that are free now, and so are
+/// the `n` ports 1000 above them (`shardline up` serves each process's metrics there). The
+/// ranges lie below the kernel's ephemeral ports (32768 and up on Linux): a port from those
+/// could be taken by any outgoing connection between this probe and the cluster's bind.
+fn free_ports_with_metrics(n: u16, low: u16, span: u16) -> Result<u16, BenchError> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 97) as u16;
+    for _ in 0..300 {
+        let step = NEXT.fetch_add(n + 7, Ordering::Relaxed);
+        let base = low + (spread * 89 + step) % (span - n);
+        if (base..base + n).chain(base + 1000..base + 1000 + n).all(is_free) {
             return Ok(base);
         }
     }
-    Err(BenchError::Process(format!("no {n} consecutive free ports found on 127.0.0.1")))
+    Err(BenchError::Process(format!("no {n} consecutive free ports (with their metrics ports) found on 127.0.0.1")))
+}
+
+/// A free port, with its metrics port, for a balancer or a coordinator.
+pub fn free_port() -> Result<u16, BenchError> {
+    free_ports_with_metrics(1, 10_000, 9_000)
+}
+
+/// The first of `n` consecutive free ports, with their metrics ports, for storage nodes.
+pub fn free_port_range(n: u16) -> Result<u16, BenchError> {
+    free_ports_with_metrics(n, 20_000, 11_000)
 }
 
 /// An init layout as the seed's `/init` JSON, which `shardline up --config` reads.
