@@ -42,6 +42,7 @@ impl SimCoordinator {
             Some(Broken::WipedVoter) => Some(driver::Broken::WipedVoter),
             Some(Broken::AdminBlocksFailover) => Some(driver::Broken::AdminBlocksFailover),
             Some(Broken::SwitchoverIgnoresLogs) => Some(driver::Broken::SwitchoverIgnoresLogs),
+            Some(Broken::StaleRetire) => Some(driver::Broken::StaleRetire),
             _ => None,
         };
         SimCoordinator { core, origin, heartbeat: cfg.heartbeat_interval.as_nanos() as Nanos }

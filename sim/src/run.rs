@@ -68,6 +68,10 @@ pub enum Broken {
     /// A bounded read's contact age is compared in whole milliseconds (found as seed
     /// 16019633; replays as seed 16013055 since issue 13).
     BoundInWholeMs,
+    /// A voter counts toward a retirement's healthy majority on its last heartbeat answer,
+    /// however old, while the failure detector still calls it alive: a node that crashed
+    /// with a damaged log after answering counts as whole (found as seed 24016889).
+    StaleRetire,
 }
 
 /// What one run does.

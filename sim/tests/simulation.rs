@@ -87,6 +87,7 @@ fn the_seeds_that_found_bugs_fail_with_their_rule_put_back_and_pass_with_the_fix
     let cases = [
         (16_016_375, Broken::ReleadAfterLogFailure, "reads_committed"),
         (16_013_055, Broken::BoundInWholeMs, "bounded_fresh"),
+        (24_016_889, Broken::StaleRetire, "liveness"),
     ];
     for (seed, broken, checker) in cases {
         let fixed = run(&RunConfig::new(seed));

@@ -189,7 +189,8 @@ impl Core {
                 let s = self.meta.shards.get(id)?;
                 let settled = !s.unsettled && s.primary.is_some() && !self.electing(*id);
                 let next = queue.first().filter(|_| settled)?;
-                let healthy = self.broken == Some(Broken::Membership) || can_retire(s, next, |n| self.observe(n, now));
+                let healthy =
+                    self.broken == Some(Broken::Membership) || can_retire(s, next, |n| self.observe_lately(n, now));
                 healthy.then(|| (*id, next.clone()))
             })
             .collect();

@@ -159,6 +159,10 @@ pub enum Broken {
     /// log than another voter's (never fixed code: it shows the simulator would catch an
     /// unsafe leadership transfer).
     SwitchoverIgnoresLogs,
+    /// A voter counts toward a retirement's healthy majority on its last heartbeat answer,
+    /// however old, while the failure detector still calls it alive (found as seed
+    /// 24016889).
+    StaleRetire,
 }
 
 /// Counters for STATS.
@@ -278,6 +282,17 @@ impl Core {
     /// What heartbeats show of `server` at `now`.
     pub fn observe(&self, server: &str, now: Instant) -> Observed<'_> {
         Observed { alive: self.detector.alive(server, now), status: self.status.get(server) }
+    }
+
+    /// `server` as a retirement may count it: alive only if it answered a heartbeat sent
+    /// within the last round and a half. A node that crashed after its last answer stays
+    /// alive to the detector for `dead_after`, with the status it had before: a damaged log
+    /// it finds on restart would not show, and the retirement could leave the shard fewer
+    /// whole voters than a majority.
+    pub fn observe_lately(&self, server: &str, now: Instant) -> Observed<'_> {
+        let lately = self.broken == Some(Broken::StaleRetire)
+            || self.asked.get(server).is_some_and(|&a| now.saturating_duration_since(a) <= self.cfg.heartbeat * 3 / 2);
+        Observed { alive: lately && self.detector.alive(server, now), status: self.status.get(server) }
     }
 
     /// `server`'s replica of `shard` as its last heartbeat answer showed it, if that

@@ -207,6 +207,36 @@ fn a_queued_voter_is_retired_once_the_set_has_settled_and_while_an_admin_operati
     assert!(to.contains(&("a", false)) && to.contains(&("c", true)), "{to:?}");
 }
 
+/// Found by the simulator (seed 24016889): a voter that crashed after its last answer is
+/// still alive to the failure detector for `dead_after`, with the status it had before.
+/// The retirement of another voter waits until it answers a heartbeat again.
+#[test]
+fn a_queued_voter_waits_while_one_it_relies_on_has_missed_its_last_heartbeat() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let (mut core, _) = core(Some("a"), t0);
+    for n in ["a", "b", "c"] {
+        let role = if n == "a" { ReplicaRole::Primary } else { ReplicaRole::Follower };
+        let hb = core.heartbeat_call(n, t0);
+        core.on_answer(hb.id, Some(status(n, role, 4)), t0);
+    }
+    // The next round: a answers, b does not (it crashed after its answer at t0).
+    let hb = core.heartbeat_call("a", t0 + ms(100));
+    core.on_answer(hb.id, Some(status("a", ReplicaRole::Primary, 4)), t0 + ms(101));
+    core.heartbeat_call("b", t0 + ms(100));
+    assert!(core.remove_replica(SHARD, "c", t0 + ms(160)).is_empty());
+    core.reconcile(t0 + ms(160), true);
+    assert!(core.observe("b", t0 + ms(160)).alive, "b is alive to the detector");
+    assert_eq!(core.leaving(SHARD), ["c"], "retiring c would leave a and b, b unheard since t0");
+    assert_eq!(core.meta().shards[&SHARD].replicas, ["a", "b", "c"]);
+    // b answers again: c may go.
+    let hb = core.heartbeat_call("b", t0 + ms(200));
+    core.on_answer(hb.id, Some(status("b", ReplicaRole::Follower, 4)), t0 + ms(201));
+    core.reconcile(t0 + ms(210), true);
+    assert!(core.leaving(SHARD).is_empty());
+    assert_eq!(core.meta().shards[&SHARD].replicas, ["a", "b"]);
+}
+
 /// Status of shard 1 on `node`: its role at term 4 and its log's end and commit.
 fn status_at(node: &str, role: ReplicaRole, last: u64, commit: u64) -> ControlResponse {
     let ControlResponse::Status(mut s) = status(node, role, 4) else { unreachable!() };
