@@ -292,7 +292,9 @@ impl Core {
     pub fn observe_lately(&self, server: &str, now: Instant) -> Observed<'_> {
         let lately = self.broken == Some(Broken::StaleRetire)
             || self.asked.get(server).is_some_and(|&a| now.saturating_duration_since(a) <= self.cfg.heartbeat * 3 / 2);
-        Observed { alive: lately && self.detector.alive(server, now), status: self.status.get(server) }
+        let mut seen = self.observe(server, now);
+        seen.alive &= lately;
+        seen
     }
 
     /// `server`'s replica of `shard` as its last heartbeat answer showed it, if that
